@@ -1,0 +1,21 @@
+"""User-facing errors: the CLI prints their message as one line and exits non-zero."""
+
+
+class PrunerZeroError(Exception):
+    """Base for every error caused by user input or environment, not by a bug."""
+
+
+class MetricError(PrunerZeroError):
+    """A metric cannot be parsed, loaded, or yields unusable scores."""
+
+
+class ModelError(PrunerZeroError):
+    """A model cannot be loaded or is not a supported causal LM."""
+
+
+class DataError(PrunerZeroError):
+    """Calibration/evaluation data is missing or too short."""
+
+
+class ConfigError(PrunerZeroError):
+    """An option is out of range or inconsistent with the model."""
