@@ -1,0 +1,80 @@
+"""The Python API the CLI is a thin shell over: prune a model with a metric, measure it, save it."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+from .engine import Engine, measure_sparsity
+from .errors import ConfigError, MetricError
+from .masks import parse_structure
+from .model import save_pruned
+from .workbench import Protocol, Workbench
+
+SPARSEGPT = "sparsegpt"
+
+
+def resolve(metric: str):
+    """(display formula, tree) for a metric spec; SparseGPT is a method, not a tree: (name, None)."""
+    if metric == SPARSEGPT:
+        return SPARSEGPT, None
+    from .metric.io import format_formula, resolve_metric
+
+    name, tree = resolve_metric(metric)
+    return format_formula(tree), tree
+
+
+def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
+          structure: str = "unstructured", compare: str = "row", save: str | Path | None = None,
+          report: str | Path | None = None, dense: bool = True, log=print, **protocol) -> dict:
+    """Prune with `metric` (built-in name, metric file, formula, or "sparsegpt") and return the
+    report: dense and pruned perplexity, achieved sparsity, formula, seconds and protocol."""
+    started = time.time()
+    shape = parse_structure(structure, sparsity, compare)
+    formula, tree = resolve(metric)  # a bad metric fails before any model is loaded
+    if save is not None and Path(save).exists() and any(Path(save).iterdir()):
+        raise ConfigError(f"--save {save} exists and is not empty; choose a new directory")
+    bench = model if isinstance(model, Workbench) else Workbench(Protocol(model=model, **protocol),
+                                                                 log=log)
+    result: dict = {"metric": formula, "metric_spec": metric, "structure": shape.describe(),
+                    "requested_sparsity": shape.sparsity, "protocol": bench.protocol.as_dict()}
+    if dense:
+        result["ppl_dense"] = bench.perplexity()
+        log(f"dense perplexity: {result['ppl_dense']:.3f}")
+    if tree is None:
+        from .sparsegpt import sparsegpt_prune
+
+        sparsegpt_prune(bench.model, bench.calib, shape, bench.progress)
+    else:
+        engine = Engine(bench.model, bench.linears, bench.stats, shape)
+        engine.apply(engine.masks(tree, formula))
+    achieved = measure_sparsity(bench.linears)
+    result["sparsity"] = achieved.overall
+    result["sparsity_per_layer"] = achieved.per_layer
+    log(f"sparsity: {achieved.overall:.4f} over {len(achieved.per_layer)} layers "
+        f"({achieved.zeros}/{achieved.total} weights)")
+    ppl = bench.perplexity()
+    if not math.isfinite(ppl):
+        log("warning: the pruned model's perplexity is not finite")
+    result["ppl"] = ppl
+    log(f"pruned perplexity ({formula}): {ppl:.3f}")
+    if save is not None:
+        result["saved_to"] = str(save_pruned(bench.model, bench.tokenizer, save))
+        log(f"saved pruned model to {save}")
+    result["seconds"] = round(time.time() - started, 2)
+    if report is not None:
+        write_json(report, result)
+    return result
+
+
+def write_json(path: str | Path, obj) -> None:
+    """Atomic JSON write: a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, allow_nan=True) + "\n")
+    tmp.replace(path)
+
+
+__all__ = ["prune", "resolve", "Protocol", "Workbench", "MetricError"]

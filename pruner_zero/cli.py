@@ -1,0 +1,128 @@
+"""`pruner-zero` command line: parse flags, call the API, print. Errors are one line."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import PrunerZeroError
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model and data")
+    g.add_argument("--model", required=True, help="hub id or local directory (from_pretrained)")
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
+    g.add_argument("--dtype", default="auto", help="auto | float32 | float16 | bfloat16")
+    g.add_argument("--data-dir", default=None,
+                   help="directory with train.txt/valid.txt/test.txt (default: $PRUNER_ZERO_DATA, "
+                        "else WikiText-2 from the hub)")
+    g.add_argument("--calib-split", default="train", help="calibration split (default train)")
+    g.add_argument("--eval-split", default="test", help="evaluation split (default test)")
+    g.add_argument("--nsamples", type=int, default=128, help="calibration windows (default 128)")
+    g.add_argument("--seqlen", type=int, default=None,
+                   help="tokens per window (default min(2048, model limit))")
+    g.add_argument("--seed", type=int, default=0, help="calibration sampling seed (default 0)")
+    g.add_argument("--batch-size", type=int, default=8, help="evaluation windows per forward")
+    g.add_argument("--cache-dir", default=None,
+                   help="statistics cache (default $PRUNER_ZERO_CACHE or ~/.cache/pruner_zero)")
+    g.add_argument("--no-cache", action="store_true", help="recompute statistics, write no cache")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _protocol_kwargs(a: argparse.Namespace) -> dict:
+    return {"data_dir": a.data_dir, "calib_split": a.calib_split, "eval_split": a.eval_split,
+            "nsamples": a.nsamples, "seqlen": a.seqlen, "seed": a.seed, "device": a.device,
+            "dtype": a.dtype, "batch_size": a.batch_size}
+
+
+def _workbench(a: argparse.Namespace):
+    from pathlib import Path
+
+    from .workbench import Protocol, Workbench, default_cache_dir
+
+    cache = None if a.no_cache else Path(a.cache_dir) if a.cache_dir else default_cache_dir()
+    return Workbench(Protocol(model=a.model, **_protocol_kwargs(a)), cache_dir=cache,
+                     progress=not a.quiet, log=_log)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _add_prune_shape(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sparsity", type=float, default=None,
+                   help="fraction of weights to zero, in (0, 1) (default 0.5; implied by N:M)")
+    p.add_argument("--structure", default="unstructured", help="unstructured | N:M, e.g. 2:4, 4:8")
+    p.add_argument("--compare", default="row", choices=["row", "layer"],
+                   help="unstructured: rank weights within each output row (default) or layer")
+
+
+def cmd_prune(a: argparse.Namespace) -> int:
+    from .api import prune, resolve
+    from .masks import parse_structure
+
+    parse_structure(a.structure, a.sparsity, a.compare)  # cheap checks before loading anything
+    resolve(a.metric)
+    result = prune(_workbench(a), a.metric, a.sparsity, a.structure, a.compare, save=a.save,
+                   report=a.report, log=_log)
+    print(json.dumps({k: result[k] for k in ("metric", "ppl_dense", "ppl", "sparsity", "seconds")}))
+    return 0
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    bench = _workbench(a)
+    ppl = bench.perplexity()
+    print(f"{ppl:.4f}")
+    return 0
+
+
+def cmd_show(a: argparse.Namespace) -> int:
+    from .metric.io import format_formula, resolve_metric
+    from .metric.symbolic import to_latex, to_sympy
+
+    _, tree = resolve_metric(a.metric)
+    print(f"formula: {format_formula(tree)}")
+    print(f"sympy:   {to_sympy(tree)}")
+    print(f"latex:   {to_latex(tree)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pruner-zero",
+                                     description="Discover and apply pruning metrics for LLMs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prune", help="prune a model with a metric, evaluate it, optionally save it")
+    _add_model_args(p)
+    p.add_argument("--metric", required=True,
+                   help="magnitude | wanda | gblm | pruner-zero | sparsegpt | metric .json file | "
+                        "formula such as 'mul(abs(mul(W, W)), mms(G))'")
+    _add_prune_shape(p)
+    p.add_argument("--save", default=None, help="write the pruned model here (save_pretrained)")
+    p.add_argument("--report", default=None, help="write a JSON report here")
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("eval", help="print the perplexity of a model")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("show", help="print a metric's formula, sympy form and LaTeX")
+    p.add_argument("metric", help="metric .json file, built-in name or formula")
+    p.set_defaults(func=cmd_show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except PrunerZeroError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Token streams for calibration and evaluation: WikiText-2 from local files or the hub.
+
+Protocol (also in the README): a split is read as one text (a local `<split>.txt` verbatim;
+hub rows of `wikitext-2-raw-v1` concatenated as they are, which reproduces the file), tokenized
+once. Calibration takes `nsamples` random windows of `seqlen` tokens (Python `random.Random(seed)`);
+evaluation cuts the split into non-overlapping `seqlen` windows and drops the tail.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import torch
+
+from .errors import DataError
+
+ENV_DATA = "PRUNER_ZERO_DATA"
+HUB_DATASET = ("wikitext", "wikitext-2-raw-v1")
+_HUB_SPLITS = {"train": "train", "valid": "validation", "validation": "validation", "test": "test"}
+
+
+def resolve_data_dir(data_dir: str | None) -> Path | None:
+    """--data-dir wins, then $PRUNER_ZERO_DATA; None means the hub."""
+    chosen = data_dir or os.environ.get(ENV_DATA)
+    if not chosen:
+        return None
+    path = Path(chosen).expanduser()
+    if not path.is_dir():
+        source = "--data-dir" if data_dir else f"${ENV_DATA}"
+        raise DataError(f"data directory not found: {path} (from {source})")
+    return path
+
+
+def load_split_text(split: str, data_dir: str | Path | None) -> str:
+    """The whole split as one string."""
+    if data_dir is not None:
+        name = "valid" if split == "validation" else split
+        path = Path(data_dir) / f"{name}.txt"
+        if not path.is_file():
+            raise DataError(f"split {split!r} not found: looked for {path}")
+        return path.read_text(encoding="utf-8")
+    if split not in _HUB_SPLITS:
+        raise DataError(f"unknown split {split!r}: expected one of train, valid, test")
+    try:
+        from datasets import load_dataset
+
+        rows = load_dataset(*HUB_DATASET, split=_HUB_SPLITS[split])["text"]
+    except Exception as exc:  # network, cache, and hub errors all mean the same to the user
+        raise DataError(
+            f"cannot load WikiText-2 ({split}) from the hub ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); pass --data-dir or set {ENV_DATA} "
+            "to a directory with train.txt/valid.txt/test.txt") from exc
+    return "".join(rows)
+
+
+def tokenize(tokenizer, text: str) -> torch.Tensor:
+    """1-D LongTensor of the whole text's token ids."""
+    return tokenizer(text, return_tensors="pt").input_ids[0]
+
+
+def calibration_windows(ids: torch.Tensor, nsamples: int, seqlen: int, seed: int) -> torch.Tensor:
+    """[nsamples, seqlen] random windows; the same seed always gives the same windows."""
+    if ids.numel() <= seqlen:
+        raise DataError(f"calibration split has {ids.numel()} tokens, fewer than --seqlen {seqlen}")
+    rng = random.Random(seed)
+    starts = [rng.randint(0, ids.numel() - seqlen - 1) for _ in range(nsamples)]
+    return torch.stack([ids[s:s + seqlen] for s in starts])
+
+
+def eval_windows(ids: torch.Tensor, seqlen: int, limit: int | None = None) -> torch.Tensor:
+    """[n, seqlen] non-overlapping windows from the start; `limit` keeps the first ones."""
+    n = ids.numel() // seqlen
+    if n == 0:
+        raise DataError(f"evaluation split has {ids.numel()} tokens, fewer than --seqlen {seqlen}")
+    if limit is not None:
+        n = min(n, limit)
+    return ids[: n * seqlen].view(n, seqlen)

@@ -1,0 +1,89 @@
+"""The "evaluate this metric" machine: model, dense weights and statistics held once;
+any number of metrics scored, masked, applied, measured and undone in place."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .errors import MetricError
+from .masks import Structure, make_mask
+from .stats import LayerStats
+
+
+@dataclass
+class SparsityReport:
+    per_layer: dict[str, float]
+    overall: float
+    zeros: int
+    total: int
+
+    def as_dict(self) -> dict:
+        return {"overall": self.overall, "zeros": self.zeros, "total": self.total,
+                "per_layer": self.per_layer}
+
+
+def measure_sparsity(linears: dict[str, nn.Linear]) -> SparsityReport:
+    """Fraction of exact zeros, measured on the weights themselves (not on the masks)."""
+    per, zeros, total = {}, 0, 0
+    for name, lin in linears.items():
+        z = int((lin.weight == 0).sum())
+        per[name] = z / lin.weight.numel()
+        zeros += z
+        total += lin.weight.numel()
+    return SparsityReport(per_layer=per, overall=zeros / max(total, 1), zeros=zeros, total=total)
+
+
+def metric_scores(tree, weight: torch.Tensor, stats: LayerStats) -> torch.Tensor:
+    """The metric on one layer: W enters as |W| in float32 (as in the original code)."""
+    from .metric.tree import evaluate
+
+    return evaluate(tree, weight.detach().abs().float(), stats.G.float(), stats.X.float())
+
+
+@dataclass
+class Engine:
+    model: nn.Module
+    linears: dict[str, nn.Linear]
+    stats: dict[str, LayerStats]
+    structure: Structure
+    dense: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.dense:  # one copy of the dense weights, made once
+            self.dense = {n: m.weight.detach().clone() for n, m in self.linears.items()}
+
+    def masks(self, tree, formula: str = "metric") -> dict[str, torch.Tensor]:
+        """Score every layer and turn scores into masks; a NaN/inf/constant metric is a MetricError."""
+        from .metric.tree import check_scores
+
+        out = {}
+        for name, lin in self.linears.items():
+            scores = metric_scores(tree, self.dense[name], self.stats[name])
+            check_scores(scores, formula)
+            out[name] = make_mask(scores, self.structure)
+        return out
+
+    @torch.no_grad()
+    def apply(self, masks: dict[str, torch.Tensor]) -> None:
+        for name, mask in masks.items():
+            self.linears[name].weight.masked_fill_(mask, 0)
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for name, lin in self.linears.items():
+            lin.weight.copy_(self.dense[name])
+
+    def sparsity(self) -> SparsityReport:
+        return measure_sparsity(self.linears)
+
+
+def mask_fingerprint(masks: dict[str, torch.Tensor]) -> str:
+    """Hash over all layers' masks: equal fingerprints mean the same pruned model."""
+    h = hashlib.sha256()
+    for name in sorted(masks):
+        h.update(name.encode())
+        h.update(masks[name].cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

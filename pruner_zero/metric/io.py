@@ -1,0 +1,268 @@
+"""Read and write metrics: formula text, the paper's JSON trees, files.
+
+Formula text is DEAP's own syntax, e.g. ``mul(abs(mul(W, W)), mms(G))``; it is
+parsed by a small recursive-descent parser, never by ``eval``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from deap import gp
+
+from pruner_zero.errors import MetricError
+from pruner_zero.metric.builtin import BUILTINS
+from pruner_zero.metric.ops import ARITY
+from pruner_zero.metric.space import full_pset
+from pruner_zero.metric.tree import Constant, format_number, is_constant, label
+
+_TOKEN = re.compile(
+    r"\s*(?:(?P<num>-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
+    r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<punct>[(),]))"
+)
+_MAX_NESTING = 200
+
+
+def _tokenize(text: str) -> list[tuple[str, str, int]]:
+    """(kind, text, position) tokens; kind is num, name or one of ( ) ,."""
+    tokens: list[tuple[str, str, int]] = []
+    pos = 0
+    while pos < len(text):
+        if text[pos:].strip() == "":
+            break
+        m = _TOKEN.match(text, pos)
+        if m is None:
+            bad = len(text[pos:]) - len(text[pos:].lstrip()) + pos
+            raise MetricError(f"cannot parse metric formula {text!r}: "
+                              f"unexpected character {text[bad]!r} at position {bad}.")
+        kind = m.lastgroup or ""
+        value = m.group(kind)
+        start = m.start(kind)
+        tokens.append((value if kind == "punct" else kind, value, start))
+        pos = m.end()
+    return tokens
+
+
+class _Parser:
+    """Recursive descent over ``expr := NUMBER | NAME | NAME '(' expr (',' expr)* ')'``."""
+
+    def __init__(self, text: str, pset: gp.PrimitiveSet) -> None:
+        self.text = text
+        self.tokens = _tokenize(text)
+        self.i = 0
+        self.nodes: list[Any] = []
+        self.prims = {p.name: p for p in pset.primitives[pset.ret]}
+        self.terms = {label(t): t for t in pset.terminals[pset.ret] if not is_constant(t)}
+
+    def _peek(self) -> tuple[str, str, int] | None:
+        return self.tokens[self.i] if self.i < len(self.tokens) else None
+
+    def _fail(self, message: str) -> MetricError:
+        return MetricError(f"cannot parse metric formula {self.text!r}: {message}.")
+
+    def parse(self) -> gp.PrimitiveTree:
+        if not self.tokens:
+            raise MetricError("metric formula is empty.")
+        self._expr(0)
+        tok = self._peek()
+        if tok is not None:
+            if tok[0] == ")":
+                raise self._fail(f"unbalanced parentheses: unexpected ')' at position {tok[2]}")
+            raise self._fail(f"unexpected trailing text {self.text[tok[2]:]!r} at position {tok[2]}")
+        return gp.PrimitiveTree(self.nodes)
+
+    def _expr(self, depth: int) -> None:
+        if depth > _MAX_NESTING:
+            raise self._fail(f"formula is nested more than {_MAX_NESTING} levels deep")
+        tok = self._peek()
+        if tok is None:
+            raise self._fail("unbalanced parentheses: the formula ends where an argument was expected")
+        kind, value, pos = tok
+        self.i += 1
+        if kind == "num":
+            self.nodes.append(Constant(float(value)))
+            return
+        if kind != "name":
+            what = "')'" if kind == ")" else repr(kind)
+            raise self._fail(f"expected an op, terminal or number at position {pos}, found {what}")
+        nxt = self._peek()
+        if nxt is None or nxt[0] != "(":
+            if value in self.terms:
+                self.nodes.append(self.terms[value])
+                return
+            if value in self.prims:
+                raise self._fail(f"op '{value}' at position {pos} needs its arguments in parentheses")
+            raise self._fail(f"unknown terminal '{value}' at position {pos}; known: {', '.join(self.terms)}")
+        if value not in self.prims:
+            if value in self.terms:
+                raise self._fail(f"'{value}' at position {pos} is a terminal, not an op, and takes no arguments")
+            raise self._fail(f"unknown op '{value}' at position {pos}; known ops: {', '.join(self.prims)}")
+        prim = self.prims[value]
+        self.nodes.append(prim)
+        self.i += 1  # the '('
+        count = 0
+        if self._peek() is not None and self._peek()[0] == ")":  # type: ignore[index]
+            self.i += 1
+        else:
+            while True:
+                self._expr(depth + 1)
+                count += 1
+                tok = self._peek()
+                if tok is None:
+                    raise self._fail(f"unbalanced parentheses: missing ')' for '{value}' at position {pos}")
+                self.i += 1
+                if tok[0] == ")":
+                    break
+                if tok[0] != ",":
+                    raise self._fail(f"expected ',' or ')' at position {tok[2]}, found {tok[1]!r}")
+        if count != prim.arity:
+            raise self._fail(f"wrong number of arguments for '{value}' at position {pos} "
+                             f"(expects {prim.arity}, got {count})")
+
+
+def parse_formula(text: str, pset: gp.PrimitiveSet | None = None) -> gp.PrimitiveTree:
+    """Parse ``mul(abs(mul(W, W)), mms(G))`` into a tree over ``pset`` (default: every op).
+
+    Numbers (``100``, ``0.5``, ``1e-3``, ``-2``) become constant leaves.
+    """
+    if not isinstance(text, str):
+        raise MetricError(f"metric formula must be a string, got {type(text).__name__}.")
+    return _Parser(text, pset or full_pset()).parse()
+
+
+def format_formula(tree: gp.PrimitiveTree) -> str:
+    """Formula text of a tree; ``parse_formula`` reads it back to the same tree."""
+    return str(tree)
+
+
+# ---------------------------------------------------------------- paper JSON
+
+def _json_node(obj: Any, where: str, nodes: list[Any], pset: gp.PrimitiveSet, depth: int) -> None:
+    """Append the prefix nodes of one paper-JSON node (validated) to ``nodes``."""
+    if depth > _MAX_NESTING:
+        raise MetricError(f"metric JSON is nested more than {_MAX_NESTING} levels deep.")
+    if not isinstance(obj, dict):
+        raise MetricError(f"metric JSON node at {where} must be an object with a 'data' key, "
+                          f"got {type(obj).__name__}.")
+    extra = set(obj) - {"data", "left", "right"}
+    if extra:
+        raise MetricError(f"metric JSON node at {where} has unknown key(s) {sorted(extra)}; "
+                          "allowed: data, left, right.")
+    if "data" not in obj:
+        raise MetricError(f"metric JSON node at {where} has no 'data' key.")
+    data = obj["data"]
+    children = [k for k in ("left", "right") if k in obj]
+    if isinstance(data, bool) or not isinstance(data, (str, int, float)):
+        raise MetricError(f"metric JSON node at {where}: 'data' must be an op, terminal or number, got {data!r}.")
+    text = str(data)
+    if text in ARITY:
+        prim = pset.mapping.get(text)
+        if prim is None:
+            raise MetricError(f"metric JSON node at {where}: op '{text}' is not available here.")
+        expected = ["left", "right"][: ARITY[text]]
+        if children != expected:
+            kind = "unary" if ARITY[text] == 1 else "binary"
+            raise MetricError(f"metric JSON node at {where}: {kind} op '{text}' needs exactly the "
+                              f"child key(s) {expected}, got {children}.")
+        nodes.append(prim)
+        for key in expected:
+            _json_node(obj[key], f"{where}.{key}", nodes, pset, depth + 1)
+        return
+    if children:
+        raise MetricError(f"metric JSON node at {where}: leaf '{text}' must not have children.")
+    term = pset.mapping.get(text)
+    if term is not None and term.arity == 0:
+        nodes.append(term)
+        return
+    number = _TOKEN.fullmatch(text)
+    if isinstance(data, (int, float)) or (number is not None and number.lastgroup == "num"):
+        value = float(text)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise MetricError(f"metric JSON node at {where}: constant {text} is not a finite number.")
+        nodes.append(Constant(value))
+        return
+    raise MetricError(f"metric JSON node at {where}: unknown op or terminal '{text}'; "
+                      f"known: {', '.join(list(ARITY) + [label(t) for t in pset.terminals[pset.ret]])}.")
+
+
+def from_paper_json(obj: Any, pset: gp.PrimitiveSet | None = None) -> gp.PrimitiveTree:
+    """Tree from the original repository's nested ``{"data", "left", "right"}`` JSON."""
+    nodes: list[Any] = []
+    _json_node(obj, "root", nodes, pset or full_pset(), 0)
+    return gp.PrimitiveTree(nodes)
+
+
+def to_paper_json(tree: gp.PrimitiveTree) -> dict[str, Any]:
+    """Nested paper JSON (unary ops use only "left"; constants as text, e.g. "100")."""
+    stack: list[dict[str, Any]] = []
+    for node in reversed(tree):
+        if node.arity == 0:
+            stack.append({"data": format_number(node.value) if is_constant(node) else label(node)})
+            continue
+        out: dict[str, Any] = {"data": node.name, "left": stack.pop()}
+        if node.arity == 2:
+            out["right"] = stack.pop()
+        stack.append(out)
+    if len(stack) != 1:
+        raise MetricError(f"metric {tree} is malformed and cannot be written as JSON.")
+    return stack[0]
+
+
+# --------------------------------------------------------------------- files
+
+def load_metric_file(path: str | Path) -> gp.PrimitiveTree:
+    """Load a ``.json`` metric: paper format, or ``{"formula": "..."}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise MetricError(f"metric file not found: {path}")
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MetricError(f"cannot read metric file {path}: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise MetricError(f"metric file {path} is not valid JSON: {exc}") from exc
+    if isinstance(obj, dict) and "formula" in obj:
+        formula = obj["formula"]
+        if not isinstance(formula, str):
+            raise MetricError(f"metric file {path}: 'formula' must be a string.")
+        try:
+            return parse_formula(formula)
+        except MetricError as exc:
+            raise MetricError(f"metric file {path}: {exc}") from exc
+    try:
+        return from_paper_json(obj)
+    except MetricError as exc:
+        raise MetricError(f"metric file {path}: {exc}") from exc
+
+
+def save_metric_json(tree: gp.PrimitiveTree, path: str | Path) -> None:
+    """Write the metric in the paper's JSON format (readable by the original code too)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(to_paper_json(tree), indent=2) + "\n", encoding="utf-8")
+
+
+def _looks_like_path(spec: str) -> bool:
+    return spec.endswith(".json") or os.sep in spec or "/" in spec
+
+
+def resolve_metric(spec: str) -> tuple[str, gp.PrimitiveTree]:
+    """(display name, tree) for a built-in name, a metric file, or a formula string."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise MetricError("metric is empty: give a built-in name, a .json file or a formula.")
+    spec = spec.strip()
+    if spec in BUILTINS:
+        return spec, parse_formula(BUILTINS[spec])
+    if Path(spec).is_file():
+        return spec, load_metric_file(spec)
+    if _looks_like_path(spec):
+        raise MetricError(f"metric file not found: {spec}")
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", spec) and spec not in full_pset().mapping:
+        raise MetricError(f"unknown metric '{spec}': not a built-in ({', '.join(BUILTINS)}), "
+                          "an existing file, or a formula.")
+    tree = parse_formula(spec)
+    return format_formula(tree), tree

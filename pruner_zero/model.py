@@ -1,0 +1,123 @@
+"""Load and save Hugging Face causal LMs; find the linears of their decoder blocks."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import ConfigError, ModelError
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+# Where each supported family keeps its decoder blocks, tried in order.
+_LAYER_PATHS = ("model.layers", "model.decoder.layers")
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto` picks CUDA when present, because pruning a real LLM on CPU is impractically slow."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device} asked for, but no CUDA device is available")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ConfigError(f"--device must be auto, cpu or cuda[:N], got {device!r}")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """`auto` keeps float32 on CPU (half precision matmuls are slow there) and float16 on CUDA."""
+    if dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ConfigError(f"--dtype must be auto, {', '.join(DTYPES)}; got {dtype!r}")
+    return DTYPES[dtype]
+
+
+def _looks_like_path(name: str) -> bool:
+    """Hub ids are `name` or `org/name`; anything else that is missing is a mistyped path."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith("/")
+
+
+def load_model(name_or_path: str, device: str = "auto", dtype: str = "auto",
+               device_map: str | None = None):
+    """Return (model, tokenizer) in eval mode; every failure becomes one ModelError line."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(name_or_path).expanduser()
+    if not path.exists() and _looks_like_path(name_or_path):
+        raise ModelError(f"model path not found: {name_or_path}")
+    if path.exists() and not (path / "config.json").is_file():
+        raise ModelError(f"{name_or_path} is not a Hugging Face model directory (no config.json)")
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    source = str(path) if path.exists() else name_or_path
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        kwargs = {"dtype": torch_dtype}
+        if device_map:
+            kwargs["device_map"] = device_map
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"cannot load model {name_or_path!r}: {first}") from exc
+    if not device_map:
+        model.to(dev)
+    model.eval()
+    model.config.use_cache = False
+    decoder_layers(model)  # fail now, with a clear message, on unsupported architectures
+    return model, tokenizer
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The list of decoder blocks: LLaMA/Mistral/Qwen2 `model.layers`, OPT `model.decoder.layers`."""
+    for dotted in _LAYER_PATHS:
+        obj = model
+        for part in dotted.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                break
+        if isinstance(obj, nn.ModuleList) and len(obj) > 0:
+            return obj
+    found = type(model).__name__
+    children = ", ".join(name for name, _ in model.named_children()) or "none"
+    raise ModelError(
+        f"unsupported model {found}: expected a causal LM with decoder blocks at "
+        f"{' or '.join(_LAYER_PATHS)} (top-level modules found: {children})")
+
+
+def prunable_linears(model: nn.Module) -> dict[str, nn.Linear]:
+    """Every nn.Linear inside a decoder block, by full module name; embeddings and lm_head are outside."""
+    layers = decoder_layers(model)
+    prefix = next(name for name, mod in model.named_modules() if mod is layers)
+    found: dict[str, nn.Linear] = {}
+    for i, block in enumerate(layers):
+        for name, mod in block.named_modules():
+            if isinstance(mod, nn.Linear):
+                found[f"{prefix}.{i}.{name}"] = mod
+    if not found:
+        raise ModelError(f"no nn.Linear layers found in the decoder blocks of {type(model).__name__}")
+    return found
+
+
+def max_positions(model: nn.Module) -> int | None:
+    """The longest sequence the model is configured for, if it says."""
+    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(model.config, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def input_device(model: nn.Module) -> torch.device:
+    """Where token ids must go: the embedding's device (differs from others under device_map)."""
+    return model.get_input_embeddings().weight.device
+
+
+def save_pruned(model: nn.Module, tokenizer, out_dir: str | Path) -> Path:
+    """save_pretrained as safetensors, tokenizer beside it, so from_pretrained reloads it."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out

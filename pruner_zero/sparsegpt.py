@@ -1,0 +1,123 @@
+"""SparseGPT (Frantar & Alistarh, 2023) as a baseline: unlike the metric methods it also
+updates the remaining weights (OBS reconstruction), layer after layer, each block seeing
+the outputs of the already pruned blocks before it."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .masks import Structure
+from .model import decoder_layers, input_device
+
+
+class HessianAccumulator:
+    """H = 2/n * sum x x^T over the n calibration sequences seen (SparseGPT's running form)."""
+
+    def __init__(self, columns: int, device: torch.device):
+        self.H = torch.zeros(columns, columns, dtype=torch.float32, device=device)
+        self.n = 0
+
+    def add(self, inp: torch.Tensor) -> None:
+        batch = inp.shape[0] if inp.dim() == 3 else 1
+        x = inp.detach().reshape(-1, inp.shape[-1]).t().float()
+        self.H *= self.n / (self.n + batch)
+        self.n += batch
+        x = (2 / self.n) ** 0.5 * x
+        self.H += x @ x.t()
+
+
+def sparsegpt_weight(W: torch.Tensor, H: torch.Tensor, structure: Structure,
+                     blocksize: int = 128, percdamp: float = 0.01) -> torch.Tensor:
+    """The pruned-and-updated weight (float32) for one layer; pure function of W and H."""
+    W = W.detach().clone().float()
+    H = H.clone()
+    cols = W.shape[1]
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    W[:, dead] = 0
+    H += percdamp * torch.mean(torch.diag(H)) * torch.eye(cols, device=H.device)
+    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    prune_m = structure.m
+    prune_k = structure.m - structure.n  # how many of each group of m are zeroed
+    for i1 in range(0, cols, blocksize):
+        i2 = min(i1 + blocksize, cols)
+        W1 = W[:, i1:i2].clone()
+        Q1 = torch.zeros_like(W1)
+        Err1 = torch.zeros_like(W1)
+        Hinv1 = Hinv[i1:i2, i1:i2]
+        d1 = torch.diag(Hinv1)
+        if not structure.is_nm:
+            tmp = W1 ** 2 / d1.reshape(1, -1) ** 2
+            thresh = torch.sort(tmp.flatten())[0][int(tmp.numel() * structure.sparsity)]
+            mask1 = tmp <= thresh
+        else:
+            mask1 = torch.zeros_like(W1, dtype=torch.bool)
+        for i in range(i2 - i1):
+            w = W1[:, i]
+            if structure.is_nm and i % prune_m == 0:
+                tmp = W1[:, i:i + prune_m] ** 2 / d1[i:i + prune_m].reshape(1, -1) ** 2
+                mask1.scatter_(1, i + torch.topk(tmp, prune_k, dim=1, largest=False)[1], True)
+            q = w.clone()
+            q[mask1[:, i]] = 0
+            Q1[:, i] = q
+            err = (w - q) / Hinv1[i, i]
+            W1[:, i:] -= err.unsqueeze(1) @ Hinv1[i, i:].unsqueeze(0)
+            Err1[:, i] = err
+        W[:, i1:i2] = Q1
+        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+    return W
+
+
+class _Captured(Exception):
+    pass
+
+
+@torch.no_grad()
+def sparsegpt_prune(model: nn.Module, calib: torch.Tensor, structure: Structure,
+                    progress: bool = True) -> None:
+    """Prune `model` in place with SparseGPT using calibration windows [n, seqlen]."""
+    layers = decoder_layers(model)
+    inps: list[torch.Tensor] = []
+    kwargs_seen: dict = {}
+
+    class Catcher(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, hidden_states, *args, **kwargs):
+            inps.append(hidden_states)
+            kwargs_seen.update(kwargs)
+            raise _Captured
+
+    first = layers[0]
+    layers[0] = Catcher(first)
+    dev = input_device(model)
+    try:
+        for window in calib:
+            try:
+                model(input_ids=window.unsqueeze(0).to(dev))
+            except _Captured:
+                pass
+    finally:
+        layers[0] = first
+
+    for block in tqdm(layers, desc="sparsegpt", unit="block", disable=not progress):
+        linears = {n: m for n, m in block.named_modules() if isinstance(m, nn.Linear)}
+        acc = {n: HessianAccumulator(m.in_features, m.weight.device) for n, m in linears.items()}
+        hooks = [m.register_forward_hook(lambda mod, a, o, n=n: acc[n].add(a[0]))
+                 for n, m in linears.items()]
+        try:
+            for x in inps:
+                block(x, **kwargs_seen)
+        finally:
+            for h in hooks:
+                h.remove()
+        for n, m in linears.items():
+            m.weight.copy_(sparsegpt_weight(m.weight, acc[n].H, structure).to(m.weight.dtype))
+        outs = []
+        for x in inps:
+            out = block(x, **kwargs_seen)
+            outs.append(out[0] if isinstance(out, tuple) else out)
+        inps = outs
