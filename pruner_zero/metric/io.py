@@ -172,21 +172,21 @@ def _json_node(obj: Any, where: str, nodes: list[Any], pset: gp.PrimitiveSet, de
         for key in expected:
             _json_node(obj[key], f"{where}.{key}", nodes, pset, depth + 1)
         return
-    if children:
-        raise MetricError(f"metric JSON node at {where}: leaf '{text}' must not have children.")
     term = pset.mapping.get(text)
-    if term is not None and term.arity == 0:
-        nodes.append(term)
-        return
     number = _TOKEN.fullmatch(text)
-    if isinstance(data, (int, float)) or (number is not None and number.lastgroup == "num"):
+    if term is not None and term.arity == 0:
+        leaf: Any = term
+    elif isinstance(data, (int, float)) or (number is not None and number.lastgroup == "num"):
         value = float(text)
         if value != value or value in (float("inf"), float("-inf")):
             raise MetricError(f"metric JSON node at {where}: constant {text} is not a finite number.")
-        nodes.append(Constant(value))
-        return
-    raise MetricError(f"metric JSON node at {where}: unknown op or terminal '{text}'; "
-                      f"known: {', '.join(list(ARITY) + [label(t) for t in pset.terminals[pset.ret]])}.")
+        leaf = Constant(value)
+    else:
+        raise MetricError(f"metric JSON node at {where}: unknown op or terminal '{text}'; "
+                          f"known: {', '.join(list(ARITY) + [label(t) for t in pset.terminals[pset.ret]])}.")
+    if children:
+        raise MetricError(f"metric JSON node at {where}: leaf '{text}' must not have children.")
+    nodes.append(leaf)
 
 
 def from_paper_json(obj: Any, pset: gp.PrimitiveSet | None = None) -> gp.PrimitiveTree:

@@ -243,5 +243,5 @@ def canonical_key(tree: gp.PrimitiveTree) -> str:
     return sympy.srepr(to_sympy(tree))
 
 
-__all__ = ["W", "G", "X", "Log3", "ExpC", "MMS", "ZSN", "Norm", "S", "to_sympy", "to_latex",
+__all__ = ["W", "G", "X", "Log3", "ExpC", "MMS", "ZSN", "Norm", "to_sympy", "to_latex",
            "canonical_key", "shape_class"]

@@ -1,0 +1,50 @@
+# Two entry points: `make demo` and `make test`. Both build .venv first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The CPU build of torch: a few hundred MB instead of several GB of CUDA wheels.
+# On a GPU machine, install your CUDA torch into .venv first; it is kept.
+TORCH_SPEC  ?= torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+
+# Local assets beside the repo (the hub is out of reach on some machines).
+SHARED ?= ../shared
+ifneq ($(wildcard $(SHARED)/models/wiki-llama-5m/config.json),)
+DEMO_MODEL ?= $(SHARED)/models/wiki-llama-5m
+DEMO_DATA  ?= $(SHARED)/data/wikitext-2
+DEMO_ARGS  ?= --calib-split valid --nsamples 32 --seqlen 256 --device cpu
+else
+# A small public LLaMA-architecture model and WikiText-2 from the hub (or $$PRUNER_ZERO_DATA).
+DEMO_MODEL ?= HuggingFaceTB/SmolLM2-135M
+DEMO_DATA  ?= $(PRUNER_ZERO_DATA)
+DEMO_ARGS  ?= --nsamples 32 --seqlen 512
+endif
+DEMO_OUT ?= runs/demo
+DATA_FLAG = $(if $(DEMO_DATA),--data-dir $(DEMO_DATA),)
+
+.PHONY: venv test demo clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || \
+	  $(BIN)/pip install -q --retries 1 --index-url $(TORCH_INDEX) "$(TORCH_SPEC)" || \
+	  $(BIN)/pip install -q "$(TORCH_SPEC)"
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+test: venv
+	$(BIN)/python -m pytest -q -rs
+
+demo: venv
+	rm -rf $(DEMO_OUT)
+	$(BIN)/pruner-zero prune --model $(DEMO_MODEL) $(DATA_FLAG) $(DEMO_ARGS) \
+	  --metric wanda --sparsity 0.5 --report $(DEMO_OUT)/wanda.json
+	$(BIN)/pruner-zero prune --model $(DEMO_MODEL) $(DATA_FLAG) $(DEMO_ARGS) \
+	  --metric pruner-zero --sparsity 0.5 --save $(DEMO_OUT)/pruned-model \
+	  --report $(DEMO_OUT)/pruner-zero.json
+	$(BIN)/pruner-zero eval --model $(DEMO_OUT)/pruned-model $(DATA_FLAG) $(DEMO_ARGS)
+
+clean:
+	rm -rf $(VENV) runs *.egg-info

@@ -1,0 +1,62 @@
+"""Shared fixtures: a tiny random LLaMA built in code, and the real assets in ../shared."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("PRUNER_ZERO_SHARED", REPO.parent / "shared"))
+SHARED_MODEL = SHARED / "models" / "wiki-llama-5m"
+SHARED_DATA = SHARED / "data" / "wikitext-2"
+
+needs_shared = pytest.mark.skipif(
+    not (SHARED_MODEL / "config.json").is_file() or not (SHARED_DATA / "test.txt").is_file(),
+    reason=f"real assets absent: need {SHARED_MODEL} and {SHARED_DATA} "
+           "(set PRUNER_ZERO_SHARED to the folder holding models/ and data/)")
+
+TEXT = ("the quick brown fox jumps over the lazy dog . " * 40 +
+        "a stitch in time saves nine , and the early bird catches the worm . " * 40)
+
+
+def tiny_llama(seed: int = 0, layers: int = 2):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
+                      max_position_embeddings=64, tie_word_embeddings=False)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def word_tokenizer():
+    """A word-level tokenizer built in code, so tests need no files."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0}
+    for w in TEXT.split():
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>")
+
+
+@pytest.fixture
+def tiny_model():
+    return tiny_llama()
+
+
+@pytest.fixture
+def tiny_dir(tmp_path: Path) -> Path:
+    """A saved tiny model + tokenizer + data dir, for CLI and API tests."""
+    model_dir = tmp_path / "tiny-llama"
+    tiny_llama().save_pretrained(model_dir)
+    word_tokenizer().save_pretrained(model_dir)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "train.txt").write_text(TEXT)
+    (data_dir / "test.txt").write_text(TEXT[: len(TEXT) // 2])
+    return tmp_path
