@@ -1,0 +1,162 @@
+"""Fitness of a candidate metric: perplexity after pruning with it, at close to the cost of the
+forward passes alone. One-time work (model, dense weights, statistics) lives in the Workbench
+and Engine; per candidate we only score, mask, apply, measure and restore. Three shortcuts:
+
+- canonical cache: a metric equal to one already seen (same sympy canonical key) reuses its result;
+- mask fingerprint: a metric inducing exactly the masks of one already measured (e.g. |W| and
+  log|W|) reuses its result; perplexity is a function of the masks, so this is exact;
+- racing: windows are measured in chunks, and a candidate whose running perplexity exceeds
+  `race_factor` x the worst hall-of-fame fitness is stopped ("stopped_early", never enters the
+  hall of fame). A stopped result is reused from the caches only because the bound it was
+  stopped against can only tighten as the hall of fame improves.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from ..engine import Engine, mask_fingerprint
+from ..errors import MetricError
+from ..evaluate import perplexity
+from ..masks import Structure
+
+OK, INVALID, STOPPED = "ok", "invalid", "stopped_early"
+
+
+@dataclass
+class Evaluation:
+    formula: str
+    key: str
+    fitness: float
+    status: str
+    reason: str | None
+    seconds: float
+    cached: str | None
+    fingerprint: str | None
+    windows: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class FitnessEvaluator:
+    def __init__(self, bench, structure: Structure, fitness_windows: int | None = 128,
+                 race_factor: float | None = None, race_chunk: int = 16,
+                 canonical_cache: bool = True, fingerprint_cache: bool = True):
+        if race_factor is not None and race_factor < 1.0:
+            raise MetricError(f"--race-factor must be >= 1 (or off), got {race_factor}")
+        self.bench = bench
+        self.engine = Engine(bench.model, bench.linears, bench.stats, structure)
+        self.windows = bench.eval_windows(fitness_windows)
+        self.race_factor = race_factor
+        self.race_chunk = max(1, race_chunk)
+        self.use_canonical = canonical_cache
+        self.use_fingerprint = fingerprint_cache
+        self.by_key: dict[str, dict] = {}
+        self.by_fingerprint: dict[str, dict] = {}
+        self.counts = {"evaluated": 0, "canonical": 0, "fingerprint": 0, STOPPED: 0, INVALID: 0}
+
+    # -- public --------------------------------------------------------------------------
+    def evaluate(self, tree, race_bound: float | None = None) -> Evaluation:
+        from ..metric.io import format_formula
+        from ..metric.symbolic import canonical_key
+
+        started = time.perf_counter()
+        formula = format_formula(tree)
+        key = canonical_key(tree)
+        if self.use_canonical and key in self.by_key:
+            self.counts["canonical"] += 1
+            return self._reuse(self.by_key[key], formula, key, "canonical", started)
+        try:
+            masks = self.engine.masks(tree, formula)
+        except (MetricError, RuntimeError, ValueError) as exc:
+            return self._record(Evaluation(formula, key, math.inf, INVALID, str(exc),
+                                           time.perf_counter() - started, None, None, 0))
+        fp = mask_fingerprint(masks)
+        if self.use_fingerprint and fp in self.by_fingerprint:
+            self.counts["fingerprint"] += 1
+            result = self._reuse(self.by_fingerprint[fp], formula, key, "fingerprint", started)
+            if self.use_canonical:
+                self.by_key[key] = self._stored(result)
+            return result
+        ppl, done, stopped = self._measure(masks, race_bound)
+        status, reason = OK, None
+        if stopped:
+            status = STOPPED
+            reason = (f"stopped after {done}/{self.windows.shape[0]} windows: running ppl "
+                      f"{ppl:.3f} > {self.race_factor:g} x hall-of-fame bound {race_bound:.3f}")
+        elif not math.isfinite(ppl):
+            status, reason, ppl = INVALID, "perplexity is not finite", math.inf
+        result = Evaluation(formula, key, ppl, status, reason, time.perf_counter() - started,
+                            None, fp, done)
+        return self._record(result)
+
+    def full_split_ppl(self, tree) -> float:
+        """Perplexity on the whole evaluation split, as `prune` reports it."""
+        from ..metric.io import format_formula
+
+        masks = self.engine.masks(tree, format_formula(tree))
+        self.engine.apply(masks)
+        try:
+            return self.bench.perplexity(progress=False)
+        finally:
+            self.engine.restore()
+
+    def state_dict(self) -> dict:
+        return {"by_key": self.by_key, "by_fingerprint": self.by_fingerprint,
+                "counts": dict(self.counts)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.by_key = dict(state.get("by_key", {}))
+        self.by_fingerprint = dict(state.get("by_fingerprint", {}))
+        self.counts.update(state.get("counts", {}))
+
+    # -- internals -----------------------------------------------------------------------
+    def _measure(self, masks, race_bound: float | None) -> tuple[float, int, bool]:
+        """(ppl, windows measured, stopped early) with the masks applied, dense weights restored."""
+        racing = self.race_factor is not None and race_bound is not None and math.isfinite(race_bound)
+        limit = self.race_factor * race_bound if racing else math.inf
+        state = {"stopped": False, "done": self.windows.shape[0]}
+
+        def stop(running: float, done: int) -> bool:
+            state["done"] = done
+            if done < self.windows.shape[0] and done % self.race_chunk == 0 and running > limit:
+                state["stopped"] = True
+            return state["stopped"]
+
+        self.engine.apply(masks)
+        try:
+            batch = math.gcd(self.bench.protocol.batch_size, self.race_chunk) if racing \
+                else self.bench.protocol.batch_size
+            with torch.no_grad():
+                ppl = perplexity(self.bench.model, self.windows, batch, False,
+                                 stop if racing else None)
+        finally:
+            self.engine.restore()
+        return ppl, state["done"], state["stopped"]
+
+    def _record(self, result: Evaluation) -> Evaluation:
+        self.counts["evaluated"] += 1
+        if result.status in (STOPPED, INVALID):
+            self.counts[result.status] += 1
+        stored = self._stored(result)
+        if self.use_canonical:
+            self.by_key[result.key] = stored
+        if self.use_fingerprint and result.fingerprint is not None:
+            self.by_fingerprint[result.fingerprint] = stored
+        return result
+
+    @staticmethod
+    def _stored(result: Evaluation) -> dict:
+        return {k: getattr(result, k) for k in ("fitness", "status", "reason", "fingerprint",
+                                                 "windows")}
+
+    @staticmethod
+    def _reuse(stored: dict, formula: str, key: str, how: str, started: float) -> Evaluation:
+        return Evaluation(formula=formula, key=key, fitness=stored["fitness"],
+                          status=stored["status"], reason=stored["reason"],
+                          seconds=time.perf_counter() - started, cached=how,
+                          fingerprint=stored["fingerprint"], windows=stored["windows"])

@@ -1,0 +1,131 @@
+"""Every bad input gets one clear line and a non-zero exit; a good run saves a loadable model."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pruner_zero.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def base(tiny_dir, *extra):
+    return ["--model", str(tiny_dir / "tiny-llama"), "--data-dir", str(tiny_dir / "data"),
+            "--nsamples", "2", "--seqlen", "16", "--device", "cpu", "--quiet", "--no-cache", *extra]
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--metric", "mul(W, "], "metric"),
+    (["--metric", "foo(W)"], "unknown op 'foo'"),
+    (["--metric", "mul(W)"], "mul"),
+    (["--metric", "Y"], "Y"),
+    (["--metric", "missing/metric.json"], "not found"),
+    (["--metric", "wanda", "--sparsity", "1.5"], "between 0 and 1"),
+    (["--metric", "wanda", "--sparsity", "0"], "between 0 and 1"),
+    (["--metric", "wanda", "--structure", "4:4"], "0 < N < M"),
+    (["--metric", "wanda", "--structure", "6:4"], "0 < N < M"),
+    (["--metric", "div(W, sub(G, G))"], "NaN"),
+    (["--metric", "sub(X, X)"], "constant"),
+    (["--metric", "wanda", "--seqlen", "4096"], "longer than the model allows"),
+    (["--metric", "wanda", "--calib-split", "valid"], "valid.txt"),
+])
+def test_bad_prune_input_is_one_line_and_exit_2(tiny_dir, capsys, extra, message):
+    argv = ["prune", *base(tiny_dir)]
+    # a later flag wins in argparse, so `extra` overrides the defaults above
+    code, out, err = run(capsys, *argv, *extra)
+    assert code == 2
+    lines = [l for l in err.strip().splitlines() if l.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], err
+    assert "Traceback" not in err
+
+
+def test_missing_model_path_is_one_line_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "pruner_zero", "eval", "--model",
+                           str(tmp_path / "no" / "such" / "model"), "--quiet"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"error: model path not found: {tmp_path / 'no' / 'such' / 'model'}"
+
+
+def test_unsupported_model_names_what_it_found(tmp_path, capsys):
+    from transformers import BertConfig, BertModel
+
+    BertModel(BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1,
+                         num_attention_heads=2, intermediate_size=32)).save_pretrained(tmp_path / "bert")
+    from pruner_zero.errors import ModelError
+    from pruner_zero.model import load_model
+
+    with pytest.raises(ModelError) as info:
+        load_model(str(tmp_path / "bert"), device="cpu")
+    assert "bert" in str(info.value).lower()
+
+
+@pytest.mark.parametrize("structure", ["unstructured", "2:4"])
+def test_prune_saves_a_reloadable_model_with_the_requested_sparsity(tiny_dir, capsys, structure):
+    from transformers import AutoModelForCausalLM
+
+    from pruner_zero.model import prunable_linears
+
+    out_dir, report = tiny_dir / "pruned", tiny_dir / "report.json"
+    code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "pruner-zero",
+                         "--structure", structure, "--save", str(out_dir), "--report", str(report))
+    assert code == 0, err
+    rep = json.loads(report.read_text())
+    for key in ("ppl_dense", "ppl", "sparsity", "metric", "seconds", "protocol"):
+        assert key in rep
+    assert rep["metric"] == "mul(abs(mul(W, W)), mms(G))"
+    assert rep["protocol"]["seqlen"] == 16 and rep["protocol"]["nsamples"] == 2
+    assert rep["sparsity"] == pytest.approx(0.5)
+    model = AutoModelForCausalLM.from_pretrained(out_dir)
+    for name, lin in prunable_linears(model).items():
+        zero = lin.weight == 0
+        assert zero.float().mean().item() == pytest.approx(0.5), name
+        if structure == "2:4":
+            assert (zero.view(zero.shape[0], -1, 4).sum(dim=2) == 2).all(), name
+    assert model.lm_head.weight.ne(0).all() and model.model.embed_tokens.weight.ne(0).all()
+    # eval of the saved model matches the report
+    code, out, err = run(capsys, "eval", *base(tiny_dir)[:-2], "--model", str(out_dir))
+    assert code == 0 and float(out.strip()) == pytest.approx(rep["ppl"], rel=1e-4)
+
+
+def test_save_refuses_a_non_empty_directory(tiny_dir, capsys):
+    (tiny_dir / "taken").mkdir()
+    (tiny_dir / "taken" / "keep.txt").write_text("precious")
+    code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "wanda",
+                         "--save", str(tiny_dir / "taken"))
+    assert code == 2 and "not empty" in err
+    assert (tiny_dir / "taken" / "keep.txt").read_text() == "precious"
+
+
+def test_sparsegpt_prunes_and_updates_weights(tiny_dir, capsys):
+    report = tiny_dir / "sgpt.json"
+    code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "sparsegpt",
+                         "--sparsity", "0.5", "--report", str(report))
+    assert code == 0, err
+    rep = json.loads(report.read_text())
+    assert rep["sparsity"] == pytest.approx(0.5, abs=0.02) and rep["metric"] == "sparsegpt"
+
+
+def test_sparsegpt_weight_update_beats_plain_masking_on_the_layer_output():
+    from pruner_zero.masks import Structure
+    from pruner_zero.sparsegpt import HessianAccumulator, sparsegpt_weight
+
+    torch.manual_seed(0)
+    W = torch.randn(16, 32)
+    x = torch.randn(4, 64, 32) * torch.linspace(0.1, 3, 32)
+    acc = HessianAccumulator(32, torch.device("cpu"))
+    for b in x:
+        acc.add(b[None])
+    new = sparsegpt_weight(W, acc.H, Structure(0.5))
+    assert (new == 0).float().mean().item() == pytest.approx(0.5, abs=0.05)
+    masked = W.masked_fill(new == 0, 0)
+    inp = x.reshape(-1, 32)
+    err_update = (inp @ (W - new).t()).pow(2).sum()
+    err_mask = (inp @ (W - masked).t()).pow(2).sum()
+    assert err_update < err_mask

@@ -1,0 +1,84 @@
+"""Apply/restore, fingerprints and the fitness evaluator on a tiny random LLaMA."""
+import math
+
+import pytest
+import torch
+
+from pruner_zero.engine import Engine, mask_fingerprint, measure_sparsity
+from pruner_zero.masks import Structure
+from pruner_zero.metric.io import parse_formula, resolve_metric
+from pruner_zero.model import prunable_linears
+from pruner_zero.stats import compute_stats
+
+
+@pytest.fixture
+def engine(tiny_model):
+    linears = prunable_linears(tiny_model)
+    calib = torch.randint(0, 64, (2, 10), generator=torch.Generator().manual_seed(0))
+    stats = compute_stats(tiny_model, linears, calib, progress=False)
+    return Engine(tiny_model, linears, stats, Structure(0.5))
+
+
+def test_apply_then_restore_gives_back_the_dense_weights_exactly(engine):
+    before = {n: m.weight.detach().clone() for n, m in engine.linears.items()}
+    engine.apply(engine.masks(resolve_metric("wanda")[1]))
+    assert measure_sparsity(engine.linears).overall == pytest.approx(0.5)
+    engine.restore()
+    assert all(torch.equal(before[n], m.weight) for n, m in engine.linears.items())
+    assert measure_sparsity(engine.linears).zeros == 0
+
+
+@pytest.mark.parametrize("equivalent", ["log(W)", "mul(W, 7)", "sqr(W)", "sqrt(W)", "add(W, 3)"])
+def test_fingerprint_equal_for_rank_equivalent_metrics(engine, equivalent):
+    base = mask_fingerprint(engine.masks(parse_formula("W")))
+    assert mask_fingerprint(engine.masks(parse_formula(equivalent))) == base
+
+
+def test_fingerprint_changes_when_any_single_mask_changes(engine):
+    masks = engine.masks(parse_formula("W"))
+    base = mask_fingerprint(masks)
+    for name in list(masks)[:: max(1, len(masks) // 4)]:
+        flipped = {n: m.clone() for n, m in masks.items()}
+        flipped[name].view(-1)[0] ^= True
+        assert mask_fingerprint(flipped) != base
+    assert mask_fingerprint(engine.masks(parse_formula("mul(W, G)"))) != base
+
+
+def test_nan_and_constant_metrics_are_metric_errors(engine):
+    from pruner_zero.errors import MetricError
+
+    with pytest.raises(MetricError, match="constant"):
+        engine.masks(parse_formula("sub(W, W)"))
+    with pytest.raises(MetricError, match="NaN|inf"):
+        engine.masks(parse_formula("div(W, sub(G, G))"))
+
+
+def test_fitness_evaluator_caches_and_races(tiny_dir):
+    from pruner_zero.search.fitness import FitnessEvaluator
+    from pruner_zero.workbench import Protocol, Workbench
+
+    bench = Workbench(Protocol(model=str(tiny_dir / "tiny-llama"), data_dir=str(tiny_dir / "data"),
+                               nsamples=2, seqlen=16, device="cpu", batch_size=2),
+                      progress=False, log=lambda m: None)
+    ev = FitnessEvaluator(bench, Structure(0.5), fitness_windows=8, race_chunk=2)
+    first = ev.evaluate(parse_formula("mul(W, G)"))
+    again = ev.evaluate(parse_formula("mul(G, W)"))  # same canonical key
+    ranked = ev.evaluate(parse_formula("mul(log(W), 1)"))  # different key, maybe same masks as W
+    plain = ev.evaluate(parse_formula("W"))
+    assert first.status == "ok" and first.cached is None and first.windows == 8
+    assert again.cached == "canonical" and again.fitness == first.fitness
+    assert plain.cached == "fingerprint" and plain.fitness == ranked.fitness
+    bad = ev.evaluate(parse_formula("sub(G, G)"))
+    assert bad.status == "invalid" and math.isinf(bad.fitness) and "constant" in bad.reason
+
+    # the cached results equal a fresh, uncached measurement
+    fresh = FitnessEvaluator(bench, Structure(0.5), fitness_windows=8,
+                             canonical_cache=False, fingerprint_cache=False)
+    assert fresh.evaluate(parse_formula("W")).fitness == plain.fitness
+
+    # racing: a bound far below any real perplexity stops after the first chunk, above the bound
+    racer = FitnessEvaluator(bench, Structure(0.5), fitness_windows=8, race_factor=1.0, race_chunk=2)
+    stopped = racer.evaluate(parse_formula("X"), race_bound=1.0)
+    assert stopped.status == "stopped_early" and stopped.windows == 2 and stopped.fitness > 1.0
+    full = racer.evaluate(parse_formula("W"), race_bound=1e9)
+    assert full.status == "ok" and full.windows == 8 and full.fitness == plain.fitness
