@@ -58,7 +58,7 @@ def load_model(name_or_path: str, device: str = "auto", dtype: str = "auto",
         if device_map:
             kwargs["device_map"] = device_map
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, ImportError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"cannot load model {name_or_path!r}: {first}") from exc
     if not device_map:

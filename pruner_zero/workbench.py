@@ -34,6 +34,7 @@ class Protocol:
     device: str = "auto"
     dtype: str = "auto"
     batch_size: int = 8
+    device_map: str | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -52,7 +53,8 @@ class Workbench:
         self.cache_dir = cache_dir
         self.progress = progress
         self.log = log
-        self.model, self.tokenizer = load_model(protocol.model, protocol.device, protocol.dtype)
+        self.model, self.tokenizer = load_model(protocol.model, protocol.device, protocol.dtype,
+                                                 protocol.device_map)
         limit = max_positions(self.model)
         if protocol.seqlen is None:
             protocol = replace(protocol, seqlen=min(2048, limit or 2048))

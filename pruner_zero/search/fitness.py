@@ -6,9 +6,10 @@ and Engine; per candidate we only score, mask, apply, measure and restore. Three
 - mask fingerprint: a metric inducing exactly the masks of one already measured (e.g. |W| and
   log|W|) reuses its result; perplexity is a function of the masks, so this is exact;
 - racing: windows are measured in chunks, and a candidate whose running perplexity exceeds
-  `race_factor` x the worst hall-of-fame fitness is stopped ("stopped_early", never enters the
-  hall of fame). A stopped result is reused from the caches only because the bound it was
-  stopped against can only tighten as the hall of fame improves.
+  `race_factor` x the worst hall-of-fame fitness is stopped: status "stopped_early", fitness inf
+  (the partial value is kept in `partial`), so it can never enter the hall of fame. The bound
+  only tightens as the hall of fame improves, so a candidate stopped once would be stopped again:
+  reusing a stopped result from a cache gives exactly what re-measuring would.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ class Evaluation:
     cached: str | None
     fingerprint: str | None
     windows: int
+    partial: float | None = None  # running ppl when stopped early
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -83,15 +85,15 @@ class FitnessEvaluator:
                 self.by_key[key] = self._stored(result)
             return result
         ppl, done, stopped = self._measure(masks, race_bound)
-        status, reason = OK, None
+        status, reason, partial = OK, None, None
         if stopped:
-            status = STOPPED
+            status, partial, ppl = STOPPED, ppl, math.inf
             reason = (f"stopped after {done}/{self.windows.shape[0]} windows: running ppl "
-                      f"{ppl:.3f} > {self.race_factor:g} x hall-of-fame bound {race_bound:.3f}")
+                      f"{partial:.3f} > {self.race_factor:g} x hall-of-fame bound {race_bound:.3f}")
         elif not math.isfinite(ppl):
             status, reason, ppl = INVALID, "perplexity is not finite", math.inf
         result = Evaluation(formula, key, ppl, status, reason, time.perf_counter() - started,
-                            None, fp, done)
+                            None, fp, done, partial)
         return self._record(result)
 
     def full_split_ppl(self, tree) -> float:
@@ -152,11 +154,12 @@ class FitnessEvaluator:
     @staticmethod
     def _stored(result: Evaluation) -> dict:
         return {k: getattr(result, k) for k in ("fitness", "status", "reason", "fingerprint",
-                                                 "windows")}
+                                                 "windows", "partial")}
 
     @staticmethod
     def _reuse(stored: dict, formula: str, key: str, how: str, started: float) -> Evaluation:
         return Evaluation(formula=formula, key=key, fitness=stored["fitness"],
                           status=stored["status"], reason=stored["reason"],
                           seconds=time.perf_counter() - started, cached=how,
-                          fingerprint=stored["fingerprint"], windows=stored["windows"])
+                          fingerprint=stored["fingerprint"], windows=stored["windows"],
+                          partial=stored.get("partial"))
