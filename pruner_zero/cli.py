@@ -13,6 +13,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", required=True, help="hub id or local directory (from_pretrained)")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
     g.add_argument("--dtype", default="auto", help="auto | float32 | float16 | bfloat16")
+    g.add_argument("--device-map", default=None,
+                   help="e.g. auto: spread a model too large for one GPU over all GPUs")
     g.add_argument("--data-dir", default=None,
                    help="directory with train.txt/valid.txt/test.txt (default: $PRUNER_ZERO_DATA, "
                         "else WikiText-2 from the hub)")
@@ -32,7 +34,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 def _protocol_kwargs(a: argparse.Namespace) -> dict:
     return {"data_dir": a.data_dir, "calib_split": a.calib_split, "eval_split": a.eval_split,
             "nsamples": a.nsamples, "seqlen": a.seqlen, "seed": a.seed, "device": a.device,
-            "dtype": a.dtype, "batch_size": a.batch_size}
+            "dtype": a.dtype, "batch_size": a.batch_size, "device_map": a.device_map}
 
 
 def _workbench(a: argparse.Namespace):
@@ -87,6 +89,74 @@ def cmd_show(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(a: argparse.Namespace) -> int:
+    from .errors import ConfigError
+    from .search.api import search
+
+    if a.resume:
+        out, entries = a.resume, search(out=a.resume, resume=True, progress=not a.quiet, log=_log)
+    else:
+        if not a.model:
+            raise ConfigError("search needs --model (or --resume DIR to continue a run).")
+        if not a.out:
+            raise ConfigError("search needs --out DIR for its results (e.g. --out runs/NAME).")
+        out = a.out
+        entries = search(
+            lambda: _workbench(a), a.out, generations=a.generations, population=a.population,
+            seed=a.seed if a.gp_seed is None else a.gp_seed, space=a.space, sparsity=a.sparsity,
+            structure=a.structure, compare=a.compare, tournament=a.tournament, cx_prob=a.cx_prob,
+            mut_prob=a.mut_prob, elite=a.elite, max_height=a.max_height, hof_size=a.hof_size,
+            fitness_windows=a.fitness_windows, race_factor=a.race_factor, race_chunk=a.race_chunk,
+            canonical_cache=not a.no_canonical_cache, fingerprint_cache=not a.no_fingerprint_cache,
+            seed_metrics=a.seed_metrics, final_top=a.final_top, progress=not a.quiet, log=_log)
+    best = entries[0] if entries else None
+    print(json.dumps({"out": str(out), "best": best and best.formula,
+                      "fitness": best and best.fitness, "ppl": best and best.ppl,
+                      "hall_of_fame": len(entries)}))
+    return 0
+
+
+def _add_search_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("search")
+    g.add_argument("--out", default=None, help="new run directory, e.g. runs/NAME")
+    g.add_argument("--resume", default=None, metavar="DIR",
+                   help="continue the run in DIR (its config.json gives every other option)")
+    g.add_argument("--space", default="paper",
+                   help="search space: a name in search_spaces/ (paper, small) or a YAML file "
+                        "(default paper)")
+    g.add_argument("--population", type=int, default=20, help="individuals per generation (default 20)")
+    g.add_argument("--generations", type=int, default=10,
+                   help="generations after the initial one (default 10)")
+    g.add_argument("--gp-seed", type=int, default=None,
+                   help="seed of the GP alone (default: --seed, which also seeds calibration)")
+    g.add_argument("--tournament", type=int, default=3, help="tournament size (default 3)")
+    g.add_argument("--cx-prob", type=float, default=0.5,
+                   help="crossover probability per pair (default 0.5)")
+    g.add_argument("--mut-prob", type=float, default=0.3,
+                   help="mutation probability per individual (default 0.3)")
+    g.add_argument("--elite", type=int, default=2,
+                   help="best hall-of-fame metrics copied unchanged into each generation (default 2)")
+    g.add_argument("--max-height", type=int, default=None,
+                   help="height limit for offspring (default: the space's max_height)")
+    g.add_argument("--hof-size", type=int, default=10, help="hall-of-fame size (default 10)")
+    g.add_argument("--fitness-windows", type=int, default=128,
+                   help="evaluation windows measured per candidate, 0 = all (default 128)")
+    g.add_argument("--race-factor", type=float, default=None,
+                   help="stop a candidate whose running ppl exceeds this x the worst "
+                        "hall-of-fame fitness (default off)")
+    g.add_argument("--race-chunk", type=int, default=16,
+                   help="windows between racing checks (default 16)")
+    g.add_argument("--no-canonical-cache", action="store_true",
+                   help="re-measure metrics equal to one already measured")
+    g.add_argument("--no-fingerprint-cache", action="store_true",
+                   help="re-measure metrics that induce masks already measured")
+    g.add_argument("--seed-metrics", default=None,
+                   help="comma-separated metrics put into the initial population, "
+                        "e.g. wanda,gblm,pruner-zero")
+    g.add_argument("--final-top", type=int, default=3,
+                   help="hall-of-fame metrics measured on the whole eval split at the end (default 3)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pruner-zero",
                                      description="Discover and apply pruning metrics for LLMs.")
@@ -105,6 +175,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="print the perplexity of a model")
     _add_model_args(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("search", help="discover a pruning metric by genetic programming",
+                       description="Discover a pruning metric by genetic programming and write "
+                                   "config.json, checkpoint.json, evaluations.jsonl, "
+                                   "hall_of_fame.csv and best_metric.json/.txt into --out.")
+    _add_model_args(p)
+    for action in p._actions:  # --resume reads the model from config.json
+        if action.dest == "model":
+            action.required = False
+            action.help = "hub id or local directory (from_pretrained); not needed with --resume"
+    _add_prune_shape(p)
+    _add_search_args(p)
+    p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("show", help="print a metric's formula, sympy form and LaTeX")
     p.add_argument("metric", help="metric .json file, built-in name or formula")

@@ -1,0 +1,378 @@
+"""The generational GP loop: select, vary, simplify (OOS), evaluate, keep the elite, checkpoint.
+
+It touches files only through a ``RunDir`` and the model only through the
+evaluator's ``evaluate(tree, race_bound)``, so tests can drive it with a fake
+evaluator.  All randomness is Python's global ``random`` (what DEAP uses); it
+is seeded once, saved in every checkpoint and shielded from whatever the
+evaluator does, so a resumed run continues exactly where it left off.
+"""
+from __future__ import annotations
+
+import math
+import random
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Callable, Iterable, Protocol
+
+from deap import gp, tools
+
+from pruner_zero.errors import ConfigError, PrunerZeroError
+from pruner_zero.metric.io import format_formula, parse_formula
+from pruner_zero.metric.space import SearchSpace
+from pruner_zero.search.operators import build_toolbox, make_individual
+from pruner_zero.search.rundir import RunDir
+
+OK = "ok"
+INVALID = "invalid"
+CANDIDATE_ERRORS = (PrunerZeroError, RuntimeError, ValueError, ArithmeticError)
+"""Exceptions that make one candidate invalid instead of stopping the search."""
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class GPSettings:
+    """Parameters of the GP loop; defaults are meant for a first search on one GPU or a CPU."""
+
+    population: int = 20
+    generations: int = 10
+    tournament: int = 3
+    cx_prob: float = 0.5
+    mut_prob: float = 0.3
+    elite: int = 2
+    hof_size: int = 10
+    max_height: int | None = None  # None: the search space's max_height
+    seed: int = 0
+
+    def checked(self, space: SearchSpace) -> "GPSettings":
+        """A copy with max_height resolved; ConfigError for the first out-of-range value."""
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ConfigError(message)
+
+        for name in ("population", "generations", "tournament", "elite", "hof_size", "seed"):
+            value = getattr(self, name)
+            need(isinstance(value, int) and not isinstance(value, bool),
+                 f"--{name.replace('_', '-')} must be an integer, got {value!r}.")
+        need(self.population >= 2, f"--population must be at least 2, got {self.population}.")
+        need(self.generations >= 0, f"--generations must be at least 0, got {self.generations}.")
+        need(self.tournament >= 1, f"--tournament must be at least 1, got {self.tournament}.")
+        for name in ("cx_prob", "mut_prob"):
+            value = getattr(self, name)
+            need(isinstance(value, (int, float)) and 0.0 <= value <= 1.0,
+                 f"--{name.replace('_', '-')} must be between 0 and 1, got {value!r}.")
+        need(self.hof_size >= 1, f"--hof-size must be at least 1, got {self.hof_size}.")
+        need(0 <= self.elite < self.population,
+             f"--elite must be between 0 and population - 1 ({self.population - 1}), got {self.elite}.")
+        need(self.elite <= self.hof_size,
+             f"--elite ({self.elite}) cannot exceed --hof-size ({self.hof_size}): elites come from it.")
+        height = space.max_height if self.max_height is None else self.max_height
+        need(isinstance(height, int) and height >= space.init_max_depth,
+             f"--max-height must be an integer >= the space's init_max_depth "
+             f"({space.init_max_depth}), got {height!r}.")
+        return replace(self, max_height=height)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Evaluator(Protocol):
+    """What the loop needs from a fitness evaluator (see ``search.fitness``)."""
+
+    race_factor: float | None
+
+    def evaluate(self, tree: gp.PrimitiveTree, race_bound: float | None = None) -> Any: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+@dataclass
+class GenerationStats:
+    """Summary of one generation, logged and kept in the checkpoint."""
+
+    generation: int
+    best: float
+    median: float
+    evaluated: int
+    valid: int
+    cached: int
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class GPResult:
+    """Hall of fame (best first), last generation done, and per-generation stats."""
+
+    hall_of_fame: list[Any]
+    generation: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+# ------------------------------------------------------------ individuals
+
+def _invalidate(ind: Any) -> None:
+    """Forget fitness and what the evaluator said: the tree changed."""
+    del ind.fitness.values
+    ind.key = ind.fingerprint = ind.status = None
+
+
+def same_metric(a: Any, b: Any) -> bool:
+    """Hall-of-fame duplicates: equal canonical keys, or equal masks (same pruned model)."""
+    if a.key is not None and a.key == b.key:
+        return True
+    return a.fingerprint is not None and a.fingerprint == b.fingerprint
+
+
+def eligible(population: Iterable[Any]) -> list[Any]:
+    """Individuals that may enter the hall of fame: fully measured, finite fitness.
+
+    Racing-stopped ones carry only a partial perplexity and must never enter it.
+    """
+    return [i for i in population
+            if i.fitness.valid and i.status == OK and math.isfinite(i.fitness.values[0])]
+
+
+def _ind_state(ind: Any) -> dict[str, Any]:
+    return {"formula": format_formula(ind), "fitness": ind.fitness.values[0] if ind.fitness.valid else None,
+            "status": ind.status, "key": ind.key, "fingerprint": ind.fingerprint}
+
+
+def _ind_from_state(d: dict[str, Any], pset: gp.PrimitiveSet) -> Any:
+    ind = make_individual(parse_formula(d["formula"], pset))
+    if d.get("fitness") is not None:
+        ind.fitness.values = (float(d["fitness"]),)
+    ind.status, ind.key, ind.fingerprint = d.get("status"), d.get("key"), d.get("fingerprint")
+    return ind
+
+
+def _new_hof(size: int) -> tools.HallOfFame:
+    return tools.HallOfFame(size, similar=same_metric)
+
+
+def _restore_hof(size: int, items: list[Any]) -> tools.HallOfFame:
+    """A HallOfFame holding ``items`` (best first) in exactly the saved order."""
+    hof = _new_hof(size)
+    hof.items = list(items)
+    hof.keys = [i.fitness for i in reversed(hof.items)]
+    return hof
+
+
+# ------------------------------------------------------------------ random
+
+def _random_state() -> list[Any]:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
+
+
+def _set_random_state(state: list[Any]) -> None:
+    random.setstate((state[0], tuple(state[1]), state[2]))
+
+
+def _torch_state() -> list[int] | None:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return None
+    return torch.get_rng_state().tolist()
+
+
+def _set_torch_state(state: list[int] | None) -> None:
+    if state is None:
+        return
+    import torch
+
+    torch.set_rng_state(torch.tensor(state, dtype=torch.uint8))
+
+
+# --------------------------------------------------------------- evaluation
+
+def evaluate_one(evaluator: Evaluator, ind: Any, race_bound: float | None) -> dict[str, Any]:
+    """Evaluate one individual, set its fitness, return the evaluation record.
+
+    A failing candidate gets fitness inf and its reason; the GP's random state is
+    restored afterwards so the evaluator can never shift the search.
+    """
+    state = random.getstate()
+    started = time.perf_counter()
+    try:
+        record = dict(evaluator.evaluate(ind, race_bound).as_dict())
+    except CANDIDATE_ERRORS as exc:
+        record = {"formula": format_formula(ind), "key": None, "fitness": math.inf, "status": INVALID,
+                  "reason": f"evaluation failed: {type(exc).__name__}: {exc}",
+                  "seconds": time.perf_counter() - started, "cached": None, "fingerprint": None,
+                  "windows": 0}
+    finally:
+        random.setstate(state)
+    fitness = float(record.get("fitness", math.inf))
+    if math.isnan(fitness):
+        fitness = math.inf
+        record.update(fitness=fitness, status=INVALID, reason=record.get("reason") or "fitness is NaN")
+    ind.fitness.values = (fitness,)
+    ind.status = record.get("status", INVALID)
+    ind.key = record.get("key") or format_formula(ind)
+    ind.fingerprint = record.get("fingerprint")
+    return record
+
+
+def _evaluate(generation: int, individuals: list[Any], toolbox: Any, evaluator: Evaluator, run: RunDir,
+              race_bound: float | None, progress: bool) -> tuple[int, int, int]:
+    """Simplify (OOS) and evaluate the individuals without fitness; (evaluated, valid, cached)."""
+    from tqdm.auto import tqdm
+
+    todo = [i for i in individuals if not i.fitness.valid]
+    for ind in todo:
+        toolbox.simplify(ind)
+    valid = cached = 0
+    for ind in tqdm(todo, desc=f"generation {generation}", unit="metric", disable=not progress,
+                    leave=False, file=sys.stderr):
+        record = evaluate_one(evaluator, ind, race_bound)
+        run.append_evaluation({"generation": generation, **record})
+        valid += ind.status == OK and math.isfinite(ind.fitness.values[0])
+        cached += record.get("cached") is not None
+    return len(todo), valid, cached
+
+
+def _vary(toolbox: Any, parents: list[Any], cx_prob: float, mut_prob: float) -> list[Any]:
+    """Clone the parents, cross pairs and mutate; a tree that changed loses its fitness."""
+    offspring = [toolbox.clone(p) for p in parents]
+    for i in range(1, len(offspring), 2):
+        if random.random() < cx_prob:
+            before = (str(offspring[i - 1]), str(offspring[i]))
+            offspring[i - 1], offspring[i] = toolbox.mate(offspring[i - 1], offspring[i])
+            for j, old in zip((i - 1, i), before):
+                if str(offspring[j]) != old:
+                    _invalidate(offspring[j])
+    for i in range(len(offspring)):
+        if random.random() < mut_prob:
+            old = str(offspring[i])
+            offspring[i], = toolbox.mutate(offspring[i])
+            if str(offspring[i]) != old:
+                _invalidate(offspring[i])
+    return offspring
+
+
+def _race_bound(evaluator: Evaluator, hof: tools.HallOfFame, size: int) -> float | None:
+    """Worst fitness of a full hall of fame when racing is on, else None."""
+    if getattr(evaluator, "race_factor", None) is None or len(hof) < size:
+        return None
+    return float(hof[-1].fitness.values[0])
+
+
+def _stats(generation: int, population: list[Any], counts: tuple[int, int, int],
+           seconds: float) -> GenerationStats:
+    finite = sorted(i.fitness.values[0] for i in population
+                    if i.fitness.valid and math.isfinite(i.fitness.values[0]))
+    return GenerationStats(generation, finite[0] if finite else math.inf,
+                           statistics.median(finite) if finite else math.inf,
+                           counts[0], counts[1], counts[2], round(seconds, 3))
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4f}" if math.isfinite(x) else "inf"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+        f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def _progress_line(s: GenerationStats, total: int, elapsed: float, left: float | None) -> str:
+    eta = "?" if left is None else _duration(left)
+    return (f"gen {s.generation}/{total}: best {_fmt(s.best)}  median {_fmt(s.median)}  "
+            f"valid {s.valid}/{s.evaluated}  cache hits {s.cached}  {s.seconds:.1f}s  "
+            f"elapsed {_duration(elapsed)}  left ~{eta}")
+
+
+# --------------------------------------------------------------------- loop
+
+def run_gp(space: SearchSpace, evaluator: Evaluator, settings: GPSettings, run: RunDir,
+           seeds: Iterable[gp.PrimitiveTree] = (), progress: bool = True,
+           log: Callable[[str], None] = _stderr) -> GPResult:
+    """Run (or resume from ``run``'s checkpoint) the GP search; returns the hall of fame.
+
+    Generation 0 evaluates the initial population (``seeds`` first, then ramped
+    half-and-half trees); each later generation keeps the ``elite`` best of the
+    hall of fame unchanged and fills the rest with tournament-selected, crossed
+    and mutated offspring.  A checkpoint is written after every generation.
+    """
+    settings = settings.checked(space)
+    seeds = list(seeds)
+    if len(seeds) > settings.population:
+        raise ConfigError(f"{len(seeds)} seed metrics do not fit into a population of {settings.population}.")
+    assert settings.max_height is not None
+    toolbox = build_toolbox(space, settings.tournament, settings.max_height, space.max_size)
+    pset = space.pset()
+    session_start = time.perf_counter()
+    session_times: list[float] = []
+
+    def finish_generation(g: int, pop: list[Any], hof: tools.HallOfFame, history: list[dict[str, Any]],
+                          counts: tuple[int, int, int], started: float) -> None:
+        hof.update(eligible(pop))
+        seconds = time.perf_counter() - started
+        session_times.append(seconds)
+        stats = _stats(g, pop, counts, seconds)
+        history.append(stats.as_dict())
+        left = statistics.fmean(session_times) * (settings.generations - g)
+        log(_progress_line(stats, settings.generations, time.perf_counter() - session_start, left))
+        run.save_checkpoint({
+            "generation": g, "population": [_ind_state(i) for i in pop],
+            "hall_of_fame": [_ind_state(i) for i in hof], "random_state": _random_state(),
+            "torch_rng_state": _torch_state(), "evaluator": evaluator.state_dict(),
+            "evaluations_lines": run.evaluation_lines, "history": history, "finished": False,
+        })
+
+    caller_random = random.getstate()  # the search owns the global stream only while it runs
+    try:
+        return _loop(settings, toolbox, pset, evaluator, run, seeds, progress, finish_generation, log)
+    finally:
+        run.close()
+        random.setstate(caller_random)
+
+
+def _loop(settings: GPSettings, toolbox: Any, pset: gp.PrimitiveSet, evaluator: Evaluator, run: RunDir,
+          seeds: list[gp.PrimitiveTree], progress: bool, finish_generation: Callable[..., None],
+          log: Callable[[str], None]) -> GPResult:
+    """Generation 0 (or the checkpoint), then the remaining generations."""
+    state = run.load_checkpoint()
+    if state is None:
+        started = time.perf_counter()
+        run.truncate_evaluations(0)
+        random.seed(settings.seed)
+        pop = [make_individual(t) for t in seeds] + toolbox.population(n=settings.population - len(seeds))
+        hof = _new_hof(settings.hof_size)
+        history: list[dict[str, Any]] = []
+        counts = _evaluate(0, pop, toolbox, evaluator, run, None, progress)
+        finish_generation(0, pop, hof, history, counts, started)
+        done = 0
+    else:
+        done = int(state["generation"])
+        _set_random_state(state["random_state"])
+        _set_torch_state(state.get("torch_rng_state"))
+        evaluator.load_state_dict(state["evaluator"])
+        run.truncate_evaluations(int(state["evaluations_lines"]))
+        pop = [_ind_from_state(d, pset) for d in state["population"]]
+        hof = _restore_hof(settings.hof_size, [_ind_from_state(d, pset) for d in state["hall_of_fame"]])
+        history = list(state.get("history", []))
+        if done < settings.generations:
+            log(f"resuming {run.path} after generation {done}/{settings.generations}")
+
+    for g in range(done + 1, settings.generations + 1):
+        started = time.perf_counter()
+        elites = [toolbox.clone(h) for h in hof[:settings.elite]]
+        parents = toolbox.select(pop, settings.population - len(elites))
+        offspring = _vary(toolbox, parents, settings.cx_prob, settings.mut_prob)
+        bound = _race_bound(evaluator, hof, settings.hof_size)
+        counts = _evaluate(g, offspring, toolbox, evaluator, run, bound, progress)
+        pop = elites + offspring
+        finish_generation(g, pop, hof, history, counts, started)
+    return GPResult(list(hof), max(done, settings.generations), history)

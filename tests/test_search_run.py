@@ -1,0 +1,158 @@
+"""A real search on a tiny random LLaMA: SIGKILL mid-generation + --resume ends exactly like an
+uninterrupted run; the run dir refuses mixing runs; the best metric prunes to the reported ppl."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pruner_zero.cli import main
+from pruner_zero.search.rundir import BEST_JSON, BEST_TXT, CHECKPOINT, CONFIG, EVALUATIONS, HALL_OF_FAME
+
+REPO = Path(__file__).resolve().parents[1]
+GENERATIONS = 3
+
+
+def protocol(tiny_dir: Path) -> list[str]:
+    return ["--model", str(tiny_dir / "tiny-llama"), "--data-dir", str(tiny_dir / "data"),
+            "--seqlen", "16", "--nsamples", "2", "--calib-split", "train", "--device", "cpu",
+            "--cache-dir", str(tiny_dir / "stats-cache"), "--quiet"]
+
+
+def search_args(tiny_dir: Path, out: Path) -> list[str]:
+    # no evaluator caches and all windows: every candidate costs real forward passes, so a
+    # generation lasts long enough to be killed in the middle of it
+    return ["search", *protocol(tiny_dir), "--space", "small", "--population", "10",
+            "--generations", str(GENERATIONS), "--gp-seed", "7", "--fitness-windows", "0",
+            "--cx-prob", "0.9", "--mut-prob", "0.5", "--hof-size", "5", "--final-top", "2",
+            "--seed-metrics", "wanda", "--no-canonical-cache", "--no-fingerprint-cache",
+            "--out", str(out)]
+
+
+def hall_of_fame(path: Path) -> list[dict]:
+    with open(path / HALL_OF_FAME, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def checkpoint(path: Path) -> dict:
+    return json.loads((path / CHECKPOINT).read_text())
+
+
+def kill_mid_generation(tiny_dir: Path, out: Path) -> None:
+    """Start the search as a process; SIGKILL it once generation 1 has started but not ended."""
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "pruner_zero", *search_args(tiny_dir, out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    log = out / EVALUATIONS
+    deadline = time.time() + 120
+    try:
+        while proc.poll() is None and time.time() < deadline:
+            if log.is_file() and '"generation": 1,' in log.read_text():
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.001)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _, err = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+
+
+def test_killed_and_resumed_search_ends_like_an_uninterrupted_one(tiny_dir, capsys):
+    ref, killed = tiny_dir / "runs" / "ref", tiny_dir / "runs" / "killed"
+
+    assert main(search_args(tiny_dir, ref)) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["hall_of_fame"] == 5 and summary["best"] is not None
+    for name in (CONFIG, CHECKPOINT, EVALUATIONS, HALL_OF_FAME, BEST_JSON, BEST_TXT):
+        assert (ref / name).is_file(), name
+
+    kill_mid_generation(tiny_dir, killed)
+    state = checkpoint(killed)
+    lines = (killed / EVALUATIONS).read_text().count("\n")
+    assert state["generation"] == 0 and not state["finished"]
+    assert lines > state["evaluations_lines"]  # killed inside generation 1
+    assert not (killed / HALL_OF_FAME).exists()
+
+    assert main(["search", "--resume", str(killed), "--quiet"]) == 0
+    capsys.readouterr()
+    assert hall_of_fame(killed) == hall_of_fame(ref)
+    a, b = checkpoint(killed), checkpoint(ref)
+    assert a["hall_of_fame"] == b["hall_of_fame"] and a["population"] == b["population"]
+    assert a["final"] == b["final"] and a["finished"] and a["generation"] == GENERATIONS
+    strip = lambda p: [{k: v for k, v in json.loads(l).items() if k != "seconds"}  # noqa: E731
+                       for l in (p / EVALUATIONS).read_text().splitlines()]
+    assert strip(killed) == strip(ref)  # the interrupted generation's lines were dropped, not doubled
+    assert (killed / BEST_JSON).read_text() == (ref / BEST_JSON).read_text()
+
+    rows = hall_of_fame(ref)
+    assert [r["rank"] for r in rows] == ["1", "2", "3", "4", "5"]
+    assert [bool(r["ppl"]) for r in rows] == [True, True, False, False, False]  # --final-top 2
+    fitness = [float(r["fitness"]) for r in rows]
+    assert fitness == sorted(fitness)
+    text = (ref / BEST_TXT).read_text()
+    assert f"formula: {rows[0]['formula']}" in text and "latex:" in text and "sympy:" in text
+
+    # a finished run resumed just rewrites its outputs (no evaluation)
+    (ref / HALL_OF_FAME).unlink()
+    assert main(["search", "--resume", str(ref), "--quiet"]) == 0
+    capsys.readouterr()
+    assert hall_of_fame(ref) == rows
+
+    # the best metric file prunes to the full-split perplexity reported for rank 1
+    assert main(["prune", *protocol(tiny_dir), "--metric", str(ref / BEST_JSON)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ppl"] == float(rows[0]["ppl"])
+    config = json.loads((ref / CONFIG).read_text())
+    assert config["gp"]["seed"] == 7 and config["protocol"]["seqlen"] == 16
+    assert config["fitness"]["fitness_windows"] is None and config["seed_metrics"] == ["wanda"]
+
+
+def test_a_new_search_refuses_a_directory_that_holds_a_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / CONFIG).write_text("{}")
+    code = main(["search", "--model", str(tmp_path / "no-such-model"), "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip() == (f"error: {out} already holds a search run; continue it with --resume {out} "
+                           "or choose another --out directory.")
+
+
+def test_resume_without_a_run_is_a_clear_error(tmp_path, capsys):
+    code = main(["search", "--resume", str(tmp_path), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: no search run to resume in") and "--out" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_bad_search_options_fail_before_loading_the_model(tmp_path, capsys):
+    missing = str(tmp_path / "no-such-model")
+    for extra, message in ((["--elite", "30"], "--elite"), (["--space", "nope"], "unknown search space"),
+                           (["--seed-metrics", "sparsegpt"], "sparsegpt"),
+                           (["--space", "small", "--seed-metrics", "wanda,neg(mul(W, X))"], "outside the search space"),
+                           ([], "--out")):
+        out = [] if not extra else ["--out", str(tmp_path / "r")]
+        code = main(["search", "--model", missing, *out, "--quiet", *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and "model path not found" not in err, err
+
+
+def test_python_api_returns_the_hall_of_fame(tiny_dir):
+    import pruner_zero
+
+    out = tiny_dir / "runs" / "api"
+    entries = pruner_zero.search(str(tiny_dir / "tiny-llama"), out, generations=1, population=4,
+                                 seed=1, space="small", fitness_windows=2, final_top=1, hof_size=3,
+                                 data_dir=str(tiny_dir / "data"), seqlen=16, nsamples=2, device="cpu",
+                                 progress=False, log=lambda m: None)
+    assert 1 <= len(entries) <= 3
+    assert [e.rank for e in entries] == list(range(1, len(entries) + 1))
+    assert entries[0].ppl is not None and all(e.ppl is None for e in entries[1:])
+    assert str(entries[0].tree) == entries[0].formula == hall_of_fame(out)[0]["formula"]
+    assert json.loads((out / CONFIG).read_text())["protocol"]["seed"] == 1  # calib seed follows seed
