@@ -241,8 +241,28 @@ def _evaluate(generation: int, individuals: list[Any], toolbox: Any, evaluator: 
     return len(todo), valid, cached
 
 
-def _vary(toolbox: Any, parents: list[Any], cx_prob: float, mut_prob: float) -> list[Any]:
-    """Clone the parents, cross pairs and mutate; a tree that changed loses its fitness."""
+NOVELTY_TRIES = 5
+"""Extra mutations an offspring gets while it repeats a metric the search has already tried."""
+
+
+def _identity(toolbox: Any, ind: Any) -> str:
+    """What makes two individuals the same metric: the canonical key of the simplified tree."""
+    from pruner_zero.metric.symbolic import canonical_key
+
+    toolbox.simplify(ind)
+    return canonical_key(ind)
+
+
+def _vary(toolbox: Any, parents: list[Any], cx_prob: float, mut_prob: float,
+          tried: set[str]) -> list[Any]:
+    """Clone the parents, cross pairs and mutate; a tree that changed loses its fitness.
+
+    An offspring that repeats a metric in ``tried`` (canonical keys of every metric this search
+    has put into a population) is mutated again, up to NOVELTY_TRIES times: a repeat costs little
+    to evaluate but takes a slot that could explore. ``tried`` is the loop's own record (kept in
+    the checkpoint), never the evaluator's caches, so turning caches off cannot change the course
+    of a search. The keys of the returned offspring are added to ``tried``.
+    """
     offspring = [toolbox.clone(p) for p in parents]
     for i in range(1, len(offspring), 2):
         if random.random() < cx_prob:
@@ -257,6 +277,18 @@ def _vary(toolbox: Any, parents: list[Any], cx_prob: float, mut_prob: float) -> 
             offspring[i], = toolbox.mutate(offspring[i])
             if str(offspring[i]) != old:
                 _invalidate(offspring[i])
+    seen = tried
+    for i in range(len(offspring)):
+        ident = _identity(toolbox, offspring[i])
+        for _ in range(NOVELTY_TRIES):
+            if ident not in seen:
+                break
+            old = str(offspring[i])
+            offspring[i], = toolbox.mutate(offspring[i])
+            if str(offspring[i]) != old:
+                _invalidate(offspring[i])
+            ident = _identity(toolbox, offspring[i])
+        seen.add(ident)
     return offspring
 
 
@@ -316,7 +348,7 @@ def run_gp(space: SearchSpace, evaluator: Evaluator, settings: GPSettings, run: 
     session_times: list[float] = []
 
     def finish_generation(g: int, pop: list[Any], hof: tools.HallOfFame, history: list[dict[str, Any]],
-                          counts: tuple[int, int, int], started: float) -> None:
+                          counts: tuple[int, int, int], started: float, tried: set[str]) -> None:
         hof.update(eligible(pop))
         seconds = time.perf_counter() - started
         session_times.append(seconds)
@@ -329,6 +361,7 @@ def run_gp(space: SearchSpace, evaluator: Evaluator, settings: GPSettings, run: 
             "hall_of_fame": [_ind_state(i) for i in hof], "random_state": _random_state(),
             "torch_rng_state": _torch_state(), "evaluator": evaluator.state_dict(),
             "evaluations_lines": run.evaluation_lines, "history": history, "finished": False,
+            "tried": sorted(tried),
         })
 
     caller_random = random.getstate()  # the search owns the global stream only while it runs
@@ -349,10 +382,11 @@ def _loop(settings: GPSettings, toolbox: Any, pset: gp.PrimitiveSet, evaluator: 
         run.truncate_evaluations(0)
         random.seed(settings.seed)
         pop = [make_individual(t) for t in seeds] + toolbox.population(n=settings.population - len(seeds))
+        tried = {_identity(toolbox, i) for i in pop}
         hof = _new_hof(settings.hof_size)
         history: list[dict[str, Any]] = []
         counts = _evaluate(0, pop, toolbox, evaluator, run, None, progress)
-        finish_generation(0, pop, hof, history, counts, started)
+        finish_generation(0, pop, hof, history, counts, started, tried)
         done = 0
     else:
         done = int(state["generation"])
@@ -361,6 +395,7 @@ def _loop(settings: GPSettings, toolbox: Any, pset: gp.PrimitiveSet, evaluator: 
         evaluator.load_state_dict(state["evaluator"])
         run.truncate_evaluations(int(state["evaluations_lines"]))
         pop = [_ind_from_state(d, pset) for d in state["population"]]
+        tried = set(state["tried"]) if "tried" in state else {_identity(toolbox, i) for i in pop}
         hof = _restore_hof(settings.hof_size, [_ind_from_state(d, pset) for d in state["hall_of_fame"]])
         history = list(state.get("history", []))
         if done < settings.generations:
@@ -370,9 +405,9 @@ def _loop(settings: GPSettings, toolbox: Any, pset: gp.PrimitiveSet, evaluator: 
         started = time.perf_counter()
         elites = [toolbox.clone(h) for h in hof[:settings.elite]]
         parents = toolbox.select(pop, settings.population - len(elites))
-        offspring = _vary(toolbox, parents, settings.cx_prob, settings.mut_prob)
+        offspring = _vary(toolbox, parents, settings.cx_prob, settings.mut_prob, tried)
         bound = _race_bound(evaluator, hof, settings.hof_size)
         counts = _evaluate(g, offspring, toolbox, evaluator, run, bound, progress)
         pop = elites + offspring
-        finish_generation(g, pop, hof, history, counts, started)
+        finish_generation(g, pop, hof, history, counts, started, tried)
     return GPResult(list(hof), max(done, settings.generations), history)
