@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import random
 import statistics
@@ -88,7 +87,7 @@ def random_metrics(n: int, seed: int):
 def main() -> None:
     a = parse_args()
     from pruner_zero.masks import Structure
-    from pruner_zero.metric.io import format_formula, resolve_metric
+    from pruner_zero.metric.io import resolve_metric
     from pruner_zero.search.fitness import FitnessEvaluator
     from pruner_zero.workbench import Protocol, Workbench
 

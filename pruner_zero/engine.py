@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .errors import MetricError
 from .masks import Structure, make_mask
 from .stats import LayerStats
 

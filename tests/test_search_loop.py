@@ -5,34 +5,18 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
 
 import pytest
 
 from pruner_zero.errors import ConfigError
 from pruner_zero.metric import load_space, parse_formula, simplify
 from pruner_zero.search.loop import GPSettings, run_gp
+from pruner_zero.search.fitness import Evaluation
 from pruner_zero.search.rundir import CHECKPOINT, EVALUATIONS, RunDir
 
 
 class Crash(Exception):
     """Stands for SIGKILL: not a candidate error, so it escapes the loop."""
-
-
-@dataclass
-class FakeEvaluation:
-    formula: str
-    key: str
-    fitness: float
-    status: str
-    reason: str | None
-    seconds: float
-    cached: str | None
-    fingerprint: str | None
-    windows: int
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def fake_fitness(formula: str) -> float:
@@ -69,7 +53,7 @@ class FakeEvaluator:
         else:
             fit, status, reason = fake_fitness(formula), "ok", None
         self.seen[formula] = fit
-        return FakeEvaluation(formula, formula, fit, status, reason, 0.0, cached, None, 4)
+        return Evaluation(formula, formula, fit, status, reason, 0.0, cached, None, 4)
 
     def state_dict(self) -> dict:
         return {"seen": self.seen}
