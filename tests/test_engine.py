@@ -83,3 +83,19 @@ def test_fitness_evaluator_caches_and_races(tiny_dir):
     assert math.isinf(stopped.fitness) and stopped.partial > 1.0
     full = racer.evaluate(parse_formula("W"), race_bound=1e9)
     assert full.status == "ok" and full.windows == 8 and full.fitness == plain.fitness
+
+
+def test_fingerprint_before_evaluate_resolves_rank_equivalents_without_scoring(tiny_dir):
+    from pruner_zero.search.fitness import FitnessEvaluator
+    from pruner_zero.workbench import Protocol, Workbench
+
+    bench = Workbench(Protocol(model=str(tiny_dir / "tiny-llama"), data_dir=str(tiny_dir / "data"),
+                               nsamples=2, seqlen=16, device="cpu", batch_size=2),
+                      progress=False, log=lambda m: None)
+    ev = FitnessEvaluator(bench, Structure(0.5), fitness_windows=4)
+    assert ev.fingerprint(parse_formula("W")) == ev.fingerprint(parse_formula("sqrt(W)"))
+    assert ev.fingerprint(parse_formula("sub(W, W)")) is None  # constant: no valid masks
+    first = ev.evaluate(parse_formula("W"))
+    second = ev.evaluate(parse_formula("sqrt(W)"))
+    assert first.cached is None and second.cached == "fingerprint"
+    assert second.fitness == first.fitness

@@ -60,6 +60,7 @@ class FitnessEvaluator:
         self.by_key: dict[str, dict] = {}
         self.by_fingerprint: dict[str, dict] = {}
         self.counts = {"evaluated": 0, "canonical": 0, "fingerprint": 0, STOPPED: 0, INVALID: 0}
+        self._fingerprints: dict[str, str] = {}  # formula -> fingerprint, from fingerprint()
 
     # -- public --------------------------------------------------------------------------
     def evaluate(self, tree, race_bound: float | None = None) -> Evaluation:
@@ -72,18 +73,18 @@ class FitnessEvaluator:
         if self.use_canonical and key in self.by_key:
             self.counts["canonical"] += 1
             return self._reuse(self.by_key[key], formula, key, "canonical", started)
+        hit = self._fingerprint_hit(self._fingerprints.get(formula), formula, key, started)
+        if hit is not None:  # known from fingerprint(): no need to score again
+            return hit
         try:
             masks = self.engine.masks(tree, formula)
         except (MetricError, RuntimeError, ValueError) as exc:
             return self._record(Evaluation(formula, key, math.inf, INVALID, str(exc),
                                            time.perf_counter() - started, None, None, 0))
         fp = mask_fingerprint(masks)
-        if self.use_fingerprint and fp in self.by_fingerprint:
-            self.counts["fingerprint"] += 1
-            result = self._reuse(self.by_fingerprint[fp], formula, key, "fingerprint", started)
-            if self.use_canonical:
-                self.by_key[key] = self._stored(result)
-            return result
+        hit = self._fingerprint_hit(fp, formula, key, started)
+        if hit is not None:
+            return hit
         ppl, done, stopped = self._measure(masks, race_bound)
         status, reason, partial = OK, None, None
         if stopped:
@@ -95,6 +96,20 @@ class FitnessEvaluator:
         result = Evaluation(formula, key, ppl, status, reason, time.perf_counter() - started,
                             None, fp, done, partial)
         return self._record(result)
+
+    def fingerprint(self, tree) -> str | None:
+        """The mask fingerprint of a metric, or None when it yields no valid masks. The search
+        uses it to tell rank-equivalent metrics apart from new ones before evaluating them; an
+        `evaluate` of the same formula then finds a fingerprint-cache hit without scoring again."""
+        from ..metric.io import format_formula
+
+        formula = format_formula(tree)
+        try:
+            masks = self.engine.masks(tree, formula)
+        except (MetricError, RuntimeError, ValueError):
+            return None
+        fp = self._fingerprints[formula] = mask_fingerprint(masks)
+        return fp
 
     def full_split_ppl(self, tree) -> float:
         """Perplexity on the whole evaluation split, as `prune` reports it."""
@@ -117,6 +132,17 @@ class FitnessEvaluator:
         self.counts.update(state.get("counts", {}))
 
     # -- internals -----------------------------------------------------------------------
+    def _fingerprint_hit(self, fp: str | None, formula: str, key: str,
+                         started: float) -> Evaluation | None:
+        """The stored result of identical masks, if any (also filed under this canonical key)."""
+        if not self.use_fingerprint or fp is None or fp not in self.by_fingerprint:
+            return None
+        self.counts["fingerprint"] += 1
+        result = self._reuse(self.by_fingerprint[fp], formula, key, "fingerprint", started)
+        if self.use_canonical:
+            self.by_key[key] = self._stored(result)
+        return result
+
     def _measure(self, masks, race_bound: float | None) -> tuple[float, int, bool]:
         """(ppl, windows measured, stopped early) with the masks applied, dense weights restored."""
         racing = self.race_factor is not None and race_bound is not None and math.isfinite(race_bound)

@@ -245,20 +245,27 @@ NOVELTY_TRIES = 5
 """Extra mutations an offspring gets while it repeats a metric the search has already tried."""
 
 
-def _identity(toolbox: Any, ind: Any) -> str:
-    """What makes two individuals the same metric: the canonical key of the simplified tree."""
+def _identity(toolbox: Any, ind: Any, evaluator: Any = None) -> set[str]:
+    """What makes two individuals the same metric: the canonical key of the simplified tree and,
+    when the evaluator can tell, the masks it induces (rank-equivalent metrics share them)."""
     from pruner_zero.metric.symbolic import canonical_key
 
     toolbox.simplify(ind)
-    return canonical_key(ind)
+    ident = {"key:" + canonical_key(ind)}
+    fingerprint = getattr(evaluator, "fingerprint", None)
+    if fingerprint is not None:
+        fp = fingerprint(ind)
+        if fp is not None:
+            ident.add("masks:" + fp)
+    return ident
 
 
 def _vary(toolbox: Any, parents: list[Any], cx_prob: float, mut_prob: float,
-          tried: set[str]) -> list[Any]:
+          tried: set[str], evaluator: Any = None) -> list[Any]:
     """Clone the parents, cross pairs and mutate; a tree that changed loses its fitness.
 
-    An offspring that repeats a metric in ``tried`` (canonical keys of every metric this search
-    has put into a population) is mutated again, up to NOVELTY_TRIES times: a repeat costs little
+    An offspring that repeats a metric in ``tried`` (canonical keys and mask fingerprints of every
+    metric this search has put into a population) is mutated again, up to NOVELTY_TRIES times: a repeat costs little
     to evaluate but takes a slot that could explore. ``tried`` is the loop's own record (kept in
     the checkpoint), never the evaluator's caches, so turning caches off cannot change the course
     of a search. The keys of the returned offspring are added to ``tried``.
@@ -279,16 +286,16 @@ def _vary(toolbox: Any, parents: list[Any], cx_prob: float, mut_prob: float,
                 _invalidate(offspring[i])
     seen = tried
     for i in range(len(offspring)):
-        ident = _identity(toolbox, offspring[i])
+        ident = _identity(toolbox, offspring[i], evaluator)
         for _ in range(NOVELTY_TRIES):
-            if ident not in seen:
+            if not ident & seen:
                 break
             old = str(offspring[i])
             offspring[i], = toolbox.mutate(offspring[i])
             if str(offspring[i]) != old:
                 _invalidate(offspring[i])
-            ident = _identity(toolbox, offspring[i])
-        seen.add(ident)
+            ident = _identity(toolbox, offspring[i], evaluator)
+        seen |= ident
     return offspring
 
 
@@ -382,7 +389,7 @@ def _loop(settings: GPSettings, toolbox: Any, pset: gp.PrimitiveSet, evaluator: 
         run.truncate_evaluations(0)
         random.seed(settings.seed)
         pop = [make_individual(t) for t in seeds] + toolbox.population(n=settings.population - len(seeds))
-        tried = {_identity(toolbox, i) for i in pop}
+        tried = set().union(*(_identity(toolbox, i, evaluator) for i in pop))
         hof = _new_hof(settings.hof_size)
         history: list[dict[str, Any]] = []
         counts = _evaluate(0, pop, toolbox, evaluator, run, None, progress)
@@ -395,7 +402,8 @@ def _loop(settings: GPSettings, toolbox: Any, pset: gp.PrimitiveSet, evaluator: 
         evaluator.load_state_dict(state["evaluator"])
         run.truncate_evaluations(int(state["evaluations_lines"]))
         pop = [_ind_from_state(d, pset) for d in state["population"]]
-        tried = set(state["tried"]) if "tried" in state else {_identity(toolbox, i) for i in pop}
+        tried = set(state["tried"]) if "tried" in state else \
+            set().union(*(_identity(toolbox, i, evaluator) for i in pop))
         hof = _restore_hof(settings.hof_size, [_ind_from_state(d, pset) for d in state["hall_of_fame"]])
         history = list(state.get("history", []))
         if done < settings.generations:
@@ -405,7 +413,7 @@ def _loop(settings: GPSettings, toolbox: Any, pset: gp.PrimitiveSet, evaluator: 
         started = time.perf_counter()
         elites = [toolbox.clone(h) for h in hof[:settings.elite]]
         parents = toolbox.select(pop, settings.population - len(elites))
-        offspring = _vary(toolbox, parents, settings.cx_prob, settings.mut_prob, tried)
+        offspring = _vary(toolbox, parents, settings.cx_prob, settings.mut_prob, tried, evaluator)
         bound = _race_bound(evaluator, hof, settings.hof_size)
         counts = _evaluate(g, offspring, toolbox, evaluator, run, bound, progress)
         pop = elites + offspring
