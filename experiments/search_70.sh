@@ -7,10 +7,11 @@ cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared}
 OUT=${OUT:-runs/search70}
 SEED=${SEED:-0}
+SPACE=${SPACE:-small}
 COMMON=(--model "$SHARED/models/wiki-llama-5m" --data-dir "$SHARED/data/wikitext-2"
         --calib-split valid --eval-split test --nsamples 32 --seqlen 256 --device cpu --quiet)
 /usr/bin/time -f "search wall %e s" .venv/bin/pruner-zero search "${COMMON[@]}" --sparsity 0.7 \
-  --generations 10 --population 20 --seed "$SEED" --fitness-windows 200 --race-factor 1.5 \
+  --space "$SPACE" --generations 10 --population 20 --seed "$SEED" --fitness-windows 200 --race-factor 1.5 \
   --final-top 3 --out "$OUT"
 for m in magnitude wanda gblm pruner-zero "$OUT/best_metric.json"; do
   .venv/bin/pruner-zero prune "${COMMON[@]}" --sparsity 0.7 --metric "$m"

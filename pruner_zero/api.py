@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .engine import Engine, measure_sparsity
 from .errors import ConfigError, MetricError
-from .masks import parse_structure
+from .masks import check_fits, parse_structure
 from .model import save_pruned
 from .workbench import Protocol, Workbench
 
@@ -33,12 +33,18 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
     started = time.time()
     shape = parse_structure(structure, sparsity, compare)
     formula, tree = resolve(metric)  # a bad metric fails before any model is loaded
-    if save is not None and Path(save).exists() and any(Path(save).iterdir()):
-        raise ConfigError(f"--save {save} exists and is not empty; choose a new directory")
+    check_output_paths(save, report)
     bench = model if isinstance(model, Workbench) else Workbench(Protocol(model=model, **protocol),
                                                                  log=log)
     result: dict = {"metric": formula, "metric_spec": metric, "structure": shape.describe(),
                     "requested_sparsity": shape.sparsity, "protocol": bench.protocol.as_dict()}
+    check_fits((m.in_features for m in bench.linears.values()), shape)
+    masks = None
+    if tree is not None:  # a metric that cannot score fails before the long evaluations
+        engine = Engine(bench.model, bench.linears, bench.stats, shape)
+        masks = engine.masks(tree, formula)
+    else:
+        _ = bench.calib  # a missing calibration split fails before the dense evaluation
     if dense:
         result["ppl_dense"] = bench.perplexity()
         log(f"dense perplexity: {result['ppl_dense']:.3f}")
@@ -47,8 +53,7 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
 
         sparsegpt_prune(bench.model, bench.calib, shape, bench.progress)
     else:
-        engine = Engine(bench.model, bench.linears, bench.stats, shape)
-        engine.apply(engine.masks(tree, formula))
+        engine.apply(masks)
     achieved = measure_sparsity(bench.linears)
     result["sparsity"] = achieved.overall
     result["sparsity_per_layer"] = achieved.per_layer
@@ -66,6 +71,18 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
     if report is not None:
         write_json(report, result)
     return result
+
+
+def check_output_paths(save: str | Path | None, report: str | Path | None) -> None:
+    """Refuse unusable output paths before any work, so nothing finished is lost at the end."""
+    if save is not None:
+        p = Path(save)
+        if p.exists() and not p.is_dir():
+            raise ConfigError(f"--save {save} is a file; give a new directory")
+        if p.is_dir() and any(p.iterdir()):
+            raise ConfigError(f"--save {save} exists and is not empty; choose a new directory")
+    if report is not None and Path(report).is_dir():
+        raise ConfigError(f"--report {report} is a directory; give a file name such as report.json")
 
 
 def write_json(path: str | Path, obj) -> None:

@@ -82,6 +82,11 @@ def cmd_show(a: argparse.Namespace) -> int:
     from .metric.io import format_formula, resolve_metric
     from .metric.symbolic import to_latex, to_sympy
 
+    from .api import SPARSEGPT
+    from .errors import MetricError
+
+    if a.metric == SPARSEGPT:
+        raise MetricError("sparsegpt is a pruning method with a weight update, not a formula")
     _, tree = resolve_metric(a.metric)
     print(f"formula: {format_formula(tree)}")
     print(f"sympy:   {to_sympy(tree)}")
@@ -203,7 +208,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        hint = ""
+        if getattr(args, "command", None) == "search":
+            out = getattr(args, "resume", None) or getattr(args, "out", None)
+            hint = f"; continue with: pruner-zero search --resume {out}" if out else ""
+        print(f"interrupted{hint}", file=sys.stderr)
         return 130
 
 

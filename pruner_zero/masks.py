@@ -48,6 +48,15 @@ def parse_structure(structure: str, sparsity: float | None, compare: str = "row"
     return Structure(sparsity=implied, n=n, m=m)
 
 
+def check_fits(widths, structure: Structure) -> None:
+    """N:M needs every layer's input width divisible by M: say so before any work is done."""
+    if structure.is_nm:
+        bad = sorted({w for w in widths if w % structure.m})
+        if bad:
+            raise ConfigError(f"N:M {structure.n}:{structure.m} needs input widths divisible by "
+                              f"{structure.m}; this model has layers of width {bad}")
+
+
 def unstructured_mask(scores: torch.Tensor, sparsity: float, compare: str = "row") -> torch.Tensor:
     """Prune the int(k * sparsity) lowest scores of each row (k = row length) or of the layer.
     Ties are broken by position (stable sort) so masks are reproducible."""

@@ -142,7 +142,11 @@ def get_stats(model: nn.Module, linears: dict[str, nn.Linear], calib: torch.Tens
     key = cache_key(model_identity(model_id), calib, {"dtype": dtype})
     path = Path(cache_dir) / f"stats-{key}.safetensors"
     if path.is_file():
-        cached = load_stats(path, linears)
+        try:
+            cached = load_stats(path, linears)
+        except Exception as exc:  # a truncated or foreign file: say so, then rebuild it
+            log(f"warning: statistics cache {path} is unreadable ({type(exc).__name__}); recomputing")
+            cached = None
         if cached is not None:
             log(f"statistics: loaded from cache {path}")
             return cached

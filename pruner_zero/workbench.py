@@ -50,9 +50,19 @@ class Workbench:
         if protocol.batch_size < 1:
             raise ConfigError(f"--batch-size must be at least 1, got {protocol.batch_size}")
         self.data_dir = data_mod.resolve_data_dir(protocol.data_dir)
+        if self.data_dir is not None:  # absolute, so a run resumed from elsewhere finds it
+            protocol = replace(protocol, data_dir=str(self.data_dir.resolve()))
+        if Path(protocol.model).expanduser().exists():
+            protocol = replace(protocol, model=str(Path(protocol.model).expanduser().resolve()))
+        if cache_dir is not None and Path(cache_dir).exists() and not Path(cache_dir).is_dir():
+            raise ConfigError(f"--cache-dir {cache_dir} is a file, not a directory")
         self.cache_dir = cache_dir
         self.progress = progress
         self.log = log
+        if not progress:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
         self.model, self.tokenizer = load_model(protocol.model, protocol.device, protocol.dtype,
                                                  protocol.device_map)
         limit = max_positions(self.model)

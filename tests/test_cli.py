@@ -129,3 +129,49 @@ def test_sparsegpt_weight_update_beats_plain_masking_on_the_layer_output():
     err_update = (inp @ (W - new).t()).pow(2).sum()
     err_mask = (inp @ (W - masked).t()).pow(2).sum()
     assert err_update < err_mask
+
+
+def test_unusable_output_paths_fail_before_any_work(tiny_dir, capsys):
+    (tiny_dir / "adir").mkdir()
+    code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "wanda",
+                         "--report", str(tiny_dir / "adir"))
+    assert code == 2 and "is a directory" in err and "dense perplexity" not in err
+    code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "wanda",
+                         "--save", str(tiny_dir / "data" / "train.txt"))
+    assert code == 2 and "is a file" in err
+    argv = [a for a in base(tiny_dir) if a != "--no-cache"]
+    code, out, err = run(capsys, "prune", *argv, "--metric", "wanda",
+                         "--cache-dir", str(tiny_dir / "data" / "train.txt"))
+    assert code == 2 and "--cache-dir" in err
+
+
+def test_bad_metric_fails_before_the_dense_evaluation(tiny_dir, capsys):
+    code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "sub(W, W)")
+    assert code == 2 and "constant" in err and "dense perplexity" not in err
+
+
+def test_corrupt_statistics_cache_is_recomputed(tiny_dir, capsys):
+    cache = tiny_dir / "cache"
+    argv = [a for a in base(tiny_dir) if a != "--no-cache"] + ["--cache-dir", str(cache)]
+    code, first, err = run(capsys, "prune", *argv, "--metric", "wanda")
+    assert code == 0, err
+    (cached,) = cache.glob("stats-*.safetensors")
+    cached.write_bytes(cached.read_bytes()[:100])
+    code, second, err = run(capsys, "prune", *argv, "--metric", "wanda")
+    assert code == 0 and "unreadable" in err
+    assert json.loads(second)["ppl"] == json.loads(first)["ppl"]
+
+
+def test_show_rejects_non_finite_constants_and_sparsegpt(capsys):
+    code, out, err = run(capsys, "show", "mul(W, 1e400)")
+    assert code == 2 and "finite" in err
+    code, out, err = run(capsys, "show", "sparsegpt")
+    assert code == 2 and "not a formula" in err
+
+
+def test_search_that_fails_its_checks_leaves_no_run_behind(tiny_dir, capsys):
+    out_dir = tiny_dir / "runs" / "bad"
+    code, out, err = run(capsys, "search", *base(tiny_dir), "--structure", "2:3",
+                         "--out", str(out_dir), "--population", "4", "--generations", "1")
+    assert code == 2 and "divisible by 3" in err
+    assert not (out_dir / "config.json").exists()

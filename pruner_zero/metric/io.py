@@ -6,6 +6,8 @@ parsed by a small recursive-descent parser, never by ``eval``.
 
 from __future__ import annotations
 
+import math
+
 import json
 import os
 import re
@@ -84,7 +86,10 @@ class _Parser:
         kind, value, pos = tok
         self.i += 1
         if kind == "num":
-            self.nodes.append(Constant(float(value)))
+            number = float(value)
+            if not math.isfinite(number):
+                raise self._fail(f"constant {value} at position {pos} is not a finite number")
+            self.nodes.append(Constant(number))
             return
         if kind != "name":
             what = "')'" if kind == ")" else repr(kind)

@@ -145,6 +145,11 @@ def search(model: Any = None, out: str | Path | None = None, *, generations: int
                               progress=progress, log=log)
         from dataclasses import asdict
 
+        from pruner_zero.masks import check_fits
+
+        check_fits((m.in_features for m in bench.linears.values()),
+                   parse_structure(structure, sparsity, compare))
+        _ = bench.stats  # missing data or a failing calibration stops here, before the run dir exists
         config = {
             "command": "search", "version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "protocol": bench.protocol.as_dict(),
