@@ -2,7 +2,9 @@
 forward passes alone. One-time work (model, dense weights, statistics) lives in the Workbench
 and Engine; per candidate we only score, mask, apply, measure and restore. Three shortcuts:
 
-- canonical cache: a metric equal to one already seen (same sympy canonical key) reuses its result;
+- canonical cache: a metric equal to one already seen (same sympy canonical key) reuses its result
+  once its mask fingerprint confirms it (equal formulas can round differently and break ties
+  differently, and a cache must never change a result);
 - mask fingerprint: a metric inducing exactly the masks of one already measured (e.g. |W| and
   log|W|) reuses its result; perplexity is a function of the masks, so this is exact;
 - racing: windows are measured in chunks, and a candidate whose running perplexity exceeds
@@ -70,21 +72,25 @@ class FitnessEvaluator:
         started = time.perf_counter()
         formula = format_formula(tree)
         key = canonical_key(tree)
-        if self.use_canonical and key in self.by_key:
+        fp, masks = self._fingerprints.get(formula), None
+        if fp is None:
+            try:
+                masks = self.engine.masks(tree, formula)
+            except (MetricError, RuntimeError, ValueError) as exc:
+                return self._record(Evaluation(formula, key, math.inf, INVALID, str(exc),
+                                               time.perf_counter() - started, None, None, 0))
+            fp = mask_fingerprint(masks)
+        stored = self.by_key.get(key) if self.use_canonical else None
+        if stored is not None and stored["fingerprint"] == fp:
+            # equal metric, and (checked, since float rounding can break ties differently)
+            # the same masks: the stored perplexity is exactly what measuring would give
             self.counts["canonical"] += 1
-            return self._reuse(self.by_key[key], formula, key, "canonical", started)
-        hit = self._fingerprint_hit(self._fingerprints.get(formula), formula, key, started)
-        if hit is not None:  # known from fingerprint(): no need to score again
-            return hit
-        try:
-            masks = self.engine.masks(tree, formula)
-        except (MetricError, RuntimeError, ValueError) as exc:
-            return self._record(Evaluation(formula, key, math.inf, INVALID, str(exc),
-                                           time.perf_counter() - started, None, None, 0))
-        fp = mask_fingerprint(masks)
+            return self._reuse(stored, formula, key, "canonical", started)
         hit = self._fingerprint_hit(fp, formula, key, started)
         if hit is not None:
             return hit
+        if masks is None:
+            masks = self.engine.masks(tree, formula)
         ppl, done, stopped = self._measure(masks, race_bound)
         status, reason, partial = OK, None, None
         if stopped:
