@@ -156,3 +156,31 @@ def test_python_api_returns_the_hall_of_fame(tiny_dir):
     assert entries[0].ppl is not None and all(e.ppl is None for e in entries[1:])
     assert str(entries[0].tree) == entries[0].formula == hall_of_fame(out)[0]["formula"]
     assert json.loads((out / CONFIG).read_text())["protocol"]["seed"] == 1  # calib seed follows seed
+
+
+def test_caches_and_racing_do_not_change_the_hall_of_fame(tiny_dir):
+    """Issue #4: with the canonical cache and the mask fingerprint on or off, the same seed
+    gives the same hall of fame with the same fitness values; racing never lets a stopped
+    candidate in, and the caches resolve some candidates without a full evaluation."""
+    import pruner_zero
+    from pruner_zero.workbench import Protocol, Workbench
+
+    bench = Workbench(Protocol(model=str(tiny_dir / "tiny-llama"), data_dir=str(tiny_dir / "data"),
+                               seqlen=16, nsamples=2, device="cpu", batch_size=2),
+                      progress=False, log=lambda m: None)
+
+    def run(name, **kw):
+        out = tiny_dir / "runs" / name
+        hof = pruner_zero.search(bench, out, generations=3, population=8, seed=3, space="small",
+                                 fitness_windows=6, final_top=0, hof_size=4, race_chunk=2,
+                                 progress=False, log=lambda m: None, **kw)
+        rows = [json.loads(l) for l in (out / "evaluations.jsonl").open()]
+        return [(e.formula, e.fitness) for e in hof], rows
+
+    on, rows_on = run("on", race_factor=1.05)
+    off, rows_off = run("off", race_factor=1.05, canonical_cache=False, fingerprint_cache=False)
+    assert on == off
+    assert [r["formula"] for r in rows_on] == [r["formula"] for r in rows_off]
+    assert any(r["cached"] for r in rows_on) and not any(r["cached"] for r in rows_off)
+    stopped = {r["formula"] for r in rows_on if r["status"] == "stopped_early"}
+    assert not stopped & {f for f, _ in on}
