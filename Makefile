@@ -45,6 +45,9 @@ demo: venv
 	  --metric pruner-zero --sparsity 0.5 --save $(DEMO_OUT)/pruned-model \
 	  --report $(DEMO_OUT)/pruner-zero.json
 	$(BIN)/pruner-zero eval --model $(DEMO_OUT)/pruned-model $(DATA_FLAG) $(DEMO_ARGS)
+	$(BIN)/pruner-zero search --model $(DEMO_MODEL) $(DATA_FLAG) $(DEMO_ARGS) --sparsity 0.5 \
+	  --generations 2 --population 8 --fitness-windows 16 --final-top 1 --out $(DEMO_OUT)/search
+	$(BIN)/pruner-zero show $(DEMO_OUT)/search/best_metric.json
 
 clean:
 	rm -rf $(VENV) runs *.egg-info
