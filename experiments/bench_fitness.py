@@ -52,6 +52,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--skip-search", action="store_true")
     p.add_argument("--search-only", action="store_true", help="only the fixed-search figures")
     p.add_argument("--out", default=None, help="write the figures as JSON here")
+    p.add_argument("--keep", default=None,
+                   help="keep the fixed searches' run directories under this folder")
     return p.parse_args()
 
 
@@ -176,6 +178,9 @@ def search_figures(a: argparse.Namespace, bench) -> dict:
     out: dict = {}
     for name, extra in variants.items():
         with tempfile.TemporaryDirectory() as tmp:
+            if a.keep:
+                tmp = str(Path(a.keep) / name)
+                Path(tmp).mkdir(parents=True, exist_ok=False)
             t = time.perf_counter()
             hof = pruner_zero.search(bench, Path(tmp) / "run", generations=a.generations,
                                      population=a.population, seed=a.seed,

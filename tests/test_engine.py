@@ -85,6 +85,39 @@ def test_fitness_evaluator_caches_and_races(tiny_dir):
     assert full.status == "ok" and full.windows == 8 and full.fitness == plain.fitness
 
 
+def test_a_cache_hit_replays_racing_under_the_bound_of_today(tiny_dir):
+    """Issue #4, found on the shared model: a result measured under a loose bound (or none) and
+    reused later, when the hall of fame is better, must be stopped exactly where measuring it
+    again would stop; otherwise caches change fitness values and so the course of the search."""
+    from pruner_zero.search.fitness import FitnessEvaluator
+    from pruner_zero.workbench import Protocol, Workbench
+
+    bench = Workbench(Protocol(model=str(tiny_dir / "tiny-llama"), data_dir=str(tiny_dir / "data"),
+                               nsamples=2, seqlen=16, device="cpu", batch_size=2),
+                      progress=False, log=lambda m: None)
+
+    def evaluator(**kw):
+        return FitnessEvaluator(bench, Structure(0.5), fitness_windows=8, race_factor=1.0,
+                                race_chunk=2, **kw)
+
+    cached = evaluator()
+    first = cached.evaluate(parse_formula("W"), race_bound=None)
+    assert first.status == "ok" and [d for d, _ in first.trace] == [2, 4, 6]
+    # a bound that the running perplexity crosses at some chunk, not necessarily the first
+    bound = max(r for _, r in first.trace) * (1 - 1e-9)
+    uncached = evaluator(canonical_cache=False, fingerprint_cache=False)
+    measured = uncached.evaluate(parse_formula("W"), race_bound=bound)
+    assert measured.status == "stopped_early" and measured.cached is None
+    for formula, how in (("W", "canonical"), ("sqrt(W)", "fingerprint")):
+        reused = cached.evaluate(parse_formula(formula), race_bound=bound)
+        assert reused.cached == how
+        assert (reused.status, reused.fitness, reused.windows, reused.partial, reused.reason) == \
+            (measured.status, measured.fitness, measured.windows, measured.partial, measured.reason)
+    # a looser bound leaves the cached result as it was measured
+    loose = cached.evaluate(parse_formula("W"), race_bound=bound * 2)
+    assert loose.status == "ok" and loose.fitness == first.fitness
+
+
 def test_fingerprint_before_evaluate_resolves_rank_equivalents_without_scoring(tiny_dir):
     from pruner_zero.search.fitness import FitnessEvaluator
     from pruner_zero.workbench import Protocol, Workbench

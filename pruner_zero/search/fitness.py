@@ -9,15 +9,19 @@ and Engine; per candidate we only score, mask, apply, measure and restore. Three
   log|W|) reuses its result; perplexity is a function of the masks, so this is exact;
 - racing: windows are measured in chunks, and a candidate whose running perplexity exceeds
   `race_factor` x the worst hall-of-fame fitness is stopped: status "stopped_early", fitness inf
-  (the partial value is kept in `partial`), so it can never enter the hall of fame. The bound
-  only tightens as the hall of fame improves, so a candidate stopped once would be stopped again:
-  reusing a stopped result from a cache gives exactly what re-measuring would.
+  (the partial value is kept in `partial`), so it can never enter the hall of fame.
+
+Caches and racing together: a result cached under an earlier, looser bound could have been
+stopped under today's bound. So every measurement keeps its trace (the running perplexity at each
+chunk boundary), and a cache hit replays today's racing decision on it. The bound only tightens,
+so a stopped trace always reaches today's stop point: a cache hit gives exactly what measuring
+again would, and turning caches off never changes a fitness.
 """
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
@@ -41,9 +45,13 @@ class Evaluation:
     fingerprint: str | None
     windows: int
     partial: float | None = None  # running ppl when stopped early
+    # (windows done, running ppl) at each racing chunk boundary; kept for cache replays only
+    trace: list[tuple[int, float]] | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        del d["trace"]
+        return d
 
 
 class FitnessEvaluator:
@@ -85,22 +93,21 @@ class FitnessEvaluator:
             # equal metric, and (checked, since float rounding can break ties differently)
             # the same masks: the stored perplexity is exactly what measuring would give
             self.counts["canonical"] += 1
-            return self._reuse(stored, formula, key, "canonical", started)
-        hit = self._fingerprint_hit(fp, formula, key, started)
+            return self._reuse(stored, formula, key, "canonical", started, race_bound)
+        hit = self._fingerprint_hit(fp, formula, key, started, race_bound)
         if hit is not None:
             return hit
         if masks is None:
             masks = self.engine.masks(tree, formula)
-        ppl, done, stopped = self._measure(masks, race_bound)
+        ppl, done, stopped, trace = self._measure(masks, race_bound)
         status, reason, partial = OK, None, None
         if stopped:
             status, partial, ppl = STOPPED, ppl, math.inf
-            reason = (f"stopped after {done}/{self.windows.shape[0]} windows: running ppl "
-                      f"{partial:.3f} > {self.race_factor:g} x hall-of-fame bound {race_bound:.3f}")
+            reason = self._stop_reason(done, partial, race_bound)
         elif not math.isfinite(ppl):
             status, reason, ppl = INVALID, "perplexity is not finite", math.inf
         result = Evaluation(formula, key, ppl, status, reason, time.perf_counter() - started,
-                            None, fp, done, partial)
+                            None, fp, done, partial, trace)
         return self._record(result)
 
     def fingerprint(self, tree) -> str | None:
@@ -138,27 +145,43 @@ class FitnessEvaluator:
         self.counts.update(state.get("counts", {}))
 
     # -- internals -----------------------------------------------------------------------
-    def _fingerprint_hit(self, fp: str | None, formula: str, key: str,
-                         started: float) -> Evaluation | None:
+    def _fingerprint_hit(self, fp: str | None, formula: str, key: str, started: float,
+                         race_bound: float | None) -> Evaluation | None:
         """The stored result of identical masks, if any (also filed under this canonical key)."""
         if not self.use_fingerprint or fp is None or fp not in self.by_fingerprint:
             return None
         self.counts["fingerprint"] += 1
-        result = self._reuse(self.by_fingerprint[fp], formula, key, "fingerprint", started)
+        stored = self.by_fingerprint[fp]
         if self.use_canonical:
-            self.by_key[key] = self._stored(result)
-        return result
+            self.by_key[key] = stored
+        return self._reuse(stored, formula, key, "fingerprint", started, race_bound)
 
-    def _measure(self, masks, race_bound: float | None) -> tuple[float, int, bool]:
-        """(ppl, windows measured, stopped early) with the masks applied, dense weights restored."""
-        racing = self.race_factor is not None and race_bound is not None and math.isfinite(race_bound)
-        limit = self.race_factor * race_bound if racing else math.inf
-        state = {"stopped": False, "done": self.windows.shape[0]}
+    def _limit(self, race_bound: float | None) -> float:
+        """Running perplexity above which a candidate is stopped (inf: racing off or no bound)."""
+        if self.race_factor is None or race_bound is None or not math.isfinite(race_bound):
+            return math.inf
+        return self.race_factor * race_bound
+
+    def _stop_reason(self, done: int, partial: float, race_bound: float) -> str:
+        return (f"stopped after {done}/{self.windows.shape[0]} windows: running ppl "
+                f"{partial:.3f} > {self.race_factor:g} x hall-of-fame bound {race_bound:.3f}")
+
+    def _measure(self, masks, race_bound: float | None
+                 ) -> tuple[float, int, bool, list[tuple[int, float]] | None]:
+        """(ppl, windows measured, stopped early, trace) with the masks applied, dense weights
+        restored. With racing on, the trace is kept even without a bound (generation 0), so a
+        later cache hit can replay a tighter bound on it."""
+        racing = self.race_factor is not None
+        limit = self._limit(race_bound)
+        n = self.windows.shape[0]
+        state = {"stopped": False, "done": n}
+        trace: list[tuple[int, float]] = []
 
         def stop(running: float, done: int) -> bool:
             state["done"] = done
-            if done < self.windows.shape[0] and done % self.race_chunk == 0 and running > limit:
-                state["stopped"] = True
+            if done < n and done % self.race_chunk == 0:
+                trace.append((done, running))
+                state["stopped"] = running > limit
             return state["stopped"]
 
         self.engine.apply(masks)
@@ -170,7 +193,7 @@ class FitnessEvaluator:
                                  stop if racing else None)
         finally:
             self.engine.restore()
-        return ppl, state["done"], state["stopped"]
+        return ppl, state["done"], state["stopped"], (trace if racing else None)
 
     def _record(self, result: Evaluation) -> Evaluation:
         self.counts["evaluated"] += 1
@@ -186,12 +209,24 @@ class FitnessEvaluator:
     @staticmethod
     def _stored(result: Evaluation) -> dict:
         return {k: getattr(result, k) for k in ("fitness", "status", "reason", "fingerprint",
-                                                 "windows", "partial")}
+                                                 "windows", "partial", "trace")}
 
-    @staticmethod
-    def _reuse(stored: dict, formula: str, key: str, how: str, started: float) -> Evaluation:
-        return Evaluation(formula=formula, key=key, fitness=stored["fitness"],
-                          status=stored["status"], reason=stored["reason"],
-                          seconds=time.perf_counter() - started, cached=how,
-                          fingerprint=stored["fingerprint"], windows=stored["windows"],
-                          partial=stored.get("partial"))
+    def _reuse(self, stored: dict, formula: str, key: str, how: str, started: float,
+               race_bound: float | None) -> Evaluation:
+        """A stored result as measuring again under ``race_bound`` would give it: the racing
+        decision is replayed on the stored trace (stopped at its first chunk above the limit)."""
+        result = Evaluation(formula=formula, key=key, fitness=stored["fitness"],
+                            status=stored["status"], reason=stored["reason"], seconds=0.0,
+                            cached=how, fingerprint=stored["fingerprint"],
+                            windows=stored["windows"], partial=stored.get("partial"),
+                            trace=stored.get("trace"))
+        limit = self._limit(race_bound)
+        if result.status in (OK, STOPPED) and math.isfinite(limit):
+            for done, running in result.trace or ():
+                if running > limit:
+                    result.status, result.fitness, result.partial = STOPPED, math.inf, running
+                    result.windows = done
+                    result.reason = self._stop_reason(done, running, race_bound)
+                    break
+        result.seconds = time.perf_counter() - started
+        return result
