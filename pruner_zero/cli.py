@@ -145,7 +145,8 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
                    help="height limit for offspring (default: the space's max_height)")
     g.add_argument("--hof-size", type=int, default=10, help="hall-of-fame size (default 10)")
     g.add_argument("--fitness-windows", type=int, default=128,
-                   help="evaluation windows measured per candidate, 0 = all (default 128)")
+                   help="evaluation windows measured per candidate, spread evenly over the "
+                        "split, 0 = all (default 128)")
     g.add_argument("--race-factor", type=float, default=None,
                    help="stop a candidate whose running ppl exceeds this x the worst "
                         "hall-of-fame fitness (default off)")
@@ -158,8 +159,9 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed-metrics", default=None,
                    help="comma-separated metrics put into the initial population, "
                         "e.g. wanda,gblm,pruner-zero")
-    g.add_argument("--final-top", type=int, default=3,
-                   help="hall-of-fame metrics measured on the whole eval split at the end (default 3)")
+    g.add_argument("--final-top", type=int, default=5,
+                   help="hall-of-fame metrics measured on the whole eval split at the end; the "
+                        "lowest of them is the best metric (default 5)")
 
 
 def build_parser() -> argparse.ArgumentParser:

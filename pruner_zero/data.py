@@ -68,11 +68,17 @@ def calibration_windows(ids: torch.Tensor, nsamples: int, seqlen: int, seed: int
     return torch.stack([ids[s:s + seqlen] for s in starts])
 
 
-def eval_windows(ids: torch.Tensor, seqlen: int, limit: int | None = None) -> torch.Tensor:
-    """[n, seqlen] non-overlapping windows from the start; `limit` keeps the first ones."""
+def eval_windows(ids: torch.Tensor, seqlen: int, limit: int | None = None,
+                 spread: bool = False) -> torch.Tensor:
+    """[n, seqlen] non-overlapping windows from the start. `limit` keeps the first ones or, with
+    `spread`, windows evenly spaced over the whole split (window i * n // limit): a subset that
+    samples every part of the split, where the first windows are a few articles only."""
     n = ids.numel() // seqlen
     if n == 0:
         raise DataError(f"evaluation split has {ids.numel()} tokens, fewer than --seqlen {seqlen}")
-    if limit is not None:
-        n = min(n, limit)
-    return ids[: n * seqlen].view(n, seqlen)
+    windows = ids[: n * seqlen].view(n, seqlen)
+    if limit is None or limit >= n:
+        return windows
+    if spread:
+        return windows[torch.arange(limit) * n // limit]
+    return windows[:limit]

@@ -86,8 +86,8 @@ class Workbench:
     def eval_ids(self) -> torch.Tensor:
         return self._tokens(self.protocol.eval_split)
 
-    def eval_windows(self, limit: int | None = None) -> torch.Tensor:
-        return data_mod.eval_windows(self.eval_ids, self.protocol.seqlen, limit)
+    def eval_windows(self, limit: int | None = None, spread: bool = False) -> torch.Tensor:
+        return data_mod.eval_windows(self.eval_ids, self.protocol.seqlen, limit, spread)
 
     @cached_property
     def stats(self) -> dict[str, LayerStats]:

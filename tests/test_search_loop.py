@@ -190,3 +190,16 @@ def test_racing_stopped_candidates_never_enter_the_hall_of_fame(tmp_path):
 def test_bad_settings_are_one_clear_config_error(kwargs, message):
     with pytest.raises(ConfigError, match=message):
         GPSettings(**{"population": 8, **kwargs}).checked(load_space("paper"))
+
+
+def test_the_best_metric_is_the_lowest_full_split_ppl_of_those_re_measured():
+    from pruner_zero.search.rundir import HallOfFameEntry, best_entry
+
+    def entry(rank, ppl):
+        return HallOfFameEntry(rank=rank, formula=f"m{rank}", fitness=100.0 + rank, ppl=ppl,
+                               size=1, height=0)
+
+    assert best_entry([entry(1, 120.0), entry(2, 119.0), entry(3, None)]).rank == 2
+    assert best_entry([entry(1, 120.0), entry(2, 120.0)]).rank == 1  # a tie keeps the better fitness
+    assert best_entry([entry(1, None), entry(2, None)]).rank == 1  # nothing re-measured: rank 1
+    assert best_entry([entry(1, float("inf")), entry(2, 130.0)]).rank == 2

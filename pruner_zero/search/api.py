@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from pruner_zero.errors import ConfigError, MetricError
-from pruner_zero.search.rundir import HallOfFameEntry, RunDir
+from pruner_zero.search.rundir import HallOfFameEntry, RunDir, best_entry
 
 DEFAULT_SPACE = "paper"
 DEFAULT_FITNESS_WINDOWS = 128
-DEFAULT_FINAL_TOP = 3
+DEFAULT_FINAL_TOP = 5
 
 
 def _stderr(msg: str) -> None:
@@ -63,6 +63,15 @@ def _fitness_windows(value: int | None) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(f"--fitness-windows must be a positive integer (0 = all windows), got {value!r}.")
     return value
+
+
+def _fitness_note(fit: dict[str, Any]) -> str:
+    """What the fitness column measures, for best_metric.txt."""
+    n = fit["fitness_windows"]
+    if n is None:
+        return "perplexity on all evaluation windows"
+    how = "spread evenly over the split" if fit.get("windows_spread") else "the first ones"
+    return f"perplexity on {n} evaluation windows, {how}"
 
 
 def _entries(hof: list[dict[str, Any]], ppls: list[float | None], pset: Any) -> list[HallOfFameEntry]:
@@ -159,7 +168,8 @@ def search(model: Any = None, out: str | Path | None = None, *, generations: int
                 if not k.startswith("_")}},
             "gp": settings.as_dict(),
             "fitness": {"sparsity": sparsity, "structure": structure, "compare": compare,
-                        "fitness_windows": windows, "race_factor": race_factor, "race_chunk": race_chunk,
+                        "fitness_windows": windows, "windows_spread": True,
+                        "race_factor": race_factor, "race_chunk": race_chunk,
                         "canonical_cache": canonical_cache, "fingerprint_cache": fingerprint_cache},
             "seed_metrics": names,
             "final_top": final_top,
@@ -180,11 +190,12 @@ def _run(run: RunDir, config: dict[str, Any], space: Any, settings: Any, bench: 
     if state is not None and state.get("finished"):
         log(f"{run.path}: the search already finished; rewriting its final outputs")
         entries = _entries(state["hall_of_fame"], state["final"]["ppl"], space.pset())
-        run.write_outputs(entries, fit["fitness_windows"])
+        run.write_outputs(entries, _fitness_note(fit))
         return entries
     shape = parse_structure(fit["structure"], fit["sparsity"], fit["compare"])
     evaluator = FitnessEvaluator(bench, shape, fit["fitness_windows"], fit["race_factor"], fit["race_chunk"],
-                                 fit["canonical_cache"], fit["fingerprint_cache"])
+                                 fit["canonical_cache"], fit["fingerprint_cache"],
+                                 spread_windows=fit.get("windows_spread", False))  # runs before 0.2: first
     seeds = _seed_trees(config["seed_metrics"], space)
     try:
         result = run_gp(space, evaluator, settings, run, seeds, progress, log)
@@ -202,10 +213,10 @@ def _run(run: RunDir, config: dict[str, Any], space: Any, settings: Any, bench: 
     state.update(finished=True, final={"ppl": ppls})
     run.save_checkpoint(state)
     entries = _entries(state["hall_of_fame"], ppls, space.pset())
-    run.write_outputs(entries, fit["fitness_windows"])
+    run.write_outputs(entries, _fitness_note(fit))
     if entries:
-        best = entries[0]
-        log(f"best metric: {best.formula}  fitness {best.fitness:.4f}"
+        best = best_entry(entries)
+        log(f"best metric: {best.formula}  (rank {best.rank})  fitness {best.fitness:.4f}"
             + ("" if best.ppl is None else f"  full-split ppl {best.ppl:.4f}"))
     else:
         log("warning: no candidate metric was valid; the hall of fame is empty")

@@ -57,12 +57,14 @@ class Evaluation:
 class FitnessEvaluator:
     def __init__(self, bench, structure: Structure, fitness_windows: int | None = 128,
                  race_factor: float | None = None, race_chunk: int = 16,
-                 canonical_cache: bool = True, fingerprint_cache: bool = True):
+                 canonical_cache: bool = True, fingerprint_cache: bool = True,
+                 spread_windows: bool = True):
         if race_factor is not None and race_factor < 1.0:
             raise MetricError(f"--race-factor must be >= 1 (or off), got {race_factor}")
         self.bench = bench
         self.engine = Engine(bench.model, bench.linears, bench.stats, structure)
-        self.windows = bench.eval_windows(fitness_windows)
+        # spread over the split: the fitness of a subset then ranks metrics like the full split
+        self.windows = bench.eval_windows(fitness_windows, spread=spread_windows)
         self.race_factor = race_factor
         self.race_chunk = max(1, race_chunk)
         self.use_canonical = canonical_cache

@@ -158,7 +158,7 @@ class RunDir:
         self.evaluation_lines += 1
 
     # ------------------------------------------------------------- outputs
-    def write_outputs(self, entries: list[HallOfFameEntry], fitness_windows: int | None) -> None:
+    def write_outputs(self, entries: list[HallOfFameEntry], fitness_note: str) -> None:
         """best_metric.json/.txt and hall_of_fame.csv from the final hall of fame."""
         from pruner_zero.metric.io import to_paper_json
 
@@ -173,9 +173,9 @@ class RunDir:
             for name in (BEST_JSON, BEST_TXT):
                 (self.path / name).unlink(missing_ok=True)
             return
-        best = entries[0]
+        best = best_entry(entries)
         atomic_write_text(self.path / BEST_JSON, json.dumps(to_paper_json(best.tree), indent=2) + "\n")
-        atomic_write_text(self.path / BEST_TXT, best_metric_text(best, fitness_windows))
+        atomic_write_text(self.path / BEST_TXT, best_metric_text(best, fitness_note, entries))
 
 
 def _num(value: float) -> str:
@@ -183,7 +183,16 @@ def _num(value: float) -> str:
     return repr(float(value)) if math.isfinite(value) else str(value)
 
 
-def best_metric_text(best: HallOfFameEntry, fitness_windows: int | None) -> str:
+def best_entry(entries: list[HallOfFameEntry]) -> HallOfFameEntry:
+    """The metric a search recommends: of the top metrics re-measured on the whole split, the one
+    with the lowest perplexity there (the fitness subset only approximates it; near-ties in fitness
+    can swap); rank 1 when none was re-measured."""
+    measured = [e for e in entries if e.ppl is not None and math.isfinite(e.ppl)]
+    return min(measured, key=lambda e: (e.ppl, e.rank)) if measured else entries[0]
+
+
+def best_metric_text(best: HallOfFameEntry, fitness_note: str,
+                     entries: list[HallOfFameEntry]) -> str:
     """Human-readable summary of the best metric: formula, sympy, LaTeX, fitness, full-split ppl."""
     from pruner_zero.metric.symbolic import to_latex, to_sympy
 
@@ -191,12 +200,15 @@ def best_metric_text(best: HallOfFameEntry, fitness_windows: int | None) -> str:
         sym, latex = str(to_sympy(best.tree)), to_latex(best.tree)
     except Exception as exc:  # noqa: BLE001 -- a display problem must not lose the result
         sym = latex = f"unavailable ({type(exc).__name__}: {exc})"
-    windows = "all" if fitness_windows is None else str(fitness_windows)
     ppl = "not measured" if best.ppl is None else _num(best.ppl)
+    measured = sum(e.ppl is not None for e in entries)
+    why = (f"lowest full-split ppl of the top {measured} re-measured" if measured
+           else "best fitness; none re-measured on the whole split")
     return (f"formula: {best.formula}\n"
             f"sympy:   {sym}\n"
             f"latex:   {latex}\n"
-            f"fitness: {_num(best.fitness)} (perplexity on the first {windows} evaluation windows)\n"
+            f"rank:    {best.rank} of {len(entries)} in hall_of_fame.csv ({why})\n"
+            f"fitness: {_num(best.fitness)} ({fitness_note})\n"
             f"ppl:     {ppl} (perplexity on the whole evaluation split)\n"
             f"size:    {best.size}\n"
             f"height:  {best.height}\n")

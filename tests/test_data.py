@@ -1,0 +1,28 @@
+"""Evaluation windows: the full split, its first windows, or windows spread over it."""
+import pytest
+import torch
+
+from pruner_zero.data import eval_windows
+from pruner_zero.errors import DataError
+
+
+def test_windows_cover_the_split_in_order_and_drop_the_tail():
+    ids = torch.arange(103)
+    w = eval_windows(ids, 10)
+    assert w.shape == (10, 10) and torch.equal(w.flatten(), ids[:100])
+
+
+def test_first_windows_and_spread_windows():
+    ids = torch.arange(1000)
+    first = eval_windows(ids, 10, limit=4)
+    spread = eval_windows(ids, 10, limit=4, spread=True)
+    assert first[:, 0].tolist() == [0, 10, 20, 30]
+    assert spread[:, 0].tolist() == [0, 250, 500, 750]  # every quarter of the split is sampled
+    assert torch.equal(spread[1], ids[250:260])  # whole windows, not shifted ones
+    # a limit at or above the number of windows is the whole split, spread or not
+    assert torch.equal(eval_windows(ids, 10, limit=500, spread=True), eval_windows(ids, 10))
+
+
+def test_a_split_shorter_than_one_window_is_a_data_error():
+    with pytest.raises(DataError, match="fewer than --seqlen"):
+        eval_windows(torch.arange(5), 10)
