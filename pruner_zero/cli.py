@@ -97,8 +97,16 @@ def cmd_show(a: argparse.Namespace) -> int:
 def cmd_search(a: argparse.Namespace) -> int:
     from .errors import ConfigError
     from .search.api import search
+    from .search.rundir import best_entry
 
     if a.resume:
+        parser = a._search_parser
+        given = [f"--{dest.replace('_', '-')}" for dest, value in sorted(vars(a).items())
+                 if dest not in ("resume", "quiet", "func", "command", "_search_parser")
+                 and value != parser.get_default(dest)]
+        if given:
+            raise ConfigError(f"--resume continues a run with the options in its config.json; "
+                              f"drop {', '.join(given)} (or start a new run with --out)")
         out, entries = a.resume, search(out=a.resume, resume=True, progress=not a.quiet, log=_log)
     else:
         if not a.model:
@@ -114,7 +122,7 @@ def cmd_search(a: argparse.Namespace) -> int:
             fitness_windows=a.fitness_windows, race_factor=a.race_factor, race_chunk=a.race_chunk,
             canonical_cache=not a.no_canonical_cache, fingerprint_cache=not a.no_fingerprint_cache,
             seed_metrics=a.seed_metrics, final_top=a.final_top, progress=not a.quiet, log=_log)
-    best = entries[0] if entries else None
+    best = best_entry(entries) if entries else None
     print(json.dumps({"out": str(out), "best": best and best.formula,
                       "fitness": best and best.fitness, "ppl": best and best.ppl,
                       "hall_of_fame": len(entries)}))
@@ -194,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
             action.help = "hub id or local directory (from_pretrained); not needed with --resume"
     _add_prune_shape(p)
     _add_search_args(p)
-    p.set_defaults(func=cmd_search)
+    p.set_defaults(func=cmd_search, _search_parser=p)
 
     p = sub.add_parser("show", help="print a metric's formula, sympy form and LaTeX")
     p.add_argument("metric", help="metric .json file, built-in name or formula")

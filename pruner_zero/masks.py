@@ -39,6 +39,9 @@ def parse_structure(structure: str, sparsity: float | None, compare: str = "row"
     if len(parts) != 2 or not all(p.isdigit() for p in parts):
         raise ConfigError(f"--structure must be unstructured or N:M (e.g. 2:4), got {structure!r}")
     n, m = int(parts[0]), int(parts[1])
+    if compare != "row":
+        raise ConfigError(f"--compare {compare} applies to unstructured sparsity only; N:M "
+                          f"{structure} always compares within groups of {m} inputs of a row")
     if not 0 < n < m:
         raise ConfigError(f"--structure {structure}: N:M needs 0 < N < M (keep N of every M weights)")
     implied = 1 - n / m

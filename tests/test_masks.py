@@ -60,6 +60,11 @@ def test_bad_structure_is_a_config_error(structure, sparsity, msg):
         parse_structure(structure, sparsity)
 
 
+def test_nm_with_layer_comparison_is_refused():
+    with pytest.raises(ConfigError, match="unstructured sparsity only"):
+        parse_structure("2:4", None, "layer")
+
+
 def test_nm_needs_divisible_width():
     with pytest.raises(ConfigError, match="divisible by 4"):
         nm_mask(torch.rand(2, 6), 2, 4)

@@ -134,6 +134,12 @@ def test_resume_without_a_run_is_a_clear_error(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1
 
 
+def test_resume_with_other_options_is_refused_not_ignored(tmp_path, capsys):
+    code = main(["search", "--resume", str(tmp_path), "--generations", "30", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "drop --generations" in err and len(err.strip().splitlines()) == 1
+
+
 def test_bad_search_options_fail_before_loading_the_model(tmp_path, capsys):
     missing = str(tmp_path / "no-such-model")
     for extra, message in ((["--elite", "30"], "--elite"), (["--space", "nope"], "unknown search space"),
