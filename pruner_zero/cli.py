@@ -119,6 +119,7 @@ def cmd_search(a: argparse.Namespace) -> int:
             seed=a.seed if a.gp_seed is None else a.gp_seed, space=a.space, sparsity=a.sparsity,
             structure=a.structure, compare=a.compare, tournament=a.tournament, cx_prob=a.cx_prob,
             mut_prob=a.mut_prob, elite=a.elite, max_height=a.max_height, hof_size=a.hof_size,
+            polish=a.polish,
             fitness_windows=a.fitness_windows, race_factor=a.race_factor, race_chunk=a.race_chunk,
             canonical_cache=not a.no_canonical_cache, fingerprint_cache=not a.no_fingerprint_cache,
             seed_metrics=a.seed_metrics, final_top=a.final_top, progress=not a.quiet, log=_log)
@@ -152,6 +153,10 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-height", type=int, default=None,
                    help="height limit for offspring (default: the space's max_height)")
     g.add_argument("--hof-size", type=int, default=10, help="hall-of-fame size (default 10)")
+    g.add_argument("--polish", type=int, default=3,
+                   help="after the last generation, try the simpler neighbours (one operator "
+                        "replaced by one of its arguments) of this many best metrics; 0 = off "
+                        "(default 3)")
     g.add_argument("--fitness-windows", type=int, default=128,
                    help="evaluation windows measured per candidate, spread evenly over the "
                         "split, 0 = all (default 128)")

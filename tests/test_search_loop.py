@@ -89,7 +89,10 @@ def test_a_run_evaluates_every_generation_and_checkpoints_it(reference):
     assert len(state["population"]) == SETTINGS.population
     lines = (path / EVALUATIONS).read_text().splitlines()
     assert len(lines) == calls == state["evaluations_lines"]
-    assert {json.loads(l)["generation"] for l in lines} == set(range(SETTINGS.generations + 1))
+    # generations 0..N, then the polish (N + 1) when it found untried neighbours
+    assert set(range(SETTINGS.generations + 1)) <= {json.loads(l)["generation"] for l in lines} \
+        <= set(range(SETTINGS.generations + 2))
+    assert state["polished"] is True
     assert [h["formula"] for h in state["hall_of_fame"]] == [f for f, _ in hof_of(result)]
     fits = [f for _, f in hof_of(result)]
     assert fits == sorted(fits) and len(fits) == SETTINGS.hof_size
@@ -135,7 +138,7 @@ def test_the_search_leaves_the_callers_random_stream_alone(tmp_path):
 def test_elitism_keeps_the_best(tmp_path):
     result = run(tmp_path / "e", FakeEvaluator(), GPSettings(population=6, generations=8, seed=1,
                                                              elite=1, mut_prob=1.0, cx_prob=1.0))
-    bests = [h["best"] for h in result.history]
+    bests = [h["best"] for h in result.history if not h.get("polish")]
     assert all(b2 <= b1 for b1, b2 in zip(bests, bests[1:])), bests
     state = json.loads((tmp_path / "e" / CHECKPOINT).read_text())
     best = state["hall_of_fame"][0]
@@ -157,7 +160,8 @@ def test_every_candidate_is_simplified_before_evaluation(tmp_path):
 
 def test_invalid_and_failing_candidates_do_not_stop_the_search(tmp_path):
     ev = FakeEvaluator(invalid=("G",), raise_on="X")
-    result = run(tmp_path / "i", ev, GPSettings(population=10, generations=3, seed=0), space="small")
+    result = run(tmp_path / "i", ev, GPSettings(population=10, generations=3, seed=0, polish=0),
+                 space="small")
     records = [json.loads(l) for l in (tmp_path / "i" / EVALUATIONS).read_text().splitlines()]
     assert {r["generation"] for r in records} == {0, 1, 2, 3}
     bad = [r for r in records if r["status"] == "invalid"]
@@ -203,3 +207,50 @@ def test_the_best_metric_is_the_lowest_full_split_ppl_of_those_re_measured():
     assert best_entry([entry(1, 120.0), entry(2, 120.0)]).rank == 1  # a tie keeps the better fitness
     assert best_entry([entry(1, None), entry(2, None)]).rank == 1  # nothing re-measured: rank 1
     assert best_entry([entry(1, float("inf")), entry(2, 130.0)]).rank == 2
+
+
+def test_shrink_neighbours_replace_one_operator_by_one_of_its_arguments():
+    from pruner_zero.search.loop import shrink_neighbours
+
+    tree = parse_formula("mul(sqrt(mul(mul(X, G), W)), W)")
+    got = [str(t) for t in shrink_neighbours(tree)]
+    assert got == ["sqrt(mul(mul(X, G), W))", "W",          # the root mul
+                   "mul(mul(mul(X, G), W), W)",             # sqrt
+                   "mul(sqrt(mul(X, G)), W)", "mul(sqrt(W), W)",  # inner mul
+                   "mul(sqrt(mul(X, W)), W)", "mul(sqrt(mul(G, W)), W)"]  # innermost mul
+    assert all(len(t) < len(tree) for t in shrink_neighbours(tree))
+    assert shrink_neighbours(parse_formula("W")) == []
+
+
+def test_polish_tries_the_untried_simpler_neighbours_of_the_best(tmp_path):
+    """A fake landscape where the best metric is one step simpler than anything the GP is likely
+    to build: the polish finds it and it enters the hall of fame."""
+    target = "mul(sqrt(mul(X, G)), W)"
+
+    class Landscape(FakeEvaluator):
+        def evaluate(self, tree, race_bound=None):
+            r = super().evaluate(tree, race_bound)
+            if str(tree) == target:
+                r.fitness = 1.0
+            return r
+
+    space, settings = "small", GPSettings(population=6, generations=1, seed=0, hof_size=3, polish=1)
+    seeds = [parse_formula("mul(sqrt(mul(mul(X, G), W)), W)", load_space(space).pset())]
+
+    class Best(Landscape):  # the seed is the best of the GP part
+        def evaluate(self, tree, race_bound=None):
+            r = super().evaluate(tree, race_bound)
+            if str(tree) == str(seeds[0]):
+                r.fitness = 2.0
+            return r
+
+    ev = Best()
+    result = run(tmp_path / "p", ev, settings, space, seeds)
+    assert hof_of(result)[0] == (target, 1.0)
+    lines = [json.loads(l) for l in (tmp_path / "p" / EVALUATIONS).read_text().splitlines()]
+    polish = [l["formula"] for l in lines if l["generation"] == 2]
+    assert target in polish and all(l["formula"] != target for l in lines if l["generation"] < 2)
+    # a run without the polish never measures it
+    plain = run(tmp_path / "q", Best(), GPSettings(population=6, generations=1, seed=0, hof_size=3,
+                                                   polish=0), space, seeds)
+    assert hof_of(plain)[0] == (str(seeds[0]), 2.0)

@@ -92,7 +92,7 @@ def search(model: Any = None, out: str | Path | None = None, *, generations: int
            population: int = 20, seed: int = 0, space: str | Path = DEFAULT_SPACE,
            sparsity: float | None = None, structure: str = "unstructured", compare: str = "row",
            tournament: int = 3, cx_prob: float = 0.5, mut_prob: float = 0.3, elite: int = 2,
-           max_height: int | None = None, hof_size: int = 10,
+           max_height: int | None = None, hof_size: int = 10, polish: int = 3,
            fitness_windows: int | None = DEFAULT_FITNESS_WINDOWS, race_factor: float | None = None,
            race_chunk: int = 16, canonical_cache: bool = True, fingerprint_cache: bool = True,
            seed_metrics: str | Sequence[str] | None = None, final_top: int = DEFAULT_FINAL_TOP,
@@ -120,7 +120,7 @@ def search(model: Any = None, out: str | Path | None = None, *, generations: int
     if resume:
         config = run.read_config()
         space_obj = _space_from_config(config)
-        settings = GPSettings(**config["gp"])
+        settings = GPSettings(**{"polish": 0, **config["gp"]})  # runs from before --polish: none
         bench = model if isinstance(model, Workbench) else Workbench(
             Protocol(**config["protocol"]), cache_dir=None if config["cache_dir"] is None
             else Path(config["cache_dir"]), progress=progress, log=log)
@@ -130,7 +130,7 @@ def search(model: Any = None, out: str | Path | None = None, *, generations: int
         space_obj = load_space(space)
         settings = GPSettings(population=population, generations=generations, tournament=tournament,
                               cx_prob=cx_prob, mut_prob=mut_prob, elite=elite, hof_size=hof_size,
-                              max_height=max_height, seed=seed).checked(space_obj)
+                              max_height=max_height, seed=seed, polish=polish).checked(space_obj)
         names = _split_names(seed_metrics)
         _seed_trees(names, space_obj)
         if len(names) > population:

@@ -47,6 +47,7 @@ class GPSettings:
     hof_size: int = 10
     max_height: int | None = None  # None: the search space's max_height
     seed: int = 0
+    polish: int = 3  # hall-of-fame metrics whose shrink neighbours are tried at the end
 
     def checked(self, space: SearchSpace) -> "GPSettings":
         """A copy with max_height resolved; ConfigError for the first out-of-range value."""
@@ -54,7 +55,7 @@ class GPSettings:
             if not ok:
                 raise ConfigError(message)
 
-        for name in ("population", "generations", "tournament", "elite", "hof_size", "seed"):
+        for name in ("population", "generations", "tournament", "elite", "hof_size", "seed", "polish"):
             value = getattr(self, name)
             need(isinstance(value, int) and not isinstance(value, bool),
                  f"--{name.replace('_', '-')} must be an integer, got {value!r}.")
@@ -66,6 +67,8 @@ class GPSettings:
             need(isinstance(value, (int, float)) and 0.0 <= value <= 1.0,
                  f"--{name.replace('_', '-')} must be between 0 and 1, got {value!r}.")
         need(self.hof_size >= 1, f"--hof-size must be at least 1, got {self.hof_size}.")
+        need(0 <= self.polish <= self.hof_size,
+             f"--polish must be between 0 and --hof-size ({self.hof_size}), got {self.polish}.")
         need(0 <= self.elite < self.population,
              f"--elite must be between 0 and population - 1 ({self.population - 1}), got {self.elite}.")
         need(self.elite <= self.hof_size,
@@ -299,6 +302,38 @@ def _vary(toolbox: Any, parents: list[Any], cx_prob: float, mut_prob: float,
     return offspring
 
 
+def shrink_neighbours(tree: gp.PrimitiveTree) -> list[gp.PrimitiveTree]:
+    """Every tree made by replacing one operator node with one of its argument subtrees, in node
+    order: the simpler metrics next to a good one (W^1.5*sqrt(G*X) has W*sqrt(G*X) among them).
+    GP reaches a good region fast but rarely takes the one step back to its simplest member."""
+    out = []
+    for i, node in enumerate(tree):
+        if not isinstance(node, gp.Primitive):
+            continue
+        end = tree.searchSubtree(i).stop
+        child = i + 1
+        for _ in range(node.arity):
+            span = tree.searchSubtree(child)
+            out.append(gp.PrimitiveTree(tree[:i] + tree[span] + tree[end:]))
+            child = span.stop
+    return out
+
+
+def _polish_candidates(toolbox: Any, hof: tools.HallOfFame, top: int, tried: set[str],
+                       evaluator: Any) -> list[Any]:
+    """Shrink neighbours of the ``top`` best metrics that the search has not tried (deterministic)."""
+    out = []
+    for best in list(hof)[:top]:
+        for tree in shrink_neighbours(best):
+            ind = make_individual(tree)
+            ident = _identity(toolbox, ind, evaluator)
+            if ident & tried:
+                continue
+            tried |= ident
+            out.append(ind)
+    return out
+
+
 def _race_bound(evaluator: Evaluator, hof: tools.HallOfFame, size: int) -> float | None:
     """Worst fitness of a full hall of fame when racing is on, else None."""
     if getattr(evaluator, "race_factor", None) is None or len(hof) < size:
@@ -355,16 +390,21 @@ def run_gp(space: SearchSpace, evaluator: Evaluator, settings: GPSettings, run: 
     session_times: list[float] = []
 
     def finish_generation(g: int, pop: list[Any], hof: tools.HallOfFame, history: list[dict[str, Any]],
-                          counts: tuple[int, int, int], started: float, tried: set[str]) -> None:
-        hof.update(eligible(pop))
+                          counts: tuple[int, int, int], started: float, tried: set[str],
+                          polished: list[Any] | None = None) -> None:
+        """Checkpoint generation ``g``; with ``polished`` (the polish candidates), the polish step
+        after the last generation instead."""
+        measured = pop if polished is None else polished
+        hof.update(eligible(measured))
         seconds = time.perf_counter() - started
         session_times.append(seconds)
-        stats = _stats(g, pop, counts, seconds)
-        history.append(stats.as_dict())
+        stats = _stats(g if polished is None else g + 1, measured, counts, seconds)
+        history.append({**stats.as_dict(), **({} if polished is None else {"polish": True})})
         left = statistics.fmean(session_times) * (settings.generations - g)
-        log(_progress_line(stats, settings.generations, time.perf_counter() - session_start, left))
+        line = _progress_line(stats, settings.generations, time.perf_counter() - session_start, left)
+        log(line if polished is None else "polish" + line[line.index(":"):line.index("  elapsed")])
         run.save_checkpoint({
-            "generation": g, "population": [_ind_state(i) for i in pop],
+            "generation": g, "polished": polished is not None, "population": [_ind_state(i) for i in pop],
             "hall_of_fame": [_ind_state(i) for i in hof], "random_state": _random_state(),
             "torch_rng_state": _torch_state(), "evaluator": evaluator.state_dict(),
             "evaluations_lines": run.evaluation_lines, "history": history, "finished": False,
@@ -418,4 +458,12 @@ def _loop(settings: GPSettings, toolbox: Any, pset: gp.PrimitiveSet, evaluator: 
         counts = _evaluate(g, offspring, toolbox, evaluator, run, bound, progress)
         pop = elites + offspring
         finish_generation(g, pop, hof, history, counts, started, tried)
-    return GPResult(list(hof), max(done, settings.generations), history)
+    last = max(done, settings.generations)
+    if settings.polish and not (state is not None and state.get("polished")):
+        # after the last generation: evaluations.jsonl lists the polish as generation last + 1
+        started = time.perf_counter()
+        candidates = _polish_candidates(toolbox, hof, settings.polish, tried, evaluator)
+        bound = _race_bound(evaluator, hof, settings.hof_size)
+        counts = _evaluate(last + 1, candidates, toolbox, evaluator, run, bound, progress)
+        finish_generation(last, pop, hof, history, counts, started, tried, polished=candidates)
+    return GPResult(list(hof), last, history)
