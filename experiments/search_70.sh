@@ -14,6 +14,9 @@ COMMON=(--model "$SHARED/models/wiki-llama-5m" --data-dir "$SHARED/data/wikitext
 /usr/bin/time -f "search wall %e s" .venv/bin/pruner-zero search "${COMMON[@]}" --sparsity 0.7 \
   --space "$SPACE" --generations 10 --population 20 --seed "$SEED" --fitness-windows 200 --race-factor 1.5 \
   --final-top 5 --out "$OUT"
-for m in magnitude wanda gblm pruner-zero "$OUT/best_metric.json"; do
+# BASELINES=0: only the found metric (the baselines do not depend on the search)
+METRICS=(magnitude wanda gblm pruner-zero)
+[ "${BASELINES:-1}" = 0 ] && METRICS=()
+for m in "${METRICS[@]}" "$OUT/best_metric.json"; do
   .venv/bin/pruner-zero prune "${COMMON[@]}" --sparsity 0.7 --metric "$m"
 done
