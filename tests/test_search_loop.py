@@ -254,3 +254,10 @@ def test_polish_tries_the_untried_simpler_neighbours_of_the_best(tmp_path):
     plain = run(tmp_path / "q", Best(), GPSettings(population=6, generations=1, seed=0, hof_size=3,
                                                    polish=0), space, seeds)
     assert hof_of(plain)[0] == (str(seeds[0]), 2.0)
+
+
+def test_polish_is_clamped_to_the_hall_of_fame_size():
+    space = load_space("small")
+    assert GPSettings(hof_size=2).checked(space).polish == 2
+    with pytest.raises(ConfigError, match="--polish"):
+        GPSettings(polish=-1).checked(space)

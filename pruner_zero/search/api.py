@@ -99,7 +99,8 @@ def search(model: Any = None, out: str | Path | None = None, *, generations: int
            resume: bool = False, calib_seed: int | None = None, cache_dir: str | Path | None = None,
            progress: bool = True, log: Callable[[str], None] = _stderr,
            **protocol: Any) -> list[HallOfFameEntry]:
-    """Search a pruning metric and write ``out`` (see README); returns the hall of fame, best first.
+    """Search a pruning metric and write ``out`` (see README); returns the hall of fame, best
+    fitness first (``rundir.best_entry`` picks the recommended metric: best full-split ppl).
 
     ``model`` is a hub id, a local directory, a loaded ``Workbench`` or a function
     returning one (called only after the cheap checks passed); the other

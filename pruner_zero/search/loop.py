@@ -67,8 +67,7 @@ class GPSettings:
             need(isinstance(value, (int, float)) and 0.0 <= value <= 1.0,
                  f"--{name.replace('_', '-')} must be between 0 and 1, got {value!r}.")
         need(self.hof_size >= 1, f"--hof-size must be at least 1, got {self.hof_size}.")
-        need(0 <= self.polish <= self.hof_size,
-             f"--polish must be between 0 and --hof-size ({self.hof_size}), got {self.polish}.")
+        need(self.polish >= 0, f"--polish must be at least 0, got {self.polish}.")
         need(0 <= self.elite < self.population,
              f"--elite must be between 0 and population - 1 ({self.population - 1}), got {self.elite}.")
         need(self.elite <= self.hof_size,
@@ -77,7 +76,7 @@ class GPSettings:
         need(isinstance(height, int) and height >= space.init_max_depth,
              f"--max-height must be an integer >= the space's init_max_depth "
              f"({space.init_max_depth}), got {height!r}.")
-        return replace(self, max_height=height)
+        return replace(self, max_height=height, polish=min(self.polish, self.hof_size))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -201,9 +201,9 @@ def best_metric_text(best: HallOfFameEntry, fitness_note: str,
     except Exception as exc:  # noqa: BLE001 -- a display problem must not lose the result
         sym = latex = f"unavailable ({type(exc).__name__}: {exc})"
     ppl = "not measured" if best.ppl is None else _num(best.ppl)
-    measured = sum(e.ppl is not None for e in entries)
-    why = (f"lowest full-split ppl of the top {measured} re-measured" if measured
-           else "best fitness; none re-measured on the whole split")
+    measured = sum(e.ppl is not None and math.isfinite(e.ppl) for e in entries)
+    why = (f"lowest full-split ppl of the {measured} re-measured" if measured
+           else "best fitness; none re-measured (finite) on the whole split")
     return (f"formula: {best.formula}\n"
             f"sympy:   {sym}\n"
             f"latex:   {latex}\n"
