@@ -226,7 +226,7 @@ def evaluate_one(evaluator: Evaluator, ind: Any, race_bound: float | None) -> di
 
 
 def _evaluate(generation: int, individuals: list[Any], toolbox: Any, evaluator: Evaluator, run: RunDir,
-              race_bound: float | None, progress: bool) -> tuple[int, int, int]:
+              race_bound: float | None, progress: bool, desc: str | None = None) -> tuple[int, int, int]:
     """Simplify (OOS) and evaluate the individuals without fitness; (evaluated, valid, cached)."""
     from tqdm.auto import tqdm
 
@@ -234,7 +234,7 @@ def _evaluate(generation: int, individuals: list[Any], toolbox: Any, evaluator: 
     for ind in todo:
         toolbox.simplify(ind)
     valid = cached = 0
-    for ind in tqdm(todo, desc=f"generation {generation}", unit="metric", disable=not progress,
+    for ind in tqdm(todo, desc=desc or f"generation {generation}", unit="metric", disable=not progress,
                     leave=False, file=sys.stderr):
         record = evaluate_one(evaluator, ind, race_bound)
         run.append_evaluation({"generation": generation, **record})
@@ -463,6 +463,6 @@ def _loop(settings: GPSettings, toolbox: Any, pset: gp.PrimitiveSet, evaluator: 
         started = time.perf_counter()
         candidates = _polish_candidates(toolbox, hof, settings.polish, tried, evaluator)
         bound = _race_bound(evaluator, hof, settings.hof_size)
-        counts = _evaluate(last + 1, candidates, toolbox, evaluator, run, bound, progress)
+        counts = _evaluate(last + 1, candidates, toolbox, evaluator, run, bound, progress, "polish")
         finish_generation(last, pop, hof, history, counts, started, tried, polished=candidates)
     return GPResult(list(hof), last, history)
