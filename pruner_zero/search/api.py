@@ -196,7 +196,7 @@ def _run(run: RunDir, config: dict[str, Any], space: Any, settings: Any, bench: 
     shape = parse_structure(fit["structure"], fit["sparsity"], fit["compare"])
     evaluator = FitnessEvaluator(bench, shape, fit["fitness_windows"], fit["race_factor"], fit["race_chunk"],
                                  fit["canonical_cache"], fit["fingerprint_cache"],
-                                 spread_windows=fit.get("windows_spread", False))  # runs before 0.2: first
+                                 spread_windows=fit.get("windows_spread", False))  # older runs: first windows
     seeds = _seed_trees(config["seed_metrics"], space)
     try:
         result = run_gp(space, evaluator, settings, run, seeds, progress, log)

@@ -223,7 +223,7 @@ class FitnessEvaluator:
                             windows=stored["windows"], partial=stored.get("partial"),
                             trace=stored.get("trace"))
         limit = self._limit(race_bound)
-        if result.status in (OK, STOPPED, INVALID) and math.isfinite(limit):  # no trace: no replay
+        if math.isfinite(limit):  # results without a trace (racing off, no masks) stay as stored
             for done, running in result.trace or ():
                 if running > limit:
                     result.status, result.fitness, result.partial = STOPPED, math.inf, running

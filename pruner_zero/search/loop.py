@@ -359,11 +359,15 @@ def _duration(seconds: float) -> str:
         f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
-def _progress_line(s: GenerationStats, total: int, elapsed: float, left: float | None) -> str:
+def _progress_line(label: str, s: GenerationStats, elapsed: float | None = None,
+                   left: float | None = None) -> str:
+    """One log line per step; the clock (elapsed, estimated time left) only when ``elapsed``."""
+    line = (f"{label}: best {_fmt(s.best)}  median {_fmt(s.median)}  "
+            f"valid {s.valid}/{s.evaluated}  cache hits {s.cached}  {s.seconds:.1f}s")
+    if elapsed is None:
+        return line
     eta = "?" if left is None else _duration(left)
-    return (f"gen {s.generation}/{total}: best {_fmt(s.best)}  median {_fmt(s.median)}  "
-            f"valid {s.valid}/{s.evaluated}  cache hits {s.cached}  {s.seconds:.1f}s  "
-            f"elapsed {_duration(elapsed)}  left ~{eta}")
+    return f"{line}  elapsed {_duration(elapsed)}  left ~{eta}"
 
 
 # --------------------------------------------------------------------- loop
@@ -399,9 +403,12 @@ def run_gp(space: SearchSpace, evaluator: Evaluator, settings: GPSettings, run: 
         session_times.append(seconds)
         stats = _stats(g if polished is None else g + 1, measured, counts, seconds)
         history.append({**stats.as_dict(), **({} if polished is None else {"polish": True})})
-        left = statistics.fmean(session_times) * (settings.generations - g)
-        line = _progress_line(stats, settings.generations, time.perf_counter() - session_start, left)
-        log(line if polished is None else "polish" + line[line.index(":"):line.index("  elapsed")])
+        if polished is None:
+            left = statistics.fmean(session_times) * (settings.generations - g)
+            log(_progress_line(f"gen {g}/{settings.generations}", stats,
+                               time.perf_counter() - session_start, left))
+        else:
+            log(_progress_line("polish", stats))
         run.save_checkpoint({
             "generation": g, "polished": polished is not None, "population": [_ind_state(i) for i in pop],
             "hall_of_fame": [_ind_state(i) for i in hof], "random_state": _random_state(),

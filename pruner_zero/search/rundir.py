@@ -187,8 +187,13 @@ def best_entry(entries: list[HallOfFameEntry]) -> HallOfFameEntry:
     """The metric a search recommends: of the top metrics re-measured on the whole split, the one
     with the lowest perplexity there (the fitness subset only approximates it; near-ties in fitness
     can swap); rank 1 when none was re-measured."""
-    measured = [e for e in entries if e.ppl is not None and math.isfinite(e.ppl)]
+    measured = _remeasured(entries)
     return min(measured, key=lambda e: (e.ppl, e.rank)) if measured else entries[0]
+
+
+def _remeasured(entries: list[HallOfFameEntry]) -> list[HallOfFameEntry]:
+    """Entries with a finite full-split perplexity."""
+    return [e for e in entries if e.ppl is not None and math.isfinite(e.ppl)]
 
 
 def best_metric_text(best: HallOfFameEntry, fitness_note: str,
@@ -201,7 +206,7 @@ def best_metric_text(best: HallOfFameEntry, fitness_note: str,
     except Exception as exc:  # noqa: BLE001 -- a display problem must not lose the result
         sym = latex = f"unavailable ({type(exc).__name__}: {exc})"
     ppl = "not measured" if best.ppl is None else _num(best.ppl)
-    measured = sum(e.ppl is not None and math.isfinite(e.ppl) for e in entries)
+    measured = len(_remeasured(entries))
     why = (f"lowest full-split ppl of the {measured} re-measured" if measured
            else "best fitness; none re-measured (finite) on the whole split")
     return (f"formula: {best.formula}\n"
