@@ -8,9 +8,14 @@ import sys
 from .errors import PrunerZeroError
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
+def _add_model_args(p: argparse.ArgumentParser, search: bool = False) -> None:
     g = p.add_argument_group("model and data")
-    g.add_argument("--model", required=True, help="hub id or local directory (from_pretrained)")
+    if search:
+        g.add_argument("--model", action="append", default=None,
+                       help="hub id or local directory; repeat for several models (one task per "
+                            "model and sparsity); not needed with --resume or --tasks")
+    else:
+        g.add_argument("--model", required=True, help="hub id or local directory (from_pretrained)")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
     g.add_argument("--dtype", default="auto", help="auto | float32 | float16 | bfloat16")
     g.add_argument("--device-map", default=None,
@@ -19,7 +24,15 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="directory with train.txt/valid.txt/test.txt (default: $PRUNER_ZERO_DATA, "
                         "else WikiText-2 from the hub)")
     g.add_argument("--calib-split", default="train", help="calibration split (default train)")
-    g.add_argument("--eval-split", default="test", help="evaluation split (default test)")
+    if search:
+        g.add_argument("--fitness-split", default="valid",
+                       help="selection split: fitness and the choice of the best metric (default "
+                            "valid; 'validation' on the hub)")
+        g.add_argument("--report-split", default="test",
+                       help="report split, used only to report the best metric and the baselines "
+                            "(default test)")
+    else:
+        g.add_argument("--eval-split", default="test", help="evaluation split (default test)")
     g.add_argument("--nsamples", type=int, default=128, help="calibration windows (default 128)")
     g.add_argument("--seqlen", type=int, default=None,
                    help="tokens per window (default min(2048, model limit))")
@@ -95,6 +108,8 @@ def cmd_show(a: argparse.Namespace) -> int:
 
 
 def cmd_search(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from .errors import ConfigError
     from .search.api import search
     from .search.rundir import best_entry
@@ -109,25 +124,57 @@ def cmd_search(a: argparse.Namespace) -> int:
                               f"drop {', '.join(given)} (or start a new run with --out)")
         out, entries = a.resume, search(out=a.resume, resume=True, progress=not a.quiet, log=_log)
     else:
-        if not a.model:
-            raise ConfigError("search needs --model (or --resume DIR to continue a run).")
+        if not a.model and not a.tasks:
+            raise ConfigError("search needs --model or --tasks (or --resume DIR to continue a run).")
         if not a.out:
             raise ConfigError("search needs --out DIR for its results (e.g. --out runs/NAME).")
+        from .workbench import default_cache_dir
+
         out = a.out
+        cache = None if a.no_cache else Path(a.cache_dir) if a.cache_dir else default_cache_dir()
         entries = search(
-            lambda: _workbench(a), a.out, generations=a.generations, population=a.population,
-            seed=a.seed if a.gp_seed is None else a.gp_seed, space=a.space, sparsity=a.sparsity,
-            structure=a.structure, compare=a.compare, tournament=a.tournament, cx_prob=a.cx_prob,
-            mut_prob=a.mut_prob, elite=a.elite, max_height=a.max_height, hof_size=a.hof_size,
-            polish=a.polish,
+            a.model, a.out, tasks=a.tasks, generations=a.generations, population=a.population,
+            seed=a.seed if a.gp_seed is None else a.gp_seed, calib_seed=a.seed, space=a.space,
+            sparsity=a.sparsity, structure=a.structure, compare=a.compare, tournament=a.tournament,
+            cx_prob=a.cx_prob, mut_prob=a.mut_prob, elite=a.elite, max_height=a.max_height,
+            hof_size=a.hof_size, polish=a.polish,
             fitness_windows=a.fitness_windows, race_factor=a.race_factor, race_chunk=a.race_chunk,
             canonical_cache=not a.no_canonical_cache, fingerprint_cache=not a.no_fingerprint_cache,
-            seed_metrics=a.seed_metrics, final_top=a.final_top, progress=not a.quiet, log=_log)
-    best = best_entry(entries) if entries else None
-    print(json.dumps({"out": str(out), "best": best and best.formula,
-                      "fitness": best and best.fitness, "ppl": best and best.ppl,
-                      "hall_of_fame": len(entries)}))
+            seed_metrics=a.seed_metrics, final_top=a.final_top, baselines=a.baselines,
+            reference=a.reference, confirm_seeds=a.confirm_seeds, cache_dir=cache,
+            progress=not a.quiet, log=_log, data_dir=a.data_dir, calib_split=a.calib_split,
+            fitness_split=a.fitness_split, report_split=a.report_split, nsamples=a.nsamples,
+            seqlen=a.seqlen, device=a.device, dtype=a.dtype, batch_size=a.batch_size,
+            device_map=a.device_map)
+    print(json.dumps(search_summary(Path(out), entries)))
     return 0
+
+
+def search_summary(out, entries) -> dict:
+    """The CLI's JSON line: the best metric, which split each number is on, report per task."""
+    import math
+
+    from .search.rundir import CHECKPOINT, best_entry
+
+    best = best_entry(entries) if entries else None
+    summary = {"out": str(out), "best": best and best.formula, "hall_of_fame": len(entries),
+               "fitness": best and best.fitness, "fitness_on": "fitness windows of the selection split",
+               "selection": best and best.score, "selection_std": best and best.score_std,
+               "selection_on": "whole selection split, mean over calibration seeds", "report": {}}
+    state = json.loads((out / CHECKPOINT).read_text()) if (out / CHECKPOINT).is_file() else {}
+    from .measure import mean_std
+
+    by: dict = {}
+    for r in state.get("final", {}).get("report_rows", []):
+        by.setdefault(r["task"], {}).setdefault(r["metric"], []).append(r["ppl"])
+        summary["report"].setdefault(r["task"], {"split": r["split"]})
+    for task, metrics in by.items():
+        for metric, values in metrics.items():
+            m, sd = mean_std(values)
+            label = "best" if best is not None and metric == best.formula else metric
+            summary["report"][task][label] = [m if math.isfinite(m) else None,
+                                              sd if math.isfinite(sd) else None]
+    return summary
 
 
 def _add_search_args(p: argparse.ArgumentParser) -> None:
@@ -173,8 +220,22 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
                    help="comma-separated metrics put into the initial population, "
                         "e.g. wanda,gblm,pruner-zero")
     g.add_argument("--final-top", type=int, default=5,
-                   help="hall-of-fame metrics measured on the whole eval split at the end; the "
-                        "lowest of them is the best metric (default 5)")
+                   help="hall-of-fame metrics re-measured at the end on the whole selection split "
+                        "over --confirm-seeds calibration seeds; the lowest mean is the best "
+                        "metric (default 5)")
+    g.add_argument("--tasks", default=None, metavar="YAML",
+                   help="a YAML list of tasks (keys: model, data_dir, calib_split, fitness_split, "
+                        "report_split, nsamples, seqlen, seed, sparsity, structure, weight; "
+                        "omitted keys take the command line's values)")
+    g.add_argument("--reference", default="wanda",
+                   help="fitness = weighted geometric mean over tasks of ppl / ppl(reference) "
+                        "(default wanda)")
+    g.add_argument("--baselines", default="magnitude,wanda,gblm,pruner-zero",
+                   help="metrics measured on every task at the start and the end, beside the "
+                        "best (default magnitude,wanda,gblm,pruner-zero; '' for none)")
+    g.add_argument("--confirm-seeds", type=int, default=3,
+                   help="calibration seeds (the task's seed and the next ones) of the final "
+                        "confirmation and report (default 3)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,18 +261,23 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Discover a pruning metric by genetic programming and write "
                                    "config.json, checkpoint.json, evaluations.jsonl, "
                                    "hall_of_fame.csv and best_metric.json/.txt into --out.")
-    _add_model_args(p)
-    for action in p._actions:  # --resume reads the model from config.json
-        if action.dest == "model":
-            action.required = False
-            action.help = "hub id or local directory (from_pretrained); not needed with --resume"
+    _add_model_args(p, search=True)
     _add_prune_shape(p)
+    for action in p._actions:  # several sparsities: one task each
+        if action.dest == "sparsity":
+            action.type = str
+            action.help = ("fraction(s) of weights to zero, comma-separated for one task each, "
+                           "e.g. 0.6,0.7 (default 0.5; implied by N:M)")
     _add_search_args(p)
     p.set_defaults(func=cmd_search, _search_parser=p)
 
     p = sub.add_parser("show", help="print a metric's formula, sympy form and LaTeX")
     p.add_argument("metric", help="metric .json file, built-in name or formula")
     p.set_defaults(func=cmd_show)
+
+    from .report import add_report_parser
+
+    add_report_parser(sub)
     return parser
 
 

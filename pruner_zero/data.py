@@ -59,24 +59,40 @@ def tokenize(tokenizer, text: str) -> torch.Tensor:
     return tokenizer(text, return_tensors="pt").input_ids[0]
 
 
+def calibration_starts(n_tokens: int, nsamples: int, seqlen: int, seed: int) -> list[int]:
+    """Token offsets of the calibration windows; the same seed always gives the same offsets."""
+    if n_tokens <= seqlen:
+        raise DataError(f"calibration split has {n_tokens} tokens, fewer than --seqlen {seqlen}")
+    rng = random.Random(seed)
+    return [rng.randint(0, n_tokens - seqlen - 1) for _ in range(nsamples)]
+
+
 def calibration_windows(ids: torch.Tensor, nsamples: int, seqlen: int, seed: int) -> torch.Tensor:
     """[nsamples, seqlen] random windows; the same seed always gives the same windows."""
-    if ids.numel() <= seqlen:
-        raise DataError(f"calibration split has {ids.numel()} tokens, fewer than --seqlen {seqlen}")
-    rng = random.Random(seed)
-    starts = [rng.randint(0, ids.numel() - seqlen - 1) for _ in range(nsamples)]
+    starts = calibration_starts(ids.numel(), nsamples, seqlen, seed)
     return torch.stack([ids[s:s + seqlen] for s in starts])
 
 
 def eval_windows(ids: torch.Tensor, seqlen: int, limit: int | None = None,
-                 spread: bool = False) -> torch.Tensor:
+                 spread: bool = False, exclude: list[int] | None = None) -> torch.Tensor:
     """[n, seqlen] non-overlapping windows from the start. `limit` keeps the first ones or, with
     `spread`, windows evenly spaced over the whole split (window i * n // limit): a subset that
-    samples every part of the split, where the first windows are a few articles only."""
+    samples every part of the split, where the first windows are a few articles only.
+    `exclude`: offsets of calibration windows (same split, same length); every window that
+    shares a token with one of them is dropped first, so selection never sees calibration text."""
     n = ids.numel() // seqlen
     if n == 0:
         raise DataError(f"evaluation split has {ids.numel()} tokens, fewer than --seqlen {seqlen}")
     windows = ids[: n * seqlen].view(n, seqlen)
+    if exclude:
+        keep = torch.ones(n, dtype=torch.bool)
+        for s in exclude:  # [s, s + seqlen) touches windows s // seqlen .. (s + seqlen - 1) // seqlen
+            keep[s // seqlen: min(n, (s + seqlen - 1) // seqlen + 1)] = False
+        windows = windows[keep]
+        n = windows.shape[0]
+        if n == 0:
+            raise DataError("no evaluation window is left once the calibration windows are "
+                            "excluded; use fewer --nsamples or another split")
     if limit is None or limit >= n:
         return windows
     if spread:

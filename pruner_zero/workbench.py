@@ -73,21 +73,59 @@ class Workbench:
                               f"({limit} positions)")
         self.protocol = protocol
         self.linears = prunable_linears(self.model)
+        self._token_cache: dict[str, torch.Tensor] = {}
 
     def _tokens(self, split: str) -> torch.Tensor:
-        return data_mod.tokenize(self.tokenizer, data_mod.load_split_text(split, self.data_dir))
+        if split not in self._token_cache:  # shared by every variant of this bench
+            self._token_cache[split] = data_mod.tokenize(
+                self.tokenizer, data_mod.load_split_text(split, self.data_dir))
+        return self._token_cache[split]
+
+    def variant(self, **changes) -> "Workbench":
+        """The same loaded model under another protocol (e.g. another calibration seed or
+        split): statistics and windows are its own, the model and token streams are shared.
+        Only protocol fields that need no reload may change."""
+        fixed = ("model", "device", "dtype", "device_map")
+        bad = [k for k in changes if k in fixed]
+        if bad:
+            raise ConfigError(f"a variant cannot change {', '.join(bad)}; load another Workbench")
+        clone = object.__new__(Workbench)
+        clone.__dict__.update({k: v for k, v in self.__dict__.items()
+                               if k not in ("calib", "stats", "eval_ids", "calib_starts")})
+        if "data_dir" in changes and changes["data_dir"] != self.protocol.data_dir:
+            clone.data_dir = data_mod.resolve_data_dir(changes["data_dir"])
+            changes["data_dir"] = None if clone.data_dir is None else str(clone.data_dir.resolve())
+            clone._token_cache = {}  # other text: its own token streams
+        clone.protocol = replace(self.protocol, **changes)
+        return clone
+
+    @cached_property
+    def calib_starts(self) -> list[int]:
+        p = self.protocol
+        return data_mod.calibration_starts(self._tokens(p.calib_split).numel(), p.nsamples,
+                                           p.seqlen, p.seed)
 
     @cached_property
     def calib(self) -> torch.Tensor:
-        p = self.protocol
-        return data_mod.calibration_windows(self._tokens(p.calib_split), p.nsamples, p.seqlen, p.seed)
+        ids = self._tokens(self.protocol.calib_split)
+        return torch.stack([ids[s:s + self.protocol.seqlen] for s in self.calib_starts])
 
     @cached_property
     def eval_ids(self) -> torch.Tensor:
         return self._tokens(self.protocol.eval_split)
 
     def eval_windows(self, limit: int | None = None, spread: bool = False) -> torch.Tensor:
-        return data_mod.eval_windows(self.eval_ids, self.protocol.seqlen, limit, spread)
+        """Windows of the evaluation split (``prune``/``eval``: every window, as the protocol says)."""
+        return data_mod.eval_windows(self._tokens(self.protocol.eval_split), self.protocol.seqlen,
+                                     limit, spread)
+
+    def split_windows(self, split: str, limit: int | None = None,
+                      spread: bool = False) -> torch.Tensor:
+        """Windows of ``split`` for a search; on the calibration split, without any window that
+        shares a token with a calibration window (selection never measures calibration text)."""
+        exclude = self.calib_starts if split == self.protocol.calib_split else None
+        return data_mod.eval_windows(self._tokens(split), self.protocol.seqlen, limit, spread,
+                                     exclude)
 
     @cached_property
     def stats(self) -> dict[str, LayerStats]:

@@ -58,5 +58,6 @@ def tiny_dir(tmp_path: Path) -> Path:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     (data_dir / "train.txt").write_text(TEXT)
+    (data_dir / "valid.txt").write_text(TEXT[len(TEXT) // 4:])
     (data_dir / "test.txt").write_text(TEXT[: len(TEXT) // 2])
     return tmp_path

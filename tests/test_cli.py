@@ -33,7 +33,7 @@ def base(tiny_dir, *extra):
     (["--metric", "div(W, sub(G, G))"], "NaN"),
     (["--metric", "sub(X, X)"], "constant"),
     (["--metric", "wanda", "--seqlen", "4096"], "longer than the model allows"),
-    (["--metric", "wanda", "--calib-split", "valid"], "valid.txt"),
+    (["--metric", "wanda", "--calib-split", "extra"], "extra.txt"),
 ])
 def test_bad_prune_input_is_one_line_and_exit_2(tiny_dir, capsys, extra, message):
     argv = ["prune", *base(tiny_dir)]

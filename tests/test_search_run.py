@@ -31,7 +31,7 @@ def search_args(tiny_dir: Path, out: Path) -> list[str]:
             "--generations", str(GENERATIONS), "--gp-seed", "7", "--fitness-windows", "0",
             "--cx-prob", "0.9", "--mut-prob", "0.5", "--hof-size", "5", "--final-top", "2",
             "--seed-metrics", "wanda", "--no-canonical-cache", "--no-fingerprint-cache",
-            "--out", str(out)]
+            "--confirm-seeds", "2", "--out", str(out)]
 
 
 def hall_of_fame(path: Path) -> list[dict]:
@@ -92,14 +92,15 @@ def test_killed_and_resumed_search_ends_like_an_uninterrupted_one(tiny_dir, caps
 
     rows = hall_of_fame(ref)
     assert [r["rank"] for r in rows] == ["1", "2", "3", "4", "5"]
-    assert [bool(r["ppl"]) for r in rows] == [True, True, False, False, False]  # --final-top 2
+    assert [bool(r["selection"]) for r in rows] == [True, True, False, False, False]  # --final-top 2
     fitness = [float(r["fitness"]) for r in rows]
     assert fitness == sorted(fitness)
-    # the best metric is the lowest full-split ppl of the re-measured top 2
-    best = min(rows[:2], key=lambda r: float(r["ppl"]))
+    # the best metric is the lowest mean selection score (over 2 calibration seeds) of the top 2
+    best = min(rows[:2], key=lambda r: float(r["selection"]))
+    assert [r["chosen"] for r in rows] == ["1" if r is best else "0" for r in rows]
     text = (ref / BEST_TXT).read_text()
-    assert f"formula: {best['formula']}" in text and "latex:" in text and "sympy:" in text
-    assert f"rank:    {best['rank']} of 5" in text
+    assert f"formula:   {best['formula']}" in text and "latex:" in text and "sympy:" in text
+    assert f"rank:      {best['rank']} of 5" in text and "report split" in text
 
     # a finished run resumed just rewrites its outputs (no evaluation)
     (ref / HALL_OF_FAME).unlink()
@@ -107,12 +108,15 @@ def test_killed_and_resumed_search_ends_like_an_uninterrupted_one(tiny_dir, caps
     capsys.readouterr()
     assert hall_of_fame(ref) == rows
 
-    # the best metric file prunes to the full-split perplexity the search reported for it
+    # the best metric file prunes to the report-split perplexity the search reported for it
+    # (calibration seed 0, the task's own)
+    reported = [r for r in checkpoint(ref)["final"]["report_rows"]
+                if r["metric"] == best["formula"] and r["seed"] == 0]
     assert main(["prune", *protocol(tiny_dir), "--metric", str(ref / BEST_JSON)]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["ppl"] == float(best["ppl"])
+    assert len(reported) == 1 and report["ppl"] == reported[0]["ppl"]
     config = json.loads((ref / CONFIG).read_text())
-    assert config["gp"]["seed"] == 7 and config["protocol"]["seqlen"] == 16
+    assert config["gp"]["seed"] == 7 and config["tasks"][0]["seqlen"] == 16
     assert config["fitness"]["fitness_windows"] is None and config["seed_metrics"] == ["wanda"]
 
 
@@ -162,9 +166,9 @@ def test_python_api_returns_the_hall_of_fame(tiny_dir):
                                  progress=False, log=lambda m: None)
     assert 1 <= len(entries) <= 3
     assert [e.rank for e in entries] == list(range(1, len(entries) + 1))
-    assert entries[0].ppl is not None and all(e.ppl is None for e in entries[1:])
+    assert entries[0].score is not None and all(e.score is None for e in entries[1:])
     assert str(entries[0].tree) == entries[0].formula == hall_of_fame(out)[0]["formula"]
-    assert json.loads((out / CONFIG).read_text())["protocol"]["seed"] == 1  # calib seed follows seed
+    assert json.loads((out / CONFIG).read_text())["tasks"][0]["seed"] == 1  # calib seed follows seed
 
 
 def test_caches_and_racing_do_not_change_the_hall_of_fame(tiny_dir):

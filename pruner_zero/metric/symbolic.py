@@ -38,6 +38,11 @@ def shape_class(expr: sympy.Expr) -> int:
     return max((_CLASS.get(s, 0) for s in expr.free_symbols), default=0)
 
 
+def _with_exp(latex: str, exp) -> str:  # type: ignore[no-untyped-def]
+    """sympy asks a function for f(x)^n with ``exp``: our forms are wrapped and raised."""
+    return latex if exp is None else r"\left(%s\right)^{%s}" % (latex, exp)
+
+
 def _arg_latex(printer, expr) -> str:  # type: ignore[no-untyped-def]
     return printer._print(expr)
 
@@ -58,11 +63,11 @@ class Log3(Function):
     def _eval_is_real(self):  # type: ignore[no-untyped-def]
         return self.args[0].is_real
 
-    def _latex(self, printer):  # type: ignore[no-untyped-def]
+    def _latex(self, printer, exp=None):  # type: ignore[no-untyped-def]
         arg = _arg_latex(printer, self.args[0])
         if self.args[0].is_nonnegative:
             return r"\log\left(%s + 10^{-3}\right)" % arg
-        return r"\log\left(\left|%s\right| + 10^{-3}\right)" % arg
+        return _with_exp(r"\log\left(\left|%s\right| + 10^{-3}\right)" % arg, exp)
 
 
 class ExpC(Function):
@@ -73,8 +78,8 @@ class ExpC(Function):
     def _eval_is_positive(self):  # type: ignore[no-untyped-def]
         return True if self.args[0].is_extended_real else None
 
-    def _latex(self, printer):  # type: ignore[no-untyped-def]
-        return r"\exp\left(\min\left(%s, 100\right)\right)" % _arg_latex(printer, self.args[0])
+    def _latex(self, printer, exp=None):  # type: ignore[no-untyped-def]
+        return _with_exp(r"\exp\left(\min\left(%s, 100\right)\right)" % _arg_latex(printer, self.args[0]), exp)
 
 
 def _strip_affine(x):  # type: ignore[no-untyped-def]
@@ -106,8 +111,8 @@ class MMS(Function):
     def _eval_is_real(self):  # type: ignore[no-untyped-def]
         return True
 
-    def _latex(self, printer):  # type: ignore[no-untyped-def]
-        return r"\operatorname{mms}\left(%s\right)" % _arg_latex(printer, self.args[0])
+    def _latex(self, printer, exp=None):  # type: ignore[no-untyped-def]
+        return _with_exp(r"\operatorname{mms}\left(%s\right)" % _arg_latex(printer, self.args[0]), exp)
 
 
 class ZSN(Function):
@@ -127,8 +132,8 @@ class ZSN(Function):
     def _eval_is_real(self):  # type: ignore[no-untyped-def]
         return True
 
-    def _latex(self, printer):  # type: ignore[no-untyped-def]
-        return r"\operatorname{zsn}\left(%s\right)" % _arg_latex(printer, self.args[0])
+    def _latex(self, printer, exp=None):  # type: ignore[no-untyped-def]
+        return _with_exp(r"\operatorname{zsn}\left(%s\right)" % _arg_latex(printer, self.args[0]), exp)
 
 
 class Norm(Function):
@@ -154,8 +159,8 @@ class Norm(Function):
     def _eval_is_real(self):  # type: ignore[no-untyped-def]
         return True
 
-    def _latex(self, printer):  # type: ignore[no-untyped-def]
-        return r"\left\lVert %s \right\rVert" % _arg_latex(printer, self.args[0])
+    def _latex(self, printer, exp=None):  # type: ignore[no-untyped-def]
+        return _with_exp(r"\left\lVert %s \right\rVert" % _arg_latex(printer, self.args[0]), exp)
 
 
 def _shaped(fn: type[Function], expr: sympy.Expr, cls: int) -> sympy.Expr:

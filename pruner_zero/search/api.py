@@ -5,6 +5,7 @@ Heavy modules (torch, deap, sympy) are imported inside the functions so that
 """
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -16,6 +17,10 @@ from pruner_zero.search.rundir import HallOfFameEntry, RunDir, best_entry
 DEFAULT_SPACE = "paper"
 DEFAULT_FITNESS_WINDOWS = 128
 DEFAULT_FINAL_TOP = 5
+DEFAULT_BASELINES = ("magnitude", "wanda", "gblm", "pruner-zero")
+DEFAULT_REFERENCE = "wanda"
+DEFAULT_CONFIRM_SEEDS = 3
+CONFIG_VERSION = 2
 
 
 def _stderr(msg: str) -> None:
@@ -65,69 +70,95 @@ def _fitness_windows(value: int | None) -> int | None:
     return value
 
 
-def _fitness_note(fit: dict[str, Any]) -> str:
+def _fitness_note(config: dict[str, Any]) -> str:
     """What the fitness column measures, for best_metric.txt."""
-    n = fit["fitness_windows"]
-    if n is None:
-        return "perplexity on all evaluation windows"
-    how = "spread evenly over the split" if fit.get("windows_spread") else "the first ones"
-    return f"perplexity on {n} evaluation windows, {how}"
+    n = config["fitness"]["fitness_windows"]
+    splits = sorted({t["fitness_split"] for t in config["tasks"]})
+    windows = "all windows" if n is None else f"{n} windows spread evenly over"
+    many = "weighted geometric mean over tasks of " if len(config["tasks"]) > 1 else ""
+    return (f"{many}ppl / ppl({config['reference']}), on {windows} the selection split "
+            f"({', '.join(splits)})")
 
 
-def _entries(hof: list[dict[str, Any]], ppls: list[float | None], pset: Any) -> list[HallOfFameEntry]:
-    """Hall-of-fame entries from checkpoint records (formula, fitness, key) and full-split ppls."""
-    from pruner_zero.metric.io import parse_formula
 
-    out = []
-    for rank, rec in enumerate(hof, start=1):
-        tree = parse_formula(rec["formula"], pset)
-        ppl = ppls[rank - 1] if rank - 1 < len(ppls) else None
-        out.append(HallOfFameEntry(rank=rank, formula=rec["formula"], fitness=float(rec["fitness"]),
-                                   ppl=ppl, size=len(tree), height=tree.height, key=rec.get("key"),
-                                   tree=tree))
-    return out
+def _metric_tree(spec: str) -> Any:
+    from pruner_zero.metric.io import resolve_metric
+
+    if spec == "sparsegpt":
+        raise ConfigError("sparsegpt is a pruning method, not a metric; it cannot be a search "
+                          "baseline or reference (compare it with `pruner-zero compare`)")
+    return resolve_metric(spec)[1]
+
+
+def build_tasks(model: Any = None, sparsity: Any = None, tasks: Any = None, *,
+                structure: str = "unstructured", **protocol: Any) -> list[Any]:
+    """The tasks of a search from ``--tasks`` (a YAML path or a list of mappings/Tasks) or from
+    the cross product of models x sparsities; ``protocol`` gives every key a task omits."""
+    from pruner_zero.tasks import TASK_KEYS, Task, cross_tasks, load_tasks_file, name_tasks, \
+        parse_sparsities, _typed
+
+    common = {k: v for k, v in protocol.items() if k in TASK_KEYS and v is not None}
+    common["structure"] = structure
+    models = [model] if isinstance(model, str) else list(model or [])
+    if tasks is not None:
+        defaults = dict(common)
+        if len(models) == 1:
+            defaults["model"] = models[0]
+        sparsities = parse_sparsities(sparsity)
+        if len(sparsities) == 1 and sparsities[0] is not None:
+            defaults["sparsity"] = sparsities[0]
+        if isinstance(tasks, (str, Path)):
+            out = load_tasks_file(tasks, defaults)
+        else:
+            out = [t if isinstance(t, Task) else _typed({**defaults, **t}, "task") for t in tasks]
+    else:
+        out = cross_tasks(models, parse_sparsities(sparsity), **common)
+    return name_tasks(out)
 
 
 def search(model: Any = None, out: str | Path | None = None, *, generations: int = 10,
            population: int = 20, seed: int = 0, space: str | Path = DEFAULT_SPACE,
-           sparsity: float | None = None, structure: str = "unstructured", compare: str = "row",
-           tournament: int = 3, cx_prob: float = 0.5, mut_prob: float = 0.3, elite: int = 2,
-           max_height: int | None = None, hof_size: int = 10, polish: int = 3,
+           sparsity: Any = None, structure: str = "unstructured", compare: str = "row",
+           tasks: Any = None, tournament: int = 3, cx_prob: float = 0.5, mut_prob: float = 0.3,
+           elite: int = 2, max_height: int | None = None, hof_size: int = 10, polish: int = 3,
            fitness_windows: int | None = DEFAULT_FITNESS_WINDOWS, race_factor: float | None = None,
            race_chunk: int = 16, canonical_cache: bool = True, fingerprint_cache: bool = True,
            seed_metrics: str | Sequence[str] | None = None, final_top: int = DEFAULT_FINAL_TOP,
+           baselines: str | Sequence[str] | None = DEFAULT_BASELINES,
+           reference: str = DEFAULT_REFERENCE, confirm_seeds: int = DEFAULT_CONFIRM_SEEDS,
            resume: bool = False, calib_seed: int | None = None, cache_dir: str | Path | None = None,
            progress: bool = True, log: Callable[[str], None] = _stderr,
            **protocol: Any) -> list[HallOfFameEntry]:
     """Search a pruning metric and write ``out`` (see README); returns the hall of fame, best
-    fitness first (``rundir.best_entry`` picks the recommended metric: best full-split ppl).
+    fitness first (``rundir.best_entry`` picks the recommended metric).
 
-    ``model`` is a hub id, a local directory, a loaded ``Workbench`` or a function
-    returning one (called only after the cheap checks passed); the other
-    protocol options (``data_dir``, ``nsamples``, ``seqlen``, ...) are those of
-    ``prune``.  ``seed`` seeds the GP and, unless ``calib_seed`` is given, the
-    calibration sampling.  ``resume=True`` continues the run in ``out`` from its
-    config.json and checkpoint.json (all other arguments are then ignored; a
-    ``Workbench`` may still be passed as ``model`` to skip loading).
+    ``model`` is a hub id, a local directory, a list of them (one task per model and sparsity),
+    or a loaded ``Workbench``; ``tasks`` a tasks.yaml path or a list of task mappings instead.
+    The other protocol options (``data_dir``, ``calib_split``, ``fitness_split``,
+    ``report_split``, ``nsamples``, ``seqlen``, ``device``, ...) are the defaults of every task.
+    ``seed`` seeds the GP and, unless ``calib_seed`` is given, the calibration sampling.
+    ``resume=True`` continues the run in ``out`` from its config.json and checkpoint.json (all
+    other arguments are then ignored; a ``Workbench`` may still be passed as ``model``).
     """
-    from pruner_zero.masks import parse_structure
+    from pruner_zero.measure import Runtime, TaskBenches
     from pruner_zero.metric.space import load_space
     from pruner_zero.search.loop import GPSettings
-    from pruner_zero.workbench import Protocol, Workbench
+    from pruner_zero.tasks import check_tasks
+    from pruner_zero.workbench import Workbench
 
     if out is None:
         raise ConfigError("search needs an output directory (--out).")
     run = RunDir(out)
+    preloaded = model if isinstance(model, Workbench) else None
     if resume:
         config = run.read_config()
+        if config.get("version") != CONFIG_VERSION:
+            raise ConfigError(f"{run.path} was made by an older pruner-zero (config version "
+                              f"{config.get('version')}); its format cannot be resumed, start a new run")
         space_obj = _space_from_config(config)
-        settings = GPSettings(**{"polish": 0, **config["gp"]})  # runs from before --polish: none
-        bench = model if isinstance(model, Workbench) else Workbench(
-            Protocol(**config["protocol"]), cache_dir=None if config["cache_dir"] is None
-            else Path(config["cache_dir"]), progress=progress, log=log)
+        settings = GPSettings(**config["gp"])
     else:
         run.check_new()
-        parse_structure(structure, sparsity, compare)
         space_obj = load_space(space)
         settings = GPSettings(population=population, generations=generations, tournament=tournament,
                               cx_prob=cx_prob, mut_prob=mut_prob, elite=elite, hof_size=hof_size,
@@ -138,65 +169,128 @@ def search(model: Any = None, out: str | Path | None = None, *, generations: int
             raise ConfigError(f"{len(names)} seed metrics do not fit into a population of {population}.")
         if isinstance(final_top, bool) or not isinstance(final_top, int) or final_top < 0:
             raise ConfigError(f"--final-top must be a non-negative integer, got {final_top!r}.")
-        if race_factor is not None and race_factor < 1.0:
+        if isinstance(confirm_seeds, bool) or not isinstance(confirm_seeds, int) or confirm_seeds < 1:
+            raise ConfigError(f"--confirm-seeds must be a positive integer, got {confirm_seeds!r}.")
+        if race_factor is not None and not race_factor >= 1.0:
             raise ConfigError(f"--race-factor must be at least 1 (or left off), got {race_factor}.")
         if isinstance(race_chunk, bool) or not isinstance(race_chunk, int) or race_chunk < 1:
             raise ConfigError(f"--race-chunk must be a positive integer, got {race_chunk!r}.")
         windows = _fitness_windows(fitness_windows)
-        if model is None:
-            raise ConfigError("search needs a model (--model) unless it resumes a run (--resume).")
-        if isinstance(model, Workbench):
-            bench = model
-        elif callable(model):
-            bench = model()
+        base_names = _split_names(baselines)
+        for name in [*base_names, reference]:
+            _metric_tree(name)
+        runtime_keys = ("device", "dtype", "batch_size", "device_map")
+        if preloaded is not None:
+            p = preloaded.protocol
+            protocol = {**{k: getattr(p, k) for k in ("data_dir", "calib_split", "nsamples",
+                                                       "seqlen", "seed")}, **protocol}
+            runtime = Runtime(**{k: getattr(p, k) for k in runtime_keys})
+            model = p.model
         else:
-            proto = Protocol(model=str(model), seed=seed if calib_seed is None else calib_seed, **protocol)
-            bench = Workbench(proto, cache_dir=None if cache_dir is None else Path(cache_dir),
-                              progress=progress, log=log)
+            runtime = Runtime(**{k: protocol[k] for k in runtime_keys if protocol.get(k) is not None})
+            if calib_seed is not None or "seed" not in protocol:
+                protocol["seed"] = seed if calib_seed is None else calib_seed
+        if model is None and tasks is None:
+            raise ConfigError("search needs a model (--model) or tasks (--tasks) unless it resumes "
+                              "a run (--resume).")
+        task_list = build_tasks(model, sparsity, tasks, structure=structure, **protocol)
+        check_tasks(task_list, compare)
         from dataclasses import asdict
 
-        from pruner_zero.masks import check_fits
-
-        check_fits((m.in_features for m in bench.linears.values()),
-                   parse_structure(structure, sparsity, compare))
-        _ = bench.stats  # missing data or a failing calibration stops here, before the run dir exists
         config = {
-            "command": "search", "version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "protocol": bench.protocol.as_dict(),
-            "cache_dir": None if bench.cache_dir is None else str(bench.cache_dir),
+            "command": "search", "version": CONFIG_VERSION,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "tasks": [t.as_dict() for t in task_list],
+            "runtime": runtime.as_dict(), "compare": compare,
+            "cache_dir": None if cache_dir is None else str(Path(cache_dir).expanduser().resolve()),
             "space": {"spec": str(space), "definition": {
                 k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(space_obj).items()
                 if not k.startswith("_")}},
             "gp": settings.as_dict(),
-            "fitness": {"sparsity": sparsity, "structure": structure, "compare": compare,
-                        "fitness_windows": windows, "windows_spread": True,
+            "fitness": {"fitness_windows": windows, "windows_spread": True,
                         "race_factor": race_factor, "race_chunk": race_chunk,
                         "canonical_cache": canonical_cache, "fingerprint_cache": fingerprint_cache},
-            "seed_metrics": names,
-            "final_top": final_top,
+            "reference": reference, "baselines": base_names, "confirm_seeds": confirm_seeds,
+            "seed_metrics": names, "final_top": final_top,
         }
+    from pruner_zero.tasks import Task
+
+    task_list = [Task.from_dict(t) for t in config["tasks"]]
+    benches = TaskBenches(Runtime(**config["runtime"]),
+                          None if config["cache_dir"] is None else Path(config["cache_dir"]),
+                          progress, log, preloaded)
+    if not resume:
+        _prepare(benches, task_list, config)  # models, widths, data, statistics: before the run dir
+        for t, d in zip(task_list, config["tasks"]):  # resolved paths, so a resume finds them
+            b = benches.bench(t)
+            d.update(model=b.protocol.model, data_dir=b.protocol.data_dir, seqlen=b.protocol.seqlen)
         run.create(config)
-    return _run(run, config, space_obj, settings, bench, progress, log)
+        task_list = [Task.from_dict(t) for t in config["tasks"]]
+    return _run(run, config, space_obj, settings, benches, task_list, progress, log)
 
 
-def _run(run: RunDir, config: dict[str, Any], space: Any, settings: Any, bench: Any, progress: bool,
-         log: Callable[[str], None]) -> list[HallOfFameEntry]:
-    """Run or resume the GP, measure the best metrics on the whole split, write the outputs."""
-    from pruner_zero.masks import parse_structure
-    from pruner_zero.search.fitness import FitnessEvaluator
-    from pruner_zero.search.loop import CANDIDATE_ERRORS, run_gp
+def _prepare(benches: Any, tasks: list[Any], config: dict[str, Any]) -> None:
+    """Load every model once and compute each task's statistics; checks that need the model."""
+    from pruner_zero.masks import check_fits
+
+    for t in tasks:
+        bench = benches.bench(t)
+        try:
+            check_fits((m.in_features for m in bench.linears.values()), t.shape(config["compare"]))
+        except ConfigError as exc:
+            raise ConfigError(f"task {t.name}: {exc}") from None
+        bench.split_windows(t.fitness_split, 1)  # a missing or too short split fails here
+        _ = bench.stats
+
+
+def _evaluator(benches: Any, tasks: list[Any], config: dict[str, Any], log: Callable[[str], None]):
+    """The multi-task evaluator, with the reference measured on every task's fitness windows;
+    also returns the baselines' fitness-window rows (measured here, at the start)."""
+    from pruner_zero.search.fitness import FitnessEvaluator, MultiTaskEvaluator
 
     fit = config["fitness"]
+    evaluators = []
+    for t in tasks:
+        bench = benches.bench(t)
+        windows = bench.split_windows(t.fitness_split, fit["fitness_windows"], spread=True)
+        evaluators.append(FitnessEvaluator(
+            bench, t.shape(config["compare"]), fit["fitness_windows"], fit["race_factor"],
+            fit["race_chunk"], fit["canonical_cache"], fit["fingerprint_cache"], windows=windows,
+            engine=benches.engine(t, t.seed, config["compare"])))
+    rows, refs = [], []
+    names = list(dict.fromkeys([config["reference"], *config["baselines"]]))
+    for t, ev in zip(tasks, evaluators):
+        for name in names:
+            tree = _metric_tree(name)
+            ppl = ev.measure_ppl(tree)
+            rows.append({"phase": "fitness", "task": t.name, "metric": name, "formula": str(tree),
+                         "seed": t.seed,
+                         "split": t.fitness_split, "windows": int(ev.windows.shape[0]), "ppl": ppl})
+            if name == config["reference"]:
+                refs.append(ppl)
+        log(f"task {t.name}: reference {config['reference']} ppl {refs[-1]:.4f} on "
+            f"{ev.windows.shape[0]} {t.fitness_split} windows")
+    bad = [t.name for t, r in zip(tasks, refs) if not (r > 0 and math.isfinite(r))]
+    if bad:
+        raise ConfigError(f"the reference {config['reference']} has no finite perplexity on "
+                          f"{', '.join(bad)}; choose another --reference")
+    return MultiTaskEvaluator([t.name for t in tasks], evaluators, refs,
+                              [t.weight for t in tasks]), rows
+
+
+def _run(run: RunDir, config: dict[str, Any], space: Any, settings: Any, benches: Any,
+         tasks: list[Any], progress: bool, log: Callable[[str], None]) -> list[HallOfFameEntry]:
+    """Run or resume the GP, confirm the best over calibration seeds, report, write outputs."""
+    from pruner_zero.search.loop import run_gp
+
     state = run.load_checkpoint()
     if state is not None and state.get("finished"):
         log(f"{run.path}: the search already finished; rewriting its final outputs")
-        entries = _entries(state["hall_of_fame"], state["final"]["ppl"], space.pset())
-        run.write_outputs(entries, _fitness_note(fit))
+        entries = _entries(state["hall_of_fame"], state["final"], space.pset())
+        run.write_outputs(entries, _fitness_note(config), state["final"], config)
         return entries
-    shape = parse_structure(fit["structure"], fit["sparsity"], fit["compare"])
-    evaluator = FitnessEvaluator(bench, shape, fit["fitness_windows"], fit["race_factor"], fit["race_chunk"],
-                                 fit["canonical_cache"], fit["fingerprint_cache"],
-                                 spread_windows=fit.get("windows_spread", False))  # older runs: first windows
+    evaluator, start_rows = _evaluator(benches, tasks, config, log)
+    run.write_baselines(start_rows)
     seeds = _seed_trees(config["seed_metrics"], space)
     try:
         result = run_gp(space, evaluator, settings, run, seeds, progress, log)
@@ -204,21 +298,125 @@ def _run(run: RunDir, config: dict[str, Any], space: Any, settings: Any, bench: 
         run.close()
     state = run.load_checkpoint()
     assert state is not None
-    ppls: list[float | None] = []
-    for ind in result.hall_of_fame[:config["final_top"]]:
-        try:
-            ppls.append(float(evaluator.full_split_ppl(ind)))
-        except CANDIDATE_ERRORS as exc:
-            log(f"warning: full-split perplexity of {ind} failed: {exc}")
-            ppls.append(None)
-    state.update(finished=True, final={"ppl": ppls})
+    final = _confirm(benches, tasks, config, result.hall_of_fame, progress, log)
+    final["baselines_fitness"] = start_rows
+    state.update(finished=True, final=final)
     run.save_checkpoint(state)
-    entries = _entries(state["hall_of_fame"], ppls, space.pset())
-    run.write_outputs(entries, _fitness_note(fit))
+    entries = _entries(state["hall_of_fame"], final, space.pset())
+    run.write_outputs(entries, _fitness_note(config), final, config)
     if entries:
         best = best_entry(entries)
         log(f"best metric: {best.formula}  (rank {best.rank})  fitness {best.fitness:.4f}"
-            + ("" if best.ppl is None else f"  full-split ppl {best.ppl:.4f}"))
+            + ("" if best.score is None else
+               f"  selection {best.score:.4f} ± {best.score_std:.4f} over "
+               f"{config['confirm_seeds']} seeds"))
+        for line in report_lines(final, config):
+            log(line)
     else:
         log("warning: no candidate metric was valid; the hall of fame is empty")
     return entries
+
+
+def _confirm(benches: Any, tasks: list[Any], config: dict[str, Any], hof: list[Any],
+             progress: bool, log: Callable[[str], None]) -> dict[str, Any]:
+    """Re-measure the top metrics and the baselines over ``confirm_seeds`` calibration seeds on
+    the selection split (the best = lowest mean score), then the best and the baselines on the
+    report split. Every number is a plain record, kept in the checkpoint."""
+    from pruner_zero.measure import grid, mean_std, seeds_for
+    from pruner_zero.metric.io import format_formula
+    from pruner_zero.tasks import geometric_fitness
+
+    k, compare = config["confirm_seeds"], config["compare"]
+    top = [format_formula(ind) for ind in hof[:config["final_top"]]]
+    names = list(dict.fromkeys([config["reference"], *config["baselines"]]))
+    base = [(n, _metric_tree(n)) for n in names]
+    cand = [(f"#{i}", ind) for i, ind in enumerate(hof[:config["final_top"]], start=1)]
+    if cand:
+        log(f"confirming the top {len(cand)} and {len(base)} baselines over {k} calibration "
+            f"seeds on the selection split")
+    sel = grid(benches, cand + base, tasks, k, lambda t: t.fitness_split, compare, progress)
+    ppl = {(r["metric"], r["task"], r["seed"]): r["ppl"] for r in sel}
+
+    def scores(metric: str) -> list[float]:
+        """Per seed: the weighted geometric mean over tasks of ppl / reference ppl."""
+        out = []
+        for j in range(k):
+            ratios = [ppl[(metric, t.name, seeds_for(t, k)[j])] /
+                      ppl[(config["reference"], t.name, seeds_for(t, k)[j])] for t in tasks]
+            out.append(geometric_fitness(ratios, [t.weight for t in tasks]))
+        return out
+
+    selection = {}
+    for (label, _), formula in zip(cand, top):
+        m, s = mean_std(scores(label))
+        selection[formula] = {"score": m, "std": s, "scores": scores(label)}
+    for name in names:
+        m, s = mean_std(scores(name))
+        selection[name] = {"score": m, "std": s, "scores": scores(name)}
+    finite = [(selection[f]["score"], i) for i, f in enumerate(top) if math.isfinite(selection[f]["score"])]
+    best_i = min(finite)[1] if finite else 0
+    report_rows: list[dict[str, Any]] = []
+    if hof:
+        best = [("best", hof[best_i])]
+        log(f"reporting the best ({top[best_i] if top else format_formula(hof[0])}) and the "
+            f"baselines on the report split")
+        report_rows = grid(benches, best + base, tasks, k, lambda t: t.report_split, compare, progress)
+        best_formula = format_formula(hof[best_i])
+        for r in report_rows:
+            if r["metric"] == "best":
+                r["metric"], r["formula"] = best_formula, best_formula
+    for r in sel:
+        if r["metric"].startswith("#"):
+            r["formula"] = top[int(r["metric"][1:]) - 1]
+            r["metric"] = r["formula"]
+    for rows in (sel, report_rows):
+        for r in rows:
+            r.setdefault("formula", format_formula(_metric_tree(r["metric"])))
+    return {"selection_rows": [{"phase": "selection", **r} for r in sel],
+            "report_rows": [{"phase": "report", **r} for r in report_rows],
+            "selection": selection, "best_rank": best_i + 1 if hof else None,
+            "best": format_formula(hof[best_i]) if hof else None, "top": top,
+            "baseline_names": names, "seeds": {t.name: seeds_for(t, k) for t in tasks}}
+
+
+def report_lines(final: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """The report split, per task: the best metric and each baseline, mean ± std over the
+    calibration seeds, and whether the best wins, loses or ties (within the seed spread)."""
+    from pruner_zero.measure import mean_std, verdict
+
+    rows = final.get("report_rows", [])
+    if not rows or final.get("best_rank") is None:
+        return []
+    by: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        by.setdefault((r["task"], r["metric"]), []).append(r["ppl"])
+    names, best = final["baseline_names"], final["best"]
+    out = []
+    for t in config["tasks"]:
+        task, split = t["name"], t["report_split"]
+        m, s = mean_std(by[(task, best)])
+        out.append(f"report [{task}, {split}, {len(by[(task, best)])} seeds] best {m:.4f} ± {s:.4f}")
+        for n in names:
+            bm, bs = mean_std(by[(task, n)])
+            out.append(f"    {n:<12} {bm:.4f} ± {bs:.4f}  -> best is {verdict(by[(task, best)], by[(task, n)])}")
+    return out
+
+
+def _entries(hof: list[dict[str, Any]], final: dict[str, Any] | None, pset: Any) -> list[HallOfFameEntry]:
+    """Hall-of-fame entries from checkpoint records and the confirmation's selection scores."""
+    from pruner_zero.metric.io import parse_formula
+
+    selection = (final or {}).get("selection", {})
+    top = (final or {}).get("top", [])
+    out = []
+    for rank, rec in enumerate(hof, start=1):
+        tree = parse_formula(rec["formula"], pset)
+        measured = rank <= len(top)
+        conf = selection.get(rec["formula"]) if measured else None
+        out.append(HallOfFameEntry(
+            rank=rank, formula=rec["formula"], fitness=float(rec["fitness"]),
+            score=conf["score"] if conf else None, score_std=conf["std"] if conf else None,
+            size=len(tree), height=tree.height, key=rec.get("key"), tree=tree,
+            chosen=final is not None and final.get("best_rank") == rank))
+    return out
+

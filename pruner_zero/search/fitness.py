@@ -47,6 +47,7 @@ class Evaluation:
     partial: float | None = None  # running ppl when stopped early
     # (windows done, running ppl) at each racing chunk boundary; kept for cache replays only
     trace: list[tuple[int, float]] | None = field(default=None, repr=False)
+    tasks: dict | None = None  # per task: ppl, ratio to the reference, status, cached, windows
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -58,13 +59,15 @@ class FitnessEvaluator:
     def __init__(self, bench, structure: Structure, fitness_windows: int | None = 128,
                  race_factor: float | None = None, race_chunk: int = 16,
                  canonical_cache: bool = True, fingerprint_cache: bool = True,
-                 spread_windows: bool = True):
+                 spread_windows: bool = True, windows: torch.Tensor | None = None,
+                 engine: Engine | None = None):
         if race_factor is not None and race_factor < 1.0:
             raise MetricError(f"--race-factor must be >= 1 (or off), got {race_factor}")
         self.bench = bench
-        self.engine = Engine(bench.model, bench.linears, bench.stats, structure)
+        self.engine = engine or Engine(bench.model, bench.linears, bench.stats, structure)
         # spread over the split: the fitness of a subset then ranks metrics like the full split
-        self.windows = bench.eval_windows(fitness_windows, spread=spread_windows)
+        self.windows = windows if windows is not None else \
+            bench.eval_windows(fitness_windows, spread=spread_windows)
         self.race_factor = race_factor
         self.race_chunk = max(1, race_chunk)
         self.use_canonical = canonical_cache
@@ -75,13 +78,13 @@ class FitnessEvaluator:
         self._fingerprints: dict[str, str] = {}  # formula -> fingerprint, from fingerprint()
 
     # -- public --------------------------------------------------------------------------
-    def evaluate(self, tree, race_bound: float | None = None) -> Evaluation:
+    def evaluate(self, tree, race_bound: float | None = None, key: str | None = None) -> Evaluation:
         from ..metric.io import format_formula
         from ..metric.symbolic import canonical_key
 
         started = time.perf_counter()
         formula = format_formula(tree)
-        key = canonical_key(tree)
+        key = canonical_key(tree) if key is None else key
         fp, masks = self._fingerprints.get(formula), None
         if fp is None:
             try:
@@ -125,6 +128,14 @@ class FitnessEvaluator:
             return None
         fp = self._fingerprints[formula] = mask_fingerprint(masks)
         return fp
+
+    def measure_ppl(self, tree) -> float:
+        """Perplexity on the fitness windows, without racing or caches: what a baseline is
+        compared with (same windows and batches as every candidate)."""
+        from ..metric.io import format_formula
+
+        ppl, _, _, _ = self._measure(self.engine.masks(tree, format_formula(tree)), None)
+        return ppl
 
     def full_split_ppl(self, tree) -> float:
         """Perplexity on the whole evaluation split, as `prune` reports it."""
@@ -232,3 +243,74 @@ class FitnessEvaluator:
                     break
         result.seconds = time.perf_counter() - started
         return result
+
+
+class MultiTaskEvaluator:
+    """Fitness over several tasks: the weighted geometric mean of ppl / reference ppl.
+
+    One ``FitnessEvaluator`` per task keeps that task's caches (so every cache stays exact:
+    a task's result depends only on its masks) and races it against its own bound: the loop's
+    bound is a fitness (a ratio), and task t stops once its running ppl exceeds
+    race_factor x bound x reference_t. The bound only tightens, so cache replays stay exact.
+    Tasks are measured in order; the first one that fails or is stopped ends the candidate.
+    """
+
+    def __init__(self, names: list[str], evaluators: list[FitnessEvaluator],
+                 references: list[float], weights: list[float]):
+        if not (len(names) == len(evaluators) == len(references) == len(weights)) or not names:
+            raise ValueError("one name, evaluator, reference and weight per task")
+        self.names, self.evaluators = list(names), list(evaluators)
+        self.references, self.weights = list(references), list(weights)
+        self.race_factor = evaluators[0].race_factor
+
+    def evaluate(self, tree, race_bound: float | None = None) -> Evaluation:
+        from ..metric.io import format_formula
+        from ..metric.symbolic import canonical_key
+        from ..tasks import geometric_fitness
+
+        started = time.perf_counter()
+        formula, key = format_formula(tree), canonical_key(tree)
+        per: dict[str, dict] = {}
+        fps, windows, kinds = [], 0, []
+        for name, ev, ref in zip(self.names, self.evaluators, self.references):
+            bound = None if race_bound is None or not math.isfinite(race_bound) else race_bound * ref
+            r = ev.evaluate(tree, bound, key=key)
+            windows += r.windows
+            kinds.append(r.cached)
+            fps.append(r.fingerprint)
+            per[name] = {"ppl": r.fitness if r.status == OK else None, "status": r.status,
+                         "ratio": r.fitness / ref if r.status == OK else None,
+                         "cached": r.cached, "windows": r.windows}
+            if r.status != OK:
+                per[name]["partial"] = r.partial
+                return Evaluation(formula, key, math.inf, r.status, f"task {name}: {r.reason}",
+                                  time.perf_counter() - started, None, _combine(fps, len(self.names)),
+                                  windows, r.partial, tasks=per)
+        fitness = geometric_fitness([per[n]["ratio"] for n in self.names], self.weights)
+        cached = None if any(k is None for k in kinds) else \
+            ("canonical" if all(k == "canonical" for k in kinds) else "fingerprint")
+        status, reason = (OK, None) if math.isfinite(fitness) else (INVALID, "fitness is not finite")
+        return Evaluation(formula, key, fitness, status, reason, time.perf_counter() - started,
+                          cached, _combine(fps, len(self.names)), windows, None, tasks=per)
+
+    def fingerprint(self, tree) -> str | None:
+        """One fingerprint for the masks of every task (None if a task has no valid masks)."""
+        return _combine([ev.fingerprint(tree) for ev in self.evaluators], len(self.names))
+
+    def state_dict(self) -> dict:
+        return {"tasks": {n: ev.state_dict() for n, ev in zip(self.names, self.evaluators)}}
+
+    def load_state_dict(self, state: dict) -> None:
+        for n, ev in zip(self.names, self.evaluators):
+            ev.load_state_dict(state.get("tasks", {}).get(n, {}))
+
+
+def _combine(fingerprints: list[str | None], n: int) -> str | None:
+    """The fingerprint over all tasks' masks; None unless every task has one."""
+    import hashlib
+
+    if len(fingerprints) < n or any(f is None for f in fingerprints):
+        return None
+    if n == 1:
+        return fingerprints[0]
+    return hashlib.sha256("|".join(fingerprints).encode()).hexdigest()

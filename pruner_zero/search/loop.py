@@ -237,7 +237,7 @@ def _evaluate(generation: int, individuals: list[Any], toolbox: Any, evaluator: 
     for ind in tqdm(todo, desc=desc or f"generation {generation}", unit="metric", disable=not progress,
                     leave=False, file=sys.stderr):
         record = evaluate_one(evaluator, ind, race_bound)
-        run.append_evaluation({"generation": generation, **record})
+        run.append_evaluation({"generation": generation, "size": len(ind), **record})
         valid += ind.status == OK and math.isfinite(ind.fitness.values[0])
         cached += record.get("cached") is not None
     return len(todo), valid, cached
@@ -416,6 +416,7 @@ def run_gp(space: SearchSpace, evaluator: Evaluator, settings: GPSettings, run: 
             "evaluations_lines": run.evaluation_lines, "history": history, "finished": False,
             "tried": sorted(tried),
         })
+        run.write_history(history)
 
     caller_random = random.getstate()  # the search owns the global stream only while it runs
     try:

@@ -24,7 +24,11 @@ EVALUATIONS = "evaluations.jsonl"
 BEST_JSON = "best_metric.json"
 BEST_TXT = "best_metric.txt"
 HALL_OF_FAME = "hall_of_fame.csv"
-CHECKPOINT_VERSION = 1
+BASELINES = "baselines.csv"
+HISTORY = "history.csv"
+CHECKPOINT_VERSION = 2
+BASELINE_FIELDS = ["phase", "task", "metric", "formula", "seed", "split", "windows", "ppl"]
+HISTORY_FIELDS = ["generation", "best", "median", "evaluated", "valid", "cached", "seconds", "polish"]
 
 
 @dataclass
@@ -34,21 +38,24 @@ class HallOfFameEntry:
     rank: int
     formula: str
     fitness: float
-    ppl: float | None
+    score: float | None  # selection split: mean over calibration seeds of the fitness ratio
+    score_std: float | None
     size: int
     height: int
     key: str | None = None
     tree: Any = field(default=None, repr=False, compare=False)
+    chosen: bool = False  # the best metric of the run (lowest mean selection score)
 
     def as_dict(self) -> dict[str, Any]:
         """Everything but the tree (JSON-serialisable)."""
-        return {"rank": self.rank, "formula": self.formula, "fitness": self.fitness, "ppl": self.ppl,
-                "size": self.size, "height": self.height, "key": self.key}
+        return {"rank": self.rank, "formula": self.formula, "fitness": self.fitness,
+                "score": self.score, "score_std": self.score_std, "size": self.size,
+                "height": self.height, "key": self.key, "chosen": self.chosen}
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write a whole file so that readers (and resumes) never see half of it."""
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
         fh.flush()
@@ -158,24 +165,76 @@ class RunDir:
         self.evaluation_lines += 1
 
     # ------------------------------------------------------------- outputs
-    def write_outputs(self, entries: list[HallOfFameEntry], fitness_note: str) -> None:
-        """best_metric.json/.txt and hall_of_fame.csv from the final hall of fame."""
+    def write_history(self, history: list[dict[str, Any]]) -> None:
+        """history.csv: one row per generation (the polish step last, polish = 1)."""
+        rows = [{**{k: h.get(k) for k in HISTORY_FIELDS}, "polish": int(bool(h.get("polish")))}
+                for h in history]
+        atomic_write_text(self.path / HISTORY, _csv(HISTORY_FIELDS, rows))
+
+    def write_baselines(self, rows: list[dict[str, Any]]) -> None:
+        """baselines.csv: every baseline measurement (fitness windows, selection, report)."""
+        atomic_write_text(self.path / BASELINES, _csv(BASELINE_FIELDS, rows))
+
+    def write_outputs(self, entries: list[HallOfFameEntry], fitness_note: str,
+                      final: dict[str, Any] | None = None, config: dict[str, Any] | None = None) -> None:
+        """best_metric.json/.txt, hall_of_fame.csv and baselines.csv from the final results."""
         from pruner_zero.metric.io import to_paper_json
 
+        final = final or {}
+        names = final.get("baseline_names", [])
+        sel_rows = final.get("selection_rows", [])
+        tasks = list(dict.fromkeys(r["task"] for r in sel_rows))
+        means = _means(sel_rows)
+        head = ["rank", "fitness", "selection", "selection_std"]
+        per_task = [f"{t}:ppl" for t in tasks] + [f"{t}:/{n}" for t in tasks for n in names]
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["rank", "fitness", "ppl", "size", "height", "formula"])
+        writer.writerow(head + per_task + ["chosen", "size", "height", "formula"])
         for e in entries:
-            writer.writerow([e.rank, _num(e.fitness), "" if e.ppl is None else _num(e.ppl),
-                             e.size, e.height, e.formula])
+            cells = []
+            if e.score is not None:
+                cells = [_num(means[(t, e.formula)]) for t in tasks]
+                cells += [_num(means[(t, e.formula)] / means[(t, n)]) for t in tasks for n in names]
+            else:
+                cells = [""] * len(per_task)
+            writer.writerow([e.rank, _num(e.fitness), _opt(e.score), _opt(e.score_std), *cells,
+                             int(e.chosen), e.size, e.height, e.formula])
         atomic_write_text(self.path / HALL_OF_FAME, buf.getvalue())
+        baseline_rows = [r for r in final.get("baselines_fitness", []) +
+                         [r for r in sel_rows + final.get("report_rows", []) if r["metric"] in names]]
+        if baseline_rows:
+            self.write_baselines(baseline_rows)
         if not entries:
             for name in (BEST_JSON, BEST_TXT):
                 (self.path / name).unlink(missing_ok=True)
             return
         best = best_entry(entries)
         atomic_write_text(self.path / BEST_JSON, json.dumps(to_paper_json(best.tree), indent=2) + "\n")
-        atomic_write_text(self.path / BEST_TXT, best_metric_text(best, fitness_note, entries))
+        atomic_write_text(self.path / BEST_TXT, best_metric_text(best, fitness_note, entries,
+                                                                 final, config))
+
+
+def _csv(fields: list[str], rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: _num(v) if isinstance(v, float) else v for k, v in r.items()})
+    return buf.getvalue()
+
+
+def _means(rows: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
+    """(task, metric) -> mean ppl over seeds (inf when any seed is)."""
+    from pruner_zero.measure import mean_std
+
+    by: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        by.setdefault((r["task"], r["metric"]), []).append(r["ppl"])
+    return {k: mean_std(v)[0] for k, v in by.items()}
+
+
+def _opt(value: float | None) -> str:
+    return "" if value is None else _num(value)
 
 
 def _num(value: float) -> str:
@@ -184,36 +243,53 @@ def _num(value: float) -> str:
 
 
 def best_entry(entries: list[HallOfFameEntry]) -> HallOfFameEntry:
-    """The metric a search recommends: of the top metrics re-measured on the whole split, the one
-    with the lowest perplexity there (the fitness subset only approximates it; near-ties in fitness
-    can swap); rank 1 when none was re-measured."""
+    """The metric a search recommends: of the top metrics re-measured on the whole selection split
+    over several calibration seeds, the lowest mean (the fitness subset and one seed only
+    approximate it); rank 1 when none was re-measured."""
+    chosen = [e for e in entries if e.chosen]
+    if chosen:
+        return chosen[0]
     measured = _remeasured(entries)
-    return min(measured, key=lambda e: (e.ppl, e.rank)) if measured else entries[0]
+    return min(measured, key=lambda e: (e.score, e.rank)) if measured else entries[0]
 
 
 def _remeasured(entries: list[HallOfFameEntry]) -> list[HallOfFameEntry]:
-    """Entries with a finite full-split perplexity."""
-    return [e for e in entries if e.ppl is not None and math.isfinite(e.ppl)]
+    """Entries with a finite selection score."""
+    return [e for e in entries if e.score is not None and math.isfinite(e.score)]
 
 
-def best_metric_text(best: HallOfFameEntry, fitness_note: str,
-                     entries: list[HallOfFameEntry]) -> str:
-    """Human-readable summary of the best metric: formula, sympy, LaTeX, fitness, full-split ppl."""
+def best_metric_text(best: HallOfFameEntry, fitness_note: str, entries: list[HallOfFameEntry],
+                     final: dict[str, Any] | None = None, config: dict[str, Any] | None = None) -> str:
+    """Human-readable summary of the best metric: formula, sympy, LaTeX, fitness, the selection
+    score over calibration seeds, and per task its report-split perplexity beside the baselines."""
     from pruner_zero.metric.symbolic import to_latex, to_sympy
 
     try:
         sym, latex = str(to_sympy(best.tree)), to_latex(best.tree)
     except Exception as exc:  # noqa: BLE001 -- a display problem must not lose the result
         sym = latex = f"unavailable ({type(exc).__name__}: {exc})"
-    ppl = "not measured" if best.ppl is None else _num(best.ppl)
+    final, config = final or {}, config or {}
     measured = len(_remeasured(entries))
-    why = (f"lowest full-split ppl of the {measured} re-measured" if measured
-           else "best fitness; none re-measured (finite) on the whole split")
-    return (f"formula: {best.formula}\n"
-            f"sympy:   {sym}\n"
-            f"latex:   {latex}\n"
-            f"rank:    {best.rank} of {len(entries)} in hall_of_fame.csv ({why})\n"
-            f"fitness: {_num(best.fitness)} ({fitness_note})\n"
-            f"ppl:     {ppl} (perplexity on the whole evaluation split)\n"
-            f"size:    {best.size}\n"
-            f"height:  {best.height}\n")
+    seeds = config.get("confirm_seeds", 1)
+    ref = config.get("reference", "the reference")
+    why = (f"lowest mean selection score of the {measured} re-measured" if measured
+           else "best fitness; none re-measured on the selection split")
+    score = "not measured" if best.score is None else \
+        f"{_num(best.score)} ± {_num(best.score_std or 0.0)} (mean ± std over {seeds} calibration " \
+        f"seeds of ppl / ppl({ref}) on the whole selection split, geometric mean over tasks)"
+    text = (f"formula:   {best.formula}\n"
+            f"sympy:     {sym}\n"
+            f"latex:     {latex}\n"
+            f"rank:      {best.rank} of {len(entries)} in hall_of_fame.csv ({why})\n"
+            f"fitness:   {_num(best.fitness)} ({fitness_note})\n"
+            f"selection: {score}\n"
+            f"size:      {best.size}\n"
+            f"height:    {best.height}\n")
+    from pruner_zero.search.api import report_lines
+
+    lines = report_lines(final, config) if final.get("report_rows") else []
+    if lines:
+        text += ("\nreport split (never used for fitness or selection), perplexity mean ± std over "
+                 "calibration seeds; a difference within the larger std is a tie:\n")
+        text += "\n".join(lines) + "\n"
+    return text

@@ -1,0 +1,179 @@
+"""Metrics x tasks x calibration seeds -> perplexities: what a search's final confirmation and
+``compare`` both measure. Each model is loaded once; each (task, seed) has its own calibration
+and statistics (cached on disk like any other); a metric is applied and undone in place."""
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from .tasks import Task
+
+SPARSEGPT = "sparsegpt"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how models run: the same for every task of a search."""
+
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = 8
+    device_map: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"device": self.device, "dtype": self.dtype, "batch_size": self.batch_size,
+                "device_map": self.device_map}
+
+
+class TaskBenches:
+    """Loaded models and their per-(task, seed) workbenches and engines."""
+
+    def __init__(self, runtime: Runtime, cache_dir: Path | None = None, progress: bool = True,
+                 log: Callable[[str], None] = print, preloaded: Any = None) -> None:
+        self.runtime, self.cache_dir, self.progress, self.log = runtime, cache_dir, progress, log
+        self._models: dict[str, Any] = {}  # model -> a Workbench holding it
+        self._benches: dict[tuple, Any] = {}
+        self._dense: dict[str, dict] = {}  # model -> dense weights, shared by its engines
+        self._engines: dict[tuple, Any] = {}
+        if preloaded is not None:
+            self._models[preloaded.protocol.model] = preloaded
+
+    def bench(self, task: Task, seed: int | None = None) -> Any:
+        """The Workbench of ``task`` calibrated with ``seed`` (default the task's own)."""
+        from .workbench import Protocol, Workbench
+
+        seed = task.seed if seed is None else seed
+        key = _bench_key(task.model, task.data_dir, task.calib_split, task.nsamples, task.seqlen, seed)
+        if key in self._benches:
+            return self._benches[key]
+        changes = dict(data_dir=task.data_dir, calib_split=task.calib_split, eval_split=task.report_split,
+                       nsamples=task.nsamples, seed=seed)
+        base = self._find_model(task.model)
+        if base is None:
+            base = Workbench(Protocol(model=task.model, seqlen=task.seqlen, **changes,
+                                      **self.runtime.as_dict()),
+                             cache_dir=self.cache_dir, progress=self.progress, log=self.log)
+            self._models[base.protocol.model] = base
+            bench = base
+        else:
+            changes["seqlen"] = task.seqlen or base.protocol.seqlen
+            changes["data_dir"] = _resolved_dir(task.data_dir)
+            same = all(getattr(base.protocol, k) == v for k, v in changes.items() if k != "eval_split")
+            taken = any(b is base for b in self._benches.values())
+            bench = base if same and not taken else base.variant(**changes)
+        self._benches[key] = bench
+        p = bench.protocol  # also under its resolved seqlen: a task written back with it finds it
+        self._benches.setdefault(_bench_key(p.model, p.data_dir, p.calib_split, p.nsamples,
+                                            p.seqlen, p.seed), bench)
+        return bench
+
+    def _find_model(self, model: str) -> Any:
+        if model in self._models:
+            return self._models[model]
+        resolved = str(Path(model).expanduser().resolve()) if Path(model).expanduser().exists() else model
+        return self._models.get(resolved)
+
+    def engine(self, task: Task, seed: int | None, compare: str = "row") -> Any:
+        from .engine import Engine
+
+        bench = self.bench(task, seed)
+        shape = task.shape(compare)
+        key = (id(bench), shape)
+        if key not in self._engines:
+            dense = self._dense.setdefault(bench.protocol.model, {})
+            if not dense:
+                dense.update({n: m.weight.detach().clone() for n, m in bench.linears.items()})
+            self._engines[key] = Engine(bench.model, bench.linears, bench.stats, shape, dense)
+        return self._engines[key]
+
+    def ppl(self, task: Task, seed: int | None, metric: Any, split: str, compare: str = "row",
+            limit: int | None = None) -> float:
+        """Perplexity on ``split`` (all windows, or ``limit`` spread ones) after pruning with
+        ``metric`` (a tree, or SPARSEGPT); the dense weights are restored afterwards."""
+        import torch
+
+        from .evaluate import perplexity
+        from .metric.io import format_formula
+
+        bench = self.bench(task, seed)
+        engine = self.engine(task, seed, compare)
+        windows = bench.split_windows(split, limit, spread=limit is not None)
+        try:
+            if metric == SPARSEGPT:
+                from .sparsegpt import sparsegpt_prune
+
+                sparsegpt_prune(bench.model, bench.calib, engine.structure, False)
+            else:
+                engine.apply(engine.masks(metric, format_formula(metric)))
+            with torch.no_grad():
+                return perplexity(bench.model, windows, bench.protocol.batch_size, False)
+        finally:
+            engine.restore()
+
+    def dense_ppl(self, task: Task, split: str) -> float:
+        import torch
+
+        from .evaluate import perplexity
+
+        bench = self.bench(task)
+        with torch.no_grad():
+            return perplexity(bench.model, bench.split_windows(split), bench.protocol.batch_size, False)
+
+
+def _bench_key(model: str, data_dir: str | None, calib_split: str, nsamples: int,
+               seqlen: int | None, seed: int) -> tuple:
+    path = Path(model).expanduser()
+    model = str(path.resolve()) if path.exists() else model
+    return (model, _resolved_dir(data_dir), calib_split, nsamples, seqlen, seed)
+
+
+def _resolved_dir(data_dir: str | None) -> str | None:
+    """A data dir as a Workbench stores it (absolute), None for the hub."""
+    from .data import resolve_data_dir
+
+    path = resolve_data_dir(data_dir)
+    return None if path is None else str(path.resolve())
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value); inf when any value is."""
+    vals = [float(v) for v in values]
+    if not vals or any(not math.isfinite(v) for v in vals):
+        return math.inf, math.inf
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def verdict(a: Sequence[float], b: Sequence[float]) -> str:
+    """``better``/``worse`` when a's mean differs from b's by more than the larger seed spread
+    (std over calibration seeds) of the two, else ``tie``: a smaller difference is noise."""
+    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
+    if not (math.isfinite(ma) and math.isfinite(mb)):
+        return "better" if math.isfinite(ma) else "worse" if math.isfinite(mb) else "tie"
+    if abs(ma - mb) <= max(sa, sb):
+        return "tie"
+    return "better" if ma < mb else "worse"
+
+
+def seeds_for(task: Task, count: int) -> list[int]:
+    """The calibration seeds of a confirmation: the task's own seed, then the next ones."""
+    return [task.seed + k for k in range(count)]
+
+
+def grid(benches: TaskBenches, metrics: Iterable[tuple[str, Any]], tasks: Sequence[Task],
+         seeds: int, split_of: Callable[[Task], str], compare: str = "row",
+         progress: bool = True) -> list[dict[str, Any]]:
+    """One row per (metric, task, seed): perplexity on ``split_of(task)``, all windows."""
+    from tqdm.auto import tqdm
+    import sys
+
+    metrics = list(metrics)
+    jobs = [(name, m, t, s) for t in tasks for s in seeds_for(t, seeds) for name, m in metrics]
+    rows = []
+    for name, metric, task, seed in tqdm(jobs, desc=f"measuring {len(metrics)} metrics", unit="run",
+                                         disable=not progress, leave=False, file=sys.stderr):
+        rows.append({"metric": name, "task": task.name, "seed": seed, "split": split_of(task),
+                     "ppl": benches.ppl(task, seed, metric, split_of(task), compare)})
+    return rows

@@ -1,0 +1,217 @@
+"""Tasks: what one search (or ``compare``) measures a metric on, checked before any model loads.
+
+A task is a model + data + the three data roles (calibration, selection, report) + sparsity and
+structure, with a weight in the fitness. ``search --tasks tasks.yaml`` lists them; repeated
+``--model`` and a list ``--sparsity 0.6,0.7`` give their cross product.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from .errors import ConfigError
+from .masks import Structure, parse_structure
+
+TASK_KEYS = ("model", "data_dir", "calib_split", "fitness_split", "report_split", "nsamples",
+             "seqlen", "seed", "sparsity", "structure", "weight")
+"""Keys a task of tasks.yaml may set: the flag names with underscores."""
+
+
+@dataclass(frozen=True)
+class Task:
+    model: str
+    data_dir: str | None = None
+    calib_split: str = "train"
+    fitness_split: str = "valid"
+    report_split: str = "test"
+    nsamples: int = 128
+    seqlen: int | None = None
+    seed: int = 0
+    sparsity: float | None = None
+    structure: str = "unstructured"
+    weight: float = 1.0
+    name: str = ""
+
+    def shape(self, compare: str = "row") -> Structure:
+        return parse_structure(self.structure, self.sparsity, compare)
+
+    def bench_key(self) -> tuple:
+        """Tasks with equal keys share one calibration and so one set of statistics."""
+        return (self.model, self.data_dir, self.calib_split, self.nsamples, self.seqlen, self.seed)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Task":
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+
+def default_name(task: Task) -> str:
+    """A short readable name: model folder or hub id tail, and the sparsity pattern."""
+    model = Path(task.model.rstrip("/")).name or task.model
+    shape = task.structure if task.structure != "unstructured" else \
+        f"{0.5 if task.sparsity is None else task.sparsity:g}"
+    return f"{model}@{shape}"
+
+
+def name_tasks(tasks: Sequence[Task]) -> list[Task]:
+    """Give every task a unique name (``#2``, ``#3`` on repeats)."""
+    out, seen = [], {}
+    for t in tasks:
+        base = t.name or default_name(t)
+        seen[base] = seen.get(base, 0) + 1
+        out.append(replace(t, name=base if seen[base] == 1 else f"{base}#{seen[base]}"))
+    return out
+
+
+def parse_sparsities(spec: str | float | Sequence[float] | None) -> list[float | None]:
+    """``0.6,0.7`` -> [0.6, 0.7]; None stays [None] (the structure's default)."""
+    if spec is None:
+        return [None]
+    if isinstance(spec, (int, float)):
+        return [float(spec)]
+    if isinstance(spec, str):
+        items = [s.strip() for s in spec.split(",") if s.strip()]
+    else:
+        items = list(spec)
+    out = []
+    for item in items:
+        try:
+            value = float(item)
+        except (TypeError, ValueError):
+            raise ConfigError(f"--sparsity takes numbers separated by commas, got {item!r}") from None
+        out.append(value)
+    if not out:
+        raise ConfigError("--sparsity is empty")
+    return out
+
+
+def cross_tasks(models: Sequence[str], sparsities: Sequence[float | None], **common: Any) -> list[Task]:
+    """The common case: every model at every sparsity, one set of options."""
+    return [Task(model=m, sparsity=s, **common) for m in models for s in sparsities]
+
+
+def load_tasks_file(path: str | Path, defaults: dict[str, Any]) -> list[Task]:
+    """tasks.yaml: a list of mappings; omitted keys take ``defaults`` (the command line)."""
+    import yaml
+
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read --tasks {path}: {exc.strerror or exc}") from exc
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"--tasks {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"--tasks {path} must be a non-empty YAML list of tasks (mappings)")
+    tasks = []
+    for i, item in enumerate(raw, start=1):
+        where = f"--tasks {path}, task {i}"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where}: a task is a mapping of {', '.join(TASK_KEYS)}")
+        unknown = sorted(str(k) for k in item if k not in TASK_KEYS)
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {', '.join(unknown)} "
+                              f"(allowed: {', '.join(TASK_KEYS)})")
+        merged = {**{k: v for k, v in defaults.items() if k in TASK_KEYS and v is not None}, **item}
+        if not merged.get("model"):
+            raise ConfigError(f"{where}: no model (give `model:` in the task or --model)")
+        tasks.append(_typed(merged, where))
+    return tasks
+
+
+def _typed(d: dict[str, Any], where: str) -> Task:
+    def as_int(key: str, minimum: int) -> int | None:
+        v = d.get(key)
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int) or v < minimum:
+            raise ConfigError(f"{where}: {key} must be an integer >= {minimum}, got {v!r}")
+        return v
+
+    def as_str(key: str) -> str | None:
+        v = d.get(key)
+        if v is not None and not isinstance(v, str):
+            raise ConfigError(f"{where}: {key} must be a string, got {v!r}")
+        return v
+
+    sparsity = d.get("sparsity")
+    if sparsity is not None and (isinstance(sparsity, bool) or not isinstance(sparsity, (int, float))):
+        raise ConfigError(f"{where}: sparsity must be a number in (0, 1), got {sparsity!r}")
+    weight = d.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (
+            math.isfinite(weight) and weight > 0):
+        raise ConfigError(f"{where}: weight must be a positive number, got {weight!r}")
+    kwargs = {k: as_str(k) for k in ("model", "data_dir", "calib_split", "fitness_split",
+                                      "report_split", "structure") if d.get(k) is not None}
+    kwargs.update({k: as_int(k, m) for k, m in (("nsamples", 1), ("seqlen", 2), ("seed", 0))
+                   if d.get(k) is not None})
+    return Task(sparsity=None if sparsity is None else float(sparsity), weight=float(weight), **kwargs)
+
+
+def model_widths(model: str) -> list[int] | None:
+    """Input widths of the decoder linears from the model's config.json alone (no weights), or
+    None when the config cannot be read here (a hub id offline): checked again after loading."""
+    path = Path(model).expanduser() / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    cfg = cfg.get("text_config", cfg) if isinstance(cfg, dict) else None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("hidden_size"), int):
+        return None
+    hidden = cfg["hidden_size"]
+    heads = cfg.get("num_attention_heads") or 1
+    head_dim = cfg.get("head_dim") or hidden // heads
+    widths = [hidden, heads * head_dim]
+    if isinstance(cfg.get("intermediate_size"), int):
+        widths.append(cfg["intermediate_size"])
+    return widths
+
+
+def check_tasks(tasks: Sequence[Task], compare: str = "row") -> None:
+    """Everything that can be checked before a model is loaded, one clear error for the first
+    problem: sparsity and structure, splits (report never used for selection), N:M widths."""
+    from .masks import check_fits
+
+    if not tasks:
+        raise ConfigError("no task: give --model (repeatable) or --tasks tasks.yaml")
+    for t in tasks:
+        where = f"task {t.name or default_name(t)}"
+        try:
+            shape = t.shape(compare)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if t.fitness_split == t.report_split:
+            raise ConfigError(f"{where}: the selection split ({t.fitness_split}) must differ from "
+                              f"the report split ({t.report_split}); a number is never reported "
+                              "on the split it was chosen on")
+        model_path = Path(t.model).expanduser()
+        if not model_path.exists() and (t.model.startswith((".", "/", "~")) or t.model.count("/") > 1):
+            raise ConfigError(f"{where}: model path not found: {t.model}")
+        widths = model_widths(t.model)
+        if widths is not None:
+            try:
+                check_fits(widths, shape)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+        if t.data_dir is not None and not Path(t.data_dir).expanduser().is_dir():
+            raise ConfigError(f"{where}: data directory not found: {t.data_dir}")
+
+
+def geometric_fitness(ratios: Iterable[float], weights: Iterable[float]) -> float:
+    """Weighted geometric mean of ppl / reference ppl: 0.98 is 2% better than the reference on
+    average; inf when any ratio is inf (a task failed)."""
+    num = den = 0.0
+    for r, w in zip(ratios, weights):
+        if not (r > 0 and math.isfinite(r)):
+            return math.inf
+        num += w * math.log(r)
+        den += w
+    return math.exp(num / den) if den > 0 else math.inf
