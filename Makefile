@@ -13,11 +13,15 @@ ifneq ($(wildcard $(SHARED)/models/wiki-llama-5m/config.json),)
 DEMO_MODEL ?= $(SHARED)/models/wiki-llama-5m
 DEMO_DATA  ?= $(SHARED)/data/wikitext-2
 DEMO_ARGS  ?= --calib-split valid --nsamples 32 --seqlen 256 --device cpu
+# the search selects on valid and reports on test, over 2 calibration seeds
+DEMO_SEARCH ?= --confirm-seeds 2
 else
 # A small public LLaMA-architecture model and WikiText-2 from the hub (or $$PRUNER_ZERO_DATA).
 DEMO_MODEL ?= HuggingFaceTB/SmolLM2-135M
 DEMO_DATA  ?= $(PRUNER_ZERO_DATA)
 DEMO_ARGS  ?= --nsamples 32 --seqlen 512
+# whole-split measurements of a 135M model are minutes each on a CPU: one seed, two baselines
+DEMO_SEARCH ?= --confirm-seeds 1 --baselines magnitude,wanda
 endif
 DEMO_OUT ?= runs/demo
 DATA_FLAG = $(if $(DEMO_DATA),--data-dir $(DEMO_DATA),)
@@ -46,8 +50,10 @@ demo: venv
 	  --report $(DEMO_OUT)/pruner-zero.json
 	$(BIN)/pruner-zero eval --model $(DEMO_OUT)/pruned-model $(DATA_FLAG) $(DEMO_ARGS)
 	$(BIN)/pruner-zero search --model $(DEMO_MODEL) $(DATA_FLAG) $(DEMO_ARGS) --sparsity 0.5 \
-	  --generations 2 --population 8 --fitness-windows 16 --final-top 1 --out $(DEMO_OUT)/search
+	  --generations 2 --population 8 --fitness-windows 16 --final-top 1 $(DEMO_SEARCH) \
+	  --out $(DEMO_OUT)/search
 	$(BIN)/pruner-zero show $(DEMO_OUT)/search/best_metric.json
+	$(BIN)/pruner-zero report $(DEMO_OUT)/search
 
 clean:
 	rm -rf $(VENV) runs *.egg-info

@@ -275,8 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("metric", help="metric .json file, built-in name or formula")
     p.set_defaults(func=cmd_show)
 
+    from .compare import add_compare_parser
     from .report import add_report_parser
 
+    add_compare_parser(sub)
     add_report_parser(sub)
     return parser
 

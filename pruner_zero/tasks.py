@@ -175,9 +175,10 @@ def model_widths(model: str) -> list[int] | None:
     return widths
 
 
-def check_tasks(tasks: Sequence[Task], compare: str = "row") -> None:
+def check_tasks(tasks: Sequence[Task], compare: str = "row", selection: bool = True) -> None:
     """Everything that can be checked before a model is loaded, one clear error for the first
-    problem: sparsity and structure, splits (report never used for selection), N:M widths."""
+    problem: sparsity and structure, splits (report never used for selection, when the tasks
+    select anything: ``selection``), N:M widths."""
     from .masks import check_fits
 
     if not tasks:
@@ -188,7 +189,7 @@ def check_tasks(tasks: Sequence[Task], compare: str = "row") -> None:
             shape = t.shape(compare)
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
-        if t.fitness_split == t.report_split:
+        if selection and t.fitness_split == t.report_split:
             raise ConfigError(f"{where}: the selection split ({t.fitness_split}) must differ from "
                               f"the report split ({t.report_split}); a number is never reported "
                               "on the split it was chosen on")

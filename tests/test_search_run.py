@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from pruner_zero.cli import main
 from pruner_zero.search.rundir import BEST_JSON, BEST_TXT, CHECKPOINT, CONFIG, EVALUATIONS, HALL_OF_FAME
 
@@ -31,7 +33,7 @@ def search_args(tiny_dir: Path, out: Path) -> list[str]:
             "--generations", str(GENERATIONS), "--gp-seed", "7", "--fitness-windows", "0",
             "--cx-prob", "0.9", "--mut-prob", "0.5", "--hof-size", "5", "--final-top", "2",
             "--seed-metrics", "wanda", "--no-canonical-cache", "--no-fingerprint-cache",
-            "--confirm-seeds", "2", "--out", str(out)]
+            "--confirm-seeds", "2", "--sparsity", "0.5,0.6", "--out", str(out)]  # two tasks
 
 
 def hall_of_fame(path: Path) -> list[dict]:
@@ -111,8 +113,8 @@ def test_killed_and_resumed_search_ends_like_an_uninterrupted_one(tiny_dir, caps
     # the best metric file prunes to the report-split perplexity the search reported for it
     # (calibration seed 0, the task's own)
     reported = [r for r in checkpoint(ref)["final"]["report_rows"]
-                if r["metric"] == best["formula"] and r["seed"] == 0]
-    assert main(["prune", *protocol(tiny_dir), "--metric", str(ref / BEST_JSON)]) == 0
+                if r["metric"] == best["formula"] and r["seed"] == 0 and r["task"] == "tiny-llama@0.5"]
+    assert main(["prune", *protocol(tiny_dir), "--metric", str(ref / BEST_JSON), "--sparsity", "0.5"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert len(reported) == 1 and report["ppl"] == reported[0]["ppl"]
     config = json.loads((ref / CONFIG).read_text())
@@ -171,7 +173,8 @@ def test_python_api_returns_the_hall_of_fame(tiny_dir):
     assert json.loads((out / CONFIG).read_text())["tasks"][0]["seed"] == 1  # calib seed follows seed
 
 
-def test_caches_and_racing_do_not_change_the_hall_of_fame(tiny_dir):
+@pytest.mark.parametrize("sparsity", [0.5, "0.5,0.7"], ids=["one task", "two tasks"])
+def test_caches_and_racing_do_not_change_the_hall_of_fame(tiny_dir, sparsity):
     """Issue #4: with the canonical cache and the mask fingerprint on or off, the same seed
     gives the same hall of fame with the same fitness values; racing never lets a stopped
     candidate in, and the caches resolve some candidates without a full evaluation."""
@@ -186,6 +189,7 @@ def test_caches_and_racing_do_not_change_the_hall_of_fame(tiny_dir):
         out = tiny_dir / "runs" / name
         hof = pruner_zero.search(bench, out, generations=3, population=8, seed=3, space="small",
                                  fitness_windows=6, final_top=0, hof_size=4, race_chunk=2,
+                                 sparsity=sparsity, confirm_seeds=1, baselines="",
                                  progress=False, log=lambda m: None, **kw)
         rows = [json.loads(l) for l in (out / "evaluations.jsonl").open()]
         return [(e.formula, e.fitness) for e in hof], rows
@@ -199,3 +203,52 @@ def test_caches_and_racing_do_not_change_the_hall_of_fame(tiny_dir):
     assert any(r["cached"] for r in rows_on) and not any(r["cached"] for r in rows_off)
     stopped = {r["formula"] for r in rows_on if r["status"] == "stopped_early"}
     assert not stopped & {f for f, _ in on}
+
+
+def test_test_never_reaches_fitness_or_selection_and_baselines_are_in_every_result(tiny_dir, monkeypatch):
+    """Split roles: fitness and the choice of the best read only the selection split (valid);
+    test is read only by the final report. Baselines are measured at the start and the end."""
+    import pruner_zero
+    from pruner_zero import measure
+    from pruner_zero.workbench import Workbench
+
+    calls: list = []
+    split_windows, grid = Workbench.split_windows, measure.grid
+
+    def spy_windows(self, split, *a, **k):
+        calls.append(split)
+        return split_windows(self, split, *a, **k)
+
+    def spy_grid(benches, metrics, tasks, seeds, split_of, *a, **k):
+        calls.append(("grid", sorted({split_of(t) for t in tasks})))
+        return grid(benches, metrics, tasks, seeds, split_of, *a, **k)
+
+    monkeypatch.setattr(Workbench, "split_windows", spy_windows)
+    monkeypatch.setattr(measure, "grid", spy_grid)
+    out = tiny_dir / "runs" / "roles"
+    pruner_zero.search(str(tiny_dir / "tiny-llama"), out, generations=1, population=4, seed=0,
+                       space="small", fitness_windows=4, final_top=2, hof_size=3, confirm_seeds=2,
+                       sparsity="0.5,0.6", data_dir=str(tiny_dir / "data"), calib_split="valid",
+                       seqlen=16, nsamples=2, device="cpu", progress=False, log=lambda m: None)
+    grids = [i for i, c in enumerate(calls) if isinstance(c, tuple)]
+    assert [calls[i] for i in grids] == [("grid", ["valid"]), ("grid", ["test"])]
+    first_test = calls.index("test")
+    assert first_test > grids[1]
+    assert {c for c in calls[:grids[1]] if not isinstance(c, tuple)} == {"valid"}
+
+    rows = list(csv.DictReader(open(out / "baselines.csv", newline="")))
+    seen = {(r["phase"], r["task"], r["metric"]) for r in rows}
+    for phase in ("fitness", "selection", "report"):
+        for task in ("tiny-llama@0.5", "tiny-llama@0.6"):
+            for metric in ("magnitude", "wanda", "gblm", "pruner-zero"):
+                assert (phase, task, metric) in seen, (phase, task, metric)
+    assert {r["split"] for r in rows if r["phase"] == "report"} == {"test"}
+    assert {r["split"] for r in rows if r["phase"] != "report"} == {"valid"}
+    assert {r["seed"] for r in rows if r["phase"] == "report"} == {"0", "1"}
+    hof = hall_of_fame(out)
+    assert "tiny-llama@0.6:/gblm" in hof[0] and hof[0]["tiny-llama@0.6:/gblm"]
+    text = (out / BEST_TXT).read_text()
+    assert "report split" in text and "gblm" in text and " ± " in text
+    # the fitness of wanda, the reference, on its own windows is exactly 1
+    evals = [json.loads(l) for l in (out / EVALUATIONS).read_text().splitlines()]
+    assert all(set(e["tasks"]) <= {"tiny-llama@0.5", "tiny-llama@0.6"} for e in evals if e["tasks"])

@@ -1,0 +1,417 @@
+"""`pruner-zero compare`: a leaderboard of pruning metrics x tasks on the report split.
+
+Every metric is measured on every task for several calibration seeds (the task's seed and the
+next ones); each cell is the perplexity's mean ± sample std over those seeds. The dense model's
+perplexity (one value: it needs no calibration) is the first row. A cell within the seed spread
+of the best cell of its task (``measure.verdict`` says ``tie``) is marked as a tie: the
+difference is calibration noise, not a win.
+
+Everything that can be wrong with the input (metrics, tasks, sparsity, splits, paths) is checked
+before any model is loaded. Outputs: the markdown table (returned and printed by the CLI) and,
+with ``out``, ``leaderboard.csv`` and ``leaderboard.png`` (the plot needs matplotlib).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .errors import ConfigError, MetricError
+from .measure import SPARSEGPT, Runtime, mean_std, verdict
+from .tasks import Task, check_tasks, name_tasks
+
+CSV_NAME = "leaderboard.csv"
+PNG_NAME = "leaderboard.png"
+CSV_FIELDS = ["metric", "formula", "task", "split", "seeds", "ppl_mean", "ppl_std", "ppl_dense",
+              "rel_dense", "per_seed"]
+TIE_MARK = "≈"
+RUN_BEST = "best_metric.json"
+PLOT_HINT = ("leaderboard.png skipped: the plot needs matplotlib "
+             "(pip install 'pruner-zero[plot]'); leaderboard.csv was written")
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- metrics
+@dataclass(frozen=True)
+class MetricSpec:
+    """One row of the leaderboard: its label, formula text ('' for SparseGPT) and what
+    ``TaskBenches.ppl`` applies (a tree, or the string SPARSEGPT)."""
+
+    label: str
+    formula: str
+    metric: Any
+
+
+def resolve_metric_spec(spec: str) -> MetricSpec:
+    """A built-in name, formula, metric JSON file, ``sparsegpt``, or a search run directory
+    (its best_metric.json, labelled ``<dirname>:best``)."""
+    from .metric.builtin import BUILTINS
+    from .metric.io import format_formula, load_metric_file, resolve_metric
+
+    spec = spec.strip() if isinstance(spec, str) else spec
+    if spec == SPARSEGPT:
+        return MetricSpec(SPARSEGPT, "", SPARSEGPT)
+    if isinstance(spec, str) and spec and spec not in BUILTINS and Path(spec).expanduser().is_dir():
+        path = Path(spec).expanduser()
+        best = path / RUN_BEST
+        if not best.is_file():
+            raise MetricError(f"metric {spec} is a directory without {RUN_BEST}: not a finished "
+                              "search run (give the run directory of a search that has ended, "
+                              "or a metric file)")
+        tree = load_metric_file(best)
+        name = path.resolve().name or str(path)
+        return MetricSpec(f"{name}:best", format_formula(tree), tree)
+    label, tree = resolve_metric(spec)
+    return MetricSpec(label, format_formula(tree), tree)
+
+
+def resolve_metric_specs(specs: str | Sequence[str]) -> list[MetricSpec]:
+    """Every spec resolved (the first bad one raises); the same metric listed twice is kept
+    once, different metrics with the same label get ``#2``, ``#3``."""
+    from .search.api import _split_names
+
+    names = _split_names(specs)
+    if not names:
+        raise ConfigError("--metrics is empty: give metrics separated by commas, e.g. "
+                          "magnitude,wanda,'mul(W, sqrt(X))'")
+    out: list[MetricSpec] = []
+    for name in names:
+        m = resolve_metric_spec(name)
+        if any(o.label == m.label and o.formula == m.formula for o in out):
+            continue
+        label, k = m.label, 1
+        while any(o.label == label for o in out):
+            k += 1
+            label = f"{m.label}#{k}"
+        out.append(MetricSpec(label, m.formula, m.metric))
+    return out
+
+
+# ----------------------------------------------------------------------------- measuring
+def compare(metrics: str | Sequence[str], tasks: Sequence[Task], seeds: int = 3,
+            compare: str = "row", runtime: Runtime | None = None,
+            cache_dir: str | Path | None = None, out: str | Path | None = None,
+            progress: bool = True, log: Callable[[str], None] = _stderr) -> dict[str, Any]:
+    """Measure every metric on every task's report split over ``seeds`` calibration seeds.
+
+    Returns ``{"markdown", "rows" (one per metric, task, seed), "summary" (the CSV rows),
+    "dense" (task -> ppl), "metrics", "tasks", "seeds", "files"}``; with ``out`` writes
+    leaderboard.csv and (with matplotlib) leaderboard.png there.
+    """
+    from .measure import TaskBenches, grid
+
+    specs = resolve_metric_specs(metrics)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ConfigError(f"--seeds must be a positive integer, got {seeds!r}")
+    task_list = name_tasks(list(tasks))
+    for t in task_list:  # every task's option errors before any task's path errors
+        try:
+            t.shape(compare)
+        except ConfigError as exc:
+            raise ConfigError(f"task {t.name}: {exc}") from None
+    check_tasks(task_list, compare, selection=False)  # compare selects nothing
+    out_dir = None if out is None else Path(out).expanduser()
+    if out_dir is not None:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise ConfigError(f"--out {out} is a file, not a directory")
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create --out {out}: {exc.strerror or exc}") from exc
+
+    benches = TaskBenches(runtime or Runtime(), None if cache_dir is None else Path(cache_dir),
+                          progress, log)
+    _prepare(benches, task_list, compare)
+    dense: dict[str, float] = {}
+    shared: dict[tuple, float] = {}
+    for t in task_list:  # tasks differing only in sparsity share one dense number
+        b = benches.bench(t)
+        key = (b.protocol.model, b.protocol.data_dir, b.protocol.seqlen, t.report_split)
+        if key not in shared:
+            shared[key] = benches.dense_ppl(t, t.report_split)
+        dense[t.name] = shared[key]
+    log(f"measuring {len(specs)} metrics x {len(task_list)} tasks x {seeds} calibration seeds "
+        "on the report split")
+    rows = grid(benches, [(m.label, m.metric) for m in specs], task_list, seeds,
+                lambda t: t.report_split, compare, progress)
+    formulas = {m.label: m.formula for m in specs}
+    for r in rows:
+        r["formula"] = formulas[r["metric"]]
+    summary = summarize(rows, specs, task_list, dense, seeds)
+    result: dict[str, Any] = {
+        "markdown": markdown_table(summary, task_list, seeds),
+        "rows": rows, "summary": summary, "dense": dense, "seeds": seeds,
+        "metrics": [{"label": m.label, "formula": m.formula} for m in specs],
+        "tasks": [t.as_dict() for t in task_list], "files": {}}
+    if out_dir is not None:
+        csv_path = out_dir / CSV_NAME
+        _atomic_write(csv_path, leaderboard_csv(summary))
+        result["files"]["csv"] = str(csv_path)
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            log(PLOT_HINT)
+        else:
+            png_path = out_dir / PNG_NAME
+            plot_leaderboard(summary, task_list, seeds, png_path)
+            result["files"]["png"] = str(png_path)
+    return result
+
+
+def _prepare(benches: Any, tasks: Sequence[Task], compare: str) -> None:
+    """Load every model once; what can only be checked with the model (N:M widths, splits)."""
+    from .masks import check_fits
+
+    for t in tasks:
+        bench = benches.bench(t)
+        try:
+            check_fits((m.in_features for m in bench.linears.values()), t.shape(compare))
+        except ConfigError as exc:
+            raise ConfigError(f"task {t.name}: {exc}") from None
+        bench.split_windows(t.report_split, 1)  # a missing or too short split fails here
+        _ = bench.calib
+
+
+def summarize(rows: Sequence[dict[str, Any]], specs: Sequence[MetricSpec],
+              tasks: Sequence[Task], dense: dict[str, float], seeds: int) -> list[dict[str, Any]]:
+    """One record per (metric, task), metrics in the given order: mean ± std over seeds, the
+    per-seed values in seed order, relative to dense, and ``best``/``tie`` flags per task."""
+    by: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    for r in rows:
+        by.setdefault((r["metric"], r["task"]), []).append((r["seed"], r["ppl"]))
+    out = []
+    for m in specs:
+        for t in tasks:
+            pairs = sorted(by.get((m.label, t.name), []))
+            values = [p for _, p in pairs]
+            mean, std = mean_std(values)
+            d = dense[t.name]
+            rel = mean / d if d > 0 and math.isfinite(d) else math.inf
+            out.append({"metric": m.label, "formula": m.formula, "task": t.name,
+                        "split": t.report_split, "seeds": [s for s, _ in pairs],
+                        "ppl_mean": mean, "ppl_std": std, "ppl_dense": d, "rel_dense": rel,
+                        "per_seed": values, "best": False, "tie": False})
+    for t in tasks:
+        cells = [c for c in out if c["task"] == t.name and math.isfinite(c["ppl_mean"])]
+        if not cells:
+            continue
+        best = min(cells, key=lambda c: c["ppl_mean"])
+        best["best"] = True
+        for c in cells:
+            if c is not best and verdict(c["per_seed"], best["per_seed"]) == "tie":
+                c["tie"] = True
+    return out
+
+
+# ----------------------------------------------------------------------------- outputs
+def _num(x: float, digits: int = 4) -> str:
+    return f"{x:.{digits}f}" if math.isfinite(x) else ("inf" if x > 0 else "nan")
+
+
+def _md(text: str) -> str:
+    """A table cell: pipes escaped so a label cannot break the table."""
+    return text.replace("|", "\\|")
+
+
+def markdown_table(summary: Sequence[dict[str, Any]], tasks: Sequence[Task], seeds: int) -> str:
+    """Rows = dense + metrics, columns = tasks; legend lines below."""
+    names = [t.name for t in tasks]
+    header = ["metric", *[_md(n) for n in names]]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * len(names)]
+    dense = {c["task"]: c["ppl_dense"] for c in summary}
+    lines.append("| dense | " + " | ".join(_num(dense.get(n, math.nan)) for n in names) + " |")
+    metrics = list(dict.fromkeys(c["metric"] for c in summary))
+    cell = {(c["metric"], c["task"]): c for c in summary}
+    for m in metrics:
+        parts = []
+        for n in names:
+            c = cell[(m, n)]
+            text = f"{_num(c['ppl_mean'])} ± {_num(c['ppl_std'])}"
+            if c["best"]:
+                text = f"**{text}**"
+            elif c["tie"]:
+                text = f"{text} {TIE_MARK}"
+            parts.append(text)
+        lines.append(f"| {_md(m)} | " + " | ".join(parts) + " |")
+    splits = list(dict.fromkeys(t.report_split for t in tasks))
+    where = (f"the report split ({splits[0]})" if len(splits) == 1 else
+             "each task's report split (" + ", ".join(f"{t.name}: {t.report_split}"
+                                                      for t in tasks) + ")")
+    lines += ["",
+              f"Perplexity on {where}, mean ± std over {seeds} calibration seed"
+              f"{'s' if seeds != 1 else ''} (the task's seed and the next); lower is better; "
+              f"dense = the unpruned model. **Bold** = lowest mean of the task; "
+              f"{TIE_MARK} = a tie with it: the means differ by no more than the larger seed "
+              "std of the two, so the difference is calibration noise."]
+    return "\n".join(lines)
+
+
+def _csv_num(x: float) -> str:
+    return repr(float(x)) if math.isfinite(x) else str(float(x))
+
+
+def leaderboard_csv(summary: Sequence[dict[str, Any]]) -> str:
+    """CSV text; ``seeds`` and ``per_seed`` are semicolon-joined in the same (seed) order."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for c in summary:
+        writer.writerow({
+            "metric": c["metric"], "formula": c["formula"], "task": c["task"], "split": c["split"],
+            "seeds": ";".join(str(s) for s in c["seeds"]), "ppl_mean": _csv_num(c["ppl_mean"]),
+            "ppl_std": _csv_num(c["ppl_std"]), "ppl_dense": _csv_num(c["ppl_dense"]),
+            "rel_dense": _csv_num(c["rel_dense"]),
+            "per_seed": ";".join(_csv_num(v) for v in c["per_seed"])})
+    return buf.getvalue()
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8", newline="") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _wrap(label: str, width: int = 22) -> str:
+    """Long formulas on several lines, broken after commas."""
+    if len(label) <= width:
+        return label
+    lines, cur = [], ""
+    for part in label.replace(", ", ",").split(","):
+        piece = part if not cur else "," + part
+        if cur and len(cur) + len(piece) > width:
+            lines.append(cur + ",")
+            cur = part
+        else:
+            cur += piece
+    lines.append(cur)
+    return "\n".join(lines)
+
+
+def plot_leaderboard(summary: Sequence[dict[str, Any]], tasks: Sequence[Task], seeds: int,
+                     path: Path) -> None:
+    """Grouped bars: ppl / dense ppl (mean over seeds, std as error bars) per metric (groups)
+    and task (bars). Bars start at the dashed line 1.0 (= dense): up is worse than dense, down
+    better; the y range fits the data, on a log scale when the ratios span a wide range."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    metrics = list(dict.fromkeys(c["metric"] for c in summary))
+    cell = {(c["metric"], c["task"]): c for c in summary}
+    n_t = max(len(tasks), 1)
+    width = 0.8 / n_t
+    fig = Figure(figsize=(max(6.0, 1.5 + len(metrics) * (0.45 * n_t + 0.6)), 4.8))
+    ax = fig.add_subplot()
+    ok = [c for c in summary if math.isfinite(c["rel_dense"]) and c["rel_dense"] > 0]
+    lows = [c["rel_dense"] - c["ppl_std"] / c["ppl_dense"] for c in ok] + [1.0]
+    highs = [c["rel_dense"] + c["ppl_std"] / c["ppl_dense"] for c in ok] + [1.0]
+    positive = [v for v in lows if v > 0]
+    log_scale = max(highs) / min(positive) > 30
+    for j, t in enumerate(tasks):
+        xs, ys, errs, missing = [], [], [], []
+        for i, m in enumerate(metrics):
+            c = cell[(m, t.name)]
+            x = i - 0.4 + width * (j + 0.5)
+            if math.isfinite(c["rel_dense"]) and c["rel_dense"] > 0:
+                xs.append(x)
+                ys.append(c["rel_dense"])
+                errs.append(c["ppl_std"] / c["ppl_dense"])
+            else:
+                missing.append(x)
+        color = f"C{j % 10}"
+        bars = ax.bar(xs, [y - 1.0 for y in ys], width * 0.92, bottom=1.0, color=color,
+                      label=t.name, zorder=2)
+        ax.errorbar(xs, ys, yerr=errs, fmt="none", ecolor="0.15", elinewidth=1, capsize=3,
+                    zorder=3)
+        ax.bar_label(bars, labels=[f"{y:.3g}" for y in ys], fontsize=7, padding=2)
+        for x in missing:
+            ax.text(x, 1.0, "inf", ha="center", va="bottom", fontsize=8, color="crimson")
+    ax.axhline(1.0, color="black", lw=1, ls="--", zorder=4, label="dense (= 1)")
+    if log_scale:
+        ax.set_yscale("log")
+        ax.set_ylim(min(positive) / 1.3, max(highs) * 1.3)
+    else:
+        pad = 0.12 * max(max(highs) - min(lows), 1e-3)
+        ax.set_ylim(max(min(lows) - pad, 0.0), max(highs) + pad)
+    ax.set_xticks(range(len(metrics)))
+    ax.set_xticklabels([_wrap(m) for m in metrics], fontsize=8)
+    ax.set_xlim(-0.6, len(metrics) - 0.4)
+    ax.set_ylabel("ppl / dense ppl" + (" (log scale)" if log_scale else ""))
+    splits = sorted({t.report_split for t in tasks})
+    ax.set_title(f"Perplexity relative to the dense model on the report split ({', '.join(splits)})"
+                 f"\nmean ± std over {seeds} calibration seed{'s' if seeds != 1 else ''}; "
+                 "bars start at dense = 1; lower is better", fontsize=10)
+    ax.grid(axis="y", alpha=0.3, zorder=0)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="task",
+              title_fontsize=8)
+    FigureCanvasAgg(fig)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- CLI
+def cmd_compare(a: argparse.Namespace) -> int:
+    """Entry point of `pruner-zero compare`: the markdown leaderboard on stdout."""
+    from .search.api import build_tasks
+    from .workbench import default_cache_dir
+
+    resolve_metric_specs(a.metrics)  # a bad metric is the first error, before the tasks
+    if not a.model and not a.tasks:
+        raise ConfigError("compare needs --model (repeatable) or --tasks tasks.yaml")
+    tasks = build_tasks(a.model, a.sparsity, a.tasks, structure=a.structure,
+                        data_dir=a.data_dir, calib_split=a.calib_split,
+                        fitness_split=a.fitness_split, report_split=a.report_split,
+                        nsamples=a.nsamples, seqlen=a.seqlen, seed=a.seed)
+    cache = None if a.no_cache else Path(a.cache_dir) if a.cache_dir else default_cache_dir()
+    runtime = Runtime(device=a.device, dtype=a.dtype, batch_size=a.batch_size,
+                      device_map=a.device_map)
+    result = compare(a.metrics, tasks, seeds=a.seeds, compare=a.compare, runtime=runtime,
+                     cache_dir=cache, out=a.out, progress=not a.quiet, log=_stderr)
+    print(result["markdown"], flush=True)
+    for kind in ("csv", "png"):
+        if kind in result["files"]:
+            _stderr(f"wrote {result['files'][kind]}")
+    return 0
+
+
+def add_compare_parser(sub: argparse._SubParsersAction) -> None:
+    """Register `compare` on the main CLI's subparsers (cli.py needs one line)."""
+    from .cli import _add_model_args, _add_prune_shape
+
+    p = sub.add_parser(
+        "compare", help="leaderboard of metrics x tasks on the report split",
+        description="Measure metrics on tasks (models x sparsities, or --tasks) on the report "
+                    "split, over several calibration seeds, and print a markdown table of "
+                    "perplexity mean ± std; with --out also leaderboard.csv and leaderboard.png.")
+    p.add_argument("--metrics", required=True,
+                   help="comma-separated metrics: built-in names (magnitude, wanda, gblm, "
+                        "pruner-zero), sparsegpt, formulas such as 'mul(W, sqrt(X))' (their "
+                        "commas stay inside parentheses), metric .json files, or search run "
+                        "directories (their best_metric.json)")
+    _add_model_args(p, search=True)
+    _add_prune_shape(p)
+    for action in p._actions:  # several sparsities: one task each
+        if action.dest == "sparsity":
+            action.type = str
+            action.help = ("fraction(s) of weights to zero, comma-separated for one task each, "
+                           "e.g. 0.6,0.7 (default 0.5; implied by N:M)")
+    g = p.add_argument_group("compare")
+    g.add_argument("--tasks", default=None, metavar="YAML",
+                   help="a YAML list of tasks (keys: model, data_dir, calib_split, fitness_split, "
+                        "report_split, nsamples, seqlen, seed, sparsity, structure, weight; "
+                        "omitted keys take the command line's values)")
+    g.add_argument("--seeds", type=int, default=3,
+                   help="calibration seeds per task: the task's seed and the next ones (default 3)")
+    g.add_argument("--out", default=None, metavar="DIR",
+                   help="also write leaderboard.csv and leaderboard.png here")
+    p.set_defaults(func=cmd_compare)

@@ -1,0 +1,122 @@
+"""Tasks of a search: the geometric-mean fitness, tasks.yaml checks before any model loads,
+selection windows that never touch calibration text."""
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+import torch
+
+from pruner_zero.data import calibration_starts, eval_windows
+from pruner_zero.errors import ConfigError
+from pruner_zero.tasks import Task, check_tasks, geometric_fitness, load_tasks_file, name_tasks
+
+
+def test_geometric_fitness_is_the_weighted_geometric_mean_of_ratios():
+    assert geometric_fitness([0.9, 1.1], [1, 1]) == pytest.approx(math.sqrt(0.9 * 1.1))
+    assert geometric_fitness([0.5, 2.0], [3, 1]) == pytest.approx((0.5 ** 3 * 2.0) ** 0.25)
+    assert geometric_fitness([1.0], [2.0]) == 1.0
+    assert geometric_fitness([0.9, math.inf], [1, 1]) == math.inf
+    # the reference itself scores exactly 1 whatever the weights
+    assert geometric_fitness([1.0, 1.0, 1.0], [0.2, 5, 1]) == pytest.approx(1.0)
+
+
+def test_selection_windows_never_overlap_a_calibration_window():
+    ids = torch.arange(10_000)  # token value = position: overlap is visible in the values
+    seqlen = 37
+    starts = calibration_starts(ids.numel(), 40, seqlen, seed=3)
+    calib = set()
+    for s in starts:
+        calib.update(range(s, s + seqlen))
+    windows = eval_windows(ids, seqlen, exclude=starts)
+    everything = eval_windows(ids, seqlen)
+    assert 0 < windows.shape[0] < everything.shape[0]
+    assert not calib & set(windows.flatten().tolist())
+    # every window that does not touch calibration text is kept
+    untouched = [w for w in everything if not calib & set(w.tolist())]
+    assert len(untouched) == windows.shape[0]
+    spread = eval_windows(ids, seqlen, limit=10, spread=True, exclude=starts)
+    assert spread.shape[0] == 10 and not calib & set(spread.flatten().tolist())
+
+
+def test_the_workbench_excludes_calibration_windows_only_on_the_calibration_split(tiny_dir):
+    from pruner_zero.workbench import Protocol, Workbench
+
+    bench = Workbench(Protocol(model=str(tiny_dir / "tiny-llama"), data_dir=str(tiny_dir / "data"),
+                               calib_split="valid", nsamples=4, seqlen=16, device="cpu"),
+                      progress=False, log=lambda m: None)
+    full = bench._tokens("valid").numel() // 16
+    assert bench.split_windows("valid").shape[0] < full
+    assert bench.split_windows("test").shape[0] == bench._tokens("test").numel() // 16
+    other = bench.variant(seed=1)  # another calibration: other windows left out, same model
+    assert other.model is bench.model and other.calib_starts != bench.calib_starts
+
+
+def write(tmp_path, text):
+    path = tmp_path / "tasks.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text,message", [
+    ("- model: M\n  sparsty: 0.5\n", "unknown key sparsty"),
+    ("- data_dir: D\n", "no model"),
+    ("- model: M\n  sparsity: 1.5\n", "between 0 and 1"),
+    ("- model: M\n  weight: -1\n", "weight must be a positive number"),
+    ("- model: M\n  nsamples: many\n", "nsamples must be an integer"),
+    ("model: M\n", "non-empty YAML list"),
+    ("- model: [unclosed\n", "not valid YAML"),
+])
+def test_a_bad_tasks_file_is_one_clear_error(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        tasks = load_tasks_file(write(tmp_path, text), {})
+        check_tasks(name_tasks(tasks))
+
+
+def test_tasks_file_keys_fall_back_to_the_command_line(tmp_path):
+    path = write(tmp_path, "- model: A\n  sparsity: 0.6\n- model: B\n  weight: 2\n")
+    tasks = name_tasks(load_tasks_file(path, {"sparsity": 0.7, "nsamples": 16, "calib_split": "valid"}))
+    assert [(t.model, t.sparsity, t.nsamples, t.weight) for t in tasks] == \
+        [("A", 0.6, 16, 1.0), ("B", 0.7, 16, 2.0)]
+    assert all(t.calib_split == "valid" and t.fitness_split == "valid" for t in tasks)
+    assert [t.name for t in tasks] == ["A@0.6", "B@0.7"]
+
+
+def test_the_report_split_can_never_be_the_selection_split():
+    with pytest.raises(ConfigError, match="must differ from the report split"):
+        check_tasks([Task(model="M", fitness_split="test", report_split="test", name="t")])
+
+
+def test_a_structure_that_does_not_fit_the_model_is_refused_from_its_config(tiny_dir):
+    task = Task(model=str(tiny_dir / "tiny-llama"), structure="3:5", name="t")
+    with pytest.raises(ConfigError, match="divisible by 5"):
+        check_tasks([task])
+
+
+@pytest.mark.parametrize("text,message", [
+    ("- model: {model}\n  colour: red\n", "unknown key colour"),
+    ("- data_dir: {data}\n", "no model"),
+    ("- model: {model}\n  sparsity: 1.5\n", "between 0 and 1"),
+    ("- model: {model}\n  structure: '3:5'\n", "divisible by 5"),
+])
+def test_bad_tasks_stop_the_search_before_a_model_loads_and_touch_no_run_dir(
+        tiny_dir, capsys, monkeypatch, text, message):
+    from pruner_zero import model as model_mod
+    from pruner_zero.cli import main
+
+    def no_load(*a, **k):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(model_mod, "load_model", no_load)
+    monkeypatch.setattr("pruner_zero.workbench.load_model", no_load)
+    out = tiny_dir / "runs" / "existing"
+    out.mkdir(parents=True)
+    (out / "notes.txt").write_text("mine")
+    before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir()}
+    tasks = write(tiny_dir, text.format(model=tiny_dir / "tiny-llama", data=tiny_dir / "data"))
+    code = main(["search", "--tasks", str(tasks), "--out", str(out), "--quiet", "--space", "small"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir()} == before
+    assert os.listdir(out) == ["notes.txt"]
