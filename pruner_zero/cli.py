@@ -232,7 +232,8 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
                         "(default wanda)")
     g.add_argument("--baselines", default="magnitude,wanda,gblm,pruner-zero",
                    help="metrics measured on every task at the start and the end, beside the "
-                        "best (default magnitude,wanda,gblm,pruner-zero; '' for none)")
+                        "best (default magnitude,wanda,gblm,pruner-zero; '' for none but the "
+                        "--reference, which is always measured)")
     g.add_argument("--confirm-seeds", type=int, default=3,
                    help="calibration seeds (the task's seed and the next ones) of the final "
                         "confirmation and report (default 3)")

@@ -17,7 +17,7 @@ from .errors import DataError
 
 ENV_DATA = "PRUNER_ZERO_DATA"
 HUB_DATASET = ("wikitext", "wikitext-2-raw-v1")
-_HUB_SPLITS = {"train": "train", "valid": "validation", "validation": "validation", "test": "test"}
+HUB_SPLITS = {"train": "train", "valid": "validation", "validation": "validation", "test": "test"}
 
 
 def resolve_data_dir(data_dir: str | None) -> Path | None:
@@ -40,12 +40,12 @@ def load_split_text(split: str, data_dir: str | Path | None) -> str:
         if not path.is_file():
             raise DataError(f"split {split!r} not found: looked for {path}")
         return path.read_text(encoding="utf-8")
-    if split not in _HUB_SPLITS:
+    if split not in HUB_SPLITS:
         raise DataError(f"unknown split {split!r}: expected one of train, valid, test")
     try:
         from datasets import load_dataset
 
-        rows = load_dataset(*HUB_DATASET, split=_HUB_SPLITS[split])["text"]
+        rows = load_dataset(*HUB_DATASET, split=HUB_SPLITS[split])["text"]
     except Exception as exc:  # network, cache, and hub errors all mean the same to the user
         raise DataError(
             f"cannot load WikiText-2 ({split}) from the hub ({type(exc).__name__}: "

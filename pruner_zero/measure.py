@@ -59,9 +59,10 @@ class TaskBenches:
             self._models[base.protocol.model] = base
             bench = base
         else:
-            changes["seqlen"] = task.seqlen or base.protocol.seqlen
+            changes["seqlen"] = task.seqlen  # None: the model's default (Workbench.variant)
             changes["data_dir"] = _resolved_dir(task.data_dir)
-            same = all(getattr(base.protocol, k) == v for k, v in changes.items() if k != "eval_split")
+            same = all(getattr(base.protocol, k) == v for k, v in changes.items()
+                       if k != "eval_split" and not (k == "seqlen" and v is None))
             taken = any(b is base for b in self._benches.values())
             bench = base if same and not taken else base.variant(**changes)
         self._benches[key] = bench
@@ -171,9 +172,18 @@ def grid(benches: TaskBenches, metrics: Iterable[tuple[str, Any]], tasks: Sequen
 
     metrics = list(metrics)
     jobs = [(name, m, t, s) for t in tasks for s in seeds_for(t, seeds) for name, m in metrics]
+    from .errors import MetricError
+
     rows = []
     for name, metric, task, seed in tqdm(jobs, desc=f"measuring {len(metrics)} metrics", unit="run",
                                          disable=not progress, leave=False, file=sys.stderr):
-        rows.append({"metric": name, "task": task.name, "seed": seed, "split": split_of(task),
-                     "ppl": benches.ppl(task, seed, metric, split_of(task), compare)})
+        row = {"metric": name, "task": task.name, "seed": seed, "split": split_of(task)}
+        try:
+            row["ppl"] = benches.ppl(task, seed, metric, split_of(task), compare)
+        except (MetricError, RuntimeError, ValueError, ArithmeticError) as exc:
+            # a metric valid under one calibration can be NaN/constant under another: that cell
+            # is inf (it loses every comparison), the rest of the table is still measured
+            row["ppl"], row["error"] = math.inf, f"{type(exc).__name__}: {exc}"
+            benches.log(f"warning: {name} on {task.name} (seed {seed}): {row['error']}")
+        rows.append(row)
     return rows

@@ -354,7 +354,11 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> Path:
 # ----------------------------------------------------------------------------- CLI
 def cmd_report(a: argparse.Namespace) -> int:
     """Entry point of `pruner-zero report`: print where report.md is, for scripts to pick up."""
-    path = write_report(Path(a.run), Path(a.out) if a.out else None)
+    try:
+        path = write_report(Path(a.run), Path(a.out) if a.out else None)
+    except OSError as exc:  # an unwritable --out or run dir: one line, nothing else lost
+        raise ConfigError(f"cannot write the report: {exc.strerror or exc} "
+                          f"({exc.filename or a.out or a.run})") from exc
     print(path)
     return 0
 

@@ -18,6 +18,8 @@ from .masks import Structure, parse_structure
 TASK_KEYS = ("model", "data_dir", "calib_split", "fitness_split", "report_split", "nsamples",
              "seqlen", "seed", "sparsity", "structure", "weight")
 """Keys a task of tasks.yaml may set: the flag names with underscores."""
+SPLIT_ALIASES = {"validation": "valid"}
+"""The hub's split names that read the same text as a local split (data.load_split_text)."""
 
 
 @dataclass(frozen=True)
@@ -35,12 +37,14 @@ class Task:
     weight: float = 1.0
     name: str = ""
 
+    def __post_init__(self) -> None:
+        for role in ("calib_split", "fitness_split", "report_split"):  # one name per split
+            value = getattr(self, role)
+            if value in SPLIT_ALIASES:
+                object.__setattr__(self, role, SPLIT_ALIASES[value])
+
     def shape(self, compare: str = "row") -> Structure:
         return parse_structure(self.structure, self.sparsity, compare)
-
-    def bench_key(self) -> tuple:
-        """Tasks with equal keys share one calibration and so one set of statistics."""
-        return (self.model, self.data_dir, self.calib_split, self.nsamples, self.seqlen, self.seed)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -135,6 +139,9 @@ def _typed(d: dict[str, Any], where: str) -> Task:
 
     def as_str(key: str) -> str | None:
         v = d.get(key)
+        if key == "structure" and isinstance(v, int) and not isinstance(v, bool):
+            raise ConfigError(f"{where}: structure was read as the number {v}: YAML reads an "
+                              "unquoted N:M as a number; quote it, e.g. structure: '2:4'")
         if v is not None and not isinstance(v, str):
             raise ConfigError(f"{where}: {key} must be a string, got {v!r}")
         return v
@@ -193,6 +200,11 @@ def check_tasks(tasks: Sequence[Task], compare: str = "row", selection: bool = T
             raise ConfigError(f"{where}: the selection split ({t.fitness_split}) must differ from "
                               f"the report split ({t.report_split}); a number is never reported "
                               "on the split it was chosen on")
+        if selection and t.calib_split == t.report_split:
+            raise ConfigError(f"{where}: the calibration split ({t.calib_split}) must differ from "
+                              f"the report split ({t.report_split}): statistics of the report "
+                              "text would reach the fitness")
+        _check_split_files(t, where, selection)
         model_path = Path(t.model).expanduser()
         if not model_path.exists() and (t.model.startswith((".", "/", "~")) or t.model.count("/") > 1):
             raise ConfigError(f"{where}: model path not found: {t.model}")
@@ -202,8 +214,53 @@ def check_tasks(tasks: Sequence[Task], compare: str = "row", selection: bool = T
                 check_fits(widths, shape)
             except ConfigError as exc:
                 raise ConfigError(f"{where}: {exc}") from None
-        if t.data_dir is not None and not Path(t.data_dir).expanduser().is_dir():
-            raise ConfigError(f"{where}: data directory not found: {t.data_dir}")
+    if selection:
+        check_roles_across(tasks)
+
+
+def _text_id(data_dir: str | None, split: str) -> tuple[str | None, str]:
+    """Which text a split of a task reads: (resolved data dir or None for the hub, split)."""
+    path = None if data_dir is None else str(Path(data_dir).expanduser().resolve())
+    return path, SPLIT_ALIASES.get(split, split)
+
+
+def check_roles_across(tasks: Sequence[Task]) -> None:
+    """No task's report text may be another task's calibration or selection text: it would
+    reach the fitness through the other task."""
+    used = {}
+    for t in tasks:
+        for role in ("calib_split", "fitness_split"):
+            used.setdefault(_text_id(t.data_dir, getattr(t, role)), (t, role))
+    for t in tasks:
+        hit = used.get(_text_id(t.data_dir, t.report_split))
+        if hit is not None:
+            other, role = hit
+            raise ConfigError(f"task {t.name or default_name(t)} reports on {t.report_split}, which "
+                              f"task {other.name or default_name(other)} uses as its "
+                              f"{'calibration' if role == 'calib_split' else 'selection'} split "
+                              "(same data): the report text would reach the fitness")
+
+
+def _check_split_files(t: Task, where: str, selection: bool) -> None:
+    """A local data dir must hold every split a task reads; known before any model loads, so a
+    misspelt report split does not fail after the whole search."""
+    from .data import HUB_SPLITS, resolve_data_dir
+    from .errors import DataError
+
+    try:
+        data_dir = resolve_data_dir(t.data_dir)
+    except DataError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    roles = ("calib_split", "fitness_split", "report_split") if selection else \
+        ("calib_split", "report_split")
+    for role in roles:
+        split = getattr(t, role)
+        if data_dir is None and split not in HUB_SPLITS:
+            raise ConfigError(f"{where}: {role.replace('_', ' ')} {split!r} is not a WikiText-2 "
+                              f"split on the hub ({', '.join(HUB_SPLITS)})")
+        if data_dir is not None and not (data_dir / f"{split}.txt").is_file():
+            raise ConfigError(f"{where}: {role.replace('_', ' ')} {split!r} not found: no "
+                              f"{split}.txt in {data_dir}")
 
 
 def geometric_fitness(ratios: Iterable[float], weights: Iterable[float]) -> float:

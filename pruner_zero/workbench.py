@@ -96,6 +96,13 @@ class Workbench:
             clone.data_dir = data_mod.resolve_data_dir(changes["data_dir"])
             changes["data_dir"] = None if clone.data_dir is None else str(clone.data_dir.resolve())
             clone._token_cache = {}  # other text: its own token streams
+        if changes.get("seqlen") is not None:
+            limit = max_positions(self.model)
+            if limit is not None and changes["seqlen"] > limit:
+                raise ConfigError(f"--seqlen {changes['seqlen']} is longer than the model allows "
+                                  f"({limit} positions)")
+        elif "seqlen" in changes:  # None: the model's default, as for a fresh Workbench
+            changes["seqlen"] = min(2048, max_positions(self.model) or 2048)
         clone.protocol = replace(self.protocol, **changes)
         return clone
 

@@ -120,3 +120,53 @@ def test_bad_tasks_stop_the_search_before_a_model_loads_and_touch_no_run_dir(
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir()} == before
     assert os.listdir(out) == ["notes.txt"]
+
+
+def test_split_roles_are_checked_across_names_and_tasks(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "valid", "test"):
+        (data / f"{split}.txt").write_text("text")
+    d = str(data)
+    # the hub's name and the local name are one split
+    with pytest.raises(ConfigError, match="selection split .* must differ"):
+        check_tasks([Task(model="M", data_dir=d, fitness_split="validation", report_split="valid")])
+    with pytest.raises(ConfigError, match="calibration split .* must differ"):
+        check_tasks([Task(model="M", data_dir=d, calib_split="test")])
+    # one task's report text is another task's selection text (same data)
+    with pytest.raises(ConfigError, match="reports on test, which task .* selection"):
+        check_tasks(name_tasks([Task(model="A", data_dir=d),
+                                Task(model="B", data_dir=d, fitness_split="test",
+                                     report_split="valid")]))
+    with pytest.raises(ConfigError, match="report split 'tst' not found"):
+        check_tasks([Task(model="M", data_dir=d, report_split="tst")])
+    check_tasks([Task(model="M", data_dir=d, calib_split="valid")])  # fine: valid twice, test once
+
+
+def test_an_unquoted_n_m_structure_in_yaml_gets_a_hint(tmp_path):
+    with pytest.raises(ConfigError, match="quote it"):
+        load_tasks_file(write(tmp_path, "- model: M\n  structure: 2:4\n"), {})
+
+
+def test_tasks_file_refuses_several_models_or_sparsities_from_the_command_line(tmp_path):
+    from pruner_zero.search.api import build_tasks
+
+    path = write(tmp_path, "- model: X\n")
+    with pytest.raises(ConfigError, match="list the models in the tasks file"):
+        build_tasks(["A", "B"], None, str(path))
+    with pytest.raises(ConfigError, match="one default value"):
+        build_tasks(None, "0.6,0.7", str(path))
+
+
+def test_tasks_of_one_model_at_other_seqlens_get_their_own_workbench(tiny_dir):
+    from pruner_zero.measure import Runtime, TaskBenches
+
+    model, data = str(tiny_dir / "tiny-llama"), str(tiny_dir / "data")
+    benches = TaskBenches(Runtime(device="cpu"), None, False, lambda m: None)
+    short = benches.bench(Task(model=model, data_dir=data, seqlen=16, nsamples=2))
+    default = benches.bench(Task(model=model, data_dir=data, nsamples=2))
+    assert short.model is default.model  # one model load
+    assert short.protocol.seqlen == 16 and default.protocol.seqlen == 64  # the model's limit
+    assert short.calib.shape == (2, 16) and default.calib.shape == (2, 64)
+    with pytest.raises(ConfigError, match="longer than the model allows"):
+        benches.bench(Task(model=model, data_dir=data, seqlen=65, nsamples=2))

@@ -102,9 +102,15 @@ def build_tasks(model: Any = None, sparsity: Any = None, tasks: Any = None, *,
     models = [model] if isinstance(model, str) else list(model or [])
     if tasks is not None:
         defaults = dict(common)
+        if len(models) > 1:
+            raise ConfigError("with --tasks, --model gives at most one default model; list the "
+                              "models in the tasks file")
         if len(models) == 1:
             defaults["model"] = models[0]
         sparsities = parse_sparsities(sparsity)
+        if len(sparsities) > 1:
+            raise ConfigError("with --tasks, --sparsity gives one default value; list each "
+                              "task's sparsity in the tasks file")
         if len(sparsities) == 1 and sparsities[0] is not None:
             defaults["sparsity"] = sparsities[0]
         if isinstance(tasks, (str, Path)):
@@ -243,9 +249,11 @@ def _prepare(benches: Any, tasks: list[Any], config: dict[str, Any]) -> None:
         _ = bench.stats
 
 
-def _evaluator(benches: Any, tasks: list[Any], config: dict[str, Any], log: Callable[[str], None]):
+def _evaluator(benches: Any, tasks: list[Any], config: dict[str, Any], log: Callable[[str], None],
+               start_rows: list[dict[str, Any]] | None = None):
     """The multi-task evaluator, with the reference measured on every task's fitness windows;
-    also returns the baselines' fitness-window rows (measured here, at the start)."""
+    also returns the baselines' fitness-window rows (measured here, at the start). A resumed run
+    passes the rows its checkpoint kept: fitness values stay on the scale they were measured on."""
     from pruner_zero.search.fitness import FitnessEvaluator, MultiTaskEvaluator
 
     fit = config["fitness"]
@@ -274,8 +282,9 @@ def _evaluator(benches: Any, tasks: list[Any], config: dict[str, Any], log: Call
     if bad:
         raise ConfigError(f"the reference {config['reference']} has no finite perplexity on "
                           f"{', '.join(bad)}; choose another --reference")
-    return MultiTaskEvaluator([t.name for t in tasks], evaluators, refs,
-                              [t.weight for t in tasks]), rows
+    evaluator = MultiTaskEvaluator([t.name for t in tasks], evaluators, refs, [t.weight for t in tasks])
+    evaluator.start_rows = rows  # kept in every checkpoint (state_dict) for a resume
+    return evaluator, rows
 
 
 def _run(run: RunDir, config: dict[str, Any], space: Any, settings: Any, benches: Any,
@@ -289,7 +298,8 @@ def _run(run: RunDir, config: dict[str, Any], space: Any, settings: Any, benches
         entries = _entries(state["hall_of_fame"], state["final"], space.pset())
         run.write_outputs(entries, _fitness_note(config), state["final"], config)
         return entries
-    evaluator, start_rows = _evaluator(benches, tasks, config, log)
+    kept = (state or {}).get("evaluator", {}).get("start_rows")
+    evaluator, start_rows = _evaluator(benches, tasks, config, log, kept)
     run.write_baselines(start_rows)
     seeds = _seed_trees(config["seed_metrics"], space)
     try:

@@ -137,17 +137,6 @@ class FitnessEvaluator:
         ppl, _, _, _ = self._measure(self.engine.masks(tree, format_formula(tree)), None)
         return ppl
 
-    def full_split_ppl(self, tree) -> float:
-        """Perplexity on the whole evaluation split, as `prune` reports it."""
-        from ..metric.io import format_formula
-
-        masks = self.engine.masks(tree, format_formula(tree))
-        self.engine.apply(masks)
-        try:
-            return self.bench.perplexity(progress=False)
-        finally:
-            self.engine.restore()
-
     def state_dict(self) -> dict:
         return {"by_key": self.by_key, "by_fingerprint": self.by_fingerprint,
                 "counts": dict(self.counts)}
@@ -177,7 +166,8 @@ class FitnessEvaluator:
 
     def _stop_reason(self, done: int, partial: float, race_bound: float) -> str:
         return (f"stopped after {done}/{self.windows.shape[0]} windows: running ppl "
-                f"{partial:.3f} > {self.race_factor:g} x hall-of-fame bound {race_bound:.3f}")
+                f"{partial:.3f} > {self.race_factor:g} x bound {race_bound:.3f} (the worst "
+                "hall-of-fame fitness in this task's perplexity)")
 
     def _measure(self, masks, race_bound: float | None
                  ) -> tuple[float, int, bool, list[tuple[int, float]] | None]:
@@ -262,6 +252,7 @@ class MultiTaskEvaluator:
         self.names, self.evaluators = list(names), list(evaluators)
         self.references, self.weights = list(references), list(weights)
         self.race_factor = evaluators[0].race_factor
+        self.start_rows: list[dict] = []  # the baselines on the fitness windows, for a resume
 
     def evaluate(self, tree, race_bound: float | None = None) -> Evaluation:
         from ..metric.io import format_formula
@@ -298,7 +289,8 @@ class MultiTaskEvaluator:
         return _combine([ev.fingerprint(tree) for ev in self.evaluators], len(self.names))
 
     def state_dict(self) -> dict:
-        return {"tasks": {n: ev.state_dict() for n, ev in zip(self.names, self.evaluators)}}
+        return {"tasks": {n: ev.state_dict() for n, ev in zip(self.names, self.evaluators)},
+                "start_rows": self.start_rows}
 
     def load_state_dict(self, state: dict) -> None:
         for n, ev in zip(self.names, self.evaluators):
