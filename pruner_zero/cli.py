@@ -177,6 +177,21 @@ def search_summary(out, entries) -> dict:
     return summary
 
 
+def add_task_args(p: argparse.ArgumentParser) -> None:
+    """The tasks of a search or a comparison: models x sparsities, or a tasks file."""
+    _add_model_args(p, search=True)
+    _add_prune_shape(p)
+    for action in p._actions:  # several sparsities: one task each
+        if action.dest == "sparsity":
+            action.type = str
+            action.help = ("fraction(s) of weights to zero, comma-separated for one task each, "
+                           "e.g. 0.6,0.7 (default 0.5; implied by N:M)")
+    p.add_argument("--tasks", default=None, metavar="YAML",
+                   help="a YAML list of tasks (keys: model, data_dir, calib_split, fitness_split, "
+                        "report_split, nsamples, seqlen, seed, sparsity, structure, weight; "
+                        "omitted keys take the command line's values)")
+
+
 def _add_search_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("search")
     g.add_argument("--out", default=None, help="new run directory, e.g. runs/NAME")
@@ -223,10 +238,6 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
                    help="hall-of-fame metrics re-measured at the end on the whole selection split "
                         "over --confirm-seeds calibration seeds; the lowest mean is the best "
                         "metric (default 5)")
-    g.add_argument("--tasks", default=None, metavar="YAML",
-                   help="a YAML list of tasks (keys: model, data_dir, calib_split, fitness_split, "
-                        "report_split, nsamples, seqlen, seed, sparsity, structure, weight; "
-                        "omitted keys take the command line's values)")
     g.add_argument("--reference", default="wanda",
                    help="fitness = weighted geometric mean over tasks of ppl / ppl(reference) "
                         "(default wanda)")
@@ -262,13 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Discover a pruning metric by genetic programming and write "
                                    "config.json, checkpoint.json, evaluations.jsonl, "
                                    "hall_of_fame.csv and best_metric.json/.txt into --out.")
-    _add_model_args(p, search=True)
-    _add_prune_shape(p)
-    for action in p._actions:  # several sparsities: one task each
-        if action.dest == "sparsity":
-            action.type = str
-            action.help = ("fraction(s) of weights to zero, comma-separated for one task each, "
-                           "e.g. 0.6,0.7 (default 0.5; implied by N:M)")
+    add_task_args(p)
     _add_search_args(p)
     p.set_defaults(func=cmd_search, _search_parser=p)
 

@@ -386,7 +386,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
 
 def add_compare_parser(sub: argparse._SubParsersAction) -> None:
     """Register `compare` on the main CLI's subparsers (cli.py needs one line)."""
-    from .cli import _add_model_args, _add_prune_shape
+    from .cli import add_task_args
 
     p = sub.add_parser(
         "compare", help="leaderboard of metrics x tasks on the report split",
@@ -398,18 +398,8 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
                         "pruner-zero), sparsegpt, formulas such as 'mul(W, sqrt(X))' (their "
                         "commas stay inside parentheses), metric .json files, or search run "
                         "directories (their best_metric.json)")
-    _add_model_args(p, search=True)
-    _add_prune_shape(p)
-    for action in p._actions:  # several sparsities: one task each
-        if action.dest == "sparsity":
-            action.type = str
-            action.help = ("fraction(s) of weights to zero, comma-separated for one task each, "
-                           "e.g. 0.6,0.7 (default 0.5; implied by N:M)")
+    add_task_args(p)
     g = p.add_argument_group("compare")
-    g.add_argument("--tasks", default=None, metavar="YAML",
-                   help="a YAML list of tasks (keys: model, data_dir, calib_split, fitness_split, "
-                        "report_split, nsamples, seqlen, seed, sparsity, structure, weight; "
-                        "omitted keys take the command line's values)")
     g.add_argument("--seeds", type=int, default=3,
                    help="calibration seeds per task: the task's seed and the next ones (default 3)")
     g.add_argument("--out", default=None, metavar="DIR",

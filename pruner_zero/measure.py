@@ -114,6 +114,18 @@ class TaskBenches:
         finally:
             engine.restore()
 
+    def release(self, task: Task, seed: int) -> None:
+        """Forget the workbench and engines of (task, another calibration seed): its statistics
+        weigh as much as the model in float32, and the cache on disk brings them back."""
+        key = _bench_key(task.model, task.data_dir, task.calib_split, task.nsamples, task.seqlen, seed)
+        bench = self._benches.get(key)
+        if bench is None or seed == task.seed or any(bench is m for m in self._models.values()):
+            return
+        for k in [k for k, b in self._benches.items() if b is bench]:
+            del self._benches[k]
+        for k in [k for k in self._engines if k[0] == id(bench)]:
+            del self._engines[k]
+
     def dense_ppl(self, task: Task, split: str) -> float:
         import torch
 
@@ -186,4 +198,6 @@ def grid(benches: TaskBenches, metrics: Iterable[tuple[str, Any]], tasks: Sequen
             row["ppl"], row["error"] = math.inf, f"{type(exc).__name__}: {exc}"
             benches.log(f"warning: {name} on {task.name} (seed {seed}): {row['error']}")
         rows.append(row)
+        if (task, seed) != (jobs[-1][2], jobs[-1][3]) and name == metrics[-1][0]:
+            benches.release(task, seed)  # this (task, seed) is done: one seed's statistics at a time
     return rows

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -255,5 +256,10 @@ def test_test_never_reaches_fitness_or_selection_and_baselines_are_in_every_resu
     wanda = [e for e in evals if e["formula"] == "mul(W, sqrt(X))"]
     assert wanda and all(e["fitness"] == 1.0 for e in wanda)
     assert all(t["ratio"] == 1.0 for t in wanda[0]["tasks"].values())
-    assert all(set(e["tasks"]) == {"tiny-llama@0.5", "tiny-llama@0.6"} for e in evals
-               if e["status"] == "ok")
+    ok = [e for e in evals if e["status"] == "ok"]
+    assert ok and all(set(e["tasks"]) == {"tiny-llama@0.5", "tiny-llama@0.6"} for e in ok)
+    # fitness = the geometric mean of the per-task ratios to wanda's ppl on the same windows
+    refs = {r["task"]: float(r["ppl"]) for r in rows if r["phase"] == "fitness" and r["metric"] == "wanda"}
+    for e in ok:
+        ratios = [t["ppl"] / refs[name] for name, t in e["tasks"].items()]
+        assert e["fitness"] == pytest.approx(math.sqrt(ratios[0] * ratios[1]), rel=1e-12)

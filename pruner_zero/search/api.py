@@ -74,7 +74,7 @@ def _fitness_note(config: dict[str, Any]) -> str:
     """What the fitness column measures, for best_metric.txt."""
     n = config["fitness"]["fitness_windows"]
     splits = sorted({t["fitness_split"] for t in config["tasks"]})
-    windows = "all windows" if n is None else f"{n} windows spread evenly over"
+    windows = "all windows of" if n is None else f"{n} windows spread evenly over"
     many = "weighted geometric mean over tasks of " if len(config["tasks"]) > 1 else ""
     return (f"{many}ppl / ppl({config['reference']}), on {windows} the selection split "
             f"({', '.join(splits)})")
@@ -320,10 +320,10 @@ def _run(run: RunDir, config: dict[str, Any], space: Any, settings: Any, benches
             + ("" if best.score is None else
                f"  selection {best.score:.4f} ± {best.score_std:.4f} over "
                f"{config['confirm_seeds']} seeds"))
-        for line in report_lines(final, config):
-            log(line)
     else:
         log("warning: no candidate metric was valid; the hall of fame is empty")
+    for line in report_lines(final, config):
+        log(line)
     return entries
 
 
@@ -365,16 +365,13 @@ def _confirm(benches: Any, tasks: list[Any], config: dict[str, Any], hof: list[A
         selection[name] = {"score": m, "std": s, "scores": scores(name)}
     finite = [(selection[f]["score"], i) for i, f in enumerate(top) if math.isfinite(selection[f]["score"])]
     best_i = min(finite)[1] if finite else 0
-    report_rows: list[dict[str, Any]] = []
-    if hof:
-        best = [("best", hof[best_i])]
-        log(f"reporting the best ({top[best_i] if top else format_formula(hof[0])}) and the "
-            f"baselines on the report split")
-        report_rows = grid(benches, best + base, tasks, k, lambda t: t.report_split, compare, progress)
-        best_formula = format_formula(hof[best_i])
-        for r in report_rows:
-            if r["metric"] == "best":
-                r["metric"], r["formula"] = best_formula, best_formula
+    best = [("best", hof[best_i])] if hof else []
+    log(f"reporting {'the best (' + format_formula(hof[best_i]) + ') and ' if hof else ''}"
+        "the baselines on the report split")
+    report_rows = grid(benches, best + base, tasks, k, lambda t: t.report_split, compare, progress)
+    for r in report_rows:
+        if r["metric"] == "best":
+            r["metric"] = r["formula"] = format_formula(hof[best_i])
     for r in sel:
         if r["metric"].startswith("#"):
             r["formula"] = top[int(r["metric"][1:]) - 1]
@@ -395,7 +392,7 @@ def report_lines(final: dict[str, Any], config: dict[str, Any]) -> list[str]:
     from pruner_zero.measure import mean_std, verdict
 
     rows = final.get("report_rows", [])
-    if not rows or final.get("best_rank") is None:
+    if not rows:
         return []
     by: dict[tuple[str, str], list[float]] = {}
     for r in rows:
@@ -404,11 +401,16 @@ def report_lines(final: dict[str, Any], config: dict[str, Any]) -> list[str]:
     out = []
     for t in config["tasks"]:
         task, split = t["name"], t["report_split"]
-        m, s = mean_std(by[(task, best)])
-        out.append(f"report [{task}, {split}, {len(by[(task, best)])} seeds] best {m:.4f} ± {s:.4f}")
+        seeds = len(by[(task, names[0])])
+        if best is None:
+            out.append(f"report [{task}, {split}, {seeds} seeds] no valid metric was found")
+        else:
+            m, s = mean_std(by[(task, best)])
+            out.append(f"report [{task}, {split}, {seeds} seeds] best {m:.4f} ± {s:.4f}")
         for n in names:
             bm, bs = mean_std(by[(task, n)])
-            out.append(f"    {n:<12} {bm:.4f} ± {bs:.4f}  -> best is {verdict(by[(task, best)], by[(task, n)])}")
+            than = "" if best is None else f"  -> best is {verdict(by[(task, best)], by[(task, n)])}"
+            out.append(f"    {n:<12} {bm:.4f} ± {bs:.4f}{than}")
     return out
 
 
