@@ -132,3 +132,40 @@ def test_fingerprint_before_evaluate_resolves_rank_equivalents_without_scoring(t
     second = ev.evaluate(parse_formula("sqrt(W)"))
     assert first.cached is None and second.cached == "fingerprint"
     assert second.fitness == first.fitness
+
+
+def test_several_tasks_race_each_against_the_bound_in_its_own_perplexity(tiny_dir):
+    """The loop's bound is a fitness (a ratio to the reference); task t stops once its running
+    ppl exceeds race_factor x bound x reference_t. A cache hit replays that decision exactly."""
+    import math
+
+    from pruner_zero.search.fitness import FitnessEvaluator, MultiTaskEvaluator
+    from pruner_zero.workbench import Protocol, Workbench
+
+    bench = Workbench(Protocol(model=str(tiny_dir / "tiny-llama"), data_dir=str(tiny_dir / "data"),
+                               nsamples=2, seqlen=16, device="cpu", batch_size=2),
+                      progress=False, log=lambda m: None)
+
+    def evaluator(**kw):
+        tasks = [FitnessEvaluator(bench, Structure(s), fitness_windows=8, race_factor=1.0,
+                                  race_chunk=2, **kw) for s in (0.5, 0.7)]
+        refs = [t.measure_ppl(parse_formula("mul(W, sqrt(X))")) for t in tasks]
+        return MultiTaskEvaluator(["a", "b"], tasks, refs, [1.0, 1.0]), refs
+
+    tree = parse_formula("W")
+    fresh, refs = evaluator()
+    free = fresh.evaluate(tree, race_bound=None)
+    assert free.status == "ok" and set(free.tasks) == {"a", "b"}
+    assert free.fitness == pytest.approx(math.sqrt(free.tasks["a"]["ratio"] * free.tasks["b"]["ratio"]))
+    # a bound far below: task a stops at its first chunk, task b is never measured
+    tight = evaluator()[0].evaluate(tree, race_bound=0.5)
+    assert tight.status == "stopped_early" and math.isinf(tight.fitness)
+    assert tight.tasks["a"]["status"] == "stopped_early" and "b" not in tight.tasks
+    assert tight.tasks["a"]["partial"] > 0.5 * refs[0] and "task a" in tight.reason
+    # the same decisions from a cache filled without a bound (generation 0), then tightened
+    cached, _ = evaluator()
+    cached.evaluate(tree, race_bound=None)
+    again = cached.evaluate(tree, race_bound=0.5)
+    assert again.tasks["a"]["cached"] == "canonical"
+    assert (again.status, again.fitness, again.tasks["a"]["partial"]) == \
+        (tight.status, tight.fitness, tight.tasks["a"]["partial"])
