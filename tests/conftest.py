@@ -49,15 +49,21 @@ def tiny_model():
     return tiny_llama()
 
 
-@pytest.fixture
-def tiny_dir(tmp_path: Path) -> Path:
-    """A saved tiny model + tokenizer + data dir, for CLI and API tests."""
-    model_dir = tmp_path / "tiny-llama"
+def write_tiny_assets(root: Path) -> Path:
+    """A saved tiny model + tokenizer (`root/tiny-llama`) and its data (`root/data`:
+    train/valid/test.txt); returns root."""
+    model_dir = root / "tiny-llama"
     tiny_llama().save_pretrained(model_dir)
     word_tokenizer().save_pretrained(model_dir)
-    data_dir = tmp_path / "data"
+    data_dir = root / "data"
     data_dir.mkdir()
     (data_dir / "train.txt").write_text(TEXT)
     (data_dir / "valid.txt").write_text(TEXT[len(TEXT) // 4:])
     (data_dir / "test.txt").write_text(TEXT[: len(TEXT) // 2])
-    return tmp_path
+    return root
+
+
+@pytest.fixture
+def tiny_dir(tmp_path: Path) -> Path:
+    """A saved tiny model + tokenizer + data dir, for CLI and API tests."""
+    return write_tiny_assets(tmp_path)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TEXT, tiny_llama, word_tokenizer
+from conftest import write_tiny_assets
 from pruner_zero.compare import (CSV_FIELDS, TIE_MARK, MetricSpec, add_compare_parser, compare,
                                  markdown_table, resolve_metric_specs, summarize)
 from pruner_zero.errors import MetricError, PrunerZeroError
@@ -46,15 +46,7 @@ def run_cli(argv: list[str]) -> int:
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory) -> Path:
     """A tiny model, its data, and a search run directory holding only best_metric.json."""
-    root = tmp_path_factory.mktemp("compare")
-    model = root / "tiny-llama"
-    tiny_llama().save_pretrained(model)
-    word_tokenizer().save_pretrained(model)
-    data = root / "data"
-    data.mkdir()
-    (data / "train.txt").write_text(TEXT)
-    (data / "valid.txt").write_text(TEXT[len(TEXT) // 4:])
-    (data / "test.txt").write_text(TEXT[: len(TEXT) // 2])
+    root = write_tiny_assets(tmp_path_factory.mktemp("compare"))
     run = root / "myrun"
     run.mkdir()
     (run / "best_metric.json").write_text(json.dumps(
