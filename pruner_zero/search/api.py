@@ -402,6 +402,9 @@ def report_lines(final: dict[str, Any], config: dict[str, Any]) -> list[str]:
     for t in config["tasks"]:
         task, split = t["name"], t["report_split"]
         seeds = len(by[(task, names[0])])
+        if seeds < 2 and not out:
+            out.append("(one calibration seed: no spread is measured, so better/worse below "
+                       "are not tested against calibration noise; use --confirm-seeds 3)")
         if best is None:
             out.append(f"report [{task}, {split}, {seeds} seeds] no valid metric was found")
         else:
