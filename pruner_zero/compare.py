@@ -16,7 +16,6 @@ import argparse
 import csv
 import io
 import math
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,8 @@ from typing import Any, Callable, Sequence
 
 from .errors import ConfigError, MetricError
 from .measure import SPARSEGPT, Runtime, mean_std, verdict
+from .report import save_png
+from .search.rundir import atomic_write_text
 from .tasks import Task, check_tasks, name_tasks
 
 CSV_NAME = "leaderboard.csv"
@@ -130,7 +131,7 @@ def compare(metrics: str | Sequence[str], tasks: Sequence[Task], seeds: int = 3,
 
     benches = TaskBenches(runtime or Runtime(), None if cache_dir is None else Path(cache_dir),
                           progress, log)
-    _prepare(benches, task_list, compare)
+    benches.prepare(task_list, compare, "report_split")
     dense: dict[str, float] = {}
     shared: dict[tuple, float] = {}
     for t in task_list:  # tasks differing only in sparsity share one dense number
@@ -154,7 +155,7 @@ def compare(metrics: str | Sequence[str], tasks: Sequence[Task], seeds: int = 3,
         "tasks": [t.as_dict() for t in task_list], "files": {}}
     if out_dir is not None:
         csv_path = out_dir / CSV_NAME
-        _atomic_write(csv_path, leaderboard_csv(summary))
+        atomic_write_text(csv_path, leaderboard_csv(summary))
         result["files"]["csv"] = str(csv_path)
         try:
             import matplotlib  # noqa: F401
@@ -165,20 +166,6 @@ def compare(metrics: str | Sequence[str], tasks: Sequence[Task], seeds: int = 3,
             plot_leaderboard(summary, task_list, seeds, png_path)
             result["files"]["png"] = str(png_path)
     return result
-
-
-def _prepare(benches: Any, tasks: Sequence[Task], compare: str) -> None:
-    """Load every model once; what can only be checked with the model (N:M widths, splits)."""
-    from .masks import check_fits
-
-    for t in tasks:
-        bench = benches.bench(t)
-        try:
-            check_fits((m.in_features for m in bench.linears.values()), t.shape(compare))
-        except ConfigError as exc:
-            raise ConfigError(f"task {t.name}: {exc}") from None
-        bench.split_windows(t.report_split, 1)  # a missing or too short split fails here
-        _ = bench.calib
 
 
 def summarize(rows: Sequence[dict[str, Any]], specs: Sequence[MetricSpec],
@@ -274,13 +261,6 @@ def leaderboard_csv(summary: Sequence[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8", newline="") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def _wrap(label: str, width: int = 22) -> str:
     """Long formulas on several lines, broken after commas."""
     if len(label) <= width:
@@ -302,7 +282,6 @@ def plot_leaderboard(summary: Sequence[dict[str, Any]], tasks: Sequence[Task], s
     """Grouped bars: ppl / dense ppl (mean over seeds, std as error bars) per metric (groups)
     and task (bars). Bars start at the dashed line 1.0 (= dense): up is worse than dense, down
     better; the y range fits the data, on a log scale when the ratios span a wide range."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     metrics = list(dict.fromkeys(c["metric"] for c in summary))
@@ -353,10 +332,7 @@ def plot_leaderboard(summary: Sequence[dict[str, Any]], tasks: Sequence[Task], s
     ax.grid(axis="y", alpha=0.3, zorder=0)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="task",
               title_fontsize=8)
-    FigureCanvasAgg(fig)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    os.replace(tmp, path)
+    save_png(fig, path, bbox_inches="tight")
 
 
 # ----------------------------------------------------------------------------- CLI

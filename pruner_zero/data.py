@@ -67,12 +67,6 @@ def calibration_starts(n_tokens: int, nsamples: int, seqlen: int, seed: int) -> 
     return [rng.randint(0, n_tokens - seqlen - 1) for _ in range(nsamples)]
 
 
-def calibration_windows(ids: torch.Tensor, nsamples: int, seqlen: int, seed: int) -> torch.Tensor:
-    """[nsamples, seqlen] random windows; the same seed always gives the same windows."""
-    starts = calibration_starts(ids.numel(), nsamples, seqlen, seed)
-    return torch.stack([ids[s:s + seqlen] for s in starts])
-
-
 def eval_windows(ids: torch.Tensor, seqlen: int, limit: int | None = None,
                  spread: bool = False, exclude: list[int] | None = None) -> torch.Tensor:
     """[n, seqlen] non-overlapping windows from the start. `limit` keeps the first ones or, with

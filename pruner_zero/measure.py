@@ -71,6 +71,23 @@ class TaskBenches:
                                             p.seqlen, p.seed), bench)
         return bench
 
+    def prepare(self, tasks: Sequence[Task], compare: str, split_role: str,
+                with_stats: bool = False) -> None:
+        """Load every model once and check what needs the model, before any long work: N:M
+        widths, the split each task reads in this phase (``split_role``, e.g. "fitness_split")
+        and its calibration (with ``with_stats``, the statistics themselves)."""
+        from .errors import ConfigError
+        from .masks import check_fits
+
+        for t in tasks:
+            bench = self.bench(t)
+            try:
+                check_fits((m.in_features for m in bench.linears.values()), t.shape(compare))
+            except ConfigError as exc:
+                raise ConfigError(f"task {t.name}: {exc}") from None
+            bench.split_windows(getattr(t, split_role), 1)  # a missing or too short split fails here
+            _ = bench.stats if with_stats else bench.calib
+
     def _find_model(self, model: str) -> Any:
         if model in self._models:
             return self._models[model]
@@ -90,10 +107,9 @@ class TaskBenches:
             self._engines[key] = Engine(bench.model, bench.linears, bench.stats, shape, dense)
         return self._engines[key]
 
-    def ppl(self, task: Task, seed: int | None, metric: Any, split: str, compare: str = "row",
-            limit: int | None = None) -> float:
-        """Perplexity on ``split`` (all windows, or ``limit`` spread ones) after pruning with
-        ``metric`` (a tree, or SPARSEGPT); the dense weights are restored afterwards."""
+    def ppl(self, task: Task, seed: int | None, metric: Any, split: str, compare: str = "row") -> float:
+        """Perplexity on all windows of ``split`` after pruning with ``metric`` (a tree, SPARSEGPT,
+        or None: the dense model); the dense weights are restored afterwards."""
         import torch
 
         from .evaluate import perplexity
@@ -101,9 +117,11 @@ class TaskBenches:
 
         bench = self.bench(task, seed)
         engine = self.engine(task, seed, compare)
-        windows = bench.split_windows(split, limit, spread=limit is not None)
+        windows = bench.split_windows(split)
         try:
-            if metric == SPARSEGPT:
+            if metric is None:
+                pass
+            elif metric == SPARSEGPT:
                 from .sparsegpt import sparsegpt_prune
 
                 sparsegpt_prune(bench.model, bench.calib, engine.structure, False)
@@ -127,13 +145,7 @@ class TaskBenches:
             del self._engines[k]
 
     def dense_ppl(self, task: Task, split: str) -> float:
-        import torch
-
-        from .evaluate import perplexity
-
-        bench = self.bench(task)
-        with torch.no_grad():
-            return perplexity(bench.model, bench.split_windows(split), bench.protocol.batch_size, False)
+        return self.ppl(task, None, None, split)
 
 
 def _bench_key(model: str, data_dir: str | None, calib_split: str, nsamples: int,
@@ -179,13 +191,14 @@ def grid(benches: TaskBenches, metrics: Iterable[tuple[str, Any]], tasks: Sequen
          seeds: int, split_of: Callable[[Task], str], compare: str = "row",
          progress: bool = True) -> list[dict[str, Any]]:
     """One row per (metric, task, seed): perplexity on ``split_of(task)``, all windows."""
-    from tqdm.auto import tqdm
     import sys
+
+    from tqdm.auto import tqdm
+
+    from .errors import MetricError
 
     metrics = list(metrics)
     jobs = [(name, m, t, s) for t in tasks for s in seeds_for(t, seeds) for name, m in metrics]
-    from .errors import MetricError
-
     rows = []
     for name, metric, task, seed in tqdm(jobs, desc=f"measuring {len(metrics)} metrics", unit="run",
                                          disable=not progress, leave=False, file=sys.stderr):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .errors import ConfigError
+from .search.rundir import atomic_write_text
 
 FITNESS_MEANING = "fitness = weighted geo-mean over tasks of ppl / ppl({ref})  (lower is better)"
 _TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?")
@@ -165,13 +166,13 @@ def _finish(ax: Any, fig: Any) -> None:
     fig.subplots_adjust(right=0.8)
 
 
-def _save(fig: Any, path: Path) -> None:
+def save_png(fig: Any, path: Path, **savefig: Any) -> None:
     """Render with Agg (no display, no pyplot global state) and replace the file atomically."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    fig.savefig(tmp, format="png", dpi=120)
+    fig.savefig(tmp, format="png", dpi=120, **savefig)
     os.replace(tmp, path)
 
 
@@ -202,7 +203,7 @@ def plot_fitness(history: list[dict[str, str]], base: dict[str, float], referenc
     ax.set_ylabel("fitness")
     ax.set_title(FITNESS_MEANING.format(ref=reference), fontsize=10)
     _finish(ax, fig)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def plot_front(points: list[tuple[int, float]], base: dict[str, float], reference: str,
@@ -228,7 +229,7 @@ def plot_front(points: list[tuple[int, float]], base: dict[str, float], referenc
     ax.set_ylabel("fitness")
     ax.set_title("size vs " + FITNESS_MEANING.format(ref=reference), fontsize=10)
     _finish(ax, fig)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 # ----------------------------------------------------------------------------- report
@@ -345,9 +346,7 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> Path:
         md += ["_baselines.csv missing: no baseline lines or table._", ""]
 
     path = out_dir / "report.md"
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text("\n".join(md), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, "\n".join(md))
     return path
 
 

@@ -91,7 +91,7 @@ class Workbench:
             raise ConfigError(f"a variant cannot change {', '.join(bad)}; load another Workbench")
         clone = object.__new__(Workbench)
         clone.__dict__.update({k: v for k, v in self.__dict__.items()
-                               if k not in ("calib", "stats", "eval_ids", "calib_starts")})
+                               if k not in ("calib", "stats", "calib_starts")})
         if "data_dir" in changes and changes["data_dir"] != self.protocol.data_dir:
             clone.data_dir = data_mod.resolve_data_dir(changes["data_dir"])
             changes["data_dir"] = None if clone.data_dir is None else str(clone.data_dir.resolve())
@@ -116,10 +116,6 @@ class Workbench:
     def calib(self) -> torch.Tensor:
         ids = self._tokens(self.protocol.calib_split)
         return torch.stack([ids[s:s + self.protocol.seqlen] for s in self.calib_starts])
-
-    @cached_property
-    def eval_ids(self) -> torch.Tensor:
-        return self._tokens(self.protocol.eval_split)
 
     def eval_windows(self, limit: int | None = None, spread: bool = False) -> torch.Tensor:
         """Windows of the evaluation split (``prune``/``eval``: every window, as the protocol says)."""

@@ -226,27 +226,14 @@ def search(model: Any = None, out: str | Path | None = None, *, generations: int
                           None if config["cache_dir"] is None else Path(config["cache_dir"]),
                           progress, log, preloaded)
     if not resume:
-        _prepare(benches, task_list, config)  # models, widths, data, statistics: before the run dir
+        # models, widths, data, statistics: before the run dir exists
+        benches.prepare(task_list, config["compare"], "fitness_split", with_stats=True)
         for t, d in zip(task_list, config["tasks"]):  # resolved paths, so a resume finds them
             b = benches.bench(t)
             d.update(model=b.protocol.model, data_dir=b.protocol.data_dir, seqlen=b.protocol.seqlen)
         run.create(config)
         task_list = [Task.from_dict(t) for t in config["tasks"]]
     return _run(run, config, space_obj, settings, benches, task_list, progress, log)
-
-
-def _prepare(benches: Any, tasks: list[Any], config: dict[str, Any]) -> None:
-    """Load every model once and compute each task's statistics; checks that need the model."""
-    from pruner_zero.masks import check_fits
-
-    for t in tasks:
-        bench = benches.bench(t)
-        try:
-            check_fits((m.in_features for m in bench.linears.values()), t.shape(config["compare"]))
-        except ConfigError as exc:
-            raise ConfigError(f"task {t.name}: {exc}") from None
-        bench.split_windows(t.fitness_split, 1)  # a missing or too short split fails here
-        _ = bench.stats
 
 
 def _evaluator(benches: Any, tasks: list[Any], config: dict[str, Any], log: Callable[[str], None],
@@ -282,8 +269,8 @@ def _evaluator(benches: Any, tasks: list[Any], config: dict[str, Any], log: Call
     if bad:
         raise ConfigError(f"the reference {config['reference']} has no finite perplexity on "
                           f"{', '.join(bad)}; choose another --reference")
-    evaluator = MultiTaskEvaluator([t.name for t in tasks], evaluators, refs, [t.weight for t in tasks])
-    evaluator.start_rows = rows  # kept in every checkpoint (state_dict) for a resume
+    evaluator = MultiTaskEvaluator([t.name for t in tasks], evaluators, refs,
+                                   [t.weight for t in tasks], start_rows=rows)
     return evaluator, rows
 
 
@@ -357,12 +344,11 @@ def _confirm(benches: Any, tasks: list[Any], config: dict[str, Any], hof: list[A
         return out
 
     selection = {}
-    for (label, _), formula in zip(cand, top):
-        m, s = mean_std(scores(label))
-        selection[formula] = {"score": m, "std": s, "scores": scores(label)}
-    for name in names:
-        m, s = mean_std(scores(name))
-        selection[name] = {"score": m, "std": s, "scores": scores(name)}
+    for label, key in [(label, formula) for (label, _), formula in zip(cand, top)] + \
+            [(name, name) for name in names]:
+        per_seed = scores(label)
+        m, s = mean_std(per_seed)
+        selection[key] = {"score": m, "std": s, "scores": per_seed}
     finite = [(selection[f]["score"], i) for i, f in enumerate(top) if math.isfinite(selection[f]["score"])]
     best_i = min(finite)[1] if finite else 0
     best = [("best", hof[best_i])] if hof else []

@@ -246,13 +246,13 @@ class MultiTaskEvaluator:
     """
 
     def __init__(self, names: list[str], evaluators: list[FitnessEvaluator],
-                 references: list[float], weights: list[float]):
+                 references: list[float], weights: list[float], start_rows: list[dict] | None = None):
         if not (len(names) == len(evaluators) == len(references) == len(weights)) or not names:
             raise ValueError("one name, evaluator, reference and weight per task")
         self.names, self.evaluators = list(names), list(evaluators)
         self.references, self.weights = list(references), list(weights)
         self.race_factor = evaluators[0].race_factor
-        self.start_rows: list[dict] = []  # the baselines on the fitness windows, for a resume
+        self.start_rows = list(start_rows or [])  # baselines on the fitness windows, for a resume
 
     def evaluate(self, tree, race_bound: float | None = None) -> Evaluation:
         from ..metric.io import format_formula
