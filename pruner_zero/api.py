@@ -1,15 +1,15 @@
 """The Python API the CLI is a thin shell over: prune a model with a metric, measure it, save it."""
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
 
 from .engine import Engine, measure_sparsity
 from .errors import ConfigError, MetricError
+from .files import atomic_write_json, check_writable_dir, check_writable_file
 from .masks import check_fits, parse_structure
-from .model import save_pruned
+from .model import PRUNING_JSON, save_pruned, versions
 from .workbench import Protocol, Workbench
 
 SPARSEGPT = "sparsegpt"
@@ -65,33 +65,33 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
     result["ppl"] = ppl
     log(f"pruned perplexity ({formula}): {ppl:.3f}")
     if save is not None:
-        result["saved_to"] = str(save_pruned(bench.model, bench.tokenizer, save))
+        result["saved_to"] = str(Path(save).expanduser())
+        how = {k: result[k] for k in ("metric", "metric_spec", "structure", "requested_sparsity",
+                                      "sparsity", "protocol")}
+        save_pruned(bench.model, bench.tokenizer, save, {**how, "versions": versions()})
         log(f"saved pruned model to {save}")
     result["seconds"] = round(time.time() - started, 2)
     if report is not None:
-        write_json(report, result)
+        atomic_write_json(report, result)
     return result
 
 
 def check_output_paths(save: str | Path | None, report: str | Path | None) -> None:
-    """Refuse unusable output paths before any work, so nothing finished is lost at the end."""
+    """Refuse unusable output paths before any work, so nothing finished is lost at the end:
+    the report's directory and the saved model's parent are created and written to now."""
     if save is not None:
-        p = Path(save)
+        p = Path(save).expanduser()
         if p.exists() and not p.is_dir():
             raise ConfigError(f"--save {save} is a file; give a new directory")
         if p.is_dir() and any(p.iterdir()):
+            if (p / "config.json").is_file() and not (p / PRUNING_JSON).is_file():
+                raise ConfigError(f"--save {save} holds an incomplete model (weights without "
+                                  f"{PRUNING_JSON}: a save that was interrupted, or not ours); "
+                                  "remove it or choose a new directory")
             raise ConfigError(f"--save {save} exists and is not empty; choose a new directory")
-    if report is not None and Path(report).is_dir():
-        raise ConfigError(f"--report {report} is a directory; give a file name such as report.json")
-
-
-def write_json(path: str | Path, obj) -> None:
-    """Atomic JSON write: a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, allow_nan=True) + "\n")
-    tmp.replace(path)
+        check_writable_dir(p.parent, "--save")
+    if report is not None:
+        check_writable_file(report, "--report")
 
 
 __all__ = ["prune", "resolve", "Protocol", "Workbench", "MetricError"]

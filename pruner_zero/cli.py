@@ -3,9 +3,28 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 from .errors import PrunerZeroError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one `error:` line (exit 2), like every other error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def finite_float(text: str) -> float:
+    """A float option: NaN and infinity are refused here, by name, not somewhere downstream."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
 
 
 def _add_model_args(p: argparse.ArgumentParser, search: bool = False) -> None:
@@ -65,7 +84,7 @@ def _log(msg: str) -> None:
 
 
 def _add_prune_shape(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sparsity", type=float, default=None,
+    p.add_argument("--sparsity", type=finite_float, default=None,
                    help="fraction of weights to zero, in (0, 1) (default 0.5; implied by N:M)")
     p.add_argument("--structure", default="unstructured", help="unstructured | N:M, e.g. 2:4, 4:8")
     p.add_argument("--compare", default="row", choices=["row", "layer"],
@@ -152,7 +171,6 @@ def cmd_search(a: argparse.Namespace) -> int:
 
 def search_summary(out, entries) -> dict:
     """The CLI's JSON line: the best metric, which split each number is on, report per task."""
-    import math
 
     from .search.rundir import CHECKPOINT, best_entry
 
@@ -206,9 +224,9 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gp-seed", type=int, default=None,
                    help="seed of the GP alone (default: --seed, which also seeds calibration)")
     g.add_argument("--tournament", type=int, default=3, help="tournament size (default 3)")
-    g.add_argument("--cx-prob", type=float, default=0.5,
+    g.add_argument("--cx-prob", type=finite_float, default=0.5,
                    help="crossover probability per pair (default 0.5)")
-    g.add_argument("--mut-prob", type=float, default=0.3,
+    g.add_argument("--mut-prob", type=finite_float, default=0.3,
                    help="mutation probability per individual (default 0.3)")
     g.add_argument("--elite", type=int, default=2,
                    help="best hall-of-fame metrics copied unchanged into each generation (default 2)")
@@ -222,7 +240,7 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--fitness-windows", type=int, default=128,
                    help="evaluation windows measured per candidate, spread evenly over the "
                         "split, 0 = all (default 128)")
-    g.add_argument("--race-factor", type=float, default=None,
+    g.add_argument("--race-factor", type=finite_float, default=None,
                    help="stop a candidate whose running ppl exceeds this x the worst "
                         "hall-of-fame fitness (default off)")
     g.add_argument("--race-chunk", type=int, default=16,
@@ -251,15 +269,16 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pruner-zero",
+    parser = Parser(prog="pruner-zero",
                                      description="Discover and apply pruning metrics for LLMs.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prune", help="prune a model with a metric, evaluate it, optionally save it")
     _add_model_args(p)
     p.add_argument("--metric", required=True,
-                   help="magnitude | wanda | gblm | pruner-zero | sparsegpt | metric .json file | "
-                        "formula such as 'mul(abs(mul(W, W)), mms(G))'")
+                   help="magnitude | wanda | gblm | pruner-zero | sparsegpt | a formula such as "
+                        "'mul(abs(mul(W, W)), mms(G))' | a metric file: @PATH or a name ending in "
+                        ".json (other text is read as a file only if it is no valid formula)")
     _add_prune_shape(p)
     p.add_argument("--save", default=None, help="write the pruned model here (save_pretrained)")
     p.add_argument("--report", default=None, help="write a JSON report here")
@@ -278,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_search, _search_parser=p)
 
     p = sub.add_parser("show", help="print a metric's formula, sympy form and LaTeX")
-    p.add_argument("metric", help="metric .json file, built-in name or formula")
+    p.add_argument("metric", help="built-in name, formula, or metric file (@PATH or NAME.json; "
+                                  "other text is a file only if it is no valid formula)")
     p.set_defaults(func=cmd_show)
 
     from .compare import add_compare_parser

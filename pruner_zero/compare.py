@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 from .errors import ConfigError, MetricError
 from .measure import SPARSEGPT, Runtime, mean_std, verdict
 from .report import save_png
-from .search.rundir import atomic_write_text
+from .files import atomic_write_text
 from .tasks import Task, check_tasks, name_tasks
 
 CSV_NAME = "leaderboard.csv"
@@ -78,9 +78,9 @@ def resolve_metric_spec(spec: str) -> MetricSpec:
 def resolve_metric_specs(specs: str | Sequence[str]) -> list[MetricSpec]:
     """Every spec resolved (the first bad one raises); the same metric listed twice is kept
     once, different metrics with the same label get ``#2``, ``#3``."""
-    from .search.api import _split_names
+    from .metric.io import split_metric_list
 
-    names = _split_names(specs)
+    names = split_metric_list(specs, "--metrics")
     if not names:
         raise ConfigError("--metrics is empty: give metrics separated by commas, e.g. "
                           "magnitude,wanda,'mul(W, sqrt(X))'")

@@ -39,7 +39,14 @@ def load_split_text(split: str, data_dir: str | Path | None) -> str:
         path = Path(data_dir) / f"{name}.txt"
         if not path.is_file():
             raise DataError(f"split {split!r} not found: looked for {path}")
-        return path.read_text(encoding="utf-8")
+        try:
+            return path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"the split file {path} is not UTF-8 text: byte {exc.start} "
+                            f"({exc.object[exc.start:exc.start + 1]!r}) cannot be decoded; "
+                            "convert it, e.g. iconv -t utf-8") from None
+        except OSError as exc:
+            raise DataError(f"cannot read the split file {path}: {exc.strerror or exc}") from None
     if split not in HUB_SPLITS:
         raise DataError(f"unknown split {split!r}: expected one of train, valid, test")
     try:
@@ -63,6 +70,11 @@ def calibration_starts(n_tokens: int, nsamples: int, seqlen: int, seed: int) -> 
     """Token offsets of the calibration windows; the same seed always gives the same offsets."""
     if n_tokens <= seqlen:
         raise DataError(f"calibration split has {n_tokens} tokens, fewer than --seqlen {seqlen}")
+    distinct = n_tokens - seqlen
+    if nsamples > distinct:
+        raise DataError(f"--nsamples {nsamples} is more than the {distinct} distinct windows of "
+                        f"{seqlen} tokens in the calibration split ({n_tokens} tokens); the limit "
+                        f"for this split is {distinct}")
     rng = random.Random(seed)
     return [rng.randint(0, n_tokens - seqlen - 1) for _ in range(nsamples)]
 

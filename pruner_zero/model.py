@@ -51,22 +51,83 @@ def load_model(name_or_path: str, device: str = "auto", dtype: str = "auto",
         raise ModelError(f"{name_or_path} is not a Hugging Face model directory (no config.json)")
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
+    if path.exists():
+        check_model_files(path)
     source = str(path) if path.exists() else name_or_path
+    kwargs = {"dtype": torch_dtype}
+    if device_map:
+        kwargs["device_map"] = device_map
+    # Whatever a loader raises on a user's files (the libraries use many exception types, some
+    # of them from Rust) is one line naming the model and the part that failed.
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        kwargs = {"dtype": torch_dtype}
-        if device_map:
-            kwargs["device_map"] = device_map
+    except Exception as exc:
+        raise ModelError(f"cannot load the tokenizer of {name_or_path!r}: {_first_line(exc)}") from exc
+    try:
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except (OSError, ValueError, KeyError, ImportError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"cannot load model {name_or_path!r}: {first}") from exc
+    except Exception as exc:
+        raise ModelError(f"cannot load model {name_or_path!r}: {_first_line(exc)}") from exc
     if not device_map:
         model.to(dev)
     model.eval()
     model.config.use_cache = False
     decoder_layers(model)  # fail now, with a clear message, on unsupported architectures
     return model, tokenizer
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = " ".join(lines[:2])[:300]  # the first line alone often ends in a colon
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def check_model_files(path: Path) -> None:
+    """Read the small files of a local model and the headers of its weight files, so a damaged
+    file is named with what is wrong with it (loaders report such damage in their own words)."""
+    from .files import read_json
+
+    config = read_json(path / "config.json", "model config", ModelError)
+    if not isinstance(config, dict):
+        raise ModelError(f"the model config {path / 'config.json'} must be a JSON object, got "
+                         f"{type(config).__name__}")
+    for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json",
+                 "model.safetensors.index.json"):
+        if (path / name).is_file():
+            obj = read_json(path / name, "model file", ModelError)
+            if not isinstance(obj, dict):
+                raise ModelError(f"the model file {path / name} must be a JSON object")
+    for weights in sorted(path.glob("*.safetensors")):
+        check_safetensors(weights)
+
+
+def check_safetensors(path: Path) -> None:
+    """The safetensors layout: 8-byte header length, a JSON header, then exactly the tensor
+    bytes it lists; a truncated, empty or foreign file fails here with the reason."""
+    import json
+    import struct
+
+    size = path.stat().st_size
+    bad = f"the weight file {path} is damaged"
+    if size < 8:
+        raise ModelError(f"{bad}: {size} bytes, shorter than a safetensors header")
+    with open(path, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        if n > min(size - 8, 100_000_000):
+            raise ModelError(f"{bad}: its header claims {n} bytes, the file has {size}")
+        try:
+            header = json.loads(fh.read(n).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            raise ModelError(f"{bad}: its header is not valid JSON (not a safetensors file?)") from None
+    if not isinstance(header, dict):
+        raise ModelError(f"{bad}: its header is not a JSON object")
+    data = size - 8 - n
+    ends = [t.get("data_offsets", [0, 0])[1] for k, t in header.items()
+            if k != "__metadata__" and isinstance(t, dict)]
+    if not all(isinstance(e, int) for e in ends):
+        raise ModelError(f"{bad}: its header has malformed data offsets")
+    if ends and max(ends) > data:
+        raise ModelError(f"{bad}: truncated ({data} bytes of tensor data, the header lists "
+                         f"{max(ends)}); copy or download it again")
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
@@ -114,10 +175,31 @@ def input_device(model: nn.Module) -> torch.device:
     return model.get_input_embeddings().weight.device
 
 
-def save_pruned(model: nn.Module, tokenizer, out_dir: str | Path) -> Path:
-    """save_pretrained as safetensors, tokenizer beside it, so from_pretrained reloads it."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
+PRUNING_JSON = "pruning.json"
+
+
+def versions() -> dict[str, str]:
+    """The versions a result depends on, for the files that travel with it."""
+    import importlib.metadata as md
+
+    out = {}
+    for dist in ("pruner-zero", "torch", "transformers"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = "unknown"
     return out
+
+
+def save_pruned(model: nn.Module, tokenizer, out_dir: str | Path, how: dict | None = None) -> Path:
+    """save_pretrained as safetensors, tokenizer beside it, and `pruning.json` (how the model was
+    made), written into a temporary directory renamed to `out_dir` only when all are complete:
+    a save that is killed half-way never leaves a directory that loads as if it were whole."""
+    from .files import atomic_write_json, publish_dir
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        atomic_write_json(tmp / PRUNING_JSON, how or {})
+
+    return publish_dir(write, Path(out_dir).expanduser())

@@ -11,14 +11,13 @@ import argparse
 import csv
 import json
 import math
-import os
 import re
 import statistics
 from pathlib import Path
 from typing import Any, Iterable
 
 from .errors import ConfigError
-from .search.rundir import atomic_write_text
+from .files import atomic_write_text, atomic_write_with
 
 FITNESS_MEANING = "fitness = weighted geo-mean over tasks of ppl / ppl({ref})  (lower is better)"
 _TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?")
@@ -171,9 +170,7 @@ def save_png(fig: Any, path: Path, **savefig: Any) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    fig.savefig(tmp, format="png", dpi=120, **savefig)
-    os.replace(tmp, path)
+    atomic_write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, **savefig))
 
 
 def plot_fitness(history: list[dict[str, str]], base: dict[str, float], reference: str,

@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .files import atomic_write_with
+
 
 @dataclass
 class LayerStats:
@@ -112,10 +114,17 @@ def save_stats(stats: dict[str, LayerStats], path: Path, meta: dict[str, str]) -
     for name, s in stats.items():
         tensors[f"{name}::X"] = s.X.contiguous().cpu()
         tensors[f"{name}::G"] = s.G.contiguous().cpu()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    tmp.replace(path)  # atomic: a killed run never leaves a half-written cache
+    # atomic, under a name of its own: a killed run never leaves a half-written cache, and two
+    # runs computing the same statistics never write into one file
+    atomic_write_with(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def stats_key_of(path: Path) -> str | None:
+    """The cache key a statistics file says it was computed for (None: an older or foreign file)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        return (fh.metadata() or {}).get("key")
 
 
 def load_stats(path: Path, linears: dict[str, nn.Linear]) -> dict[str, LayerStats] | None:
@@ -142,16 +151,25 @@ def get_stats(model: nn.Module, linears: dict[str, nn.Linear], calib: torch.Tens
     key = cache_key(model_identity(model_id), calib, {"dtype": dtype})
     path = Path(cache_dir) / f"stats-{key}.safetensors"
     if path.is_file():
+        cached = None
         try:
-            cached = load_stats(path, linears)
+            found = stats_key_of(path)
+            if found != key:  # a file copied or renamed under this name: never trust it
+                log(f"warning: statistics cache {path} was computed for "
+                    f"{'another calibration' if found else 'an unknown calibration'} "
+                    f"(key {found}, expected {key}); recomputing")
+            else:
+                cached = load_stats(path, linears)
+                if cached is None:
+                    log(f"warning: statistics cache {path} does not match this model's layers; "
+                        "recomputing")
         except Exception as exc:  # a truncated or foreign file: say so, then rebuild it
             log(f"warning: statistics cache {path} is unreadable ({type(exc).__name__}); recomputing")
-            cached = None
         if cached is not None:
             log(f"statistics: loaded from cache {path}")
             return cached
     stats = compute_stats(model, linears, calib, progress)
-    save_stats(stats, path, {"model": model_id, "nsamples": str(calib.shape[0]),
+    save_stats(stats, path, {"key": key, "model": model_id, "nsamples": str(calib.shape[0]),
                              "seqlen": str(calib.shape[1])})
     log(f"statistics: cached in {path}")
     return stats

@@ -10,6 +10,7 @@ import torch
 
 from . import data as data_mod
 from .errors import ConfigError
+from .files import check_writable_dir
 from .model import load_model, max_positions, prunable_linears
 from .stats import LayerStats, get_stats
 
@@ -54,8 +55,8 @@ class Workbench:
             protocol = replace(protocol, data_dir=str(self.data_dir.resolve()))
         if Path(protocol.model).expanduser().exists():
             protocol = replace(protocol, model=str(Path(protocol.model).expanduser().resolve()))
-        if cache_dir is not None and Path(cache_dir).exists() and not Path(cache_dir).is_dir():
-            raise ConfigError(f"--cache-dir {cache_dir} is a file, not a directory")
+        if cache_dir is not None:  # the cache is written after the statistics: check it first
+            check_writable_dir(cache_dir, "--cache-dir")
         self.cache_dir = cache_dir
         self.progress = progress
         self.log = log

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import math
 
-import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from deap import gp
 
@@ -26,7 +25,17 @@ _TOKEN = re.compile(
     r"\s*(?:(?P<num>-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
     r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<punct>[(),]))"
 )
-_MAX_NESTING = 200
+# Limits that turn absurd input into one clear error instead of a recursion or a long stall;
+# every formula of the paper and of our search spaces is far inside them.
+MAX_FORMULA_CHARS = 4000
+MAX_NESTING = 64
+MAX_NUMBER_CHARS = 32
+MAX_ABS_CONSTANT = 1e12
+
+
+def _shown(text: str) -> str:
+    """The formula as an error message quotes it: whole when short, its start when long."""
+    return repr(text) if len(text) <= 80 else repr(text[:60]) + f"... ({len(text)} characters)"
 
 
 def _tokenize(text: str) -> list[tuple[str, str, int]]:
@@ -39,7 +48,7 @@ def _tokenize(text: str) -> list[tuple[str, str, int]]:
         m = _TOKEN.match(text, pos)
         if m is None:
             bad = len(text[pos:]) - len(text[pos:].lstrip()) + pos
-            raise MetricError(f"cannot parse metric formula {text!r}: "
+            raise MetricError(f"cannot parse metric formula {_shown(text)}: "
                               f"unexpected character {text[bad]!r} at position {bad}.")
         kind = m.lastgroup or ""
         value = m.group(kind)
@@ -54,7 +63,7 @@ class _Parser:
 
     def __init__(self, text: str, pset: gp.PrimitiveSet) -> None:
         self.text = text
-        self.tokens = _tokenize(text)
+        self.tokens = _tokenize(text) if len(text) <= MAX_FORMULA_CHARS else []
         self.i = 0
         self.nodes: list[Any] = []
         self.prims = {p.name: p for p in pset.primitives[pset.ret]}
@@ -64,9 +73,12 @@ class _Parser:
         return self.tokens[self.i] if self.i < len(self.tokens) else None
 
     def _fail(self, message: str) -> MetricError:
-        return MetricError(f"cannot parse metric formula {self.text!r}: {message}.")
+        return MetricError(f"cannot parse metric formula {_shown(self.text)}: {message}.")
 
     def parse(self) -> gp.PrimitiveTree:
+        if len(self.text) > MAX_FORMULA_CHARS:
+            raise MetricError(f"metric formula is {len(self.text)} characters long; the limit is "
+                              f"{MAX_FORMULA_CHARS}.")
         if not self.tokens:
             raise MetricError("metric formula is empty.")
         self._expr(0)
@@ -78,18 +90,18 @@ class _Parser:
         return gp.PrimitiveTree(self.nodes)
 
     def _expr(self, depth: int) -> None:
-        if depth > _MAX_NESTING:
-            raise self._fail(f"formula is nested more than {_MAX_NESTING} levels deep")
+        if depth > MAX_NESTING:
+            raise self._fail(f"formula is nested more than {MAX_NESTING} levels deep")
         tok = self._peek()
         if tok is None:
             raise self._fail("unbalanced parentheses: the formula ends where an argument was expected")
         kind, value, pos = tok
         self.i += 1
         if kind == "num":
-            number = float(value)
-            if not math.isfinite(number):
-                raise self._fail(f"constant {value} at position {pos} is not a finite number")
-            self.nodes.append(Constant(number))
+            try:
+                self.nodes.append(Constant(check_constant(value)))
+            except MetricError as exc:
+                raise self._fail(f"{exc} (at position {pos})") from None
             return
         if kind != "name":
             what = "')'" if kind == ")" else repr(kind)
@@ -129,6 +141,19 @@ class _Parser:
                              f"(expects {prim.arity}, got {count})")
 
 
+def check_constant(text: str) -> float:
+    """The value of a numeric literal within the limits (finite, short, not astronomically large)."""
+    if len(text) > MAX_NUMBER_CHARS:
+        raise MetricError(f"constant {text[:20]}... has {len(text)} characters; the limit is "
+                          f"{MAX_NUMBER_CHARS}")
+    value = float(text)
+    if not math.isfinite(value):
+        raise MetricError(f"constant {text} is not a finite number")
+    if abs(value) > MAX_ABS_CONSTANT:
+        raise MetricError(f"constant {text} is larger than {MAX_ABS_CONSTANT:g} in magnitude")
+    return value
+
+
 def parse_formula(text: str, pset: gp.PrimitiveSet | None = None) -> gp.PrimitiveTree:
     """Parse ``mul(abs(mul(W, W)), mms(G))`` into a tree over ``pset`` (default: every op).
 
@@ -148,8 +173,8 @@ def format_formula(tree: gp.PrimitiveTree) -> str:
 
 def _json_node(obj: Any, where: str, nodes: list[Any], pset: gp.PrimitiveSet, depth: int) -> None:
     """Append the prefix nodes of one paper-JSON node (validated) to ``nodes``."""
-    if depth > _MAX_NESTING:
-        raise MetricError(f"metric JSON is nested more than {_MAX_NESTING} levels deep.")
+    if depth > MAX_NESTING:
+        raise MetricError(f"metric JSON is nested more than {MAX_NESTING} levels deep.")
     if not isinstance(obj, dict):
         raise MetricError(f"metric JSON node at {where} must be an object with a 'data' key, "
                           f"got {type(obj).__name__}.")
@@ -182,10 +207,10 @@ def _json_node(obj: Any, where: str, nodes: list[Any], pset: gp.PrimitiveSet, de
     if term is not None and term.arity == 0:
         leaf: Any = term
     elif isinstance(data, (int, float)) or (number is not None and number.lastgroup == "num"):
-        value = float(text)
-        if value != value or value in (float("inf"), float("-inf")):
-            raise MetricError(f"metric JSON node at {where}: constant {text} is not a finite number.")
-        leaf = Constant(value)
+        try:
+            leaf = Constant(check_constant(text))
+        except (MetricError, OverflowError) as exc:
+            raise MetricError(f"metric JSON node at {where}: {exc}.") from None
     else:
         raise MetricError(f"metric JSON node at {where}: unknown op or terminal '{text}'; "
                           f"known: {', '.join(list(ARITY) + [label(t) for t in pset.terminals[pset.ret]])}.")
@@ -221,15 +246,12 @@ def to_paper_json(tree: gp.PrimitiveTree) -> dict[str, Any]:
 
 def load_metric_file(path: str | Path) -> gp.PrimitiveTree:
     """Load a ``.json`` metric: paper format, or ``{"formula": "..."}``."""
+    from pruner_zero.files import read_json
+
     path = Path(path)
-    if not path.is_file():
-        raise MetricError(f"metric file not found: {path}")
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MetricError(f"cannot read metric file {path}: {exc}") from exc
-    except json.JSONDecodeError as exc:
-        raise MetricError(f"metric file {path} is not valid JSON: {exc}") from exc
+    if not _is_file(str(path)):
+        raise MetricError(f"metric file not found: {str(path)[:200]}")
+    obj = read_json(path, "metric file", MetricError, max_depth=MAX_NESTING + 1)
     if isinstance(obj, dict) and "formula" in obj:
         formula = obj["formula"]
         if not isinstance(formula, str):
@@ -246,28 +268,71 @@ def load_metric_file(path: str | Path) -> gp.PrimitiveTree:
 
 def save_metric_json(tree: gp.PrimitiveTree, path: str | Path) -> None:
     """Write the metric in the paper's JSON format (readable by the original code too)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_paper_json(tree), indent=2) + "\n", encoding="utf-8")
+    from pruner_zero.files import atomic_write_json
+
+    atomic_write_json(path, to_paper_json(tree))
 
 
-def _looks_like_path(spec: str) -> bool:
+def _is_file(spec: str) -> bool:
+    """An existing file; a name the file system cannot even hold (too long, NUL) is not one."""
+    try:
+        return Path(spec).expanduser().is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def looks_like_path(spec: str) -> bool:
     return spec.endswith(".json") or os.sep in spec or "/" in spec
 
 
 def resolve_metric(spec: str) -> tuple[str, gp.PrimitiveTree]:
-    """(display name, tree) for a built-in name, a metric file, or a formula string."""
+    """(display name, tree) for a built-in name, a formula, or a metric file.
+
+    The rule: ``@path`` and names ending in ``.json`` are files; otherwise a built-in name or a
+    valid formula wins, and only text that is neither but names an existing file is read as a
+    file (so a file called ``W`` in the working directory never replaces the formula ``W``).
+    """
     if not isinstance(spec, str) or not spec.strip():
         raise MetricError("metric is empty: give a built-in name, a .json file or a formula.")
     spec = spec.strip()
+    if spec.startswith("@"):
+        return spec[1:], load_metric_file(spec[1:])
+    if spec.endswith(".json"):
+        return spec, load_metric_file(spec)
     if spec in BUILTINS:
         return spec, parse_formula(BUILTINS[spec])
-    if Path(spec).is_file():
-        return spec, load_metric_file(spec)
-    if _looks_like_path(spec):
-        raise MetricError(f"metric file not found: {spec}")
-    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", spec) and spec not in full_pset().mapping:
-        raise MetricError(f"unknown metric '{spec}': not a built-in ({', '.join(BUILTINS)}), "
-                          "an existing file, or a formula.")
-    tree = parse_formula(spec)
+    try:
+        tree = parse_formula(spec)
+    except MetricError as exc:
+        if _is_file(spec):
+            return spec, load_metric_file(spec)
+        if looks_like_path(spec):
+            raise MetricError(f"metric file not found: {spec}") from None
+        if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", spec) and spec not in full_pset().mapping:
+            raise MetricError(f"unknown metric '{spec}': not a built-in ({', '.join(BUILTINS)}), "
+                              "a formula, or an existing file.") from None
+        raise exc
     return format_formula(tree), tree
+
+
+def split_metric_list(spec: str | Sequence[str] | None, option: str = "metric list") -> list[str]:
+    """Metrics separated by commas outside parentheses (formulas hold commas themselves);
+    unbalanced parentheses are an error, never a metric silently dropped."""
+    if spec is None:
+        return []
+    if not isinstance(spec, str):
+        return [str(s).strip() for s in spec if str(s).strip()]
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(spec):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth < 0:
+            raise MetricError(f"{option}: unbalanced parentheses, ')' at position {i} closes "
+                              f"nothing in {_shown(spec)}")
+        if ch == "," and depth == 0:
+            parts.append(spec[start:i].strip())
+            start = i + 1
+    if depth != 0:
+        raise MetricError(f"{option}: unbalanced parentheses, {depth} '(' never closed in "
+                          f"{_shown(spec)}")
+    parts.append(spec[start:].strip())
+    return [p for p in parts if p]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from pruner_zero.errors import ConfigError, MetricError
+from pruner_zero.metric.io import split_metric_list
 from pruner_zero.search.rundir import HallOfFameEntry, RunDir, best_entry
 
 DEFAULT_SPACE = "paper"
@@ -40,20 +41,6 @@ def _seed_trees(names: Sequence[str], space: Any) -> list[Any]:
             raise ConfigError(f"seed metric '{name}' ({format_formula(tree)}) uses an op or terminal "
                               f"outside the search space '{space.name}': {exc}") from exc
     return trees
-
-
-def _split_names(spec: str | Sequence[str] | None) -> list[str]:
-    if spec is None:
-        return []
-    if isinstance(spec, str):  # split at commas outside parentheses: formulas contain commas
-        parts, depth, start = [], 0, 0
-        for i, ch in enumerate(spec + ","):
-            depth += {"(": 1, ")": -1}.get(ch, 0)
-            if ch == "," and depth <= 0:
-                parts.append(spec[start:i].strip())
-                start = i + 1
-        return [p for p in parts if p]
-    return [str(s).strip() for s in spec if str(s).strip()]
 
 
 def _space_from_config(config: dict[str, Any]) -> Any:
@@ -155,85 +142,86 @@ def search(model: Any = None, out: str | Path | None = None, *, generations: int
     if out is None:
         raise ConfigError("search needs an output directory (--out).")
     run = RunDir(out)
-    preloaded = model if isinstance(model, Workbench) else None
-    if resume:
-        config = run.read_config()
-        if config.get("version") != CONFIG_VERSION:
-            raise ConfigError(f"{run.path} was made by an older pruner-zero (config version "
-                              f"{config.get('version')}); its format cannot be resumed, start a new run")
-        space_obj = _space_from_config(config)
-        settings = GPSettings(**config["gp"])
-    else:
-        run.check_new()
-        space_obj = load_space(space)
-        settings = GPSettings(population=population, generations=generations, tournament=tournament,
-                              cx_prob=cx_prob, mut_prob=mut_prob, elite=elite, hof_size=hof_size,
-                              max_height=max_height, seed=seed, polish=polish).checked(space_obj)
-        names = _split_names(seed_metrics)
-        _seed_trees(names, space_obj)
-        if len(names) > population:
-            raise ConfigError(f"{len(names)} seed metrics do not fit into a population of {population}.")
-        if isinstance(final_top, bool) or not isinstance(final_top, int) or final_top < 0:
-            raise ConfigError(f"--final-top must be a non-negative integer, got {final_top!r}.")
-        if isinstance(confirm_seeds, bool) or not isinstance(confirm_seeds, int) or confirm_seeds < 1:
-            raise ConfigError(f"--confirm-seeds must be a positive integer, got {confirm_seeds!r}.")
-        if race_factor is not None and not race_factor >= 1.0:
-            raise ConfigError(f"--race-factor must be at least 1 (or left off), got {race_factor}.")
-        if isinstance(race_chunk, bool) or not isinstance(race_chunk, int) or race_chunk < 1:
-            raise ConfigError(f"--race-chunk must be a positive integer, got {race_chunk!r}.")
-        windows = _fitness_windows(fitness_windows)
-        base_names = _split_names(baselines)
-        for name in [*base_names, reference]:
-            _metric_tree(name)
-        runtime_keys = ("device", "dtype", "batch_size", "device_map")
-        if preloaded is not None:
-            p = preloaded.protocol
-            protocol = {**{k: getattr(p, k) for k in ("data_dir", "calib_split", "nsamples",
-                                                       "seqlen", "seed")}, **protocol}
-            runtime = Runtime(**{k: getattr(p, k) for k in runtime_keys})
-            model = p.model
+    with run.lock():  # one process per run directory; a killed holder's lock is taken over
+        preloaded = model if isinstance(model, Workbench) else None
+        if resume:
+            config = run.read_config()
+            if config.get("version") != CONFIG_VERSION:
+                raise ConfigError(f"{run.path} was made by an older pruner-zero (config version "
+                                  f"{config.get('version')}); its format cannot be resumed, start a new run")
+            space_obj = _space_from_config(config)
+            settings = GPSettings(**config["gp"])
         else:
-            runtime = Runtime(**{k: protocol[k] for k in runtime_keys if protocol.get(k) is not None})
-            if calib_seed is not None or "seed" not in protocol:
-                protocol["seed"] = seed if calib_seed is None else calib_seed
-        if model is None and tasks is None:
-            raise ConfigError("search needs a model (--model) or tasks (--tasks) unless it resumes "
-                              "a run (--resume).")
-        task_list = build_tasks(model, sparsity, tasks, structure=structure, **protocol)
-        check_tasks(task_list, compare)
-        from dataclasses import asdict
+            run.check_new()
+            space_obj = load_space(space)
+            settings = GPSettings(population=population, generations=generations, tournament=tournament,
+                                  cx_prob=cx_prob, mut_prob=mut_prob, elite=elite, hof_size=hof_size,
+                                  max_height=max_height, seed=seed, polish=polish).checked(space_obj)
+            names = split_metric_list(seed_metrics, "--seed-metrics")
+            _seed_trees(names, space_obj)
+            if len(names) > population:
+                raise ConfigError(f"{len(names)} seed metrics do not fit into a population of {population}.")
+            if isinstance(final_top, bool) or not isinstance(final_top, int) or final_top < 0:
+                raise ConfigError(f"--final-top must be a non-negative integer, got {final_top!r}.")
+            if isinstance(confirm_seeds, bool) or not isinstance(confirm_seeds, int) or confirm_seeds < 1:
+                raise ConfigError(f"--confirm-seeds must be a positive integer, got {confirm_seeds!r}.")
+            if race_factor is not None and not race_factor >= 1.0:
+                raise ConfigError(f"--race-factor must be at least 1 (or left off), got {race_factor}.")
+            if isinstance(race_chunk, bool) or not isinstance(race_chunk, int) or race_chunk < 1:
+                raise ConfigError(f"--race-chunk must be a positive integer, got {race_chunk!r}.")
+            windows = _fitness_windows(fitness_windows)
+            base_names = split_metric_list(baselines, "--baselines")
+            for name in [*base_names, reference]:
+                _metric_tree(name)
+            runtime_keys = ("device", "dtype", "batch_size", "device_map")
+            if preloaded is not None:
+                p = preloaded.protocol
+                protocol = {**{k: getattr(p, k) for k in ("data_dir", "calib_split", "nsamples",
+                                                           "seqlen", "seed")}, **protocol}
+                runtime = Runtime(**{k: getattr(p, k) for k in runtime_keys})
+                model = p.model
+            else:
+                runtime = Runtime(**{k: protocol[k] for k in runtime_keys if protocol.get(k) is not None})
+                if calib_seed is not None or "seed" not in protocol:
+                    protocol["seed"] = seed if calib_seed is None else calib_seed
+            if model is None and tasks is None:
+                raise ConfigError("search needs a model (--model) or tasks (--tasks) unless it resumes "
+                                  "a run (--resume).")
+            task_list = build_tasks(model, sparsity, tasks, structure=structure, **protocol)
+            check_tasks(task_list, compare)
+            from dataclasses import asdict
 
-        config = {
-            "command": "search", "version": CONFIG_VERSION,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "tasks": [t.as_dict() for t in task_list],
-            "runtime": runtime.as_dict(), "compare": compare,
-            "cache_dir": None if cache_dir is None else str(Path(cache_dir).expanduser().resolve()),
-            "space": {"spec": str(space), "definition": {
-                k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(space_obj).items()
-                if not k.startswith("_")}},
-            "gp": settings.as_dict(),
-            "fitness": {"fitness_windows": windows, "windows_spread": True,
-                        "race_factor": race_factor, "race_chunk": race_chunk,
-                        "canonical_cache": canonical_cache, "fingerprint_cache": fingerprint_cache},
-            "reference": reference, "baselines": base_names, "confirm_seeds": confirm_seeds,
-            "seed_metrics": names, "final_top": final_top,
-        }
-    from pruner_zero.tasks import Task
+            config = {
+                "command": "search", "version": CONFIG_VERSION,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "tasks": [t.as_dict() for t in task_list],
+                "runtime": runtime.as_dict(), "compare": compare,
+                "cache_dir": None if cache_dir is None else str(Path(cache_dir).expanduser().resolve()),
+                "space": {"spec": str(space), "definition": {
+                    k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(space_obj).items()
+                    if not k.startswith("_")}},
+                "gp": settings.as_dict(),
+                "fitness": {"fitness_windows": windows, "windows_spread": True,
+                            "race_factor": race_factor, "race_chunk": race_chunk,
+                            "canonical_cache": canonical_cache, "fingerprint_cache": fingerprint_cache},
+                "reference": reference, "baselines": base_names, "confirm_seeds": confirm_seeds,
+                "seed_metrics": names, "final_top": final_top,
+            }
+        from pruner_zero.tasks import Task
 
-    task_list = [Task.from_dict(t) for t in config["tasks"]]
-    benches = TaskBenches(Runtime(**config["runtime"]),
-                          None if config["cache_dir"] is None else Path(config["cache_dir"]),
-                          progress, log, preloaded)
-    if not resume:
-        # models, widths, data, statistics: before the run dir exists
-        benches.prepare(task_list, config["compare"], "fitness_split", with_stats=True)
-        for t, d in zip(task_list, config["tasks"]):  # resolved paths, so a resume finds them
-            b = benches.bench(t)
-            d.update(model=b.protocol.model, data_dir=b.protocol.data_dir, seqlen=b.protocol.seqlen)
-        run.create(config)
         task_list = [Task.from_dict(t) for t in config["tasks"]]
-    return _run(run, config, space_obj, settings, benches, task_list, progress, log)
+        benches = TaskBenches(Runtime(**config["runtime"]),
+                              None if config["cache_dir"] is None else Path(config["cache_dir"]),
+                              progress, log, preloaded)
+        if not resume:
+            # models, widths, data, statistics: before the run dir exists
+            benches.prepare(task_list, config["compare"], "fitness_split", with_stats=True)
+            for t, d in zip(task_list, config["tasks"]):  # resolved paths, so a resume finds them
+                b = benches.bench(t)
+                d.update(model=b.protocol.model, data_dir=b.protocol.data_dir, seqlen=b.protocol.seqlen)
+            run.create(config)
+            task_list = [Task.from_dict(t) for t in config["tasks"]]
+        return _run(run, config, space_obj, settings, benches, task_list, progress, log)
 
 
 def _evaluator(benches: Any, tasks: list[Any], config: dict[str, Any], log: Callable[[str], None],
@@ -282,7 +270,11 @@ def _run(run: RunDir, config: dict[str, Any], space: Any, settings: Any, benches
     state = run.load_checkpoint()
     if state is not None and state.get("finished"):
         log(f"{run.path}: the search already finished; rewriting its final outputs")
-        entries = _entries(state["hall_of_fame"], state["final"], space.pset())
+        try:
+            entries = _entries(state["hall_of_fame"], state["final"], space.pset())
+        except (KeyError, TypeError, ValueError, MetricError) as exc:
+            raise ConfigError(f"{run.path / 'checkpoint.json'} is damaged ({type(exc).__name__}: "
+                              f"{exc}); restore the file, or start a new run with --out") from exc
         run.write_outputs(entries, _fitness_note(config), state["final"], config)
         return entries
     kept = (state or {}).get("evaluator", {}).get("start_rows")

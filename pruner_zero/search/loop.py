@@ -18,11 +18,11 @@ from typing import Any, Callable, Iterable, Protocol
 
 from deap import gp, tools
 
-from pruner_zero.errors import ConfigError, PrunerZeroError
+from pruner_zero.errors import ConfigError, MetricError, PrunerZeroError
 from pruner_zero.metric.io import format_formula, parse_formula
 from pruner_zero.metric.space import SearchSpace
 from pruner_zero.search.operators import build_toolbox, make_individual
-from pruner_zero.search.rundir import RunDir
+from pruner_zero.search.rundir import CHECKPOINT, RunDir
 
 OK = "ok"
 INVALID = "invalid"
@@ -444,14 +444,21 @@ def _loop(settings: GPSettings, toolbox: Any, pset: gp.PrimitiveSet, evaluator: 
         done = 0
     else:
         done = int(state["generation"])
-        _set_random_state(state["random_state"])
-        _set_torch_state(state.get("torch_rng_state"))
-        evaluator.load_state_dict(state["evaluator"])
+        try:  # the structure was checked on load; what is left is the values inside it
+            _set_random_state(state["random_state"])
+            _set_torch_state(state.get("torch_rng_state"))
+            evaluator.load_state_dict(state["evaluator"])
+            pop = [_ind_from_state(d, pset) for d in state["population"]]
+            hof = _restore_hof(settings.hof_size,
+                               [_ind_from_state(d, pset) for d in state["hall_of_fame"]])
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError,
+                MetricError) as exc:
+            raise ConfigError(f"{run.path / CHECKPOINT} is damaged ({type(exc).__name__}: "
+                              f"{exc}); nothing was changed: restore the file, or start a new "
+                              "run with --out") from exc
         run.truncate_evaluations(int(state["evaluations_lines"]))
-        pop = [_ind_from_state(d, pset) for d in state["population"]]
         tried = set(state["tried"]) if "tried" in state else \
             set().union(*(_identity(toolbox, i, evaluator) for i in pop))
-        hof = _restore_hof(settings.hof_size, [_ind_from_state(d, pset) for d in state["hall_of_fame"]])
         history = list(state.get("history", []))
         if done < settings.generations:
             log(f"resuming {run.path} after generation {done}/{settings.generations}")

@@ -11,12 +11,14 @@ import csv
 import io
 import json
 import math
-import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, IO
+from typing import IO, Any, Iterator
 
 from pruner_zero.errors import ConfigError
+from pruner_zero.files import RunLock, atomic_write_bytes, atomic_write_text, check_writable_dir, \
+    read_json
 
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.json"
@@ -53,26 +55,9 @@ class HallOfFameEntry:
                 "height": self.height, "key": self.key, "chosen": self.chosen}
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a whole file so that readers (and resumes) never see half of it."""
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _dumps(obj: Any, indent: int | None = None) -> str:
     """JSON as Python writes it (inf as Infinity, like every other JSON file of this project)."""
     return json.dumps(obj, indent=indent, allow_nan=True)
-
-
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read the {what} {path}: {exc}".replace("\n", " ")) from exc
 
 
 class RunDir:
@@ -84,6 +69,22 @@ class RunDir:
         self.evaluation_lines = 0
 
     # ------------------------------------------------------------ lifecycle
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the directory's lock while a search or a resume works in it: a second process
+        on the same --out is refused at once. A new run that fails its checks leaves nothing."""
+        created = not self.path.exists()
+        check_writable_dir(self.path, "--out")
+        lock = RunLock(self.path, "search").acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+            if not self.holds_run():
+                lock.path.unlink(missing_ok=True)
+                if created and not any(self.path.iterdir()):
+                    self.path.rmdir()
+
     def holds_run(self) -> bool:
         """True when a run was already started here (config or checkpoint present)."""
         return (self.path / CONFIG).is_file() or (self.path / CHECKPOINT).is_file()
@@ -107,7 +108,7 @@ class RunDir:
         if not (self.path / CONFIG).is_file():
             raise ConfigError(f"no search run to resume in {self.path} (no {CONFIG}); "
                               "start a new run with --out instead.")
-        config = _read_json(self.path / CONFIG, "run config")
+        config = read_json(self.path / CONFIG, "run config")
         if not isinstance(config, dict) or config.get("command") != "search":
             raise ConfigError(f"{self.path / CONFIG} is not the config of a search run.")
         return config
@@ -124,10 +125,16 @@ class RunDir:
         path = self.path / CHECKPOINT
         if not path.is_file():
             return None
-        state = _read_json(path, "checkpoint")
+        if path.exists() and not path.is_file():
+            raise ConfigError(f"{path} is not a file; the run directory is damaged")
+        state = read_json(path, "checkpoint")
         if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
             raise ConfigError(f"{path} is not a checkpoint this version can resume "
                               f"(expected version {CHECKPOINT_VERSION}).")
+        problem = checkpoint_problem(state)
+        if problem:
+            raise ConfigError(f"{path} is damaged ({problem}); nothing was changed in "
+                              f"{self.path}: restore the file, or start a new run with --out")
         return state
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
@@ -150,9 +157,7 @@ class RunDir:
                               "the run directory is inconsistent.")
         new = b"".join(line + b"\n" for line in kept)
         if new != data:
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_bytes(new)
-            os.replace(tmp, path)
+            atomic_write_bytes(path, new)
         self.evaluation_lines = lines
 
     def append_evaluation(self, record: dict[str, Any]) -> None:
@@ -212,6 +217,61 @@ class RunDir:
         atomic_write_text(self.path / BEST_JSON, json.dumps(to_paper_json(best.tree), indent=2) + "\n")
         atomic_write_text(self.path / BEST_TXT, best_metric_text(best, fitness_note, entries,
                                                                  final, config))
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _individuals_problem(items: Any, key: str) -> str | None:
+    if not isinstance(items, list):
+        return f"'{key}' must be a list"
+    for i, d in enumerate(items):
+        if not isinstance(d, dict) or not isinstance(d.get("formula"), str):
+            return f"'{key}'[{i}] has no formula"
+        if d.get("fitness") is not None and not _is_num(d["fitness"]):
+            return f"'{key}'[{i}] has a fitness that is not a number"
+    return None
+
+
+def checkpoint_problem(state: dict[str, Any]) -> str | None:
+    """What is wrong with a checkpoint's structure, or None: a hand-edited or damaged file is
+    refused by name before anything of the run is touched."""
+    need = {"generation": _is_int, "evaluations_lines": _is_int,
+            "population": lambda v: isinstance(v, list), "hall_of_fame": lambda v: isinstance(v, list),
+            "evaluator": lambda v: isinstance(v, dict), "history": lambda v: isinstance(v, list),
+            "random_state": lambda v: isinstance(v, list) and len(v) == 3 and _is_int(v[0])
+            and isinstance(v[1], list) and all(_is_int(x) for x in v[1])
+            and (v[2] is None or _is_num(v[2]))}
+    for key, ok in need.items():
+        if key not in state:
+            return f"missing '{key}'"
+        if not ok(state[key]):
+            return f"'{key}' has the wrong type or value"
+    for key in ("population", "hall_of_fame"):
+        problem = _individuals_problem(state[key], key)
+        if problem:
+            return problem
+    torch_state = state.get("torch_rng_state")
+    if torch_state is not None and not (isinstance(torch_state, list)
+                                        and all(_is_int(x) and x < 256 for x in torch_state)):
+        return "'torch_rng_state' has the wrong type or value"
+    if "tried" in state and not (isinstance(state["tried"], list)
+                                 and all(isinstance(t, str) for t in state["tried"])):
+        return "'tried' has the wrong type"
+    if state.get("finished"):
+        final = state.get("final")
+        if not isinstance(final, dict):
+            return "a finished run without its 'final' results"
+        for key, kind in (("selection_rows", list), ("report_rows", list), ("selection", dict),
+                          ("top", list), ("baseline_names", list)):
+            if not isinstance(final.get(key), kind):
+                return f"'final.{key}' is missing or has the wrong type"
+    return None
 
 
 def _csv(fields: list[str], rows: list[dict[str, Any]]) -> str:

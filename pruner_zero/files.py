@@ -1,0 +1,243 @@
+"""Files we read and write, safely: unique temporary names + atomic rename, bounded JSON reads,
+output paths checked before long work, and a lock per run directory.
+
+Every writer of the project goes through here, so a killed process leaves either the old or the
+new file (never half of one), and two writers never share a temporary name.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import socket
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import ConfigError, PrunerZeroError
+
+MAX_JSON_DEPTH = 100  # nesting of any JSON file we read (a metric tree is far shallower)
+
+
+# ------------------------------------------------------------------------ writing
+
+def temp_path(path: Path, kind: str = "tmp") -> Path:
+    """A name beside `path` that no other writer (process or thread) uses; hidden, so a
+    half-written one is never mistaken for the real file."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.{kind}")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write the whole file under a unique temporary name, fsync, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 2) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=indent, allow_nan=True) + "\n")
+
+
+def atomic_write_with(path: str | Path, write: Callable[[str], None]) -> None:
+    """For writers that want a file name (safetensors): `write(tmp)`, then rename into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        write(str(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def publish_dir(write: Callable[[Path], None], dest: str | Path) -> Path:
+    """Fill a temporary directory beside `dest`, then rename it to `dest`: a process killed
+    half-way leaves only a hidden `.NAME.PID.*.partial` directory, never a `dest` that looks
+    complete. Partial directories of dead processes are removed first."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(dest)
+    tmp = temp_path(dest, "partial")
+    tmp.mkdir()
+    try:
+        write(tmp)
+        if dest.is_dir() and not any(dest.iterdir()):
+            dest.rmdir()  # an empty directory the user made for us
+        os.rename(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest
+
+
+def remove_stale_partials(dest: Path) -> list[Path]:
+    """Remove `.NAME.PID.*.partial` directories beside `dest` left by processes that died."""
+    removed = []
+    for p in dest.parent.glob(f".{dest.name}.*.partial"):
+        pid = p.name[len(dest.name) + 2:].split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ------------------------------------------------------------------ output checks
+
+def _probe(directory: Path) -> None:
+    probe = temp_path(directory / "write-probe")
+    with open(probe, "wb"):
+        pass
+    probe.unlink()
+
+
+def check_writable_dir(path: str | Path, option: str) -> Path:
+    """Create `path` (a directory we will write into) and prove it writable, before any work."""
+    path = Path(path).expanduser()
+    try:
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"{option} {path} exists and is not a directory")
+        path.mkdir(parents=True, exist_ok=True)
+        _probe(path)
+    except OSError as exc:
+        raise ConfigError(f"{option} {path} cannot be written: {_why(exc)}") from exc
+    return path
+
+
+def check_writable_file(path: str | Path, option: str) -> Path:
+    """A file we will write at the end: its directory created and writable now, not after the work."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"{option} {path} is a directory; give a file name")
+    check_writable_dir(path.parent if str(path.parent) else Path("."), option + " directory")
+    return path
+
+
+def _why(exc: OSError) -> str:
+    reason = exc.strerror or type(exc).__name__
+    if exc.errno in (errno.EROFS,):
+        reason = "read-only file system"
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"{reason}{where}"
+
+
+# ------------------------------------------------------------------------ reading
+
+def json_depth(text: str) -> int:
+    """The deepest nesting of [ and { outside strings, without recursion."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def read_json(path: str | Path, what: str, error: type[PrunerZeroError] = ConfigError,
+              max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """A JSON file's value, or one `error` naming the file and what is wrong with it."""
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"the {what} {path} is a directory, not a file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise error(f"the {what} {path} does not exist") from exc
+    except UnicodeDecodeError as exc:
+        raise error(f"the {what} {path} is not UTF-8 text (byte {exc.start})") from exc
+    except OSError as exc:
+        raise error(f"cannot read the {what} {path}: {_why(exc)}") from exc
+    return parse_json(text, f"the {what} {path}", error, max_depth)
+
+
+def parse_json(text: str, what: str, error: type[PrunerZeroError] = ConfigError,
+               max_depth: int = MAX_JSON_DEPTH) -> Any:
+    depth = json_depth(text)
+    if depth > max_depth:
+        raise error(f"{what} is nested {depth} levels deep; the limit is {max_depth}")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{what} is not valid JSON: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- lock
+
+class RunLock:
+    """An exclusive lock on a directory, held while a process works in it. The kernel drops it
+    when the holder dies (flock), so the lock of a killed run is taken over without a question;
+    the file keeps the holder's pid and host for the message another process gets."""
+
+    NAME = ".lock"
+
+    def __init__(self, directory: str | Path, what: str = "run") -> None:
+        self.path = Path(directory) / self.NAME
+        self.what = what
+        self._fh = None
+
+    def acquire(self) -> "RunLock":
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise ConfigError(f"{self.path.parent} is in use by another pruner-zero {self.what} "
+                              f"({holder}); wait for it to finish or use another directory") from exc
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def release(self) -> None:
+        if self._fh is not None:
+            self._fh.close()  # closing drops the flock
+            self._fh = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
