@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .engine import Engine, measure_sparsity
 from .errors import ConfigError, MetricError
-from .files import atomic_write_json, check_writable_dir, check_writable_file
+from .files import atomic_write_json, check_writable_dir, check_writable_file, user_path
 from .masks import check_fits, parse_structure
 from .model import PRUNING_JSON, save_pruned, versions
 from .workbench import Protocol, Workbench
@@ -65,7 +65,7 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
     result["ppl"] = ppl
     log(f"pruned perplexity ({formula}): {ppl:.3f}")
     if save is not None:
-        result["saved_to"] = str(Path(save).expanduser())
+        result["saved_to"] = str(user_path(save))
         how = {k: result[k] for k in ("metric", "metric_spec", "structure", "requested_sparsity",
                                       "sparsity", "protocol")}
         save_pruned(bench.model, bench.tokenizer, save, {**how, "versions": versions()})
@@ -80,7 +80,7 @@ def check_output_paths(save: str | Path | None, report: str | Path | None) -> No
     """Refuse unusable output paths before any work, so nothing finished is lost at the end:
     the report's directory and the saved model's parent are created and written to now."""
     if save is not None:
-        p = Path(save).expanduser()
+        p = user_path(save)
         if p.exists() and not p.is_dir():
             raise ConfigError(f"--save {save} is a file; give a new directory")
         if p.is_dir() and any(p.iterdir()):

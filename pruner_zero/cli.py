@@ -13,7 +13,13 @@ class Parser(argparse.ArgumentParser):
     """argparse, but a bad command line is one `error:` line (exit 2), like every other error."""
 
     def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"error: {one_line(message)} (see {self.prog} --help)\n")
+
+
+def one_line(text: str) -> str:
+    """A message on one line: what the user typed may hold newlines or control characters,
+    shown escaped so the error stays one line."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 def finite_float(text: str) -> float:
@@ -131,8 +137,6 @@ def cmd_search(a: argparse.Namespace) -> int:
 
     from .errors import ConfigError
     from .search.api import search
-    from .search.rundir import best_entry
-
     if a.resume:
         parser = a._search_parser
         given = [f"--{dest.replace('_', '-')}" for dest, value in sorted(vars(a).items())
@@ -314,7 +318,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except PrunerZeroError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the environment (disk full, permissions, a name too long): no bug
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {one_line(exc.strerror or str(exc))}{one_line(where)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         hint = ""

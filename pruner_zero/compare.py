@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 from .errors import ConfigError, MetricError
 from .measure import SPARSEGPT, Runtime, mean_std, verdict
 from .report import save_png
-from .files import atomic_write_text
+from .files import atomic_write_text, user_path
 from .tasks import Task, check_tasks, name_tasks
 
 CSV_NAME = "leaderboard.csv"
@@ -61,8 +61,8 @@ def resolve_metric_spec(spec: str) -> MetricSpec:
     spec = spec.strip() if isinstance(spec, str) else spec
     if spec == SPARSEGPT:
         return MetricSpec(SPARSEGPT, "", SPARSEGPT)
-    if isinstance(spec, str) and spec and spec not in BUILTINS and Path(spec).expanduser().is_dir():
-        path = Path(spec).expanduser()
+    if isinstance(spec, str) and spec and spec not in BUILTINS and user_path(spec).is_dir():
+        path = user_path(spec)
         best = path / RUN_BEST
         if not best.is_file():
             raise MetricError(f"metric {spec} is a directory without {RUN_BEST}: not a finished "
@@ -120,7 +120,7 @@ def compare(metrics: str | Sequence[str], tasks: Sequence[Task], seeds: int = 3,
         except ConfigError as exc:
             raise ConfigError(f"task {t.name}: {exc}") from None
     check_tasks(task_list, compare, selection=False)  # compare selects nothing
-    out_dir = None if out is None else Path(out).expanduser()
+    out_dir = None if out is None else user_path(out)
     if out_dir is not None:
         if out_dir.exists() and not out_dir.is_dir():
             raise ConfigError(f"--out {out} is a file, not a directory")

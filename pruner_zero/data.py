@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from .errors import DataError
+from .files import user_path
 
 ENV_DATA = "PRUNER_ZERO_DATA"
 HUB_DATASET = ("wikitext", "wikitext-2-raw-v1")
@@ -25,7 +26,7 @@ def resolve_data_dir(data_dir: str | None) -> Path | None:
     chosen = data_dir or os.environ.get(ENV_DATA)
     if not chosen:
         return None
-    path = Path(chosen).expanduser()
+    path = user_path(chosen)
     if not path.is_dir():
         source = "--data-dir" if data_dir else f"${ENV_DATA}"
         raise DataError(f"data directory not found: {path} (from {source})")

@@ -7,6 +7,7 @@ new file (never half of one), and two writers never share a temporary name.
 from __future__ import annotations
 
 import errno
+import glob
 import json
 import os
 import shutil
@@ -18,6 +19,15 @@ from typing import Any, Callable
 from .errors import ConfigError, PrunerZeroError
 
 MAX_JSON_DEPTH = 100  # nesting of any JSON file we read (a metric tree is far shallower)
+
+
+def user_path(text: str | Path) -> Path:
+    """A path as the user typed it, `~` expanded where it can be (`~nobody/x` stays as typed
+    instead of raising deep inside a check)."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        return Path(text)
 
 
 # ------------------------------------------------------------------------ writing
@@ -32,6 +42,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write the whole file under a unique temporary name, fsync, then rename over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(path, "tmp")
     tmp = temp_path(path)
     try:
         with open(tmp, "wb") as fh:
@@ -56,6 +67,7 @@ def atomic_write_with(path: str | Path, write: Callable[[str], None]) -> None:
     """For writers that want a file name (safetensors): `write(tmp)`, then rename into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(path, "tmp")
     tmp = temp_path(path)
     try:
         write(str(tmp))
@@ -85,13 +97,17 @@ def publish_dir(write: Callable[[Path], None], dest: str | Path) -> Path:
     return dest
 
 
-def remove_stale_partials(dest: Path) -> list[Path]:
-    """Remove `.NAME.PID.*.partial` directories beside `dest` left by processes that died."""
+def remove_stale_partials(dest: Path, kind: str = "partial") -> list[Path]:
+    """Remove the `.NAME.PID.*.KIND` temporaries beside `dest` of processes that died (SIGKILL
+    leaves them; nothing else does)."""
     removed = []
-    for p in dest.parent.glob(f".{dest.name}.*.partial"):
+    for p in dest.parent.glob(f".{glob.escape(dest.name)}.*.{kind}"):
         pid = p.name[len(dest.name) + 2:].split(".")[0]
         if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(p, ignore_errors=True)
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
             removed.append(p)
     return removed
 
@@ -117,7 +133,7 @@ def _probe(directory: Path) -> None:
 
 def check_writable_dir(path: str | Path, option: str) -> Path:
     """Create `path` (a directory we will write into) and prove it writable, before any work."""
-    path = Path(path).expanduser()
+    path = user_path(path)
     try:
         if path.exists() and not path.is_dir():
             raise ConfigError(f"{option} {path} exists and is not a directory")
@@ -130,7 +146,7 @@ def check_writable_dir(path: str | Path, option: str) -> Path:
 
 def check_writable_file(path: str | Path, option: str) -> Path:
     """A file we will write at the end: its directory created and writable now, not after the work."""
-    path = Path(path).expanduser()
+    path = user_path(path)
     if path.is_dir():
         raise ConfigError(f"{option} {path} is a directory; give a file name")
     check_writable_dir(path.parent if str(path.parent) else Path("."), option + " directory")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from .tasks import Task
+from .files import user_path
 
 SPARSEGPT = "sparsegpt"
 
@@ -91,7 +92,7 @@ class TaskBenches:
     def _find_model(self, model: str) -> Any:
         if model in self._models:
             return self._models[model]
-        resolved = str(Path(model).expanduser().resolve()) if Path(model).expanduser().exists() else model
+        resolved = str(user_path(model).resolve()) if user_path(model).exists() else model
         return self._models.get(resolved)
 
     def engine(self, task: Task, seed: int | None, compare: str = "row") -> Any:
@@ -150,7 +151,7 @@ class TaskBenches:
 
 def _bench_key(model: str, data_dir: str | None, calib_split: str, nsamples: int,
                seqlen: int | None, seed: int) -> tuple:
-    path = Path(model).expanduser()
+    path = user_path(model)
     model = str(path.resolve()) if path.exists() else model
     return (model, _resolved_dir(data_dir), calib_split, nsamples, seqlen, seed)
 

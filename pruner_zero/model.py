@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError, ModelError
+from .files import user_path
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -44,7 +45,7 @@ def load_model(name_or_path: str, device: str = "auto", dtype: str = "auto",
     """Return (model, tokenizer) in eval mode; every failure becomes one ModelError line."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = Path(name_or_path).expanduser()
+    path = user_path(name_or_path)
     if not path.exists() and _looks_like_path(name_or_path):
         raise ModelError(f"model path not found: {name_or_path}")
     if path.exists() and not (path / "config.json").is_file():
@@ -202,4 +203,4 @@ def save_pruned(model: nn.Module, tokenizer, out_dir: str | Path, how: dict | No
         tokenizer.save_pretrained(tmp)
         atomic_write_json(tmp / PRUNING_JSON, how or {})
 
-    return publish_dir(write, Path(out_dir).expanduser())
+    return publish_dir(write, user_path(out_dir))

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .files import atomic_write_with
+from .files import atomic_write_with, user_path
 
 
 @dataclass
@@ -99,7 +99,7 @@ def cache_key(model_id: str, calib: torch.Tensor, extra: dict | None = None) -> 
 
 def model_identity(name_or_path: str) -> str:
     """A local model is identified by its weight files' sizes and mtimes, a hub model by its id."""
-    path = Path(name_or_path).expanduser()
+    path = user_path(name_or_path)
     if not path.is_dir():
         return name_or_path
     files = sorted(p for p in path.iterdir() if p.suffix in {".safetensors", ".bin", ".json"})

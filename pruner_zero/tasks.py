@@ -14,6 +14,7 @@ from typing import Any, Iterable, Sequence
 
 from .errors import ConfigError
 from .masks import Structure, parse_structure
+from .files import user_path
 
 TASK_KEYS = ("model", "data_dir", "calib_split", "fitness_split", "report_split", "nsamples",
              "seqlen", "seed", "sparsity", "structure", "weight")
@@ -163,7 +164,7 @@ def _typed(d: dict[str, Any], where: str) -> Task:
 def model_widths(model: str) -> list[int] | None:
     """Input widths of the decoder linears from the model's config.json alone (no weights), or
     None when the config cannot be read here (a hub id offline): checked again after loading."""
-    path = Path(model).expanduser() / "config.json"
+    path = user_path(model) / "config.json"
     if not path.is_file():
         return None
     try:
@@ -205,7 +206,7 @@ def check_tasks(tasks: Sequence[Task], compare: str = "row", selection: bool = T
                               f"the report split ({t.report_split}): statistics of the report "
                               "text would reach the fitness")
         _check_split_files(t, where, selection)
-        model_path = Path(t.model).expanduser()
+        model_path = user_path(t.model)
         if not model_path.exists() and (t.model.startswith((".", "/", "~")) or t.model.count("/") > 1):
             raise ConfigError(f"{where}: model path not found: {t.model}")
         widths = model_widths(t.model)
@@ -220,7 +221,7 @@ def check_tasks(tasks: Sequence[Task], compare: str = "row", selection: bool = T
 
 def _text_id(data_dir: str | None, split: str) -> tuple[str | None, str]:
     """Which text a split of a task reads: (resolved data dir or None for the hub, split)."""
-    path = None if data_dir is None else str(Path(data_dir).expanduser().resolve())
+    path = None if data_dir is None else str(user_path(data_dir).resolve())
     return path, SPLIT_ALIASES.get(split, split)
 
 

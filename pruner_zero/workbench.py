@@ -10,7 +10,7 @@ import torch
 
 from . import data as data_mod
 from .errors import ConfigError
-from .files import check_writable_dir
+from .files import check_writable_dir, user_path
 from .model import load_model, max_positions, prunable_linears
 from .stats import LayerStats, get_stats
 
@@ -53,8 +53,8 @@ class Workbench:
         self.data_dir = data_mod.resolve_data_dir(protocol.data_dir)
         if self.data_dir is not None:  # absolute, so a run resumed from elsewhere finds it
             protocol = replace(protocol, data_dir=str(self.data_dir.resolve()))
-        if Path(protocol.model).expanduser().exists():
-            protocol = replace(protocol, model=str(Path(protocol.model).expanduser().resolve()))
+        if user_path(protocol.model).exists():
+            protocol = replace(protocol, model=str(user_path(protocol.model).resolve()))
         if cache_dir is not None:  # the cache is written after the statistics: check it first
             check_writable_dir(cache_dir, "--cache-dir")
         self.cache_dir = cache_dir

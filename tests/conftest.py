@@ -7,6 +7,17 @@ from pathlib import Path
 import pytest
 import torch
 
+try:  # property-based tests: reproducible in CI (derandomised, bounded); HYPOTHESIS_PROFILE=dev
+    from hypothesis import HealthCheck, settings  # explores more, with fresh random examples
+
+    settings.register_profile("ci", derandomize=True, max_examples=150, deadline=None,
+                              print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+    settings.register_profile("dev", max_examples=2000, deadline=None,
+                              suppress_health_check=[HealthCheck.too_slow])
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+except ImportError:  # the property tests skip themselves without hypothesis
+    pass
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("PRUNER_ZERO_SHARED", REPO.parent / "shared"))
 SHARED_MODEL = SHARED / "models" / "wiki-llama-5m"

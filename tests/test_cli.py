@@ -175,3 +175,111 @@ def test_search_that_fails_its_checks_leaves_no_run_behind(tiny_dir, capsys):
                          "--out", str(out_dir), "--population", "4", "--generations", "1")
     assert code == 2 and "divisible by 3" in err
     assert not (out_dir / "config.json").exists()
+
+
+# ------------------------------------------------------------------ hardening (issue 12)
+
+def _damage_copy(tiny_dir, name, damage):
+    import shutil
+
+    dst = tiny_dir / name
+    shutil.copytree(tiny_dir / "tiny-llama", dst)
+    damage(dst)
+    return dst
+
+
+def _truncate(d):
+    w = d / "model.safetensors"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("damage, message", [
+    (_truncate, "model.safetensors is damaged: truncated"),
+    (lambda d: (d / "model.safetensors").write_bytes(b""), "shorter than a safetensors header"),
+    (lambda d: (d / "model.safetensors").write_bytes(bytes(range(256)) * 20), "header claims"),
+    (lambda d: (d / "config.json").write_text("[1, 2]"), "config.json must be a JSON object"),
+    (lambda d: (d / "config.json").write_text('{"model_type": '), "config.json is not valid JSON"),
+    (lambda d: (d / "tokenizer.json").write_bytes(b"\xff\x00"), "tokenizer.json is not UTF-8"),
+])
+def test_damaged_model_files_are_named_in_one_line(tiny_dir, capsys, damage, message):
+    model = _damage_copy(tiny_dir, "damaged", damage)
+    code, out, err = run(capsys, "eval", *base(tiny_dir), "--model", str(model))
+    assert code == 2 and "Traceback" not in err
+    (line,) = err.strip().splitlines()
+    assert line.startswith("error:") and message in line and str(model) in line, line
+
+
+def test_a_split_that_is_not_utf8_is_one_line(tiny_dir, capsys):
+    (tiny_dir / "data" / "latin1.txt").write_bytes("caf\u00e9 au lait".encode("latin-1"))
+    code, out, err = run(capsys, "eval", *base(tiny_dir), "--eval-split", "latin1")
+    assert code == 2 and err.strip().splitlines() == [err.strip()] and "not UTF-8" in err
+
+
+@pytest.mark.parametrize("flag", ["--save", "--report", "--cache-dir"])
+def test_output_paths_that_cannot_be_written_fail_before_any_work(tiny_dir, capsys, flag):
+    blocked = tiny_dir / "data" / "train.txt" / "sub" / "out"  # under a regular file
+    argv = [a for a in base(tiny_dir) if a != "--no-cache"] if flag == "--cache-dir" else base(tiny_dir)
+    code, out, err = run(capsys, "prune", *argv, "--metric", "wanda", flag, str(blocked))
+    assert code == 2 and flag in err and "cannot be written" in err
+    assert "dense perplexity" not in err and "sparsity" not in err  # nothing was computed
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["prune", "--model", "m", "--metric", "wanda", "--sparsity", "nan"], "--sparsity: expected a finite"),
+    (["search", "--model", "m", "--out", "o", "--race-factor", "nan"], "--race-factor: expected a finite"),
+    (["search", "--model", "m", "--out", "o", "--cx-prob", "inf"], "--cx-prob: expected a finite"),
+    (["search", "--model", "m", "--out", "o", "--mut-prob=-inf"], "--mut-prob: expected a finite"),
+])
+def test_non_finite_float_options_are_one_error_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1 and err.startswith("error:") and message in err
+
+
+def test_unbalanced_seed_metrics_are_refused_before_the_model_loads(tmp_path, capsys):
+    code, out, err = run(capsys, "search", "--model", str(tmp_path / "absent"), "--out",
+                         str(tmp_path / "run"), "--seed-metrics", "wanda,mul(W, G")
+    assert code == 2 and "--seed-metrics: unbalanced parentheses" in err
+    assert not (tmp_path / "run").exists()
+
+
+KILL_DURING_SAVE = """
+import os, signal, sys
+import transformers
+def die(*args, **kwargs):  # the weights are written, the tokenizer is not: SIGKILL now
+    os.kill(os.getpid(), signal.SIGKILL)
+transformers.PreTrainedTokenizerBase.save_pretrained = die
+from pruner_zero.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_sigkill_during_save_leaves_no_model_and_the_rerun_succeeds(tiny_dir):
+    from transformers import AutoModelForCausalLM
+
+    save = tiny_dir / "pruned"
+    argv = ["prune", *base(tiny_dir), "--metric", "wanda", "--save", str(save)]
+    killed = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE, *argv], capture_output=True)
+    assert killed.returncode == -9, killed.stderr.decode()[-1000:]
+    assert not save.exists()  # nothing that from_pretrained would load as if complete
+    assert [p.name for p in tiny_dir.glob(".pruned.*.partial")]  # the half-written one, hidden
+    again = subprocess.run([sys.executable, "-m", "pruner_zero", *argv], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert {p.name for p in save.iterdir()} >= {"config.json", "model.safetensors",
+                                                "pruning.json", "tokenizer.json"}
+    assert not list(tiny_dir.glob(".pruned.*.partial"))  # the dead process's leftovers are gone
+    how = json.loads((save / "pruning.json").read_text())
+    assert how["metric"] == "wanda" or "W" in how["metric"]
+    assert how["protocol"]["nsamples"] == 2 and "torch" in how["versions"]
+    AutoModelForCausalLM.from_pretrained(save)
+
+
+def test_a_half_written_model_directory_explains_itself(tiny_dir, capsys):
+    import shutil
+
+    old = tiny_dir / "old-save"
+    shutil.copytree(tiny_dir / "tiny-llama", old)
+    (old / "tokenizer.json").unlink()
+    code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "wanda", "--save", str(old))
+    assert code == 2 and "incomplete model" in err and "pruning.json" in err

@@ -165,3 +165,67 @@ def test_resolve_metric():
         resolve_metric("wandaa")
     with pytest.raises(MetricError, match="empty"):
         resolve_metric("")
+
+
+# ------------------------------------------------------------ hardening: input limits and rules
+
+def test_a_file_named_like_a_formula_never_replaces_the_formula(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "W").write_text('{"formula": "G"}')
+    (tmp_path / "mul(W, G)").write_text('{"formula": "X"}')
+    assert format_formula(resolve_metric("W")[1]) == "W"
+    assert format_formula(resolve_metric("mul(W, G)")[1]) == "mul(W, G)"
+    # asked for as a file (@path), the same files are read
+    assert format_formula(resolve_metric("@W")[1]) == "G"
+    assert format_formula(resolve_metric("@mul(W, G)")[1]) == "X"
+    # text that is no formula but an existing file is still read as one
+    (tmp_path / "my-metric").write_text('{"formula": "mul(W, X)"}')
+    assert format_formula(resolve_metric("my-metric")[1]) == "mul(W, X)"
+
+
+def test_a_formula_too_long_for_a_file_name_is_parsed_not_probed_as_a_path():
+    long = "add(" * 60 + "W" + ", W)" * 60  # 301 characters: the file system's limit is 255
+    assert len(long) > 255
+    assert format_formula(resolve_metric(long)[1]) == long
+    with pytest.raises(MetricError, match="metric file not found"):
+        resolve_metric("x" * 300 + ".json")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("add(" * 1200 + "W" + ", W)" * 1200, "characters long; the limit is 4000"),
+    ("abs(" * 300 + "W" + ")" * 300, "nested more than 64 levels"),
+    ("mul(W, 1e13)", r"larger than 1e\+12"),
+    ("mul(W, " + "1" * 40 + ")", "the limit is 32"),
+])
+def test_formula_limits_are_named_in_one_error(text, message):
+    with pytest.raises(MetricError, match=message) as info:
+        resolve_metric(text)
+    assert len(str(info.value)) < 300  # the formula is quoted by its start, not whole
+
+
+def test_metric_json_nested_thousands_deep_is_a_metric_error(tmp_path):
+    node = {"data": "W"}
+    text = json.dumps(node)
+    for _ in range(5000):
+        text = '{"data": "abs", "left": ' + text + "}"
+    path = tmp_path / "deep.json"
+    path.write_text(text)
+    with pytest.raises(MetricError, match="nested 5001 levels deep"):
+        resolve_metric(str(path))
+
+
+def test_metric_json_constants_obey_the_same_limits():
+    with pytest.raises(MetricError, match="larger than"):
+        from_paper_json({"data": "mul", "left": {"data": "W"}, "right": {"data": 1e300}})
+    with pytest.raises(MetricError, match="finite"):
+        from_paper_json({"data": "mul", "left": {"data": "W"}, "right": {"data": float("inf")}})
+
+
+def test_metric_lists_with_unbalanced_parentheses_are_refused_not_truncated():
+    from pruner_zero.metric.io import split_metric_list
+
+    assert split_metric_list("wanda, mul(W, G) ,gblm") == ["wanda", "mul(W, G)", "gblm"]
+    with pytest.raises(MetricError, match=r"--seed-metrics: unbalanced parentheses, 1 '\('"):
+        split_metric_list("wanda,mul(W, G", "--seed-metrics")
+    with pytest.raises(MetricError, match=r"closes nothing"):
+        split_metric_list("wanda),mul(W, G)", "--baselines")

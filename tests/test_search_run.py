@@ -263,3 +263,77 @@ def test_test_never_reaches_fitness_or_selection_and_baselines_are_in_every_resu
     for e in ok:
         ratios = [t["ppl"] / refs[name] for name, t in e["tasks"].items()]
         assert e["fitness"] == pytest.approx(math.sqrt(ratios[0] * ratios[1]), rel=1e-12)
+
+
+# ------------------------------------------------------------------ hardening (issue 12)
+
+def quick_search(tiny_dir: Path, out: Path, generations: int = 1) -> list[str]:
+    return ["search", *protocol(tiny_dir), "--space", "small", "--population", "4",
+            "--generations", str(generations), "--gp-seed", "3", "--fitness-windows", "4",
+            "--hof-size", "3", "--final-top", "1", "--polish", "0", "--confirm-seeds", "1",
+            "--baselines", "wanda", "--out", str(out)]
+
+
+def test_two_searches_on_one_out_directory_exactly_one_runs(tiny_dir):
+    out = tiny_dir / "runs" / "shared"
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    argv = [sys.executable, "-m", "pruner_zero", *quick_search(tiny_dir, out, generations=2)]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 2], results
+    refused = next(err for p, (_, err) in zip(procs, results) if p.returncode == 2)
+    assert ("in use by another pruner-zero search" in refused
+            or "already holds a search run" in refused), refused
+    alone = tiny_dir / "runs" / "alone"
+    assert main(quick_search(tiny_dir, alone, generations=2)) == 0
+    def records(run: Path) -> list[dict]:  # every evaluation once, timings aside
+        return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+                for line in (run / EVALUATIONS).read_text().splitlines()]
+
+    assert records(out) == records(alone)
+    assert hall_of_fame(out) == hall_of_fame(alone)
+
+
+def _drop_population(state: dict) -> None:
+    del state["population"]
+
+
+def _wrong_generation(state: dict) -> None:
+    state["generation"] = "one"
+
+
+def _bad_formula(state: dict) -> None:
+    state["hall_of_fame"][0]["formula"] = "mul(W,"
+
+
+@pytest.mark.parametrize("damage, message", [
+    (_drop_population, "missing 'population'"),
+    (_wrong_generation, "'generation' has the wrong type"),
+    (_bad_formula, "cannot parse metric formula"),
+    ("directory", "is a directory"),
+    ("truncated", "is not valid JSON"),
+])
+def test_a_damaged_checkpoint_is_one_line_and_changes_nothing(tiny_dir, capsys, damage, message):
+    out = tiny_dir / "runs" / "damaged"
+    assert main(quick_search(tiny_dir, out)) == 0
+    state = checkpoint(out)
+    state["finished"] = False  # as if killed before the final confirmation
+    ck = out / CHECKPOINT
+    if damage == "directory":
+        ck.unlink()
+        ck.mkdir()
+    elif damage == "truncated":
+        ck.write_text(json.dumps(state)[:200])
+    else:
+        damage(state)
+        ck.write_text(json.dumps(state))
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    code = main(["search", "--resume", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    (line,) = err.strip().splitlines()  # refused before any model work or log line
+    assert line.startswith("error:") and message in line and "checkpoint" in line, line
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before

@@ -55,3 +55,66 @@ def test_X_and_G_equal_direct_computation(tiny_model):
     assert torch.allclose(stats[name].X, X, rtol=1e-5, atol=1e-8)
     assert torch.allclose(stats[name].G, G, rtol=1e-4, atol=1e-9)
     assert stats[name].G.shape == lin.weight.shape and stats[name].X.shape == (lin.in_features,)
+
+
+# ------------------------------------------------------------------ the on-disk cache (issue 12)
+
+import json
+import subprocess
+import sys
+
+from pruner_zero.cli import main
+
+
+def _prune(tiny_dir, cache, seed, capsys):
+    code = main(["prune", "--model", str(tiny_dir / "tiny-llama"), "--data-dir", str(tiny_dir / "data"),
+                 "--nsamples", "2", "--seqlen", "16", "--device", "cpu", "--quiet", "--seed", str(seed),
+                 "--cache-dir", str(cache), "--metric", "gblm"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return json.loads(out)["ppl"], err
+
+
+def test_a_cache_file_from_another_calibration_is_recomputed_not_used(tiny_dir, capsys):
+    cache = tiny_dir / "cache"
+    ppl0, _ = _prune(tiny_dir, cache, 0, capsys)
+    (file0,) = cache.glob("stats-*.safetensors")
+    ppl1, _ = _prune(tiny_dir, cache, 1, capsys)
+    (file1,) = set(cache.glob("stats-*.safetensors")) - {file0}
+    assert ppl1 != ppl0
+    file1.write_bytes(file0.read_bytes())  # seed 0's statistics under seed 1's name
+    again, err = _prune(tiny_dir, cache, 1, capsys)
+    assert "computed for another calibration" in err and again == ppl1
+    reused, err = _prune(tiny_dir, cache, 1, capsys)  # the rewritten entry is trusted again
+    assert "loaded from cache" in err and reused == ppl1
+
+
+KILL_DURING_CACHE_WRITE = """
+import os, signal, sys
+import safetensors.torch as st
+real = st.save_file
+def half_then_die(tensors, filename, metadata=None):
+    real(tensors, filename, metadata=metadata)
+    with open(filename, "r+b") as fh:
+        fh.truncate(os.path.getsize(filename) // 2)
+    os.kill(os.getpid(), signal.SIGKILL)
+st.save_file = half_then_die
+from pruner_zero.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_sigkill_during_a_cache_write_leaves_no_entry_and_the_rerun_succeeds(tiny_dir):
+    cache = tiny_dir / "cache"
+    argv = ["prune", "--model", str(tiny_dir / "tiny-llama"), "--data-dir", str(tiny_dir / "data"),
+            "--nsamples", "2", "--seqlen", "16", "--device", "cpu", "--quiet",
+            "--cache-dir", str(cache), "--metric", "gblm"]
+    killed = subprocess.run([sys.executable, "-c", KILL_DURING_CACHE_WRITE, *argv], capture_output=True)
+    assert killed.returncode == -9, killed.stderr.decode()[-1000:]
+    assert not list(cache.glob("stats-*.safetensors"))  # only the hidden half-written temporary
+    assert len(list(cache.glob(".stats-*.tmp"))) == 1
+    for expect in ("statistics: cached in", "statistics: loaded from cache"):
+        again = subprocess.run([sys.executable, "-m", "pruner_zero", *argv], capture_output=True,
+                               text=True)
+        assert again.returncode == 0 and expect in again.stderr, again.stderr
+    assert not list(cache.glob(".stats-*.tmp"))  # the dead writer's temporary was cleared

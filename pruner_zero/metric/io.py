@@ -20,6 +20,7 @@ from pruner_zero.metric.builtin import BUILTINS
 from pruner_zero.metric.ops import ARITY
 from pruner_zero.metric.space import full_pset
 from pruner_zero.metric.tree import Constant, format_number, is_constant, label
+from pruner_zero.files import user_path
 
 _TOKEN = re.compile(
     r"\s*(?:(?P<num>-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
@@ -276,7 +277,7 @@ def save_metric_json(tree: gp.PrimitiveTree, path: str | Path) -> None:
 def _is_file(spec: str) -> bool:
     """An existing file; a name the file system cannot even hold (too long, NUL) is not one."""
     try:
-        return Path(spec).expanduser().is_file()
+        return user_path(spec).is_file()
     except (OSError, ValueError):
         return False
 

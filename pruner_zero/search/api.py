@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 from pruner_zero.errors import ConfigError, MetricError
 from pruner_zero.metric.io import split_metric_list
 from pruner_zero.search.rundir import HallOfFameEntry, RunDir, best_entry
+from pruner_zero.files import user_path
 
 DEFAULT_SPACE = "paper"
 DEFAULT_FITNESS_WINDOWS = 128
@@ -196,7 +197,7 @@ def search(model: Any = None, out: str | Path | None = None, *, generations: int
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "tasks": [t.as_dict() for t in task_list],
                 "runtime": runtime.as_dict(), "compare": compare,
-                "cache_dir": None if cache_dir is None else str(Path(cache_dir).expanduser().resolve()),
+                "cache_dir": None if cache_dir is None else str(user_path(cache_dir).resolve()),
                 "space": {"spec": str(space), "definition": {
                     k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(space_obj).items()
                     if not k.startswith("_")}},
@@ -268,6 +269,15 @@ def _run(run: RunDir, config: dict[str, Any], space: Any, settings: Any, benches
     from pruner_zero.search.loop import run_gp
 
     state = run.load_checkpoint()
+    if state is not None:  # every formula it holds must parse before any work is redone
+        from pruner_zero.metric.io import parse_formula
+
+        for d in state["population"] + state["hall_of_fame"]:
+            try:
+                parse_formula(d["formula"], space.pset())
+            except MetricError as exc:
+                raise ConfigError(f"{run.path / 'checkpoint.json'} is damaged ({exc}); restore "
+                                  "the file, or start a new run with --out") from exc
     if state is not None and state.get("finished"):
         log(f"{run.path}: the search already finished; rewriting its final outputs")
         try:

@@ -123,10 +123,8 @@ class RunDir:
     def load_checkpoint(self) -> dict[str, Any] | None:
         """The last checkpoint, or None when no generation finished yet."""
         path = self.path / CHECKPOINT
-        if not path.is_file():
+        if not path.exists():
             return None
-        if path.exists() and not path.is_file():
-            raise ConfigError(f"{path} is not a file; the run directory is damaged")
         state = read_json(path, "checkpoint")
         if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
             raise ConfigError(f"{path} is not a checkpoint this version can resume "
