@@ -213,6 +213,28 @@ def parse_json(text: str, what: str, error: type[PrunerZeroError] = ConfigError,
         raise error(f"{what} is not valid JSON: {exc}") from exc
 
 
+def read_yaml(path: str | Path, what: str, error: type[PrunerZeroError] = ConfigError) -> Any:
+    """A YAML file's value (safe_load), or one `error` naming the file and the problem."""
+    import yaml
+
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{what} {path} is a directory, not a file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{what} {path} is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {_why(exc)}") from None
+    try:
+        return yaml.safe_load(text)
+    except RecursionError:
+        raise error(f"{what} {path} is nested too deeply") from None
+    except yaml.YAMLError as exc:
+        first = " ".join(str(exc).split())[:200]
+        raise error(f"{what} {path} is not valid YAML: {first}") from None
+
+
 # --------------------------------------------------------------------------- lock
 
 class RunLock:

@@ -102,15 +102,9 @@ def cross_tasks(models: Sequence[str], sparsities: Sequence[float | None], **com
 
 def load_tasks_file(path: str | Path, defaults: dict[str, Any]) -> list[Task]:
     """tasks.yaml: a list of mappings; omitted keys take ``defaults`` (the command line)."""
-    import yaml
+    from .files import read_yaml
 
-    p = Path(path)
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"cannot read --tasks {path}: {exc.strerror or exc}") from exc
-    except (UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"--tasks {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    raw = read_yaml(path, "--tasks")
     if not isinstance(raw, list) or not raw:
         raise ConfigError(f"--tasks {path} must be a non-empty YAML list of tasks (mappings)")
     tasks = []

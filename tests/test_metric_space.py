@@ -90,3 +90,17 @@ def test_unknown_space_and_unreadable_files(tmp_path):
 def test_space_constructor_validates():
     with pytest.raises(MetricError, match="not a string"):
         SearchSpace("s", "WG", ("abs",), (), 1, 2, 3, 4)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[" * 5000 + "]" * 5000, "nested too deeply"),
+    (b"name: \xff\n", "not UTF-8"),
+])
+def test_unreadable_space_files_are_one_metric_error(tmp_path, content, message):
+    from pruner_zero.errors import MetricError
+    from pruner_zero.metric.space import load_space
+
+    path = tmp_path / "space.yaml"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(MetricError, match=message):
+        load_space(path)

@@ -288,12 +288,59 @@ def test_two_searches_on_one_out_directory_exactly_one_runs(tiny_dir):
             or "already holds a search run" in refused), refused
     alone = tiny_dir / "runs" / "alone"
     assert main(quick_search(tiny_dir, alone, generations=2)) == 0
-    def records(run: Path) -> list[dict]:  # every evaluation once, timings aside
-        return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
-                for line in (run / EVALUATIONS).read_text().splitlines()]
-
-    assert records(out) == records(alone)
+    assert _records(out) == _records(alone)
     assert hall_of_fame(out) == hall_of_fame(alone)
+
+
+def _records(run: Path) -> list[dict]:
+    """evaluations.jsonl, timings aside."""
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+            for line in (run / EVALUATIONS).read_text().splitlines()]
+
+
+def _unfinished_after_generation_0(tiny_dir: Path, out: Path) -> None:
+    """A run whose checkpoint holds generation 0 of 1: a resume has a whole generation to add."""
+    assert main(quick_search(tiny_dir, out, generations=0)) == 0
+    config = json.loads((out / CONFIG).read_text())
+    config["gp"]["generations"] = 1
+    (out / CONFIG).write_text(json.dumps(config))
+    state = checkpoint(out)
+    state["finished"] = False
+    del state["final"]
+    (out / CHECKPOINT).write_text(json.dumps(state))
+
+
+def test_a_run_held_by_another_process_is_refused_and_left_alone(tiny_dir, capsys):
+    from pruner_zero.files import RunLock
+
+    out = tiny_dir / "runs" / "held"
+    _unfinished_after_generation_0(tiny_dir, out)
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"}
+    with RunLock(out, "search"):  # as a running search holds it
+        code = main(["search", "--resume", str(out), "--quiet"])
+        err = capsys.readouterr().err
+    assert code == 2 and "in use by another pruner-zero search" in err and f"pid {os.getpid()}" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"} == before
+    assert main(["search", "--resume", str(out), "--quiet"]) == 0  # released: it resumes
+
+
+def test_two_resumes_of_one_run_write_each_evaluation_once(tiny_dir):
+    import shutil
+
+    out, alone = tiny_dir / "runs" / "twice", tiny_dir / "runs" / "once"
+    _unfinished_after_generation_0(tiny_dir, out)
+    shutil.copytree(out, alone)
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    argv = [sys.executable, "-m", "pruner_zero", "search", "--resume", str(out), "--quiet"]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert 0 in [p.returncode for p in procs], results
+    for p, (_, err) in zip(procs, results):  # the other was refused, or came after the end
+        assert p.returncode == 0 or "in use by another pruner-zero search" in err, err
+    assert main(["search", "--resume", str(alone), "--quiet"]) == 0
+    assert _records(out) == _records(alone)  # generation 1 once, as one resume alone writes it
 
 
 def _drop_population(state: dict) -> None:

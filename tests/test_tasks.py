@@ -170,3 +170,15 @@ def test_tasks_of_one_model_at_other_seqlens_get_their_own_workbench(tiny_dir):
     assert short.calib.shape == (2, 16) and default.calib.shape == (2, 64)
     with pytest.raises(ConfigError, match="longer than the model allows"):
         benches.bench(Task(model=model, data_dir=data, seqlen=65, nsamples=2))
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[" * 5000 + "]" * 5000, "nested too deeply"),
+    (b"\xff\xfe- model: x\n", "not UTF-8 text (byte 0)"),
+    ("- model: [unclosed\n", "not valid YAML"),
+])
+def test_unreadable_tasks_files_are_one_config_error(tmp_path, content, message):
+    path = tmp_path / "tasks.yaml"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(ConfigError, match=message):
+        load_tasks_file(path, {})

@@ -12,10 +12,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import yaml
 from deap import gp
 
 from pruner_zero.errors import MetricError
+from pruner_zero.files import read_yaml
 from pruner_zero.metric.ops import BINARY, TERMINALS, UNARY
 
 SPACES_DIR = Path(__file__).parents[2] / "search_spaces"
@@ -137,10 +137,7 @@ def load_space(name_or_path: str | Path) -> SearchSpace:
         if not path.is_file():
             raise MetricError(
                 f"unknown search space '{text}'; available: {', '.join(available_spaces()) or 'none'}.")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise MetricError(f"cannot read search space file {path}: {exc}".replace("\n", " ")) from exc
+    data = read_yaml(path, "search space file", MetricError)
     if not isinstance(data, dict):
         raise MetricError(f"search space file {path} must contain a YAML mapping of fields.")
     data = dict(data)
