@@ -79,7 +79,7 @@ def test_unknown_space_and_unreadable_files(tmp_path):
         load_space(str(tmp_path / "missing.yaml"))
     broken = tmp_path / "broken.yaml"
     broken.write_text("terminals: [W, G\n")
-    with pytest.raises(MetricError, match="cannot read search space file"):
+    with pytest.raises(MetricError, match="broken.yaml is not valid YAML"):
         load_space(broken)
     listy = tmp_path / "list.yaml"
     listy.write_text("- W\n- G\n")

@@ -174,7 +174,7 @@ def test_tasks_of_one_model_at_other_seqlens_get_their_own_workbench(tiny_dir):
 
 @pytest.mark.parametrize("content, message", [
     ("[" * 5000 + "]" * 5000, "nested too deeply"),
-    (b"\xff\xfe- model: x\n", "not UTF-8 text (byte 0)"),
+    (b"\xff\xfe- model: x\n", r"not UTF-8 text \(byte 0\)"),
     ("- model: [unclosed\n", "not valid YAML"),
 ])
 def test_unreadable_tasks_files_are_one_config_error(tmp_path, content, message):
