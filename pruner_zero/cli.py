@@ -176,6 +176,7 @@ def cmd_search(a: argparse.Namespace) -> int:
 def search_summary(out, entries) -> dict:
     """The CLI's JSON line: the best metric, which split each number is on, report per task."""
 
+    from .files import read_json
     from .search.rundir import CHECKPOINT, best_entry
 
     best = best_entry(entries) if entries else None
@@ -183,7 +184,7 @@ def search_summary(out, entries) -> dict:
                "fitness": best and best.fitness, "fitness_on": "fitness windows of the selection split",
                "selection": best and best.score, "selection_std": best and best.score_std,
                "selection_on": "whole selection split, mean over calibration seeds", "report": {}}
-    state = json.loads((out / CHECKPOINT).read_text()) if (out / CHECKPOINT).is_file() else {}
+    state = read_json(out / CHECKPOINT, "checkpoint") if (out / CHECKPOINT).is_file() else {}
     from .measure import mean_std
 
     by: dict = {}

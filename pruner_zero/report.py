@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .errors import ConfigError
-from .files import atomic_write_text, atomic_write_with
+from .files import atomic_write_text, atomic_write_with, check_writable_dir
 
 FITNESS_MEANING = "fitness = weighted geo-mean over tasks of ppl / ppl({ref})  (lower is better)"
 _TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?")
@@ -57,7 +57,7 @@ def read_evaluations(path: Path) -> tuple[list[dict[str, Any]], int] | None:
             continue
         try:
             rec = json.loads(line)  # accepts Infinity / NaN
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             bad += i < len(lines) - 1
             continue
         if isinstance(rec, dict):
@@ -268,13 +268,12 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> Path:
     except ImportError as exc:
         raise ConfigError("pruner-zero report needs matplotlib: "
                           "pip install 'pruner-zero[plot]'") from exc
-    out_dir = Path(out_dir) if out_dir is not None else run_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = check_writable_dir(Path(out_dir) if out_dir is not None else run_dir, "--out")
 
     try:
         config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
         config = config if isinstance(config, dict) else {}
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         config = {}
     reference = str(config.get("reference") or "wanda")
     history = _read_csv(run_dir / "history.csv")

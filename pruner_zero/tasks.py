@@ -163,8 +163,8 @@ def model_widths(model: str) -> list[int] | None:
         return None
     try:
         cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None  # the model loader names what is wrong with the file
     cfg = cfg.get("text_config", cfg) if isinstance(cfg, dict) else None
     if not isinstance(cfg, dict) or not isinstance(cfg.get("hidden_size"), int):
         return None
