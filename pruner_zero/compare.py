@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 from .errors import ConfigError, MetricError
 from .measure import SPARSEGPT, Runtime, mean_std, verdict
 from .report import save_png
-from .files import atomic_write_text, user_path
+from .files import atomic_write_text, check_writable_dir, user_path
 from .tasks import Task, check_tasks, name_tasks
 
 CSV_NAME = "leaderboard.csv"
@@ -120,14 +120,7 @@ def compare(metrics: str | Sequence[str], tasks: Sequence[Task], seeds: int = 3,
         except ConfigError as exc:
             raise ConfigError(f"task {t.name}: {exc}") from None
     check_tasks(task_list, compare, selection=False)  # compare selects nothing
-    out_dir = None if out is None else user_path(out)
-    if out_dir is not None:
-        if out_dir.exists() and not out_dir.is_dir():
-            raise ConfigError(f"--out {out} is a file, not a directory")
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot create --out {out}: {exc.strerror or exc}") from exc
+    out_dir = None if out is None else check_writable_dir(out, "--out")
 
     benches = TaskBenches(runtime or Runtime(), None if cache_dir is None else Path(cache_dir),
                           progress, log)
