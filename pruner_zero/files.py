@@ -185,20 +185,25 @@ def json_depth(text: str) -> int:
     return deepest
 
 
+def read_text_file(path: str | Path, what: str, error: type[PrunerZeroError] = ConfigError) -> str:
+    """A UTF-8 text file we were given, or one `error` naming it and what is wrong with it."""
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{what} {path} is a directory, not a file")
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error(f"{what} {path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{what} {path} is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise error(f"cannot read {what} {path}: {_why(exc)}") from None
+
+
 def read_json(path: str | Path, what: str, error: type[PrunerZeroError] = ConfigError,
               max_depth: int = MAX_JSON_DEPTH) -> Any:
     """A JSON file's value, or one `error` naming the file and what is wrong with it."""
-    path = Path(path)
-    if path.is_dir():
-        raise error(f"the {what} {path} is a directory, not a file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise error(f"the {what} {path} does not exist") from exc
-    except UnicodeDecodeError as exc:
-        raise error(f"the {what} {path} is not UTF-8 text (byte {exc.start})") from exc
-    except OSError as exc:
-        raise error(f"cannot read the {what} {path}: {_why(exc)}") from exc
+    text = read_text_file(path, f"the {what}", error)
     return parse_json(text, f"the {what} {path}", error, max_depth)
 
 
@@ -217,15 +222,7 @@ def read_yaml(path: str | Path, what: str, error: type[PrunerZeroError] = Config
     """A YAML file's value (safe_load), or one `error` naming the file and the problem."""
     import yaml
 
-    path = Path(path)
-    if path.is_dir():
-        raise error(f"{what} {path} is a directory, not a file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise error(f"{what} {path} is not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise error(f"cannot read {what} {path}: {_why(exc)}") from None
+    text = read_text_file(path, what, error)
     try:
         return yaml.safe_load(text)
     except RecursionError:
