@@ -43,6 +43,10 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
     if tree is not None:  # a metric that cannot score fails before the long evaluations
         engine = Engine(bench.model, bench.linears, bench.stats, shape)
         masks = engine.masks(tree, formula)
+        if bench.protocol.calibration == "sequential":  # X again, block by block on pruned inputs
+            engine = Engine(bench.model, bench.linears, bench.stats, shape, engine.dense,
+                            "sequential", bench.calib, bench.progress)
+            masks = engine.masks(tree, formula)
     else:
         _ = bench.calib  # a missing calibration split fails before the dense evaluation
     if dense:

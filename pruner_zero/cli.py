@@ -72,7 +72,8 @@ def _add_model_args(p: argparse.ArgumentParser, search: bool = False) -> None:
 def _protocol_kwargs(a: argparse.Namespace) -> dict:
     return {"data_dir": a.data_dir, "calib_split": a.calib_split, "eval_split": a.eval_split,
             "nsamples": a.nsamples, "seqlen": a.seqlen, "seed": a.seed, "device": a.device,
-            "dtype": a.dtype, "batch_size": a.batch_size, "device_map": a.device_map}
+            "dtype": a.dtype, "batch_size": a.batch_size, "device_map": a.device_map,
+            "calibration": getattr(a, "calibration", "dense")}
 
 
 def _workbench(a: argparse.Namespace):
@@ -95,6 +96,11 @@ def _add_prune_shape(p: argparse.ArgumentParser) -> None:
     p.add_argument("--structure", default="unstructured", help="unstructured | N:M, e.g. 2:4, 4:8")
     p.add_argument("--compare", default="row", choices=["row", "layer"],
                    help="unstructured: rank weights within each output row (default) or layer")
+    p.add_argument("--calibration", default="dense", choices=["dense", "sequential"],
+                   help="how X is measured: on the dense model in one pass (default; a candidate "
+                        "costs one forward) or layer by layer on the outputs of the blocks already "
+                        "pruned, as Wanda and Pruner-Zero do (G stays the dense model's; "
+                        "sparsegpt always walks layer by layer)")
 
 
 def cmd_prune(a: argparse.Namespace) -> int:
@@ -168,7 +174,7 @@ def cmd_search(a: argparse.Namespace) -> int:
             progress=not a.quiet, log=_log, data_dir=a.data_dir, calib_split=a.calib_split,
             fitness_split=a.fitness_split, report_split=a.report_split, nsamples=a.nsamples,
             seqlen=a.seqlen, device=a.device, dtype=a.dtype, batch_size=a.batch_size,
-            device_map=a.device_map)
+            device_map=a.device_map, calibration=a.calibration)
     print(json.dumps(search_summary(Path(out), entries)))
     return 0
 

@@ -111,8 +111,10 @@ def compare(metrics: str | Sequence[str], tasks: Sequence[Task], seeds: int = 3,
     from .measure import TaskBenches, grid
 
     specs = resolve_metric_specs(metrics)
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ConfigError(f"--seeds must be a positive integer, got {seeds!r}")
+    from .search.api import MAX_SEEDS
+
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
+        raise ConfigError(f"--seeds must be an integer from 1 to {MAX_SEEDS}, got {seeds!r}")
     task_list = name_tasks(list(tasks))
     for t in task_list:  # every task's option errors before any task's path errors
         try:
@@ -340,7 +342,8 @@ def cmd_compare(a: argparse.Namespace) -> int:
     tasks = build_tasks(a.model, a.sparsity, a.tasks, structure=a.structure,
                         data_dir=a.data_dir, calib_split=a.calib_split,
                         fitness_split=a.fitness_split, report_split=a.report_split,
-                        nsamples=a.nsamples, seqlen=a.seqlen, seed=a.seed)
+                        nsamples=a.nsamples, seqlen=a.seqlen, seed=a.seed,
+                        calibration=a.calibration)
     cache = None if a.no_cache else Path(a.cache_dir) if a.cache_dir else default_cache_dir()
     runtime = Runtime(device=a.device, dtype=a.dtype, batch_size=a.batch_size,
                       device_map=a.device_map)

@@ -42,27 +42,83 @@ def metric_scores(tree, weight: torch.Tensor, stats: LayerStats) -> torch.Tensor
     return evaluate(tree, weight.detach().abs().float(), stats.G.float(), stats.X.float())
 
 
+CALIBRATIONS = ("dense", "sequential")
+
+
+def check_calibration(mode: str) -> str:
+    from .errors import ConfigError
+
+    if mode not in CALIBRATIONS:
+        raise ConfigError(f"--calibration must be dense or sequential, got {mode!r}")
+    return mode
+
+
 @dataclass
 class Engine:
+    """``calibration="dense"``: X is the dense model's (one forward pass per candidate);
+    ``"sequential"``: X of each block is measured on the outputs of the blocks already pruned
+    with the same metric (the Wanda / Pruner-Zero protocol; needs ``calib``). G is always the
+    dense model's, as the published code precomputes it."""
+
     model: nn.Module
     linears: dict[str, nn.Linear]
     stats: dict[str, LayerStats]
     structure: Structure
     dense: dict[str, torch.Tensor] = field(default_factory=dict)
+    calibration: str = "dense"
+    calib: torch.Tensor | None = None
+    progress: bool = False
 
     def __post_init__(self):
+        check_calibration(self.calibration)
+        if self.calibration == "sequential" and self.calib is None:
+            raise ValueError("sequential calibration needs the calibration windows")
         if not self.dense:  # one copy of the dense weights, made once
             self.dense = {n: m.weight.detach().clone() for n, m in self.linears.items()}
 
     def masks(self, tree, formula: str = "metric") -> dict[str, torch.Tensor]:
-        """Score every layer and turn scores into masks; a NaN/inf/constant metric is a MetricError."""
+        """Score every layer and turn scores into masks; a NaN/inf/constant metric is a MetricError.
+        The model's weights are as before the call (dense)."""
+        if self.calibration == "sequential":
+            return self._sequential_masks(tree, formula)
+        return {name: self._mask(name, tree, formula, self.stats[name]) for name in self.linears}
+
+    def _mask(self, name: str, tree, formula: str, stats: LayerStats) -> torch.Tensor:
         from .metric.tree import check_scores
 
-        out = {}
-        for name, lin in self.linears.items():
-            scores = metric_scores(tree, self.dense[name], self.stats[name])
-            check_scores(scores, formula)
-            out[name] = make_mask(scores, self.structure)
+        scores = metric_scores(tree, self.dense[name], stats)
+        check_scores(scores, formula)
+        return make_mask(scores, self.structure)
+
+    @torch.no_grad()
+    def _sequential_masks(self, tree, formula: str) -> dict[str, torch.Tensor]:
+        from .layerwise import block_linears, walk
+        from .model import layers_prefix
+        from .stats import SquaredInputMean
+
+        prefix = layers_prefix(self.model)
+        out: dict[str, torch.Tensor] = {}
+
+        def visit(i: int, block: nn.Module, run) -> None:
+            linears = {f"{prefix}.{i}.{n}": m for n, m in block_linears(block).items()}
+            xs = {n: SquaredInputMean(m.in_features, m.weight.device) for n, m in linears.items()}
+            hooks = [m.register_forward_hook(lambda mod, a, o, n=n: xs[n].add(a[0]))
+                     for n, m in linears.items()]
+            try:
+                run()
+            finally:
+                for h in hooks:
+                    h.remove()
+            for name, lin in linears.items():
+                stats = LayerStats(X=xs[name].value(), G=self.stats[name].G)
+                out[name] = self._mask(name, tree, formula, stats)
+                lin.weight.masked_fill_(out[name], 0)
+
+        self.restore()
+        try:
+            walk(self.model, self.calib, visit, self.progress, desc="sequential calibration")
+        finally:
+            self.restore()
         return out
 
     @torch.no_grad()

@@ -214,8 +214,8 @@ def parse_json(text: str, what: str, error: type[PrunerZeroError] = ConfigError,
         raise error(f"{what} is nested {depth} levels deep; the limit is {max_depth}")
     try:
         return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise error(f"{what} is not valid JSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # ValueError: also an integer of 5000 digits
+        raise error(f"{what} is not valid JSON: {str(exc)[:200]}") from None
 
 
 def read_yaml(path: str | Path, what: str, error: type[PrunerZeroError] = ConfigError) -> Any:

@@ -1,6 +1,7 @@
 """Scores -> boolean prune masks (True = zero this weight). Pure tensor functions."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -36,7 +37,7 @@ def parse_structure(structure: str, sparsity: float | None, compare: str = "row"
             raise ConfigError(f"--sparsity must be strictly between 0 and 1, got {sparsity}")
         return Structure(sparsity=s, compare=compare)
     parts = structure.split(":")
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+    if len(parts) != 2 or not all(re.fullmatch(r"[0-9]{1,6}", p) for p in parts):
         raise ConfigError(f"--structure must be unstructured or N:M (e.g. 2:4), got {structure!r}")
     n, m = int(parts[0]), int(parts[1])
     if compare != "row":

@@ -100,12 +100,14 @@ class TaskBenches:
 
         bench = self.bench(task, seed)
         shape = task.shape(compare)
-        key = (id(bench), shape)
+        key = (id(bench), shape, task.calibration)
         if key not in self._engines:
             dense = self._dense.setdefault(bench.protocol.model, {})
             if not dense:
                 dense.update({n: m.weight.detach().clone() for n, m in bench.linears.items()})
-            self._engines[key] = Engine(bench.model, bench.linears, bench.stats, shape, dense)
+            sequential = task.calibration == "sequential"
+            self._engines[key] = Engine(bench.model, bench.linears, bench.stats, shape, dense,
+                                        task.calibration, bench.calib if sequential else None)
         return self._engines[key]
 
     def ppl(self, task: Task, seed: int | None, metric: Any, split: str, compare: str = "row") -> float:

@@ -148,10 +148,16 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
         f"{' or '.join(_LAYER_PATHS)} (top-level modules found: {children})")
 
 
+def layers_prefix(model: nn.Module) -> str:
+    """The dotted name of the decoder's block list (e.g. `model.layers`), for full linear names."""
+    layers = decoder_layers(model)
+    return next(name for name, mod in model.named_modules() if mod is layers)
+
+
 def prunable_linears(model: nn.Module) -> dict[str, nn.Linear]:
     """Every nn.Linear inside a decoder block, by full module name; embeddings and lm_head are outside."""
     layers = decoder_layers(model)
-    prefix = next(name for name, mod in model.named_modules() if mod is layers)
+    prefix = layers_prefix(model)
     found: dict[str, nn.Linear] = {}
     for i, block in enumerate(layers):
         for name, mod in block.named_modules():

@@ -57,7 +57,7 @@ def read_evaluations(path: Path) -> tuple[list[dict[str, Any]], int] | None:
             continue
         try:
             rec = json.loads(line)  # accepts Infinity / NaN
-        except (json.JSONDecodeError, RecursionError):
+        except (ValueError, RecursionError):  # also an integer of 5000 digits
             bad += i < len(lines) - 1
             continue
         if isinstance(rec, dict):

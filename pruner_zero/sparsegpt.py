@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from .layerwise import block_linears, walk
 from .masks import Structure
-from .model import decoder_layers, input_device
 
 
 class HessianAccumulator:
@@ -69,55 +68,22 @@ def sparsegpt_weight(W: torch.Tensor, H: torch.Tensor, structure: Structure,
     return W
 
 
-class _Captured(Exception):
-    pass
-
-
 @torch.no_grad()
 def sparsegpt_prune(model: nn.Module, calib: torch.Tensor, structure: Structure,
                     progress: bool = True) -> None:
     """Prune `model` in place with SparseGPT using calibration windows [n, seqlen]."""
-    layers = decoder_layers(model)
-    inps: list[torch.Tensor] = []
-    kwargs_seen: dict = {}
 
-    class Catcher(nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, hidden_states, *args, **kwargs):
-            inps.append(hidden_states)
-            kwargs_seen.update(kwargs)
-            raise _Captured
-
-    first = layers[0]
-    layers[0] = Catcher(first)
-    dev = input_device(model)
-    try:
-        for window in calib:
-            try:
-                model(input_ids=window.unsqueeze(0).to(dev))
-            except _Captured:
-                pass
-    finally:
-        layers[0] = first
-
-    for block in tqdm(layers, desc="sparsegpt", unit="block", disable=not progress):
-        linears = {n: m for n, m in block.named_modules() if isinstance(m, nn.Linear)}
+    def visit(i: int, block: nn.Module, run) -> None:
+        linears = block_linears(block)
         acc = {n: HessianAccumulator(m.in_features, m.weight.device) for n, m in linears.items()}
         hooks = [m.register_forward_hook(lambda mod, a, o, n=n: acc[n].add(a[0]))
                  for n, m in linears.items()]
         try:
-            for x in inps:
-                block(x, **kwargs_seen)
+            run()
         finally:
             for h in hooks:
                 h.remove()
         for n, m in linears.items():
             m.weight.copy_(sparsegpt_weight(m.weight, acc[n].H, structure).to(m.weight.dtype))
-        outs = []
-        for x in inps:
-            out = block(x, **kwargs_seen)
-            outs.append(out[0] if isinstance(out, tuple) else out)
-        inps = outs
+
+    walk(model, calib, visit, progress, desc="sparsegpt")

@@ -17,7 +17,7 @@ from .masks import Structure, parse_structure
 from .files import user_path
 
 TASK_KEYS = ("model", "data_dir", "calib_split", "fitness_split", "report_split", "nsamples",
-             "seqlen", "seed", "sparsity", "structure", "weight")
+             "seqlen", "seed", "sparsity", "structure", "calibration", "weight")
 """Keys a task of tasks.yaml may set: the flag names with underscores."""
 SPLIT_ALIASES = {"validation": "valid"}
 """The hub's split names that read the same text as a local split (data.load_split_text)."""
@@ -35,10 +35,14 @@ class Task:
     seed: int = 0
     sparsity: float | None = None
     structure: str = "unstructured"
+    calibration: str = "dense"  # or "sequential": X measured layer by layer on pruned inputs
     weight: float = 1.0
     name: str = ""
 
     def __post_init__(self) -> None:
+        from .engine import check_calibration
+
+        check_calibration(self.calibration)
         for role in ("calib_split", "fitness_split", "report_split"):  # one name per split
             value = getattr(self, role)
             if value in SPLIT_ALIASES:
@@ -149,7 +153,8 @@ def _typed(d: dict[str, Any], where: str) -> Task:
             math.isfinite(weight) and weight > 0):
         raise ConfigError(f"{where}: weight must be a positive number, got {weight!r}")
     kwargs = {k: as_str(k) for k in ("model", "data_dir", "calib_split", "fitness_split",
-                                      "report_split", "structure") if d.get(k) is not None}
+                                      "report_split", "structure", "calibration")
+              if d.get(k) is not None}
     kwargs.update({k: as_int(k, m) for k, m in (("nsamples", 1), ("seqlen", 2), ("seed", 0))
                    if d.get(k) is not None})
     return Task(sparsity=None if sparsity is None else float(sparsity), weight=float(weight), **kwargs)

@@ -36,6 +36,7 @@ class Protocol:
     dtype: str = "auto"
     batch_size: int = 8
     device_map: str | None = None
+    calibration: str = "dense"  # how prune measures X: dense model, or layer by layer
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -50,6 +51,9 @@ class Workbench:
             raise ConfigError(f"--seqlen must be at least 2, got {protocol.seqlen}")
         if protocol.batch_size < 1:
             raise ConfigError(f"--batch-size must be at least 1, got {protocol.batch_size}")
+        from .engine import check_calibration
+
+        check_calibration(protocol.calibration)
         self.data_dir = data_mod.resolve_data_dir(protocol.data_dir)
         if self.data_dir is not None:  # absolute, so a run resumed from elsewhere finds it
             protocol = replace(protocol, data_dir=str(self.data_dir.resolve()))

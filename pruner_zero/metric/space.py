@@ -112,6 +112,12 @@ def _validate(s: SearchSpace) -> None:
                           f"exceeds max_height ({s.max_height}).")
     if s.max_size < 1:
         raise MetricError(f"search space '{s.name}': max_size must be at least 1.")
+    arity = 2 if s.binary_ops else 1  # the largest tree the initial population may draw
+    largest = 2 ** (s.init_max_depth + 1) - 1 if arity == 2 else s.init_max_depth + 1
+    if s.max_size < largest:
+        raise MetricError(f"search space '{s.name}': max_size ({s.max_size}) is below the "
+                          f"{largest} nodes a tree of init_max_depth {s.init_max_depth} can have; "
+                          f"raise max_size or lower init_max_depth")
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(SearchSpace) if f.init)

@@ -23,6 +23,7 @@ DEFAULT_BASELINES = ("magnitude", "wanda", "gblm", "pruner-zero")
 DEFAULT_REFERENCE = "wanda"
 DEFAULT_CONFIRM_SEEDS = 3
 CONFIG_VERSION = 2
+MAX_SEEDS = 100  # calibration seeds of a confirmation or a comparison: each is a full measurement
 
 
 def _stderr(msg: str) -> None:
@@ -41,7 +42,70 @@ def _seed_trees(names: Sequence[str], space: Any) -> list[Any]:
         except MetricError as exc:
             raise ConfigError(f"seed metric '{name}' ({format_formula(tree)}) uses an op or terminal "
                               f"outside the search space '{space.name}': {exc}") from exc
+        if len(tree) > space.max_size or tree.height > space.max_height:
+            raise ConfigError(f"seed metric '{name}' ({len(tree)} nodes, height {tree.height}) "
+                              f"exceeds the search space '{space.name}' (max_size {space.max_size}, "
+                              f"max_height {space.max_height})")
     return trees
+
+
+def checked_config(config: dict[str, Any], path: Path) -> tuple[Any, Any]:
+    """The search space and GP settings of a run's config.json, after every value in it has
+    passed the checks a new run's options pass: a hand-edited or damaged config is refused by
+    name before any work, instead of failing (or giving nonsense) hours later."""
+    from pruner_zero.measure import Runtime
+    from pruner_zero.search.loop import GPSettings
+    from pruner_zero.tasks import _typed
+
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise ConfigError(what)
+
+    def count(v: Any, low: int, high: int | None = None) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= low and (high is None or v <= high)
+
+    try:
+        need(isinstance(config.get("tasks"), list) and config["tasks"] != []
+             and all(isinstance(t, dict) for t in config["tasks"]), "'tasks' must be a list of tasks")
+        for i, t in enumerate(config["tasks"], start=1):
+            _typed(t, f"task {i}")
+            need(isinstance(t.get("name"), str) and t["name"], f"task {i} has no name")
+        need(len({t["name"] for t in config["tasks"]}) == len(config["tasks"]), "task names repeat")
+        need(isinstance(config.get("runtime"), dict), "'runtime' must be a mapping")
+        Runtime(**config["runtime"])
+        need(config.get("compare") in ("row", "layer"), "'compare' must be row or layer")
+        need(config.get("cache_dir") is None or isinstance(config["cache_dir"], str),
+             "'cache_dir' must be a path or null")
+        space = config.get("space")
+        need(isinstance(space, dict) and isinstance(space.get("definition"), dict),
+             "'space.definition' must be a mapping")
+        space_obj = _space_from_config(config)
+        need(isinstance(config.get("gp"), dict), "'gp' must be a mapping")
+        settings = GPSettings(**config["gp"]).checked(space_obj)
+        fit = config.get("fitness")
+        need(isinstance(fit, dict), "'fitness' must be a mapping")
+        need(fit.get("fitness_windows") is None or count(fit["fitness_windows"], 1),
+             "'fitness.fitness_windows' must be a positive integer or null")
+        race = fit.get("race_factor")
+        need(race is None or (isinstance(race, (int, float)) and not isinstance(race, bool)
+                              and math.isfinite(race) and race >= 1), "'fitness.race_factor' must be >= 1 or null")
+        need(count(fit.get("race_chunk"), 1), "'fitness.race_chunk' must be a positive integer")
+        need(all(isinstance(fit.get(k), bool) for k in ("canonical_cache", "fingerprint_cache")),
+             "'fitness' caches must be true or false")
+        need(isinstance(config.get("reference"), str), "'reference' must be a metric")
+        for key in ("baselines", "seed_metrics"):
+            need(isinstance(config.get(key), list) and all(isinstance(n, str) for n in config[key]),
+                 f"'{key}' must be a list of metrics")
+        for name in [config["reference"], *config["baselines"]]:
+            _metric_tree(name)
+        _seed_trees(config["seed_metrics"], space_obj)
+        need(count(config.get("confirm_seeds"), 1, MAX_SEEDS), f"'confirm_seeds' must be 1 to {MAX_SEEDS}")
+        need(count(config.get("final_top"), 0), "'final_top' must be a non-negative integer")
+    except (ConfigError, MetricError, TypeError, ValueError, KeyError) as exc:
+        raise ConfigError(f"{path} is damaged ({type(exc).__name__ + ': ' if not isinstance(exc, (ConfigError, MetricError)) else ''}"
+                          f"{exc}); nothing was changed: restore the file, or start a new run "
+                          "with --out") from None
+    return space_obj, settings
 
 
 def _space_from_config(config: dict[str, Any]) -> Any:
@@ -150,8 +214,7 @@ def search(model: Any = None, out: str | Path | None = None, *, generations: int
             if config.get("version") != CONFIG_VERSION:
                 raise ConfigError(f"{run.path} was made by an older pruner-zero (config version "
                                   f"{config.get('version')}); its format cannot be resumed, start a new run")
-            space_obj = _space_from_config(config)
-            settings = GPSettings(**config["gp"])
+            space_obj, settings = checked_config(config, run.path / "config.json")
         else:
             run.check_new()
             space_obj = load_space(space)
@@ -164,8 +227,10 @@ def search(model: Any = None, out: str | Path | None = None, *, generations: int
                 raise ConfigError(f"{len(names)} seed metrics do not fit into a population of {population}.")
             if isinstance(final_top, bool) or not isinstance(final_top, int) or final_top < 0:
                 raise ConfigError(f"--final-top must be a non-negative integer, got {final_top!r}.")
-            if isinstance(confirm_seeds, bool) or not isinstance(confirm_seeds, int) or confirm_seeds < 1:
-                raise ConfigError(f"--confirm-seeds must be a positive integer, got {confirm_seeds!r}.")
+            if isinstance(confirm_seeds, bool) or not isinstance(confirm_seeds, int) or \
+                    not 1 <= confirm_seeds <= MAX_SEEDS:
+                raise ConfigError(f"--confirm-seeds must be an integer from 1 to {MAX_SEEDS}, got "
+                                  f"{confirm_seeds!r}.")
             if race_factor is not None and not race_factor >= 1.0:
                 raise ConfigError(f"--race-factor must be at least 1 (or left off), got {race_factor}.")
             if isinstance(race_chunk, bool) or not isinstance(race_chunk, int) or race_chunk < 1:

@@ -61,7 +61,9 @@ class GPSettings:
                  f"--{name.replace('_', '-')} must be an integer, got {value!r}.")
         need(self.population >= 2, f"--population must be at least 2, got {self.population}.")
         need(self.generations >= 0, f"--generations must be at least 0, got {self.generations}.")
-        need(self.tournament >= 1, f"--tournament must be at least 1, got {self.tournament}.")
+        need(1 <= self.tournament <= self.population,
+             f"--tournament must be between 1 and the population ({self.population}), "
+             f"got {self.tournament}.")
         for name in ("cx_prob", "mut_prob"):
             value = getattr(self, name)
             need(isinstance(value, (int, float)) and 0.0 <= value <= 1.0,
