@@ -49,6 +49,7 @@ def test_deep_json_is_refused_by_name_without_recursion(tmp_path):
 
 
 @pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_text('{"data": ' + "9" * 5000 + "}"), "not valid JSON"),  # int too long
     (lambda p: p.mkdir(), "is a directory"),
     (lambda p: p.write_bytes(b"\xff\xfe{}"), "not UTF-8"),
     (lambda p: p.write_text("{oops"), "not valid JSON"),

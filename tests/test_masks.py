@@ -53,6 +53,8 @@ def test_ties_are_broken_reproducibly():
     ("4:4", None, "0 < N < M"),
     ("5:4", None, "0 < N < M"),
     ("2-4", None, "N:M"),
+    ("\u00b2:\u2074", None, "N:M"),  # superscript digits pass str.isdigit, not int()
+    ("\uff12:\uff14", None, "N:M"),  # full-width digits
     ("2:4", 0.7, "implies sparsity 0.5"),
 ])
 def test_bad_structure_is_a_config_error(structure, sparsity, msg):

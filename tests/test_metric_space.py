@@ -63,6 +63,7 @@ GOOD = {"terminals": "[W, G, X]", "unary_ops": "[abs]", "binary_ops": "[mul]", "
     ({"max_height": "1"}, "exceeds max_height"),
     ({"max_size": "-2"}, "non-negative integer"),
     ({"unary_ops": "[]", "binary_ops": "[]"}, "at least one"),
+    ({"max_size": "1"}, r"max_size \(1\) is below the 7 nodes"),  # else gen 0 ignores it
 ])
 def test_bad_space_files(tmp_path, change, message):
     fields = {**GOOD, **change}

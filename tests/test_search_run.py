@@ -384,3 +384,58 @@ def test_a_damaged_checkpoint_is_one_line_and_changes_nothing(tiny_dir, capsys, 
     (line,) = err.strip().splitlines()  # refused before any model work or log line
     assert line.startswith("error:") and message in line and "checkpoint" in line, line
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def _edit_config(key: str, value) -> callable:
+    def edit(config: dict) -> None:
+        where = config
+        *path, last = key.split(".")
+        for k in path:
+            where = where[k] if not isinstance(where, list) else where[int(k)]
+        if value is _DELETE:
+            del where[last]
+        else:
+            where[last] = value
+    return edit
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("gp.extra", 1, "unexpected keyword"),
+    ("gp", [], "'gp' must be a mapping"),
+    ("runtime", _DELETE, "'runtime' must be a mapping"),
+    ("space", {}, "'space.definition' must be a mapping"),
+    ("tasks.0.nsamples", "4", "nsamples must be an integer"),
+    ("tasks", [], "'tasks' must be a list"),
+    ("tasks.0.weight", 0, "weight must be a positive number"),
+    ("fitness.fitness_windows", -5, "fitness_windows"),
+    ("final_top", "x", "'final_top'"),
+    ("confirm_seeds", 0, "'confirm_seeds' must be 1 to 100"),
+    ("cache_dir", 5, "'cache_dir'"),
+    ("gp.tournament", 99999999999999999999, "--tournament must be between 1 and the population"),
+])
+def test_a_damaged_config_is_refused_before_any_work(tiny_dir, capsys, key, value, message):
+    out = tiny_dir / "runs" / "cfg"
+    _unfinished_after_generation_0(tiny_dir, out)
+    config = json.loads((out / CONFIG).read_text())
+    _edit_config(key, value)(config)
+    (out / CONFIG).write_text(json.dumps(config))
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    code = main(["search", "--resume", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    (line,) = err.strip().splitlines()
+    assert code == 2 and "config.json is damaged" in line and message in line, line
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_search_limits_that_would_stall_are_checked_before_the_model_loads(tmp_path, capsys):
+    missing = str(tmp_path / "no-such-model")
+    for extra, message in ((["--tournament", "99999999999999999999"], "--tournament must be between"),
+                           (["--confirm-seeds", "99999999999999999999"], "--confirm-seeds must be an integer from 1 to 100"),
+                           (["--seed-metrics", "add(" * 10 + "W" + ", W)" * 10], "exceeds the search space")):
+        code = main(["search", "--model", missing, "--out", str(tmp_path / "r"), "--quiet", *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and "model path not found" not in err, err
