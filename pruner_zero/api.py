@@ -83,6 +83,11 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
 def check_output_paths(save: str | Path | None, report: str | Path | None) -> None:
     """Refuse unusable output paths before any work, so nothing finished is lost at the end:
     the report's directory and the saved model's parent are created and written to now."""
+    if save is not None and report is not None:
+        r, d = user_path(report).resolve(), user_path(save).resolve()
+        if r == d or d in r.parents:
+            raise ConfigError(f"--report {report} is inside --save {save}; the saved model's "
+                              "directory holds the model alone: put the report elsewhere")
     if save is not None:
         p = user_path(save)
         if p.exists() and not p.is_dir():

@@ -254,15 +254,29 @@ def _baseline_summary(rows: list[dict[str, str]]) -> list[list[str]]:
     return out
 
 
+DAMAGE = (ValueError, KeyError, TypeError, AttributeError, OverflowError, ZeroDivisionError,
+          IndexError)
+"""What hand-edited or damaged run files raise here (the files are ours, their values are not)."""
+
+
+def _section(build: Any, source: str) -> list[str]:
+    """One part of report.md; a damaged file costs its own part only, and report.md says so."""
+    try:
+        return build()
+    except DAMAGE as exc:
+        return [f"_skipped: {source} is damaged ({type(exc).__name__}: {str(exc)[:200]})._", ""]
+
+
 def write_report(run_dir: Path, out_dir: Path | None = None) -> Path:
     """Write fitness.png, front.png and report.md for `run_dir` into `out_dir` (default the run
     dir); returns the path of report.md."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"run directory {run_dir} does not exist")
-    if not (run_dir / "history.csv").is_file() and not (run_dir / "evaluations.jsonl").is_file():
-        raise ConfigError(f"{run_dir} is not a search run: it has neither history.csv "
-                          "nor evaluations.jsonl")
+    if not any((run_dir / name).is_file() for name in ("history.csv", "evaluations.jsonl",
+                                                          "config.json")):
+        raise ConfigError(f"{run_dir} is not a search run: it has no config.json, history.csv "
+                          "or evaluations.jsonl")
     try:
         import matplotlib  # noqa: F401
     except ImportError as exc:
@@ -279,7 +293,11 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> Path:
     history = _read_csv(run_dir / "history.csv")
     evals = read_evaluations(run_dir / "evaluations.jsonl")
     baselines = _read_csv(run_dir / "baselines.csv")
-    base = baseline_fitness(baselines or [], reference, _task_weights(config))
+    base: dict[str, float] = {}
+    try:
+        base = baseline_fitness(baselines or [], reference, _task_weights(config))
+    except DAMAGE:
+        pass  # the baselines section below says what is wrong
     hof = _read_csv(run_dir / "hall_of_fame.csv")
     best_txt = run_dir / "best_metric.txt"
 
@@ -293,28 +311,25 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> Path:
         md += ["```", best_txt.read_text(encoding="utf-8", errors="replace").rstrip(), "```", ""]
     else:
         md += ["_best_metric.txt missing (run not finished?)._", ""]
-    if hof:
-        md += ["Hall of fame, top 5:", ""]
-        md += _table(["rank", "fitness", "formula"],
-                     [[r.get("rank", ""), _fmt(_float(r.get("fitness"))),
-                       f"`{r.get('formula', '')}`"] for r in hof[:5]])
 
-    md += ["## Fitness per generation", ""]
-    if history:
+    def hall_of_fame() -> list[str]:
+        return ["Hall of fame, top 5:", ""] + _table(
+            ["rank", "fitness", "formula"],
+            [[r.get("rank", ""), _fmt(_float(r.get("fitness"))), f"`{r.get('formula', '')}`"]
+             for r in hof[:5]])
+
+    def fitness() -> list[str]:
         plot_fitness(history, base, reference, out_dir / "fitness.png")
-        md += ["![fitness per generation](fitness.png)", ""]
-        md += _table(["generation", "best", "median", "valid/evaluated", "cache hits", "seconds"], [
-            [r["generation"] + (" (polish)" if r.get("polish", "0").strip() == "1" else ""),
-             _fmt(_float(r.get("best"))), _fmt(_float(r.get("median"))),
-             f"{r.get('valid', '?')}/{r.get('evaluated', '?')}", r.get("cached", "?"),
-             _fmt(_float(r.get("seconds")), 1)] for r in history])
-    else:
-        md += ["_history.csv missing: no fitness plot or history table._", ""]
+        return ["![fitness per generation](fitness.png)", ""] + _table(
+            ["generation", "best", "median", "valid/evaluated", "cache hits", "seconds"], [
+                [r["generation"] + (" (polish)" if r.get("polish", "0").strip() == "1" else ""),
+                 _fmt(_float(r.get("best"))), _fmt(_float(r.get("median"))),
+                 f"{r.get('valid', '?')}/{r.get('evaluated', '?')}", r.get("cached", "?"),
+                 _fmt(_float(r.get("seconds")), 1)] for r in history])
 
-    md += ["## Size vs fitness", ""]
-    points = []
-    if evals is not None:
+    def front() -> list[str]:
         records, bad = evals
+        points = []
         for e in records:
             fit = _float(e.get("fitness"))
             if e.get("status") == "ok" and math.isfinite(fit):
@@ -323,23 +338,32 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> Path:
                                else formula_size(str(e.get("formula", ""))), fit))
         statuses = {s: sum(e.get("status") == s for e in records)
                     for s in sorted({str(e.get("status")) for e in records})}
-        md += [f"{len(records)} evaluations: " + ", ".join(f"{n} {s}" for s, n in statuses.items())
-               + (f"; {bad} unreadable lines skipped" if bad else "") + ".", ""]
-    if points:
+        lines = [f"{len(records)} evaluations: " + ", ".join(f"{n} {s}" for s, n in statuses.items())
+                 + (f"; {bad} unreadable lines skipped" if bad else "") + ".", ""]
+        if not points:
+            return lines + ["_no valid evaluation: no front plot._", ""]
         plot_front(points, base, reference, out_dir / "front.png")
-        md += ["![size vs fitness](front.png)", ""]
-    else:
-        md += ["_evaluations.jsonl missing or without a valid evaluation: no front plot._", ""]
+        return lines + ["![size vs fitness](front.png)", ""]
 
-    md += ["## Baselines", ""]
-    if baselines:
+    def baseline_tables() -> list[str]:
+        lines = []
         if base:
-            md += [f"Fitness of each baseline on the fitness windows (reference {reference}):", ""]
-            md += _table(["metric", "fitness"], [[m, _fmt(v)] for m, v in sorted(base.items())])
-        md += ["Perplexity, mean ± std over seeds:", ""]
-        md += _table(["metric", "task", "phase", "ppl", "seeds"], _baseline_summary(baselines))
-    else:
-        md += ["_baselines.csv missing: no baseline lines or table._", ""]
+            lines += [f"Fitness of each baseline on the fitness windows (reference {reference}):", ""]
+            lines += _table(["metric", "fitness"], [[m, _fmt(v)] for m, v in sorted(base.items())])
+        lines += ["Perplexity, mean ± std over seeds:", ""]
+        return lines + _table(["metric", "task", "phase", "ppl", "seeds"], _baseline_summary(baselines))
+
+    if hof:
+        md += _section(hall_of_fame, "hall_of_fame.csv")
+    md += ["## Fitness per generation", ""]
+    md += _section(fitness, "history.csv") if history else \
+        ["_history.csv missing: no fitness plot or history table._", ""]
+    md += ["## Size vs fitness", ""]
+    md += _section(front, "evaluations.jsonl") if evals is not None else \
+        ["_evaluations.jsonl missing: no front plot._", ""]
+    md += ["## Baselines", ""]
+    md += _section(baseline_tables, "baselines.csv or config.json") if baselines else \
+        ["_baselines.csv missing: no baseline lines or table._", ""]
 
     path = out_dir / "report.md"
     atomic_write_text(path, "\n".join(md))

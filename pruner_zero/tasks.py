@@ -70,6 +70,11 @@ def default_name(task: Task) -> str:
 def name_tasks(tasks: Sequence[Task]) -> list[Task]:
     """Give every task a unique name (``#2``, ``#3`` on repeats)."""
     out, seen = [], {}
+    for i, t in enumerate(tasks):
+        for j, u in enumerate(tasks[:i]):  # the same work twice would only double the cost
+            if replace(t, name="") == replace(u, name=""):
+                raise ConfigError(f"tasks {j + 1} and {i + 1} are the same task "
+                                  f"({default_name(t)}); list each task once")
     for t in tasks:
         base = t.name or default_name(t)
         seen[base] = seen.get(base, 0) + 1
@@ -84,7 +89,10 @@ def parse_sparsities(spec: str | float | Sequence[float] | None) -> list[float |
     if isinstance(spec, (int, float)):
         return [float(spec)]
     if isinstance(spec, str):
-        items = [s.strip() for s in spec.split(",") if s.strip()]
+        items = [s.strip() for s in spec.split(",")]
+        if any(not item for item in items):
+            raise ConfigError(f"--sparsity {spec!r} has an empty item; give numbers separated by "
+                              "single commas")
     else:
         items = list(spec)
     out = []

@@ -283,3 +283,18 @@ def test_a_half_written_model_directory_explains_itself(tiny_dir, capsys):
     (old / "tokenizer.json").unlink()
     code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "wanda", "--save", str(old))
     assert code == 2 and "incomplete model" in err and "pruning.json" in err
+
+
+def test_a_report_inside_the_saved_model_is_refused_before_any_work(tiny_dir, capsys):
+    save = tiny_dir / "pruned"
+    code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "wanda", "--save", str(save),
+                         "--report", str(save / "report.json"))
+    assert code == 2 and "is inside --save" in err and "dense perplexity" not in err
+    assert not save.exists()
+
+
+def test_resume_of_something_that_is_not_a_directory_names_resume(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    code, out, err = run(capsys, "search", "--resume", str(afile), "--quiet")
+    assert code == 2 and err.startswith("error: --resume") and "--out" not in err.split(":")[1]

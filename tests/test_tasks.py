@@ -182,3 +182,15 @@ def test_unreadable_tasks_files_are_one_config_error(tmp_path, content, message)
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
     with pytest.raises(ConfigError, match=message):
         load_tasks_file(path, {})
+
+
+def test_the_same_task_twice_and_empty_sparsity_items_are_refused():
+    from pruner_zero.tasks import cross_tasks, parse_sparsities
+
+    with pytest.raises(ConfigError, match="tasks 1 and 2 are the same task"):
+        name_tasks(cross_tasks(["m"], [0.5, 0.5]))
+    with pytest.raises(ConfigError, match="tasks 1 and 2 are the same task"):
+        name_tasks(cross_tasks(["m", "m"], [0.5]))
+    assert [t.name for t in name_tasks([Task("m", seed=0), Task("m", seed=1)])] == ["m@0.5", "m@0.5#2"]
+    with pytest.raises(ConfigError, match="empty item"):
+        parse_sparsities("0.5,,0.6")

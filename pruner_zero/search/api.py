@@ -207,7 +207,7 @@ def search(model: Any = None, out: str | Path | None = None, *, generations: int
     if out is None:
         raise ConfigError("search needs an output directory (--out).")
     run = RunDir(out)
-    with run.lock():  # one process per run directory; a killed holder's lock is taken over
+    with run.lock("--resume" if resume else "--out"):  # one process per run directory; a killed holder's lock is taken over
         preloaded = model if isinstance(model, Workbench) else None
         if resume:
             config = run.read_config()

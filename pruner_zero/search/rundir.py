@@ -70,11 +70,11 @@ class RunDir:
 
     # ------------------------------------------------------------ lifecycle
     @contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self, option: str = "--out") -> Iterator[None]:
         """Hold the directory's lock while a search or a resume works in it: a second process
         on the same --out is refused at once. A new run that fails its checks leaves nothing."""
         created = not self.path.exists()
-        check_writable_dir(self.path, "--out")
+        check_writable_dir(self.path, option)
         lock = RunLock(self.path, "search").acquire()
         try:
             yield
