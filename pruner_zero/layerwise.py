@@ -47,11 +47,15 @@ def block_inputs(model: nn.Module, calib: torch.Tensor) -> tuple[list[torch.Tens
     try:
         for window in calib:
             try:
-                model(input_ids=window.unsqueeze(0).to(dev))
+                model(input_ids=window.unsqueeze(0).to(dev), use_cache=False)
             except _Captured:
                 pass
     finally:
         layers[0] = first
+    # no key/value cache: with one, every window would attend to the windows run before it
+    for key in ("past_key_values", "past_key_value", "cache", "layer_past"):
+        seen.pop(key, None)
+    seen["use_cache"] = False
     return inputs, seen
 
 

@@ -298,3 +298,17 @@ def test_resume_of_something_that_is_not_a_directory_names_resume(tmp_path, caps
     afile.write_text("x")
     code, out, err = run(capsys, "search", "--resume", str(afile), "--quiet")
     assert code == 2 and err.startswith("error: --resume") and "--out" not in err.split(":")[1]
+
+
+def test_prune_with_sequential_calibration_records_the_mode(tiny_dir, capsys):
+    reports = {}
+    for mode in ("dense", "sequential"):
+        report = tiny_dir / f"{mode}.json"
+        code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "wanda", "--sparsity",
+                             "0.7", "--calibration", mode, "--report", str(report))
+        assert code == 0, err
+        reports[mode] = json.loads(report.read_text())
+    assert reports["sequential"]["protocol"]["calibration"] == "sequential"
+    assert reports["dense"]["protocol"]["calibration"] == "dense"
+    assert reports["sequential"]["ppl"] != reports["dense"]["ppl"]
+    assert reports["sequential"]["sparsity"] == reports["dense"]["sparsity"]

@@ -169,3 +169,41 @@ def test_several_tasks_race_each_against_the_bound_in_its_own_perplexity(tiny_di
     assert again.tasks["a"]["cached"] == "canonical"
     assert (again.status, again.fitness, again.tasks["a"]["partial"]) == \
         (tight.status, tight.fitness, tight.tasks["a"]["partial"])
+
+
+# ------------------------------------------------------------ layer-by-layer calibration
+
+def _calib(seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 64, (6, 16), generator=g)
+
+
+def test_sequential_calibration_measures_x_on_the_pruned_blocks_before(tiny_model):
+    """Block 0 sees the same inputs either way (same masks); later blocks see the outputs of
+    pruned blocks (other masks); the model's weights are dense again afterwards."""
+    linears = prunable_linears(tiny_model)
+    calib = _calib()
+    stats = compute_stats(tiny_model, linears, calib, progress=False)
+    shape = Structure(0.7)
+    dense = Engine(tiny_model, linears, stats, shape)
+    seq = Engine(tiny_model, linears, stats, shape, dense.dense, "sequential", calib)
+    tree = resolve_metric("wanda")[1]
+    a, b = dense.masks(tree), seq.masks(tree)
+    assert list(a) == list(b)
+    first = [n for n in a if n.startswith("model.layers.0.")]
+    later = [n for n in a if not n.startswith("model.layers.0.")]
+    assert all(torch.equal(a[n], b[n]) for n in first)
+    assert any(not torch.equal(a[n], b[n]) for n in later)
+    assert all(torch.equal(linears[n].weight, dense.dense[n]) for n in linears)
+    # G is the dense model's in both modes: a G-only metric gives the same masks
+    g_only = resolve_metric("abs(G)")[1]
+    assert all(torch.equal(x, y) for x, y in zip(dense.masks(g_only).values(),
+                                                 seq.masks(g_only).values()))
+
+
+def test_an_unknown_calibration_mode_is_a_config_error(tiny_model):
+    from pruner_zero.errors import ConfigError
+
+    linears = prunable_linears(tiny_model)
+    with pytest.raises(ConfigError, match="--calibration must be dense or sequential"):
+        Engine(tiny_model, linears, {}, Structure(0.5), calibration="layerwise")
