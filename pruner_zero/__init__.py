@@ -1,9 +1,22 @@
 """pruner-zero: discover pruning metrics for LLMs by genetic programming.
 
-``pruner_zero.search(model, out, ...)`` runs a search (see ``pruner_zero.search.api``).
-The name shadows the ``pruner_zero.search`` subpackage as an attribute, so import
+``pruner_zero.search(model, out, ...)`` runs a search (see ``pruner_zero.search.api``);
+``pruner_zero.prune(model, metric, sparsity=0.5, ...)`` prunes and measures (``pruner_zero.api``).
+The name ``search`` shadows the ``pruner_zero.search`` subpackage as an attribute, so import
 its modules with ``from pruner_zero.search.loop import ...``.
 """
+from typing import Any
+
 from .search.api import search
 
-__all__ = ["search"]
+__all__ = ["prune", "search"]
+
+
+def __getattr__(name: str) -> Any:
+    """``prune`` on first use: it brings torch and transformers, which ``import pruner_zero``
+    (and every CLI start) should not pay for."""
+    if name == "prune":
+        from .api import prune
+
+        return prune
+    raise AttributeError(f"module 'pruner_zero' has no attribute {name!r}")

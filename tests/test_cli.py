@@ -312,3 +312,13 @@ def test_prune_with_sequential_calibration_records_the_mode(tiny_dir, capsys):
     assert reports["dense"]["protocol"]["calibration"] == "dense"
     assert reports["sequential"]["ppl"] != reports["dense"]["ppl"]
     assert reports["sequential"]["sparsity"] == reports["dense"]["sparsity"]
+
+
+def test_the_readmes_python_entry_points_exist_and_run(tiny_dir):
+    import pruner_zero
+
+    report = pruner_zero.prune(str(tiny_dir / "tiny-llama"), "wanda", sparsity=0.5,
+                               data_dir=str(tiny_dir / "data"), nsamples=2, seqlen=16,
+                               device="cpu", log=lambda *_: None)
+    assert report["sparsity"] == pytest.approx(0.5, abs=0.02) and report["ppl"] > 0
+    assert callable(pruner_zero.search) and "prune" in pruner_zero.__all__
