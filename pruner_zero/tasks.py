@@ -208,7 +208,7 @@ def check_tasks(tasks: Sequence[Task], compare: str = "row", selection: bool = T
             raise ConfigError(f"{where}: the selection split ({t.fitness_split}) must differ from "
                               f"the report split ({t.report_split}); a number is never reported "
                               "on the split it was chosen on")
-        if selection and t.calib_split == t.report_split:
+        if t.calib_split == t.report_split:  # compare too: statistics never see report text
             raise ConfigError(f"{where}: the calibration split ({t.calib_split}) must differ from "
                               f"the report split ({t.report_split}): statistics of the report "
                               "text would reach the fitness")

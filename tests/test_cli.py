@@ -322,3 +322,8 @@ def test_the_readmes_python_entry_points_exist_and_run(tiny_dir):
                                device="cpu", log=lambda *_: None)
     assert report["sparsity"] == pytest.approx(0.5, abs=0.02) and report["ppl"] > 0
     assert callable(pruner_zero.search) and "prune" in pruner_zero.__all__
+
+
+def test_a_sparsity_no_row_can_reach_is_warned_about(tiny_dir, capsys):
+    code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "wanda", "--sparsity", "1e-300")
+    assert code == 0 and "warning: 1e-300 was asked for and 0.0000 was achieved" in err

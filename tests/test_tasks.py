@@ -194,3 +194,13 @@ def test_the_same_task_twice_and_empty_sparsity_items_are_refused():
     assert [t.name for t in name_tasks([Task("m", seed=0), Task("m", seed=1)])] == ["m@0.5", "m@0.5#2"]
     with pytest.raises(ConfigError, match="empty item"):
         parse_sparsities("0.5,,0.6")
+
+
+def test_compare_refuses_calibrating_on_the_report_split(tmp_path):
+    from conftest import write_tiny_assets
+
+    root = write_tiny_assets(tmp_path)
+    task = Task(str(root / "tiny-llama"), data_dir=str(root / "data"), calib_split="test",
+                report_split="test")
+    with pytest.raises(ConfigError, match="calibration split \\(test\\) must differ from the report"):
+        check_tasks([task], selection=False)
