@@ -63,7 +63,7 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
     result["sparsity_per_layer"] = achieved.per_layer
     log(f"sparsity: {achieved.overall:.4f} over {len(achieved.per_layer)} layers "
         f"({achieved.zeros}/{achieved.total} weights)")
-    if abs(achieved.overall - shape.sparsity) > 0.01:
+    if achieved.zeros == 0 or abs(achieved.overall - shape.sparsity) > 0.01:
         log(f"warning: {shape.sparsity:g} was asked for and {achieved.overall:.4f} was achieved "
             "(a row prunes a whole number of its weights)")
     ppl = bench.perplexity()
