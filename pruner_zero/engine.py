@@ -92,7 +92,7 @@ class Engine:
 
     @torch.no_grad()
     def _sequential_masks(self, tree, formula: str) -> dict[str, torch.Tensor]:
-        from .layerwise import block_linears, walk
+        from .layerwise import accumulate_inputs, block_linears, walk
         from .model import layers_prefix
         from .stats import SquaredInputMean
 
@@ -101,14 +101,8 @@ class Engine:
 
         def visit(i: int, block: nn.Module, run) -> None:
             linears = {f"{prefix}.{i}.{n}": m for n, m in block_linears(block).items()}
-            xs = {n: SquaredInputMean(m.in_features, m.weight.device) for n, m in linears.items()}
-            hooks = [m.register_forward_hook(lambda mod, a, o, n=n: xs[n].add(a[0]))
-                     for n, m in linears.items()]
-            try:
-                run()
-            finally:
-                for h in hooks:
-                    h.remove()
+            xs = accumulate_inputs(linears, lambda m: SquaredInputMean(m.in_features, m.weight.device),
+                                   run)
             for name, lin in linears.items():
                 stats = LayerStats(X=xs[name].value(), G=self.stats[name].G)
                 out[name] = self._mask(name, tree, formula, stats)

@@ -8,7 +8,7 @@ hooks, calls `run()` to feed the block every current input, and changes the bloc
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -81,3 +81,18 @@ def walk(model: nn.Module, calib: torch.Tensor, visit: Visit, progress: bool = T
 def block_linears(block: nn.Module) -> dict[str, nn.Linear]:
     """The block's linears by their name inside the block."""
     return {n: m for n, m in block.named_modules() if isinstance(m, nn.Linear)}
+
+
+def accumulate_inputs(linears: dict[str, nn.Linear], make: Callable[[nn.Linear], Any],
+                      run: Callable[[], None]) -> dict[str, Any]:
+    """Run the block once with an accumulator (`make(linear)`, with an `add(input)` method) on
+    the input of each of its linears; the hooks are gone afterwards, whatever happens."""
+    acc = {n: make(m) for n, m in linears.items()}
+    hooks = [m.register_forward_hook(lambda mod, a, o, n=n: acc[n].add(a[0]))
+             for n, m in linears.items()]
+    try:
+        run()
+    finally:
+        for h in hooks:
+            h.remove()
+    return acc

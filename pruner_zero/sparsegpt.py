@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .layerwise import block_linears, walk
+from .layerwise import accumulate_inputs, block_linears, walk
 from .masks import Structure
 
 
@@ -75,14 +75,8 @@ def sparsegpt_prune(model: nn.Module, calib: torch.Tensor, structure: Structure,
 
     def visit(i: int, block: nn.Module, run) -> None:
         linears = block_linears(block)
-        acc = {n: HessianAccumulator(m.in_features, m.weight.device) for n, m in linears.items()}
-        hooks = [m.register_forward_hook(lambda mod, a, o, n=n: acc[n].add(a[0]))
-                 for n, m in linears.items()]
-        try:
-            run()
-        finally:
-            for h in hooks:
-                h.remove()
+        acc = accumulate_inputs(linears, lambda m: HessianAccumulator(m.in_features, m.weight.device),
+                                run)
         for n, m in linears.items():
             m.weight.copy_(sparsegpt_weight(m.weight, acc[n].H, structure).to(m.weight.dtype))
 
