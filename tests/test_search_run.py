@@ -439,3 +439,11 @@ def test_search_limits_that_would_stall_are_checked_before_the_model_loads(tmp_p
         code = main(["search", "--model", missing, "--out", str(tmp_path / "r"), "--quiet", *extra])
         err = capsys.readouterr().err
         assert code == 2 and message in err and "model path not found" not in err, err
+
+
+def test_an_output_name_taken_by_a_directory_is_refused_before_the_search(tiny_dir, capsys):
+    out = tiny_dir / "runs" / "taken"
+    (out / "hall_of_fame.csv").mkdir(parents=True)
+    code = main(quick_search(tiny_dir, out))
+    err = capsys.readouterr().err
+    assert code == 2 and "hall_of_fame.csv is not a file" in err and "reference" not in err

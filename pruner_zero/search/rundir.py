@@ -75,6 +75,10 @@ class RunDir:
         on the same --out is refused at once. A new run that fails its checks leaves nothing."""
         created = not self.path.exists()
         check_writable_dir(self.path, option)
+        for name in (CONFIG, CHECKPOINT, EVALUATIONS, HISTORY, BASELINES, HALL_OF_FAME, BEST_JSON,
+                     BEST_TXT):  # each is replaced by a rename at some point: never at the end
+            if (self.path / name).exists() and not (self.path / name).is_file():
+                raise ConfigError(f"{self.path / name} is not a file; the run directory is damaged")
         lock = RunLock(self.path, "search").acquire()
         try:
             yield
