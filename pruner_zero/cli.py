@@ -279,9 +279,19 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
                         "confirmation and report (default 3)")
 
 
+def _version() -> str:
+    import importlib.metadata as md
+
+    try:
+        return md.version("pruner-zero")
+    except md.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="pruner-zero",
                                      description="Discover and apply pruning metrics for LLMs.")
+    parser.add_argument("--version", action="version", version=f"pruner-zero {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prune", help="prune a model with a metric, evaluate it, optionally save it")

@@ -26,10 +26,11 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """`auto` keeps float32 on CPU (half precision matmuls are slow there) and float16 on CUDA."""
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype | str:
+    """`auto` keeps the checkpoint's own dtype (a bfloat16 model stays bfloat16), as Hugging
+    Face's `auto` does; statistics are float32 whatever the model's dtype."""
     if dtype == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
+        return "auto"
     if dtype not in DTYPES:
         raise ConfigError(f"--dtype must be auto, {', '.join(DTYPES)}; got {dtype!r}")
     return DTYPES[dtype]

@@ -327,3 +327,21 @@ def test_the_readmes_python_entry_points_exist_and_run(tiny_dir):
 def test_a_sparsity_no_row_can_reach_is_warned_about(tiny_dir, capsys):
     code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "wanda", "--sparsity", "1e-300")
     assert code == 0 and "warning: 1e-300 was asked for and 0.0000 was achieved" in err
+
+
+def test_dtype_auto_keeps_the_checkpoints_own_dtype(tmp_path):
+    from conftest import tiny_llama, word_tokenizer
+    from pruner_zero.model import load_model
+
+    tiny_llama().to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    word_tokenizer().save_pretrained(tmp_path / "bf16")
+    model, _ = load_model(str(tmp_path / "bf16"), device="cpu", dtype="auto")
+    assert next(model.parameters()).dtype == torch.bfloat16
+    model, _ = load_model(str(tmp_path / "bf16"), device="cpu", dtype="float32")
+    assert next(model.parameters()).dtype == torch.float32
+
+
+def test_version_is_printed(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.startswith("pruner-zero 0.")
