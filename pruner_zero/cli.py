@@ -290,7 +290,7 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="pruner-zero",
-                                     description="Discover and apply pruning metrics for LLMs.")
+                    description="Discover and apply pruning metrics for LLMs.")
     parser.add_argument("--version", action="version", version=f"pruner-zero {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
