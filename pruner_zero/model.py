@@ -55,6 +55,8 @@ def load_model(name_or_path: str, device: str = "auto", dtype: str = "auto",
     torch_dtype = resolve_dtype(dtype, dev)
     if path.exists():
         check_model_files(path)
+    if not path.exists():
+        check_hub_reachable(name_or_path)
     source = str(path) if path.exists() else name_or_path
     kwargs = {"dtype": torch_dtype}
     if device_map:
@@ -75,6 +77,33 @@ def load_model(name_or_path: str, device: str = "auto", dtype: str = "auto",
     model.config.use_cache = False
     decoder_layers(model)  # fail now, with a clear message, on unsupported architectures
     return model, tokenizer
+
+
+HUB_HOST = ("huggingface.co", 443)
+
+
+def check_hub_reachable(repo_id: str, timeout: float = 5.0) -> None:
+    """A hub model that is not in the local cache needs the network: find out in seconds, not
+    after the libraries' retries (about 50 s), and say what to do instead."""
+    import os
+    import socket
+
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+            return  # cached: the loaders work offline
+    except Exception:  # an id the cache cannot even look up: let the loader name the problem
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        raise ModelError(f"model {repo_id!r} is not in the local Hugging Face cache and "
+                         "HF_HUB_OFFLINE is set; pass a local model directory")
+    try:
+        socket.create_connection(HUB_HOST, timeout=timeout).close()
+    except OSError as exc:
+        raise ModelError(f"model {repo_id!r} is not in the local Hugging Face cache and the hub "
+                         f"({HUB_HOST[0]}) cannot be reached ({exc.strerror or exc}); pass a "
+                         "local model directory, or check the network") from None
 
 
 def _first_line(exc: BaseException) -> str:

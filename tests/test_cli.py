@@ -345,3 +345,17 @@ def test_version_is_printed(capsys):
     with pytest.raises(SystemExit) as info:
         main(["--version"])
     assert info.value.code == 0 and capsys.readouterr().out.startswith("pruner-zero 0.")
+
+
+def test_a_hub_id_without_network_fails_with_one_line_before_any_download(monkeypatch, capsys):
+    import pruner_zero.model as model_mod
+
+    monkeypatch.setattr(model_mod, "HUB_HOST", ("hub.invalid", 443))  # never resolvable
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    code, out, err = run(capsys, "eval", "--model", "no-such-org/no-such-model", "--device", "cpu",
+                         "--quiet")
+    assert code == 2 and err.count("\n") == 1
+    assert "not in the local Hugging Face cache and the hub (hub.invalid) cannot be reached" in err
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, out, err = run(capsys, "eval", "--model", "no-such-org/no-such-model", "--device", "cpu")
+    assert code == 2 and "HF_HUB_OFFLINE is set" in err
