@@ -13,6 +13,7 @@ ifneq ($(wildcard $(SHARED)/models/wiki-llama-5m/config.json),)
 DEMO_MODEL ?= $(SHARED)/models/wiki-llama-5m
 DEMO_DATA  ?= $(SHARED)/data/wikitext-2
 DEMO_ARGS  ?= --calib-split valid --nsamples 32 --seqlen 256 --device cpu
+DEMO_EVAL_ARGS ?= --seqlen 256 --device cpu
 # the search selects on valid and reports on test beside two baselines (each whole-split
 # measurement is ~25 s here; experiments/ has the full protocol: 3 seeds, 4 baselines)
 DEMO_SEARCH ?= --confirm-seeds 1 --baselines wanda,gblm
@@ -21,6 +22,7 @@ else
 DEMO_MODEL ?= HuggingFaceTB/SmolLM2-135M
 DEMO_DATA  ?= $(PRUNER_ZERO_DATA)
 DEMO_ARGS  ?= --nsamples 32 --seqlen 512
+DEMO_EVAL_ARGS ?= --seqlen 512
 # whole-split measurements of a 135M model are minutes each on a CPU: one seed, two baselines
 DEMO_SEARCH ?= --confirm-seeds 1 --baselines wanda
 endif
@@ -49,7 +51,7 @@ demo: venv
 	$(BIN)/pruner-zero prune --model $(DEMO_MODEL) $(DATA_FLAG) $(DEMO_ARGS) \
 	  --metric pruner-zero --sparsity 0.5 --save $(DEMO_OUT)/pruned-model \
 	  --report $(DEMO_OUT)/pruner-zero.json
-	$(BIN)/pruner-zero eval --model $(DEMO_OUT)/pruned-model $(DATA_FLAG) $(DEMO_ARGS)
+	$(BIN)/pruner-zero eval --model $(DEMO_OUT)/pruned-model $(DATA_FLAG) $(DEMO_EVAL_ARGS)
 	$(BIN)/pruner-zero search --model $(DEMO_MODEL) $(DATA_FLAG) $(DEMO_ARGS) --sparsity 0.5 \
 	  --generations 2 --population 8 --fitness-windows 16 --final-top 1 $(DEMO_SEARCH) \
 	  --out $(DEMO_OUT)/search

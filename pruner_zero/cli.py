@@ -33,8 +33,15 @@ def finite_float(text: str) -> float:
     return value
 
 
-def _add_model_args(p: argparse.ArgumentParser, search: bool = False) -> None:
+CALIBRATION_FLAGS = ("--calib-split", "--nsamples", "--seed", "--cache-dir", "--no-cache")
+
+
+def _add_model_args(p: argparse.ArgumentParser, search: bool = False,
+                    calibrates: bool = True) -> None:
+    """The model and data options. `eval` calibrates nothing: its help shows no calibration
+    options (still accepted, with a warning, so that one argument list serves prune and eval)."""
     g = p.add_argument_group("model and data")
+    hide = {} if calibrates else {"help": argparse.SUPPRESS}
     if search:
         g.add_argument("--model", action="append", default=None,
                        help="hub id or local directory; repeat for several models (one task per "
@@ -48,7 +55,8 @@ def _add_model_args(p: argparse.ArgumentParser, search: bool = False) -> None:
     g.add_argument("--data-dir", default=None,
                    help="directory with train.txt/valid.txt/test.txt (default: $PRUNER_ZERO_DATA, "
                         "else WikiText-2 from the hub)")
-    g.add_argument("--calib-split", default="train", help="calibration split (default train)")
+    g.add_argument("--calib-split", default="train",
+                   **(hide or {"help": "calibration split (default train)"}))
     if search:
         g.add_argument("--fitness-split", default="valid",
                        help="selection split: fitness and the choice of the best metric (default "
@@ -58,14 +66,17 @@ def _add_model_args(p: argparse.ArgumentParser, search: bool = False) -> None:
                             "(default test)")
     else:
         g.add_argument("--eval-split", default="test", help="evaluation split (default test)")
-    g.add_argument("--nsamples", type=int, default=128, help="calibration windows (default 128)")
+    g.add_argument("--nsamples", type=int, default=128,
+                   **(hide or {"help": "calibration windows (default 128)"}))
     g.add_argument("--seqlen", type=int, default=None,
                    help="tokens per window (default min(2048, model limit))")
-    g.add_argument("--seed", type=int, default=0, help="calibration sampling seed (default 0)")
+    g.add_argument("--seed", type=int, default=0,
+                   **(hide or {"help": "calibration sampling seed (default 0)"}))
     g.add_argument("--batch-size", type=int, default=8, help="evaluation windows per forward")
-    g.add_argument("--cache-dir", default=None,
-                   help="statistics cache (default $PRUNER_ZERO_CACHE or ~/.cache/pruner_zero)")
-    g.add_argument("--no-cache", action="store_true", help="recompute statistics, write no cache")
+    g.add_argument("--cache-dir", default=None, **(hide or {
+        "help": "statistics cache (default $PRUNER_ZERO_CACHE or ~/.cache/pruner_zero)"}))
+    g.add_argument("--no-cache", action="store_true",
+                   **(hide or {"help": "recompute statistics, write no cache"}))
     g.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -110,12 +121,16 @@ def cmd_prune(a: argparse.Namespace) -> int:
     parse_structure(a.structure, a.sparsity, a.compare)  # cheap checks before loading anything
     resolve(a.metric)
     result = prune(_workbench(a), a.metric, a.sparsity, a.structure, a.compare, save=a.save,
-                   report=a.report, log=_log)
-    print(json.dumps({k: result[k] for k in ("metric", "ppl_dense", "ppl", "sparsity", "seconds")}))
+                   report=a.report, dense=not a.no_dense_ppl, log=_log)
+    print(json.dumps({k: result.get(k) for k in ("metric", "ppl_dense", "ppl", "sparsity", "seconds")}))
     return 0
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
+    given = [f for f in CALIBRATION_FLAGS if getattr(a, f[2:].replace("-", "_")) !=
+             a._parser.get_default(f[2:].replace("-", "_"))]
+    if given:
+        _log(f"warning: eval calibrates nothing; {', '.join(given)} ignored")
     bench = _workbench(a)
     ppl = bench.perplexity()
     print(f"{ppl:.4f}")
@@ -303,11 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prune_shape(p)
     p.add_argument("--save", default=None, help="write the pruned model here (save_pretrained)")
     p.add_argument("--report", default=None, help="write a JSON report here")
+    p.add_argument("--no-dense-ppl", action="store_true",
+                   help="skip the dense model's perplexity (one whole evaluation less)")
     p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("eval", help="print the perplexity of a model")
-    _add_model_args(p)
-    p.set_defaults(func=cmd_eval)
+    _add_model_args(p, calibrates=False)
+    p.set_defaults(func=cmd_eval, _parser=p)
 
     p = sub.add_parser("search", help="discover a pruning metric by genetic programming",
                        description="Discover a pruning metric by genetic programming and write "

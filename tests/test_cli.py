@@ -15,6 +15,12 @@ def run(capsys, *argv):
     return code, out, err
 
 
+def eval_base(tiny_dir, *extra):
+    """eval's options: no calibration."""
+    return ["--model", str(tiny_dir / "tiny-llama"), "--data-dir", str(tiny_dir / "data"),
+            "--seqlen", "16", "--device", "cpu", "--quiet", *extra]
+
+
 def base(tiny_dir, *extra):
     return ["--model", str(tiny_dir / "tiny-llama"), "--data-dir", str(tiny_dir / "data"),
             "--nsamples", "2", "--seqlen", "16", "--device", "cpu", "--quiet", "--no-cache", *extra]
@@ -203,7 +209,7 @@ def _truncate(d):
 ])
 def test_damaged_model_files_are_named_in_one_line(tiny_dir, capsys, damage, message):
     model = _damage_copy(tiny_dir, "damaged", damage)
-    code, out, err = run(capsys, "eval", *base(tiny_dir), "--model", str(model))
+    code, out, err = run(capsys, "eval", *eval_base(tiny_dir), "--model", str(model))
     assert code == 2 and "Traceback" not in err
     (line,) = err.strip().splitlines()
     assert line.startswith("error:") and message in line and str(model) in line, line
@@ -211,7 +217,7 @@ def test_damaged_model_files_are_named_in_one_line(tiny_dir, capsys, damage, mes
 
 def test_a_split_that_is_not_utf8_is_one_line(tiny_dir, capsys):
     (tiny_dir / "data" / "latin1.txt").write_bytes("caf\u00e9 au lait".encode("latin-1"))
-    code, out, err = run(capsys, "eval", *base(tiny_dir), "--eval-split", "latin1")
+    code, out, err = run(capsys, "eval", *eval_base(tiny_dir), "--eval-split", "latin1")
     assert code == 2 and err.strip().splitlines() == [err.strip()] and "not UTF-8" in err
 
 
@@ -359,3 +365,15 @@ def test_a_hub_id_without_network_fails_with_one_line_before_any_download(monkey
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     code, out, err = run(capsys, "eval", "--model", "no-such-org/no-such-model", "--device", "cpu")
     assert code == 2 and "HF_HUB_OFFLINE is set" in err
+
+
+def test_eval_shows_no_calibration_options_and_prune_can_skip_the_dense_ppl(tiny_dir, capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", "--help"])
+    shown = capsys.readouterr().out
+    assert "--seqlen" in shown and not any(f in shown for f in ("--nsamples", "--calib-split",
+                                                                "--cache-dir", "--seed"))
+    code, out, err = run(capsys, "eval", *base(tiny_dir))  # base() has --nsamples and --no-cache
+    assert code == 0 and "warning: eval calibrates nothing; --nsamples, --no-cache ignored" in err
+    code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "wanda", "--no-dense-ppl")
+    assert code == 0 and json.loads(out)["ppl_dense"] is None and "dense perplexity" not in err
