@@ -9,10 +9,11 @@ from .engine import Engine, measure_sparsity
 from .errors import ConfigError, MetricError
 from .files import atomic_write_json, check_writable_dir, check_writable_file, user_path
 from .masks import check_fits, parse_structure
-from .model import PRUNING_JSON, save_pruned, versions
+from .model import PRUNING_JSON, decoder_parameters, linear_share, save_pruned, versions
 from .workbench import Protocol, Workbench
 
 SPARSEGPT = "sparsegpt"
+MIN_LINEAR_SHARE = 0.9  # below it, pruning "the model" would leave much of the decoder dense
 
 
 def resolve(metric: str):
@@ -27,7 +28,8 @@ def resolve(metric: str):
 
 def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
           structure: str = "unstructured", compare: str = "row", save: str | Path | None = None,
-          report: str | Path | None = None, dense: bool = True, log=print, **protocol) -> dict:
+          report: str | Path | None = None, dense: bool = True, allow_partial: bool = False,
+          log=print, **protocol) -> dict:
     """Prune with `metric` (built-in name, metric file, formula, or "sparsegpt") and return the
     report: dense and pruned perplexity, achieved sparsity, formula, seconds and protocol."""
     started = time.time()
@@ -39,6 +41,15 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
     result: dict = {"metric": formula, "metric_spec": metric, "structure": shape.describe(),
                     "requested_sparsity": shape.sparsity, "protocol": bench.protocol.as_dict()}
     check_fits((m.in_features for m in bench.linears.values()), shape)
+    share = linear_share(bench.model, bench.linears)
+    result["linear_share"] = share
+    if share < MIN_LINEAR_SHARE:
+        message = (f"the decoder's nn.Linear weights hold {share:.1%} of its parameters (below "
+                   f"{MIN_LINEAR_SHARE:.0%}): the rest (e.g. experts stored as 3-D tensors) "
+                   "would not be pruned")
+        if not allow_partial:
+            raise ConfigError(message + "; pass --allow-partial to prune only the linears")
+        log(f"warning: {message}")
     masks = None
     if tree is not None:  # a metric that cannot score fails before the long evaluations
         engine = Engine(bench.model, bench.linears, bench.stats, shape)
@@ -60,6 +71,7 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
         engine.apply(masks)
     achieved = measure_sparsity(bench.linears)
     result["sparsity"] = achieved.overall
+    result["decoder_sparsity"] = achieved.zeros / max(decoder_parameters(bench.model), 1)
     result["sparsity_per_layer"] = achieved.per_layer
     log(f"sparsity: {achieved.overall:.4f} over {len(achieved.per_layer)} layers "
         f"({achieved.zeros}/{achieved.total} weights)")

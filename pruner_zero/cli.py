@@ -121,7 +121,8 @@ def cmd_prune(a: argparse.Namespace) -> int:
     parse_structure(a.structure, a.sparsity, a.compare)  # cheap checks before loading anything
     resolve(a.metric)
     result = prune(_workbench(a), a.metric, a.sparsity, a.structure, a.compare, save=a.save,
-                   report=a.report, dense=not a.no_dense_ppl, log=_log)
+                   report=a.report, dense=not a.no_dense_ppl, allow_partial=a.allow_partial,
+                   log=_log)
     print(json.dumps({k: result.get(k) for k in ("metric", "ppl_dense", "ppl", "sparsity", "seconds")}))
     return 0
 
@@ -318,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prune_shape(p)
     p.add_argument("--save", default=None, help="write the pruned model here (save_pretrained)")
     p.add_argument("--report", default=None, help="write a JSON report here")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="prune even when nn.Linear weights hold under 90%% of the decoder's "
+                        "parameters (mixture-of-experts models keep experts as 3-D tensors)")
     p.add_argument("--no-dense-ppl", action="store_true",
                    help="skip the dense model's perplexity (one whole evaluation less)")
     p.set_defaults(func=cmd_prune)

@@ -198,6 +198,17 @@ def prunable_linears(model: nn.Module) -> dict[str, nn.Linear]:
     return found
 
 
+def decoder_parameters(model: nn.Module) -> int:
+    """Every parameter inside the decoder blocks (experts kept as 3-D tensors included)."""
+    return sum(p.numel() for p in decoder_layers(model).parameters())
+
+
+def linear_share(model: nn.Module, linears: dict[str, nn.Linear]) -> float:
+    """The fraction of the decoder's parameters that the prunable nn.Linear weights hold: well
+    below 1 for mixture-of-experts models whose experts are not nn.Linear modules."""
+    return sum(m.weight.numel() for m in linears.values()) / max(decoder_parameters(model), 1)
+
+
 def max_positions(model: nn.Module) -> int | None:
     """The longest sequence the model is configured for, if it says."""
     for attr in ("max_position_embeddings", "n_positions", "max_sequence_length"):

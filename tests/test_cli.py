@@ -377,3 +377,23 @@ def test_eval_shows_no_calibration_options_and_prune_can_skip_the_dense_ppl(tiny
     assert code == 0 and "warning: eval calibrates nothing; --nsamples, --no-cache ignored" in err
     code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "wanda", "--no-dense-ppl")
     assert code == 0 and json.loads(out)["ppl_dense"] is None and "dense perplexity" not in err
+
+
+def test_a_decoder_mostly_outside_nn_linear_is_refused_unless_allowed(tiny_dir):
+    from torch import nn
+
+    from pruner_zero.api import prune
+    from pruner_zero.errors import ConfigError
+    from pruner_zero.model import decoder_layers
+    from pruner_zero.workbench import Protocol, Workbench
+
+    bench = Workbench(Protocol(model=str(tiny_dir / "tiny-llama"), data_dir=str(tiny_dir / "data"),
+                               nsamples=2, seqlen=16, device="cpu"), progress=False,
+                      log=lambda *_: None)
+    for block in decoder_layers(bench.model):  # experts as one 3-D tensor, as MoE models keep them
+        block.register_parameter("experts", nn.Parameter(torch.zeros(4, 32, 64)))
+    with pytest.raises(ConfigError, match=r"hold 5\d\.\d% of its parameters.*--allow-partial"):
+        prune(bench, "wanda", dense=False, log=lambda *_: None)
+    report = prune(bench, "wanda", dense=False, allow_partial=True, log=lambda *_: None)
+    assert report["linear_share"] < 0.9
+    assert report["decoder_sparsity"] == pytest.approx(report["sparsity"] * report["linear_share"])
