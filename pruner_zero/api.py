@@ -105,6 +105,9 @@ def check_output_paths(save: str | Path | None, report: str | Path | None) -> No
                               "directory holds the model alone: put the report elsewhere")
     if save is not None:
         p = user_path(save)
+        if p.is_symlink():  # the save is a rename into place: a link would be replaced or fail
+            raise ConfigError(f"--save {save} is a symbolic link; give the directory it points "
+                              "to, or a new path")
         if p.exists() and not p.is_dir():
             raise ConfigError(f"--save {save} is a file; give a new directory")
         if p.is_dir() and any(p.iterdir()):

@@ -351,8 +351,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate_like_interrupt():
+    """SIGTERM (timeout, Slurm, docker stop) gets the cleanup of Ctrl-C: temporary files and
+    directories are removed and a search says how to resume, instead of a silent death."""
+    import signal
+    import threading
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        return signal.signal(signal.SIGTERM, interrupt)  # the caller's handler, to restore
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = _terminate_like_interrupt()
+    try:
+        return _dispatch(args)
+    finally:
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         return args.func(args)
     except PrunerZeroError as exc:

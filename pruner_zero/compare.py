@@ -52,6 +52,16 @@ class MetricSpec:
     metric: Any
 
 
+def _is_formula(text: str) -> bool:
+    from .metric.io import parse_formula
+
+    try:
+        parse_formula(text)
+    except MetricError:
+        return False
+    return True
+
+
 def resolve_metric_spec(spec: str) -> MetricSpec:
     """A built-in name, formula, metric JSON file, ``sparsegpt``, or a search run directory
     (its best_metric.json, labelled ``<dirname>:best``)."""
@@ -61,7 +71,8 @@ def resolve_metric_spec(spec: str) -> MetricSpec:
     spec = spec.strip() if isinstance(spec, str) else spec
     if spec == SPARSEGPT:
         return MetricSpec(SPARSEGPT, "", SPARSEGPT)
-    if isinstance(spec, str) and spec and spec not in BUILTINS and user_path(spec).is_dir():
+    if isinstance(spec, str) and spec and spec not in BUILTINS and user_path(spec).is_dir() \
+            and not _is_formula(spec):  # the rule of metric files: a formula wins
         path = user_path(spec)
         best = path / RUN_BEST
         if not best.is_file():

@@ -10,6 +10,7 @@ import errno
 import glob
 import json
 import os
+import re
 import shutil
 import socket
 import uuid
@@ -101,9 +102,10 @@ def remove_stale_partials(dest: Path, kind: str = "partial") -> list[Path]:
     """Remove the `.NAME.PID.*.KIND` temporaries beside `dest` of processes that died (SIGKILL
     leaves them; nothing else does)."""
     removed = []
+    pattern = re.compile(rf"\.{re.escape(dest.name)}\.(\d+)\.[0-9a-f]{{8}}\.{re.escape(kind)}")
     for p in dest.parent.glob(f".{glob.escape(dest.name)}.*.{kind}"):
-        pid = p.name[len(dest.name) + 2:].split(".")[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        match = pattern.fullmatch(p.name)  # `.out.99999.<pid>...` belongs to `out.99999`, not `out`
+        if match and not _alive(int(match.group(1))):
             if p.is_dir():
                 shutil.rmtree(p, ignore_errors=True)
             else:

@@ -29,6 +29,10 @@ class Structure:
 
 def parse_structure(structure: str, sparsity: float | None, compare: str = "row") -> Structure:
     """Validate the CLI's --structure/--sparsity/--compare into a Structure."""
+    if not isinstance(structure, str):
+        raise ConfigError(f"--structure must be unstructured or N:M, got {structure!r}")
+    if sparsity is not None and (isinstance(sparsity, bool) or not isinstance(sparsity, (int, float))):
+        raise ConfigError(f"--sparsity must be a number, got {sparsity!r}")
     if compare not in ("row", "layer"):
         raise ConfigError(f"--compare must be row or layer, got {compare!r}")
     if structure == "unstructured":

@@ -32,6 +32,8 @@ def sparsegpt_weight(W: torch.Tensor, H: torch.Tensor, structure: Structure,
     W = W.detach().clone().float()
     H = H.clone()
     cols = W.shape[1]
+    if structure.is_nm:  # whole N:M groups per block (2:4 and 4:8 keep 128), never cut at its edge
+        blocksize = max(structure.m, blocksize - blocksize % structure.m)
     dead = torch.diag(H) == 0
     H[dead, dead] = 1
     W[:, dead] = 0

@@ -18,7 +18,9 @@ ENV_CACHE = "PRUNER_ZERO_CACHE"
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get(ENV_CACHE, Path.home() / ".cache" / "pruner_zero"))
+    """$PRUNER_ZERO_CACHE (an empty value counts as unset, as for $PRUNER_ZERO_DATA), else
+    ~/.cache/pruner_zero."""
+    return Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "pruner_zero")
 
 
 @dataclass(frozen=True)
@@ -41,10 +43,23 @@ class Protocol:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def check_types(self) -> None:
+        """The Python API's arguments, as strictly as the CLI's: `seed="0"` would silently
+        draw other calibration windows than `seed=0`."""
+        for name in ("nsamples", "seed", "batch_size") + (("seqlen",) if self.seqlen is not None else ()):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{name} must be an integer, got {value!r}")
+        for name in ("model", "calib_split", "eval_split", "device", "dtype", "calibration") + \
+                tuple(n for n in ("data_dir", "device_map") if getattr(self, n) is not None):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name} must be a string, got {getattr(self, name)!r}")
+
 
 class Workbench:
     def __init__(self, protocol: Protocol, cache_dir: Path | None = None,
                  progress: bool = True, log=print):
+        protocol.check_types()
         if protocol.nsamples < 1:
             raise ConfigError(f"--nsamples must be at least 1, got {protocol.nsamples}")
         if protocol.seqlen is not None and protocol.seqlen < 2:

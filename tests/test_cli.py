@@ -397,3 +397,49 @@ def test_a_decoder_mostly_outside_nn_linear_is_refused_unless_allowed(tiny_dir):
     report = prune(bench, "wanda", dense=False, allow_partial=True, log=lambda *_: None)
     assert report["linear_share"] < 0.9
     assert report["decoder_sparsity"] == pytest.approx(report["sparsity"] * report["linear_share"])
+
+
+def test_sparsegpt_n_m_groups_stay_whole_when_m_does_not_divide_the_block():
+    from pruner_zero.masks import Structure
+    from pruner_zero.sparsegpt import sparsegpt_weight
+
+    torch.manual_seed(0)
+    W, x = torch.randn(6, 192), torch.randn(256, 192)
+    new = sparsegpt_weight(W, 2 * x.t() @ x / 256, Structure(1 / 3, n=2, m=3))
+    zeros = (new == 0).view(6, 64, 3).sum(dim=2)
+    assert torch.equal(zeros, torch.ones_like(zeros))  # exactly one of every 3, across column 128
+
+
+def test_python_api_arguments_of_the_wrong_type_are_config_errors(tiny_dir):
+    from pruner_zero.api import prune
+    from pruner_zero.errors import ConfigError
+
+    common = dict(data_dir=str(tiny_dir / "data"), nsamples=2, seqlen=16, device="cpu",
+                  log=lambda *_: None)
+    for bad, message in (({"seed": "0"}, "seed must be an integer"),
+                         ({"nsamples": 4.5}, "nsamples must be an integer"),
+                         ({"structure": 24}, "--structure must be"),
+                         ({"sparsity": [0.5]}, "--sparsity must be a number")):
+        with pytest.raises(ConfigError, match=message):
+            prune(str(tiny_dir / "tiny-llama"), "wanda", **{**common, **bad})
+
+
+def test_save_through_a_symbolic_link_is_refused_before_any_work(tiny_dir, capsys):
+    (tiny_dir / "target").mkdir()
+    (tiny_dir / "link").symlink_to(tiny_dir / "target")
+    code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "wanda",
+                         "--save", str(tiny_dir / "link"))
+    assert code == 2 and "symbolic link" in err and "dense perplexity" not in err
+
+
+TERM_DURING_SAVE = KILL_DURING_SAVE.replace("signal.SIGKILL", "signal.SIGTERM").replace(
+    "main(sys.argv[1:])", "sys.exit(main(sys.argv[1:]))")
+
+
+def test_sigterm_during_save_cleans_up_like_ctrl_c(tiny_dir):
+    save = tiny_dir / "pruned"
+    argv = ["prune", *base(tiny_dir), "--metric", "wanda", "--save", str(save)]
+    term = subprocess.run([sys.executable, "-c", TERM_DURING_SAVE, *argv], capture_output=True,
+                          text=True)
+    assert term.returncode == 130 and "interrupted" in term.stderr, term.stderr[-1000:]
+    assert not save.exists() and not list(tiny_dir.glob(".pruned.*"))

@@ -233,3 +233,11 @@ def test_seeds_checked_before_model(assets, tmp_path, capsys, no_model_load):
 def test_bad_metric_is_metric_error():
     with pytest.raises(MetricError):
         resolve_metric_specs("mul(W)")
+
+
+def test_a_directory_named_like_a_formula_does_not_replace_the_formula(tmp_path, monkeypatch):
+    from pruner_zero.compare import resolve_metric_spec
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "X").mkdir()
+    assert resolve_metric_spec("X").formula == "X"

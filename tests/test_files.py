@@ -133,3 +133,18 @@ def test_a_second_holder_of_the_lock_is_refused_and_a_dead_holders_lock_is_taken
     holder.kill()
     holder.wait()
     RunLock(tmp_path).acquire().release()
+
+
+def test_another_outputs_live_temporary_is_never_taken_for_a_stale_one(tmp_path):
+    """`.out.99999.<live pid>...` belongs to `out.99999`: a save to `out` leaves it alone."""
+    live = tmp_path / f".out.99999.{os.getpid()}.abcd1234.partial"
+    live.mkdir()
+    assert remove_stale_partials(tmp_path / "out") == []
+    assert live.exists()
+
+
+def test_an_empty_cache_variable_counts_as_unset(monkeypatch):
+    from pruner_zero.workbench import default_cache_dir
+
+    monkeypatch.setenv("PRUNER_ZERO_CACHE", "")
+    assert default_cache_dir() == Path.home() / ".cache" / "pruner_zero"
