@@ -233,7 +233,8 @@ def add_task_args(p: argparse.ArgumentParser) -> None:
                            "e.g. 0.6,0.7 (default 0.5; implied by N:M)")
     p.add_argument("--tasks", default=None, metavar="YAML",
                    help="a YAML list of tasks (keys: model, data_dir, calib_split, fitness_split, "
-                        "report_split, nsamples, seqlen, seed, sparsity, structure, weight; "
+                        "report_split, nsamples, seqlen, seed, sparsity, structure, calibration, "
+                        "weight; "
                         "omitted keys take the command line's values)")
 
 
