@@ -359,7 +359,7 @@ def _bad_formula(state: dict) -> None:
     (_drop_population, "missing 'population'"),
     (_wrong_generation, "'generation' has the wrong type"),
     (_bad_formula, "cannot parse metric formula"),
-    ("directory", "is a directory"),
+    ("directory", "checkpoint.json is not a file"),
     ("truncated", "is not valid JSON"),
 ])
 def test_a_damaged_checkpoint_is_one_line_and_changes_nothing(tiny_dir, capsys, damage, message):
