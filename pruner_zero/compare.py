@@ -121,6 +121,11 @@ def compare(metrics: str | Sequence[str], tasks: Sequence[Task], seeds: int = 3,
     """
     from .measure import TaskBenches, grid
 
+    if isinstance(tasks, Task) or not all(isinstance(t, Task) for t in tasks):
+        raise ConfigError("tasks must be a list of Task (pruner_zero.tasks.Task), e.g. "
+                          "[Task(model='...', sparsity=0.5)]")
+    if runtime is not None and not isinstance(runtime, Runtime):
+        raise ConfigError(f"runtime must be a pruner_zero.measure.Runtime, got {runtime!r}")
     specs = resolve_metric_specs(metrics)
     from .search.api import MAX_SEEDS
 

@@ -43,6 +43,16 @@ class Task:
         from .engine import check_calibration
 
         check_calibration(self.calibration)
+        for name in ("nsamples", "seed") + (("seqlen",) if self.seqlen is not None else ()):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"task {self.name or self.model}: {name} must be an integer, "
+                                  f"got {value!r}")
+        for name in ("sparsity", "weight"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ConfigError(f"task {self.name or self.model}: {name} must be a number, "
+                                  f"got {value!r}")
         for role in ("calib_split", "fitness_split", "report_split"):  # one name per split
             value = getattr(self, role)
             if value in SPLIT_ALIASES:

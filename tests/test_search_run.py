@@ -447,3 +447,23 @@ def test_an_output_name_taken_by_a_directory_is_refused_before_the_search(tiny_d
     code = main(quick_search(tiny_dir, out))
     err = capsys.readouterr().err
     assert code == 2 and "hall_of_fame.csv is not a file" in err and "reference" not in err
+
+
+def test_python_api_arguments_of_the_wrong_type_are_config_errors(tmp_path):
+    from pruner_zero import search
+    from pruner_zero.compare import compare
+    from pruner_zero.errors import ConfigError
+    from pruner_zero.tasks import Task
+
+    for kwargs, message in (({"model": 5, "out": str(tmp_path / "r")}, "model must be"),
+                            ({"model": "m", "out": 5}, "out must be a directory path"),
+                            ({"tasks": {"model": "m"}, "out": str(tmp_path / "r")}, "tasks must be"),
+                            ({"model": "m", "out": str(tmp_path / "r"), "baselines": 5}, "baselines must be")):
+        with pytest.raises(ConfigError, match=message):
+            search(**kwargs)
+    with pytest.raises(ConfigError, match="tasks must be a list of Task"):
+        compare("wanda", ["m"])
+    for bad, message in (({"seed": "0"}, "seed must be an integer"),
+                         ({"sparsity": "0.5"}, "sparsity must be a number")):
+        with pytest.raises(ConfigError, match=message):
+            Task(model="m", **bad)

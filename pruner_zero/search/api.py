@@ -142,6 +142,32 @@ def _metric_tree(spec: str) -> Any:
     return resolve_metric(spec)[1]
 
 
+def _check_argument_types(model: Any, out: Any, tasks: Any, cache_dir: Any, baselines: Any,
+                          seed_metrics: Any) -> None:
+    """The Python API's arguments, checked as the CLI's are: one clear error, not a TypeError
+    from deep inside."""
+    from pruner_zero.workbench import Workbench
+
+    def need(ok: bool, what: str, value: Any) -> None:
+        if not ok:
+            raise ConfigError(f"{what}, got {value!r}")
+
+    path_like = (str, Path)
+    need(isinstance(out, path_like), "out must be a directory path", out)
+    need(cache_dir is None or isinstance(cache_dir, path_like), "cache_dir must be a path", cache_dir)
+    need(model is None or isinstance(model, (str, Workbench)) or (
+        isinstance(model, (list, tuple)) and all(isinstance(m, str) for m in model)),
+        "model must be a hub id or directory, a list of them, or a Workbench", model)
+    need(tasks is None or isinstance(tasks, path_like) or (
+        isinstance(tasks, (list, tuple)) and all(isinstance(t, dict) or hasattr(t, "as_dict")
+                                                 for t in tasks)),
+        "tasks must be a tasks.yaml path or a list of task mappings", tasks)
+    for name, value in (("baselines", baselines), ("seed_metrics", seed_metrics)):
+        need(value is None or isinstance(value, str) or (
+            isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)),
+            f"{name} must be metrics separated by commas or a list of them", value)
+
+
 def build_tasks(model: Any = None, sparsity: Any = None, tasks: Any = None, *,
                 structure: str = "unstructured", **protocol: Any) -> list[Any]:
     """The tasks of a search from ``--tasks`` (a YAML path or a list of mappings/Tasks) or from
@@ -206,6 +232,7 @@ def search(model: Any = None, out: str | Path | None = None, *, generations: int
 
     if out is None:
         raise ConfigError("search needs an output directory (--out).")
+    _check_argument_types(model, out, tasks, cache_dir, baselines, seed_metrics)
     run = RunDir(out)
     with run.lock("--resume" if resume else "--out"):  # one process per run directory; a killed holder's lock is taken over
         preloaded = model if isinstance(model, Workbench) else None
