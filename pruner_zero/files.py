@@ -41,19 +41,13 @@ def temp_path(path: Path, kind: str = "tmp") -> Path:
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write the whole file under a unique temporary name, fsync, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_partials(path, "tmp")
-    tmp = temp_path(path)
-    try:
+    def write(tmp: str) -> None:
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    atomic_write_with(path, write)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

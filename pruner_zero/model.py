@@ -26,7 +26,7 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype | str:
+def resolve_dtype(dtype: str) -> torch.dtype | str:
     """`auto` keeps the checkpoint's own dtype (a bfloat16 model stays bfloat16), as Hugging
     Face's `auto` does; statistics are float32 whatever the model's dtype."""
     if dtype == "auto":
@@ -52,10 +52,10 @@ def load_model(name_or_path: str, device: str = "auto", dtype: str = "auto",
     if path.exists() and not (path / "config.json").is_file():
         raise ModelError(f"{name_or_path} is not a Hugging Face model directory (no config.json)")
     dev = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, dev)
+    torch_dtype = resolve_dtype(dtype)
     if path.exists():
         check_model_files(path)
-    if not path.exists():
+    else:
         check_hub_reachable(name_or_path)
     source = str(path) if path.exists() else name_or_path
     kwargs = {"dtype": torch_dtype}
