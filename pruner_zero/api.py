@@ -9,11 +9,10 @@ from .engine import Engine, measure_sparsity
 from .errors import ConfigError, MetricError
 from .files import atomic_write_json, check_writable_dir, check_writable_file, user_path
 from .masks import check_fits, parse_structure
-from .model import PRUNING_JSON, decoder_parameters, linear_share, save_pruned, versions
+from .model import PRUNING_JSON, check_linear_share, decoder_parameters, save_pruned, versions
 from .workbench import Protocol, Workbench
 
 SPARSEGPT = "sparsegpt"
-MIN_LINEAR_SHARE = 0.9  # below it, pruning "the model" would leave much of the decoder dense
 
 
 def resolve(metric: str):
@@ -29,27 +28,25 @@ def resolve(metric: str):
 def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
           structure: str = "unstructured", compare: str = "row", save: str | Path | None = None,
           report: str | Path | None = None, dense: bool = True, allow_partial: bool = False,
-          log=print, **protocol) -> dict:
+          log=print, tasks: str | list[str] | None = None, tasks_include: list[str] = (),
+          tasks_limit: int | None = None, zero_shot: "ZeroShot | None" = None,
+          **protocol) -> dict:
     """Prune with `metric` (built-in name, metric file, formula, or "sparsegpt") and return the
-    report: dense and pruned perplexity, achieved sparsity, formula, seconds and protocol."""
+    report: dense and pruned perplexity, achieved sparsity, formula, seconds and protocol; with
+    `tasks` (lm-eval task names), zero-shot accuracy of the dense (unless not `dense`) and the
+    pruned model, scored in memory."""
     started = time.time()
     shape = parse_structure(structure, sparsity, compare)
     formula, tree = resolve(metric)  # a bad metric fails before any model is loaded
     check_output_paths(save, report)
+    if zero_shot is None:  # unknown tasks fail here, before any model is loaded
+        zero_shot = ZeroShot.checked(tasks, tasks_include, tasks_limit)
     bench = model if isinstance(model, Workbench) else Workbench(Protocol(model=model, **protocol),
                                                                  log=log)
     result: dict = {"metric": formula, "metric_spec": metric, "structure": shape.describe(),
                     "requested_sparsity": shape.sparsity, "protocol": bench.protocol.as_dict()}
     check_fits((m.in_features for m in bench.linears.values()), shape)
-    share = linear_share(bench.model, bench.linears)
-    result["linear_share"] = share
-    if share < MIN_LINEAR_SHARE:
-        message = (f"the decoder's nn.Linear weights hold {share:.1%} of its parameters (below "
-                   f"{MIN_LINEAR_SHARE:.0%}): the rest (e.g. experts stored as 3-D tensors) "
-                   "would not be pruned")
-        if not allow_partial:
-            raise ConfigError(message + "; pass --allow-partial to prune only the linears")
-        log(f"warning: {message}")
+    result["linear_share"] = check_linear_share(bench.model, bench.linears, allow_partial, log)
     masks = None
     if tree is not None:  # a metric that cannot score fails before the long evaluations
         engine = Engine(bench.model, bench.linears, bench.stats, shape)
@@ -61,8 +58,9 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
     else:
         _ = bench.calib  # a missing calibration split fails before the dense evaluation
     if dense:
-        result["ppl_dense"] = bench.perplexity()
+        result["ppl_dense"] = bench.dense_perplexity()
         log(f"dense perplexity: {result['ppl_dense']:.3f}")
+        zero_shot.measure(bench, "dense", log)
     if tree is None:
         from .sparsegpt import sparsegpt_prune
 
@@ -83,6 +81,9 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
         log("warning: the pruned model's perplexity is not finite")
     result["ppl"] = ppl
     log(f"pruned perplexity ({formula}): {ppl:.3f}")
+    zero_shot.measure(bench, "pruned", log)
+    if zero_shot.tasks:
+        result["zero_shot"] = zero_shot.as_dict()
     if save is not None:
         result["saved_to"] = str(user_path(save))
         how = {k: result[k] for k in ("metric", "metric_spec", "structure", "requested_sparsity",
@@ -93,6 +94,43 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
     if report is not None:
         atomic_write_json(report, result)
     return result
+
+
+class ZeroShot:
+    """The zero-shot part of a prune or eval: lm-eval tasks, checked before any work, then
+    measured on the model as it is at each call (dense, pruned), in memory."""
+
+    def __init__(self, tasks: list[str], manager, limit: int | None) -> None:
+        self.tasks, self.manager, self.limit = tasks, manager, limit
+        self.results: dict[str, dict] = {}
+
+    @classmethod
+    def checked(cls, tasks, include=(), limit: int | None = None) -> "ZeroShot":
+        from .zeroshot import parse_tasks, task_manager
+
+        names = parse_tasks(tasks)
+        if isinstance(include, str):
+            include = [include]
+        if names and limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                            or limit < 1):
+            raise ConfigError(f"--tasks-limit must be a positive integer, got {limit!r}")
+        if not names and (include or limit is not None):
+            raise ConfigError("--tasks-include and --tasks-limit need --tasks")
+        return cls(names, task_manager(names, list(include)) if names else None, limit)
+
+    def measure(self, bench: Workbench, label: str, log=print) -> None:
+        if not self.tasks:
+            return
+        from .zeroshot import zero_shot
+
+        log(f"zero-shot ({label}): {', '.join(self.tasks)}"
+            + ("" if self.limit is None else f", {self.limit} examples each"))
+        self.results[label] = zero_shot(bench.model, bench.tokenizer, self.tasks, self.manager,
+                                        bench.protocol.batch_size, self.limit)
+
+    def as_dict(self) -> dict:
+        return {"tasks": self.tasks, "limit": self.limit, "num_fewshot": 0,
+                "results": self.results}
 
 
 def check_output_paths(save: str | Path | None, report: str | Path | None) -> None:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 
@@ -33,7 +32,8 @@ def finite_float(text: str) -> float:
     return value
 
 
-CALIBRATION_FLAGS = ("--calib-split", "--nsamples", "--seed", "--cache-dir", "--no-cache")
+CALIBRATION_FLAGS = ("--calib-split", "--calib-data", "--nsamples", "--seed", "--cache-dir",
+                     "--no-cache")
 
 
 def _add_model_args(p: argparse.ArgumentParser, search: bool = False,
@@ -50,6 +50,10 @@ def _add_model_args(p: argparse.ArgumentParser, search: bool = False,
         g.add_argument("--model", required=True, help="hub id or local directory (from_pretrained)")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
     g.add_argument("--dtype", default="auto", help="auto | float32 | float16 | bfloat16")
+    g.add_argument("--revision", default=None,
+                   help="hub branch, tag or commit of --model (default the main branch)")
+    g.add_argument("--trust-remote-code", action="store_true",
+                   help="run the model repository's own code (architectures transformers lacks)")
     g.add_argument("--device-map", default=None,
                    help="e.g. auto: spread a model too large for one GPU over all GPUs")
     g.add_argument("--data-dir", default=None,
@@ -57,6 +61,14 @@ def _add_model_args(p: argparse.ArgumentParser, search: bool = False,
                         "else WikiText-2 from the hub)")
     g.add_argument("--calib-split", default="train",
                    **(hide or {"help": "calibration split (default train)"}))
+    g.add_argument("--calib-data", default=None, metavar="c4|FILE", **(hide or {
+        "help": "calibrate on documents instead of --calib-split: c4 (the allenai/c4 English "
+                "shard Wanda and SparseGPT use, from the hub) or a local file of that format "
+                "(JSON lines with a \"text\" field, .gz or not); a window at a random offset of "
+                "a random document longer than --seqlen, as they sample"}))
+    g.add_argument("--text-join", default="concat", choices=["concat", "wanda"],
+                   help="hub WikiText-2 rows: concat (as they are, the file's text; default) or "
+                        "wanda (joined by a blank line, as Wanda and SparseGPT read them)")
     if search:
         g.add_argument("--fitness-split", default="valid",
                        help="selection split: fitness and the choice of the best metric (default "
@@ -84,7 +96,9 @@ def _protocol_kwargs(a: argparse.Namespace) -> dict:
     return {"data_dir": a.data_dir, "calib_split": a.calib_split, "eval_split": a.eval_split,
             "nsamples": a.nsamples, "seqlen": a.seqlen, "seed": a.seed, "device": a.device,
             "dtype": a.dtype, "batch_size": a.batch_size, "device_map": a.device_map,
-            "calibration": getattr(a, "calibration", "dense")}
+            "calibration": getattr(a, "calibration", "dense"), "revision": a.revision,
+            "calib_data": a.calib_data, "text_join": a.text_join,
+            "trust_remote_code": a.trust_remote_code}
 
 
 def _workbench(a: argparse.Namespace):
@@ -114,17 +128,34 @@ def _add_prune_shape(p: argparse.ArgumentParser) -> None:
                         "sparsegpt always walks layer by layer)")
 
 
+def _add_allow_partial(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-partial", action="store_true",
+                   help="prune even when nn.Linear weights hold under 90%% of the decoder's "
+                        "parameters (mixture-of-experts models keep experts as 3-D tensors)")
+
+
 def cmd_prune(a: argparse.Namespace) -> int:
-    from .api import prune, resolve
+    from .api import ZeroShot, prune, resolve
     from .masks import parse_structure
 
     parse_structure(a.structure, a.sparsity, a.compare)  # cheap checks before loading anything
     resolve(a.metric)
+    zero_shot = ZeroShot.checked(a.tasks, a.tasks_include, a.tasks_limit)  # before the model
     result = prune(_workbench(a), a.metric, a.sparsity, a.structure, a.compare, save=a.save,
                    report=a.report, dense=not a.no_dense_ppl, allow_partial=a.allow_partial,
-                   log=_log)
-    print(json.dumps({k: result.get(k) for k in ("metric", "ppl_dense", "ppl", "sparsity", "seconds")}))
+                   log=_log, zero_shot=zero_shot)
+    from .files import dumps_json
+
+    print(dumps_json({k: result.get(k) for k in ("metric", "ppl_dense", "ppl", "sparsity", "seconds")}))
+    _print_zero_shot(zero_shot)
     return 0
+
+
+def _print_zero_shot(zero_shot) -> None:
+    if zero_shot.results:
+        from .zeroshot import summary_table
+
+        print(summary_table(zero_shot.results), flush=True)
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
@@ -132,10 +163,37 @@ def cmd_eval(a: argparse.Namespace) -> int:
              a._parser.get_default(f[2:].replace("-", "_"))]
     if given:
         _log(f"warning: eval calibrates nothing; {', '.join(given)} ignored")
+    from .api import ZeroShot
+    from .files import atomic_write_json, check_writable_file
+
+    zero_shot = ZeroShot.checked(a.tasks, a.tasks_include, a.tasks_limit)
+    if a.report is not None:
+        check_writable_file(a.report, "--report")
     bench = _workbench(a)
     ppl = bench.perplexity()
+    zero_shot.measure(bench, "model", _log)
     print(f"{ppl:.4f}")
+    _print_zero_shot(zero_shot)
+    if a.report is not None:
+        report = {"ppl": ppl, "protocol": bench.protocol.as_dict()}
+        if zero_shot.tasks:
+            report["zero_shot"] = zero_shot.as_dict()
+        atomic_write_json(a.report, report)
     return 0
+
+
+def _add_zero_shot_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("zero-shot accuracy (lm-eval: pip install 'pruner-zero[zeroshot]')")
+    g.add_argument("--tasks", default=None, metavar="LIST",
+                   help="lm-eval tasks, comma-separated, e.g. boolq,rte,hellaswag,winogrande,"
+                        "arc_easy,arc_challenge,openbookqa ('paper' is those seven); scored "
+                        "zero-shot in memory, accuracy ± stderr per task")
+    g.add_argument("--tasks-include", action="append", default=[], metavar="DIR",
+                   help="a directory of lm-eval task YAML files (repeatable), e.g. local tasks "
+                        "for a machine without the hub")
+    g.add_argument("--tasks-limit", type=int, default=None, metavar="N",
+                   help="score only the first N examples of each task (a quick look, not a "
+                        "number for a paper)")
 
 
 def cmd_show(a: argparse.Namespace) -> int:
@@ -190,8 +248,12 @@ def cmd_search(a: argparse.Namespace) -> int:
             progress=not a.quiet, log=_log, data_dir=a.data_dir, calib_split=a.calib_split,
             fitness_split=a.fitness_split, report_split=a.report_split, nsamples=a.nsamples,
             seqlen=a.seqlen, device=a.device, dtype=a.dtype, batch_size=a.batch_size,
-            device_map=a.device_map, calibration=a.calibration)
-    print(json.dumps(search_summary(Path(out), entries)))
+            device_map=a.device_map, calibration=a.calibration, revision=a.revision,
+            trust_remote_code=a.trust_remote_code, calib_data=a.calib_data,
+            text_join=a.text_join, allow_partial=a.allow_partial)
+    from .files import dumps_json
+
+    print(dumps_json(search_summary(Path(out), entries)))
     return 0
 
 
@@ -234,8 +296,9 @@ def add_task_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tasks", default=None, metavar="YAML",
                    help="a YAML list of tasks (keys: model, data_dir, calib_split, fitness_split, "
                         "report_split, nsamples, seqlen, seed, sparsity, structure, calibration, "
-                        "weight; "
+                        "calib_data, text_join, weight; "
                         "omitted keys take the command line's values)")
+    _add_allow_partial(p)
 
 
 def _add_search_args(p: argparse.ArgumentParser) -> None:
@@ -244,7 +307,7 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", default=None, metavar="DIR",
                    help="continue the run in DIR (its config.json gives every other option)")
     g.add_argument("--space", default="paper",
-                   help="search space: a name in search_spaces/ (paper, small) or a YAML file "
+                   help="search space: a name in pruner_zero/search_spaces/ (paper, small) or a YAML file "
                         "(default paper)")
     g.add_argument("--population", type=int, default=20, help="individuals per generation (default 20)")
     g.add_argument("--generations", type=int, default=10,
@@ -320,15 +383,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prune_shape(p)
     p.add_argument("--save", default=None, help="write the pruned model here (save_pretrained)")
     p.add_argument("--report", default=None, help="write a JSON report here")
-    p.add_argument("--allow-partial", action="store_true",
-                   help="prune even when nn.Linear weights hold under 90%% of the decoder's "
-                        "parameters (mixture-of-experts models keep experts as 3-D tensors)")
+    _add_allow_partial(p)
     p.add_argument("--no-dense-ppl", action="store_true",
-                   help="skip the dense model's perplexity (one whole evaluation less)")
+                   help="skip the dense model's perplexity (one whole evaluation less) and, with "
+                        "--tasks, its zero-shot accuracy")
+    _add_zero_shot_args(p)
     p.set_defaults(func=cmd_prune)
 
-    p = sub.add_parser("eval", help="print the perplexity of a model")
+    p = sub.add_parser("eval", help="print the perplexity (and zero-shot accuracy) of a model")
     _add_model_args(p, calibrates=False)
+    p.add_argument("--report", default=None, help="write a JSON report here")
+    _add_zero_shot_args(p)
     p.set_defaults(func=cmd_eval, _parser=p)
 
     p = sub.add_parser("search", help="discover a pruning metric by genetic programming",

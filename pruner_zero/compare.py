@@ -112,7 +112,8 @@ def resolve_metric_specs(specs: str | Sequence[str]) -> list[MetricSpec]:
 def compare(metrics: str | Sequence[str], tasks: Sequence[Task], seeds: int = 3,
             compare: str = "row", runtime: Runtime | None = None,
             cache_dir: str | Path | None = None, out: str | Path | None = None,
-            progress: bool = True, log: Callable[[str], None] = _stderr) -> dict[str, Any]:
+            progress: bool = True, log: Callable[[str], None] = _stderr,
+            allow_partial: bool = False) -> dict[str, Any]:
     """Measure every metric on every task's report split over ``seeds`` calibration seeds.
 
     Returns ``{"markdown", "rows" (one per metric, task, seed), "summary" (the CSV rows),
@@ -142,7 +143,7 @@ def compare(metrics: str | Sequence[str], tasks: Sequence[Task], seeds: int = 3,
 
     benches = TaskBenches(runtime or Runtime(), None if cache_dir is None else Path(cache_dir),
                           progress, log)
-    benches.prepare(task_list, compare, "report_split")
+    benches.prepare(task_list, compare, "report_split", allow_partial=allow_partial)
     dense: dict[str, float] = {}
     shared: dict[tuple, float] = {}
     for t in task_list:  # tasks differing only in sparsity share one dense number
@@ -359,12 +360,15 @@ def cmd_compare(a: argparse.Namespace) -> int:
                         data_dir=a.data_dir, calib_split=a.calib_split,
                         fitness_split=a.fitness_split, report_split=a.report_split,
                         nsamples=a.nsamples, seqlen=a.seqlen, seed=a.seed,
-                        calibration=a.calibration)
+                        calibration=a.calibration, calib_data=a.calib_data,
+                        text_join=a.text_join)
     cache = None if a.no_cache else Path(a.cache_dir) if a.cache_dir else default_cache_dir()
     runtime = Runtime(device=a.device, dtype=a.dtype, batch_size=a.batch_size,
-                      device_map=a.device_map)
+                      device_map=a.device_map, revision=a.revision,
+                      trust_remote_code=a.trust_remote_code)
     result = compare(a.metrics, tasks, seeds=a.seeds, compare=a.compare, runtime=runtime,
-                     cache_dir=cache, out=a.out, progress=not a.quiet, log=_stderr)
+                     cache_dir=cache, out=a.out, progress=not a.quiet, log=_stderr,
+                     allow_partial=a.allow_partial)
     print(result["markdown"], flush=True)
     for kind in ("csv", "png"):
         if kind in result["files"]:

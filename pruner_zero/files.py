@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import glob
 import json
+import math
 import os
 import re
 import shutil
@@ -54,8 +55,26 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def strict_json(obj: Any) -> Any:
+    """`obj` with every non-finite float as None: JSON has no Infinity or NaN, and the readers
+    of other tools (jq, JavaScript, strict parsers) refuse them. What a null number means (a
+    failed candidate, a diverged model) is in the status or reason beside it."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
+
+
+def dumps_json(obj: Any, indent: int | None = None) -> str:
+    """Strict JSON text of `obj` (non-finite numbers as null): every JSON file and line we write."""
+    return json.dumps(strict_json(obj), indent=indent, allow_nan=False)
+
+
 def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 2) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=indent, allow_nan=True) + "\n")
+    atomic_write_text(path, dumps_json(obj, indent) + "\n")
 
 
 def atomic_write_with(path: str | Path, write: Callable[[str], None]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -23,10 +23,11 @@ class Runtime:
     dtype: str = "auto"
     batch_size: int = 8
     device_map: str | None = None
+    revision: str | None = None  # of every hub model of the run
+    trust_remote_code: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {"device": self.device, "dtype": self.dtype, "batch_size": self.batch_size,
-                "device_map": self.device_map}
+        return asdict(self)
 
 
 class TaskBenches:
@@ -47,11 +48,12 @@ class TaskBenches:
         from .workbench import Protocol, Workbench
 
         seed = task.seed if seed is None else seed
-        key = _bench_key(task.model, task.data_dir, task.calib_split, task.nsamples, task.seqlen, seed)
+        key = _bench_key(task, task.seqlen, seed)
         if key in self._benches:
             return self._benches[key]
         changes = dict(data_dir=task.data_dir, calib_split=task.calib_split, eval_split=task.report_split,
-                       nsamples=task.nsamples, seed=seed)
+                       nsamples=task.nsamples, seed=seed, calib_data=task.calib_data,
+                       text_join=task.text_join)
         base = self._find_model(task.model)
         if base is None:
             base = Workbench(Protocol(model=task.model, seqlen=task.seqlen, **changes,
@@ -62,26 +64,32 @@ class TaskBenches:
         else:
             changes["seqlen"] = task.seqlen  # None: the model's default (Workbench.variant)
             changes["data_dir"] = _resolved_dir(task.data_dir)
+            changes["calib_data"] = _resolved_corpus(task.calib_data)
             same = all(getattr(base.protocol, k) == v for k, v in changes.items()
                        if k != "eval_split" and not (k == "seqlen" and v is None))
             taken = any(b is base for b in self._benches.values())
             bench = base if same and not taken else base.variant(**changes)
         self._benches[key] = bench
         p = bench.protocol  # also under its resolved seqlen: a task written back with it finds it
-        self._benches.setdefault(_bench_key(p.model, p.data_dir, p.calib_split, p.nsamples,
-                                            p.seqlen, p.seed), bench)
+        self._benches.setdefault(_bench_key(task, p.seqlen, p.seed), bench)
         return bench
 
     def prepare(self, tasks: Sequence[Task], compare: str, split_role: str,
-                with_stats: bool = False) -> None:
-        """Load every model once and check what needs the model, before any long work: N:M
-        widths, the split each task reads in this phase (``split_role``, e.g. "fitness_split")
-        and its calibration (with ``with_stats``, the statistics themselves)."""
+                with_stats: bool = False, allow_partial: bool = False) -> None:
+        """Load every model once and check what needs the model, before any long work: the
+        share of the decoder its linears hold (``model.check_linear_share``), N:M widths, the
+        split each task reads in this phase (``split_role``, e.g. "fitness_split") and its
+        calibration (with ``with_stats``, the statistics themselves)."""
         from .errors import ConfigError
         from .masks import check_fits
+        from .model import check_linear_share
 
         for t in tasks:
             bench = self.bench(t)
+            try:
+                check_linear_share(bench.model, bench.linears, allow_partial, self.log)
+            except ConfigError as exc:
+                raise ConfigError(f"task {t.name}: {exc}") from None
             try:
                 check_fits((m.in_features for m in bench.linears.values()), t.shape(compare))
             except ConfigError as exc:
@@ -138,8 +146,7 @@ class TaskBenches:
     def release(self, task: Task, seed: int) -> None:
         """Forget the workbench and engines of (task, another calibration seed): its statistics
         weigh as much as the model in float32, and the cache on disk brings them back."""
-        key = _bench_key(task.model, task.data_dir, task.calib_split, task.nsamples, task.seqlen, seed)
-        bench = self._benches.get(key)
+        bench = self._benches.get(_bench_key(task, task.seqlen, seed))
         if bench is None or seed == task.seed or any(bench is m for m in self._models.values()):
             return
         for k in [k for k, b in self._benches.items() if b is bench]:
@@ -151,11 +158,18 @@ class TaskBenches:
         return self.ppl(task, None, None, split)
 
 
-def _bench_key(model: str, data_dir: str | None, calib_split: str, nsamples: int,
-               seqlen: int | None, seed: int) -> tuple:
-    path = user_path(model)
-    model = str(path.resolve()) if path.exists() else model
-    return (model, _resolved_dir(data_dir), calib_split, nsamples, seqlen, seed)
+def _bench_key(task: Task, seqlen: int | None, seed: int) -> tuple:
+    """What a workbench's calibration and text depend on (its report split is the task's)."""
+    path = user_path(task.model)
+    model = str(path.resolve()) if path.exists() else task.model
+    return (model, _resolved_dir(task.data_dir), task.calib_split, _resolved_corpus(task.calib_data),
+            task.text_join, task.nsamples, seqlen, seed)
+
+
+def _resolved_corpus(calib_data: str | None) -> str | None:
+    """A calibration corpus as a Workbench stores it: c4, or an absolute file path."""
+    path = None if calib_data is None else user_path(calib_data)
+    return str(path.resolve()) if path is not None and path.is_file() else calib_data
 
 
 def _resolved_dir(data_dir: str | None) -> str | None:

@@ -42,8 +42,11 @@ def _looks_like_path(name: str) -> bool:
 
 
 def load_model(name_or_path: str, device: str = "auto", dtype: str = "auto",
-               device_map: str | None = None):
-    """Return (model, tokenizer) in eval mode; every failure becomes one ModelError line."""
+               device_map: str | None = None, revision: str | None = None,
+               trust_remote_code: bool = False):
+    """Return (model, tokenizer) in eval mode; every failure becomes one ModelError line.
+    `revision` (a hub branch, tag or commit) pins what a hub id loads; `trust_remote_code` runs
+    the model repository's own Python code, which some architectures need."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = user_path(name_or_path)
@@ -56,15 +59,17 @@ def load_model(name_or_path: str, device: str = "auto", dtype: str = "auto",
     if path.exists():
         check_model_files(path)
     else:
-        check_hub_reachable(name_or_path)
+        check_hub_reachable(name_or_path, revision)
     source = str(path) if path.exists() else name_or_path
-    kwargs = {"dtype": torch_dtype}
+    hub = {"revision": revision} if revision else {}
+    hub["trust_remote_code"] = trust_remote_code
+    kwargs = {"dtype": torch_dtype, **hub}
     if device_map:
         kwargs["device_map"] = device_map
     # Whatever a loader raises on a user's files (the libraries use many exception types, some
     # of them from Rust) is one line naming the model and the part that failed.
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source, **hub)
     except Exception as exc:
         raise ModelError(f"cannot load the tokenizer of {name_or_path!r}: {_first_line(exc)}") from exc
     try:
@@ -82,7 +87,7 @@ def load_model(name_or_path: str, device: str = "auto", dtype: str = "auto",
 HUB_HOST = ("huggingface.co", 443)
 
 
-def check_hub_reachable(repo_id: str, timeout: float = 5.0) -> None:
+def check_hub_reachable(repo_id: str, revision: str | None = None, timeout: float = 5.0) -> None:
     """A hub model that is not in the local cache needs the network: find out in seconds, not
     after the libraries' retries (about 50 s), and say what to do instead."""
     import os
@@ -91,19 +96,23 @@ def check_hub_reachable(repo_id: str, timeout: float = 5.0) -> None:
     try:
         from huggingface_hub import try_to_load_from_cache
 
-        if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+        if isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision), str):
             return  # cached: the loaders work offline
     except Exception:  # an id the cache cannot even look up: let the loader name the problem
         return
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        raise ModelError(f"model {repo_id!r} is not in the local Hugging Face cache and "
+        raise ModelError(f"model {repo_id!r}{_at(revision)} is not in the local Hugging Face cache and "
                          "HF_HUB_OFFLINE is set; pass a local model directory")
     try:
         socket.create_connection(HUB_HOST, timeout=timeout).close()
     except OSError as exc:
-        raise ModelError(f"model {repo_id!r} is not in the local Hugging Face cache and the hub "
+        raise ModelError(f"model {repo_id!r}{_at(revision)} is not in the local Hugging Face cache and the hub "
                          f"({HUB_HOST[0]}) cannot be reached ({exc.strerror or exc}); pass a "
                          "local model directory, or check the network") from None
+
+
+def _at(revision: str | None) -> str:
+    return f" (revision {revision!r})" if revision else ""
 
 
 def _first_line(exc: BaseException) -> str:
@@ -207,6 +216,25 @@ def linear_share(model: nn.Module, linears: dict[str, nn.Linear]) -> float:
     """The fraction of the decoder's parameters that the prunable nn.Linear weights hold: well
     below 1 for mixture-of-experts models whose experts are not nn.Linear modules."""
     return sum(m.weight.numel() for m in linears.values()) / max(decoder_parameters(model), 1)
+
+
+MIN_LINEAR_SHARE = 0.9  # below it, pruning "the model" would leave much of the decoder dense
+
+
+def check_linear_share(model: nn.Module, linears: dict[str, nn.Linear], allow_partial: bool,
+                       log=print) -> float:
+    """The share of the decoder that pruning reaches; refused below MIN_LINEAR_SHARE unless
+    `allow_partial` (then a warning): a mixture-of-experts model pruned only in its attention
+    would be reported as pruned while most of its weights stay dense."""
+    share = linear_share(model, linears)
+    if share < MIN_LINEAR_SHARE:
+        message = (f"the decoder's nn.Linear weights hold {share:.1%} of its parameters (below "
+                   f"{MIN_LINEAR_SHARE:.0%}): the rest (e.g. experts stored as 3-D tensors) "
+                   "would not be pruned")
+        if not allow_partial:
+            raise ConfigError(message + "; pass --allow-partial to prune only the linears")
+        log(f"warning: {message}")
+    return share
 
 
 def max_positions(model: nn.Module) -> int | None:

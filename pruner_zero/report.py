@@ -25,7 +25,10 @@ _TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:
 
 # ----------------------------------------------------------------------------- reading
 def _float(s: Any) -> float:
-    """float() that takes inf/Infinity/nan as written by Python; blanks and junk become nan."""
+    """float() that takes inf/Infinity/nan as older runs wrote them and null as a number that
+    was not finite (how strict JSON writes it); blanks and junk become nan."""
+    if s is None:
+        return math.inf
     try:
         return float(s)
     except (TypeError, ValueError):
@@ -56,7 +59,7 @@ def read_evaluations(path: Path) -> tuple[list[dict[str, Any]], int] | None:
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)  # accepts Infinity / NaN
+            rec = json.loads(line)  # also older runs' Infinity / NaN
         except (ValueError, RecursionError):  # also an integer of 5000 digits
             bad += i < len(lines) - 1
             continue

@@ -97,11 +97,12 @@ def cache_key(model_id: str, calib: torch.Tensor, extra: dict | None = None) -> 
     return h.hexdigest()[:20]
 
 
-def model_identity(name_or_path: str) -> str:
-    """A local model is identified by its weight files' sizes and mtimes, a hub model by its id."""
+def model_identity(name_or_path: str, revision: str | None = None) -> str:
+    """A local model is identified by its weight files' sizes and mtimes, a hub model by its id
+    and revision (the loaders ignore a revision for a local directory)."""
     path = user_path(name_or_path)
     if not path.is_dir():
-        return name_or_path
+        return name_or_path if revision is None else f"{name_or_path}@{revision}"
     files = sorted(p for p in path.iterdir() if p.suffix in {".safetensors", ".bin", ".json"})
     return json.dumps([str(path.resolve())] + [[p.name, p.stat().st_size, p.stat().st_mtime_ns]
                                                for p in files])
@@ -143,12 +144,12 @@ def load_stats(path: Path, linears: dict[str, nn.Linear]) -> dict[str, LayerStat
 
 def get_stats(model: nn.Module, linears: dict[str, nn.Linear], calib: torch.Tensor,
               model_id: str, cache_dir: Path | None, progress: bool = True,
-              log=print) -> dict[str, LayerStats]:
+              log=print, revision: str | None = None) -> dict[str, LayerStats]:
     """Statistics from the on-disk cache when present, else computed and cached."""
     if cache_dir is None:
         return compute_stats(model, linears, calib, progress)
     dtype = str(next(model.parameters()).dtype)
-    key = cache_key(model_identity(model_id), calib, {"dtype": dtype})
+    key = cache_key(model_identity(model_id, revision), calib, {"dtype": dtype})
     path = Path(cache_dir) / f"stats-{key}.safetensors"
     if path.is_file():
         cached = None

@@ -17,7 +17,8 @@ from .masks import Structure, parse_structure
 from .files import user_path
 
 TASK_KEYS = ("model", "data_dir", "calib_split", "fitness_split", "report_split", "nsamples",
-             "seqlen", "seed", "sparsity", "structure", "calibration", "weight")
+             "seqlen", "seed", "sparsity", "structure", "calibration", "calib_data", "text_join",
+             "weight")
 """Keys a task of tasks.yaml may set: the flag names with underscores."""
 SPLIT_ALIASES = {"validation": "valid"}
 """The hub's split names that read the same text as a local split (data.load_split_text)."""
@@ -36,6 +37,8 @@ class Task:
     sparsity: float | None = None
     structure: str = "unstructured"
     calibration: str = "dense"  # or "sequential": X measured layer by layer on pruned inputs
+    calib_data: str | None = None  # calibrate on this corpus (c4, a JSON-lines file), not calib_split
+    text_join: str = "concat"
     weight: float = 1.0
     name: str = ""
 
@@ -171,7 +174,8 @@ def _typed(d: dict[str, Any], where: str) -> Task:
             math.isfinite(weight) and weight > 0):
         raise ConfigError(f"{where}: weight must be a positive number, got {weight!r}")
     kwargs = {k: as_str(k) for k in ("model", "data_dir", "calib_split", "fitness_split",
-                                      "report_split", "structure", "calibration")
+                                      "report_split", "structure", "calibration", "calib_data",
+                                      "text_join")
               if d.get(k) is not None}
     kwargs.update({k: as_int(k, m) for k, m in (("nsamples", 1), ("seqlen", 2), ("seed", 0))
                    if d.get(k) is not None})
@@ -218,7 +222,7 @@ def check_tasks(tasks: Sequence[Task], compare: str = "row", selection: bool = T
             raise ConfigError(f"{where}: the selection split ({t.fitness_split}) must differ from "
                               f"the report split ({t.report_split}); a number is never reported "
                               "on the split it was chosen on")
-        if t.calib_split == t.report_split:  # compare too: statistics never see report text
+        if t.calib_data is None and t.calib_split == t.report_split:  # compare too: statistics never see report text
             raise ConfigError(f"{where}: the calibration split ({t.calib_split}) must differ from "
                               f"the report split ({t.report_split}): statistics of the report "
                               "text would reach the fitness")
@@ -247,7 +251,7 @@ def check_roles_across(tasks: Sequence[Task]) -> None:
     reach the fitness through the other task."""
     used = {}
     for t in tasks:
-        for role in ("calib_split", "fitness_split"):
+        for role in ("calib_split", "fitness_split") if t.calib_data is None else ("fitness_split",):
             used.setdefault(_text_id(t.data_dir, getattr(t, role)), (t, role))
     for t in tasks:
         hit = used.get(_text_id(t.data_dir, t.report_split))
@@ -262,15 +266,20 @@ def check_roles_across(tasks: Sequence[Task]) -> None:
 def _check_split_files(t: Task, where: str, selection: bool) -> None:
     """A local data dir must hold every split a task reads; known before any model loads, so a
     misspelt report split does not fail after the whole search."""
-    from .data import HUB_SPLITS, resolve_data_dir
+    from .data import HUB_SPLITS, check_calib_data, check_text_join, resolve_data_dir
     from .errors import DataError
 
     try:
         data_dir = resolve_data_dir(t.data_dir)
+        check_text_join(t.text_join, data_dir)
+        if t.calib_data is not None:
+            check_calib_data(t.calib_data)
     except DataError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     roles = ("calib_split", "fitness_split", "report_split") if selection else \
         ("calib_split", "report_split")
+    if t.calib_data is not None:  # calibration reads the corpus, not a split
+        roles = roles[1:]
     for role in roles:
         split = getattr(t, role)
         if data_dir is None and split not in HUB_SPLITS:

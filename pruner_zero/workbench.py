@@ -39,6 +39,10 @@ class Protocol:
     batch_size: int = 8
     device_map: str | None = None
     calibration: str = "dense"  # how prune measures X: dense model, or layer by layer
+    revision: str | None = None  # hub branch, tag or commit of the model
+    calib_data: str | None = None  # None: calib_split of the data; "c4" or a JSON-lines file
+    text_join: str = "concat"  # hub WikiText-2 rows as they are, or "wanda": a blank line between
+    trust_remote_code: bool = False
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -50,8 +54,13 @@ class Protocol:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(f"{name} must be an integer, got {value!r}")
-        for name in ("model", "calib_split", "eval_split", "device", "dtype", "calibration") + \
-                tuple(n for n in ("data_dir", "device_map") if getattr(self, n) is not None):
+        if not isinstance(self.trust_remote_code, bool):
+            raise ConfigError(f"trust_remote_code must be True or False, got "
+                              f"{self.trust_remote_code!r}")
+        for name in ("model", "calib_split", "eval_split", "device", "dtype", "calibration",
+                     "text_join") + \
+                tuple(n for n in ("data_dir", "device_map", "revision", "calib_data")
+                      if getattr(self, n) is not None):
             if not isinstance(getattr(self, name), str):
                 raise ConfigError(f"{name} must be a string, got {getattr(self, name)!r}")
 
@@ -70,6 +79,12 @@ class Workbench:
 
         check_calibration(protocol.calibration)
         self.data_dir = data_mod.resolve_data_dir(protocol.data_dir)
+        data_mod.check_text_join(protocol.text_join, self.data_dir)
+        if protocol.calib_data is not None:
+            data_mod.check_calib_data(protocol.calib_data)
+            if protocol.calib_data != data_mod.C4:  # absolute, as data_dir
+                protocol = replace(protocol,
+                                   calib_data=str(user_path(protocol.calib_data).resolve()))
         if self.data_dir is not None:  # absolute, so a run resumed from elsewhere finds it
             protocol = replace(protocol, data_dir=str(self.data_dir.resolve()))
         if user_path(protocol.model).exists():
@@ -84,7 +99,8 @@ class Workbench:
 
             hf_logging.disable_progress_bar()
         self.model, self.tokenizer = load_model(protocol.model, protocol.device, protocol.dtype,
-                                                 protocol.device_map)
+                                                 protocol.device_map, protocol.revision,
+                                                 protocol.trust_remote_code)
         limit = max_positions(self.model)
         if protocol.seqlen is None:
             protocol = replace(protocol, seqlen=min(2048, limit or 2048))
@@ -93,19 +109,22 @@ class Workbench:
                               f"({limit} positions)")
         self.protocol = protocol
         self.linears = prunable_linears(self.model)
-        self._token_cache: dict[str, torch.Tensor] = {}
+        self._token_cache: dict[tuple[str, str], torch.Tensor] = {}
+        self._documents: dict[str, list[str]] = {}
 
     def _tokens(self, split: str) -> torch.Tensor:
-        if split not in self._token_cache:  # shared by every variant of this bench
-            self._token_cache[split] = data_mod.tokenize(
-                self.tokenizer, data_mod.load_split_text(split, self.data_dir))
-        return self._token_cache[split]
+        key = (split, self.protocol.text_join)
+        if key not in self._token_cache:  # shared by every variant of this bench
+            self._token_cache[key] = data_mod.tokenize(
+                self.tokenizer, data_mod.load_split_text(split, self.data_dir,
+                                                         self.protocol.text_join))
+        return self._token_cache[key]
 
     def variant(self, **changes) -> "Workbench":
         """The same loaded model under another protocol (e.g. another calibration seed or
         split): statistics and windows are its own, the model and token streams are shared.
         Only protocol fields that need no reload may change."""
-        fixed = ("model", "device", "dtype", "device_map")
+        fixed = ("model", "device", "dtype", "device_map", "revision", "trust_remote_code")
         bad = [k for k in changes if k in fixed]
         if bad:
             raise ConfigError(f"a variant cannot change {', '.join(bad)}; load another Workbench")
@@ -116,6 +135,12 @@ class Workbench:
             clone.data_dir = data_mod.resolve_data_dir(changes["data_dir"])
             changes["data_dir"] = None if clone.data_dir is None else str(clone.data_dir.resolve())
             clone._token_cache = {}  # other text: its own token streams
+        for key in ("text_join", "calib_data"):
+            if changes.get(key) is not None:
+                check = data_mod.check_text_join if key == "text_join" else data_mod.check_calib_data
+                check(changes[key], *((clone.data_dir,) if key == "text_join" else ()))
+        if changes.get("calib_data") not in (None, data_mod.C4):
+            changes["calib_data"] = str(user_path(changes["calib_data"]).resolve())
         if changes.get("seqlen") is not None:
             limit = max_positions(self.model)
             if limit is not None and changes["seqlen"] > limit:
@@ -128,14 +153,23 @@ class Workbench:
 
     @cached_property
     def calib_starts(self) -> list[int]:
+        """Offsets of the calibration windows in the calibration split (none from a corpus)."""
         p = self.protocol
+        if p.calib_data is not None:
+            return []
         return data_mod.calibration_starts(self._tokens(p.calib_split).numel(), p.nsamples,
                                            p.seqlen, p.seed)
 
     @cached_property
     def calib(self) -> torch.Tensor:
-        ids = self._tokens(self.protocol.calib_split)
-        return torch.stack([ids[s:s + self.protocol.seqlen] for s in self.calib_starts])
+        p = self.protocol
+        if p.calib_data is not None:
+            if p.calib_data not in self._documents:  # shared by every variant of this bench
+                self._documents[p.calib_data] = data_mod.load_documents(p.calib_data)
+            return data_mod.document_windows(self.tokenizer, self._documents[p.calib_data],
+                                             p.nsamples, p.seqlen, p.seed)
+        ids = self._tokens(p.calib_split)
+        return torch.stack([ids[s:s + p.seqlen] for s in self.calib_starts])
 
     def eval_windows(self, limit: int | None = None, spread: bool = False) -> torch.Tensor:
         """Windows of the evaluation split (``prune``/``eval``: every window, as the protocol says)."""
@@ -146,14 +180,46 @@ class Workbench:
                       spread: bool = False) -> torch.Tensor:
         """Windows of ``split`` for a search; on the calibration split, without any window that
         shares a token with a calibration window (selection never measures calibration text)."""
-        exclude = self.calib_starts if split == self.protocol.calib_split else None
+        p = self.protocol
+        exclude = self.calib_starts if split == p.calib_split and p.calib_data is None else None
         return data_mod.eval_windows(self._tokens(split), self.protocol.seqlen, limit, spread,
                                      exclude)
 
     @cached_property
     def stats(self) -> dict[str, LayerStats]:
         return get_stats(self.model, self.linears, self.calib, self.protocol.model,
-                         self.cache_dir, self.progress, self.log)
+                         self.cache_dir, self.progress, self.log, self.protocol.revision)
+
+    def dense_perplexity(self) -> float:
+        """The unpruned model's perplexity on the evaluation split, from the cache directory when
+        this model, dtype, device, batch size and exact evaluation tokens were measured before
+        (a prune of a 7B model saves one whole evaluation)."""
+        from .files import atomic_write_json, read_json
+        from .model import input_device
+        from .stats import cache_key, model_identity
+
+        windows = self.eval_windows()
+        if self.cache_dir is None:
+            return self.perplexity(windows)
+        p = self.protocol
+        key = cache_key(model_identity(p.model, p.revision), windows,
+                        {"measure": "dense perplexity", "dtype": str(next(self.model.parameters()).dtype),
+                         "device": input_device(self.model).type, "batch_size": p.batch_size})
+        path = Path(self.cache_dir) / f"ppl-{key}.json"
+        if path.is_file():
+            try:
+                cached = read_json(path, "dense perplexity cache")
+            except ConfigError as exc:
+                self.log(f"warning: {exc}; measuring again")
+            else:
+                if isinstance(cached, dict) and cached.get("key") == key and \
+                        isinstance(cached.get("ppl"), float):
+                    self.log(f"dense perplexity: from cache {path}")
+                    return cached["ppl"]
+                self.log(f"warning: {path} is not the dense perplexity of this model; measuring again")
+        ppl = self.perplexity(windows)
+        atomic_write_json(path, {"key": key, "model": p.model, "split": p.eval_split, "ppl": ppl})
+        return ppl
 
     def perplexity(self, windows: torch.Tensor | None = None, stop=None,
                    progress: bool | None = None) -> float:

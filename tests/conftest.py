@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny random LLaMA built in code, and the real assets in ../shared."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -30,6 +31,14 @@ needs_shared = pytest.mark.skipif(
 
 TEXT = ("the quick brown fox jumps over the lazy dog . " * 40 +
         "a stitch in time saves nine , and the early bird catches the worm . " * 40)
+
+
+def strict_loads(text: str):
+    """json.loads that refuses Infinity and NaN, as strict parsers (jq, JavaScript) do."""
+    def refuse(constant: str):
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    return json.loads(text, parse_constant=refuse)
 
 
 def tiny_llama(seed: int = 0, layers: int = 2):

@@ -443,3 +443,98 @@ def test_sigterm_during_save_cleans_up_like_ctrl_c(tiny_dir):
                           text=True)
     assert term.returncode == 130 and "interrupted" in term.stderr, term.stderr[-1000:]
     assert not save.exists() and not list(tiny_dir.glob(".pruned.*"))
+
+
+def test_prune_calibrates_on_a_c4_format_corpus_when_asked(tiny_dir, capsys):
+    from conftest import TEXT
+    from test_data import write_corpus
+
+    sentences = [s.strip() + " ." for s in TEXT.split(" . ") if s.strip()]
+    docs = [" ".join(sentences[i:i + 12]) for i in range(0, len(sentences), 12)]
+    corpus = write_corpus(tiny_dir / "c4-sample.json.gz", docs)
+    reports = {}
+    for name, extra in (("split", []), ("corpus", ["--calib-data", str(corpus)])):
+        report = tiny_dir / f"{name}.json"
+        code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "wanda",
+                             "--report", str(report), *extra)
+        assert code == 0, err
+        reports[name] = json.loads(report.read_text())
+    assert reports["corpus"]["protocol"]["calib_data"] == str(corpus.resolve())
+    assert reports["split"]["protocol"]["calib_data"] is None
+    assert reports["corpus"]["ppl_dense"] == reports["split"]["ppl_dense"]  # same report text
+    assert reports["corpus"]["ppl"] != reports["split"]["ppl"]  # other statistics, other masks
+    code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "wanda",
+                         "--calib-data", str(tiny_dir / "nothing.jsonl"))
+    assert code == 2 and "no such file" in err and err.count("\n") == 1
+
+
+def test_a_corpus_lets_the_calibration_split_name_be_the_report_split(tiny_dir, capsys):
+    """With --calib-data, no split is read for calibration: the roles stay apart."""
+    from test_data import write_corpus
+
+    corpus = write_corpus(tiny_dir / "docs.jsonl", ["the quick brown fox jumps over the lazy dog ."
+                                                    * 3] * 4)
+    args = ["compare", "--model", str(tiny_dir / "tiny-llama"), "--data-dir", str(tiny_dir / "data"),
+            "--nsamples", "2", "--seqlen", "16", "--device", "cpu", "--quiet", "--no-cache",
+            "--metrics", "wanda", "--seeds", "1", "--calib-split", "test"]
+    code, out, err = run(capsys, *args)
+    assert code == 2 and "calibration split (test) must differ from the report split" in err
+    code, out, err = run(capsys, *args, "--calib-data", str(corpus))
+    assert code == 0, err
+    assert "wanda" in out
+
+
+def test_revision_and_trust_remote_code_reach_the_loaders(tiny_dir, capsys, monkeypatch):
+    import transformers
+
+    seen = []
+    for cls in (transformers.AutoTokenizer, transformers.AutoModelForCausalLM):
+        original = cls.from_pretrained.__func__
+
+        def spy(klass, source, *args, _original=original, **kwargs):
+            seen.append((klass.__name__, kwargs.get("revision"), kwargs.get("trust_remote_code")))
+            return _original(klass, source, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "from_pretrained", classmethod(spy))
+    code, out, err = run(capsys, "eval", *eval_base(tiny_dir, "--revision", "v1.0",
+                                                     "--trust-remote-code"))
+    assert code == 0, err
+    assert seen == [("AutoTokenizer", "v1.0", True), ("AutoModelForCausalLM", "v1.0", True)]
+    seen.clear()
+    assert run(capsys, "eval", *eval_base(tiny_dir))[0] == 0
+    assert seen == [("AutoTokenizer", None, False), ("AutoModelForCausalLM", None, False)]
+
+
+def test_caches_of_two_hub_revisions_are_apart(tiny_dir):
+    from pruner_zero.stats import model_identity
+
+    ids = {model_identity("org/model", r) for r in (None, "v1", "v2")}
+    assert len(ids) == 3
+    local = str(tiny_dir / "tiny-llama")  # a local directory is its files, whatever the revision
+    assert model_identity(local, "v1") == model_identity(local) != local
+
+
+def test_prune_reuses_a_cached_dense_perplexity(tiny_dir, capsys, monkeypatch):
+    import pruner_zero.workbench as wb
+
+    cache = tiny_dir / "cache"
+    args = ["prune", *base(tiny_dir), "--cache-dir", str(cache), "--metric", "wanda"]
+    args.remove("--no-cache")
+    code, out, err = run(capsys, *args)
+    first = json.loads(out)["ppl_dense"]
+    assert code == 0 and "dense perplexity: from cache" not in err
+    files = list(cache.glob("ppl-*.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text())["ppl"] == first
+    measured = []
+    original = wb.Workbench.perplexity
+    monkeypatch.setattr(wb.Workbench, "perplexity",
+                        lambda self, *a, **k: measured.append(1) or original(self, *a, **k))
+    code, out, err = run(capsys, *args, "--metric", "magnitude")
+    assert code == 0 and "dense perplexity: from cache" in err
+    assert json.loads(out)["ppl_dense"] == first and len(measured) == 1  # the pruned model only
+    code, out, err = run(capsys, *args, "--batch-size", "3")  # another measurement: measured again
+    assert code == 0 and "from cache" not in err.replace("statistics: loaded from cache", "")
+    files[0].write_text('{"key": "other", "ppl": 1.0}')
+    code, out, err = run(capsys, *args)
+    assert code == 0 and "is not the dense perplexity of this model" in err
+    assert json.loads(out)["ppl_dense"] == first

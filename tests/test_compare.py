@@ -241,3 +241,27 @@ def test_a_directory_named_like_a_formula_does_not_replace_the_formula(tmp_path,
     monkeypatch.chdir(tmp_path)
     (tmp_path / "X").mkdir()
     assert resolve_metric_spec("X").formula == "X"
+
+
+def test_search_and_compare_refuse_a_decoder_mostly_outside_nn_linear(tmp_path, capsys, monkeypatch):
+    """As prune does: a mixture-of-experts decoder (experts as 3-D tensors) is refused before
+    any work unless --allow-partial, then measured with a warning."""
+    import pruner_zero.model as model_mod
+    from pruner_zero.cli import main
+
+    root = write_tiny_assets(tmp_path)
+    monkeypatch.setattr(model_mod, "linear_share", lambda model, linears: 0.4)
+    common = ["--model", str(root / "tiny-llama"), "--data-dir", str(root / "data"), "--nsamples",
+              "2", "--seqlen", "16", "--device", "cpu", "--quiet", "--no-cache"]
+    search = ["search", *common, "--generations", "0", "--population", "4", "--space", "small",
+              "--final-top", "1", "--confirm-seeds", "1", "--baselines", "", "--out",
+              str(tmp_path / "run")]
+    compare = ["compare", *common, "--metrics", "wanda", "--seeds", "1"]
+    for argv in (search, compare):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "hold 40.0% of its parameters" in err and "--allow-partial" in err, err
+    assert not (tmp_path / "run").exists()
+    for argv in (search, compare):
+        assert main([*argv, "--allow-partial"]) == 0
+        assert "warning: the decoder's nn.Linear weights hold 40.0%" in capsys.readouterr().err

@@ -42,3 +42,101 @@ def test_nsamples_is_bounded_by_the_windows_the_split_has():
     assert len(calibration_starts(100, 90, 10, 0)) == 90
     with pytest.raises(DataError, match="--nsamples 100000000 is more than the 90 distinct windows"):
         calibration_starts(100, 100_000_000, 10, 0)
+
+
+# ------------------------------------------------------------- calibration corpora (C4 format)
+def write_corpus(path, docs):
+    """A file in the C4 shard's format: one JSON object per line with a "text" field."""
+    import gzip
+    import json
+
+    lines = "".join(json.dumps({"text": d, "timestamp": "2019-04-25", "url": "u"}) + "\n"
+                    for d in docs)
+    if str(path).endswith(".gz"):
+        with gzip.open(path, "wt", encoding="utf-8") as fh:
+            fh.write(lines)
+    else:
+        path.write_text(lines, encoding="utf-8")
+    return path
+
+
+class CharTokenizer:
+    """One token per character (no special tokens): lengths are easy to reason about."""
+
+    def __call__(self, text, return_tensors=None):
+        class Out:
+            input_ids = torch.tensor([[ord(c) for c in text]])
+        return Out()
+
+
+def wanda_c4_windows(docs, nsamples, seqlen, seed):
+    """Wanda's get_c4 loop, written out independently: the module-level random stream, a random
+    document redrawn until it is longer than seqlen, then a random window inside it."""
+    import random
+
+    random.seed(seed)
+    out = []
+    for _ in range(nsamples):
+        while True:
+            i = random.randint(0, len(docs) - 1)
+            ids = [ord(c) for c in docs[i]]
+            if len(ids) > seqlen:
+                break
+        j = random.randint(0, len(ids) - seqlen - 1)
+        out.append(ids[j:j + seqlen])
+    return out
+
+
+@pytest.mark.parametrize("name", ["c4-sample.json.gz", "docs.jsonl"])
+def test_corpus_windows_are_drawn_as_wanda_draws_them(tmp_path, name):
+    from pruner_zero.data import document_windows, load_documents
+
+    docs = ["short", "x" * 3, "abcdefghijklmnopqrstuvwxyz" * 3, "tiny", "0123456789" * 5, "no"]
+    path = write_corpus(tmp_path / name, docs)
+    assert load_documents(str(path)) == docs
+    windows = document_windows(CharTokenizer(), docs, nsamples=6, seqlen=12, seed=3)
+    assert windows.tolist() == wanda_c4_windows(docs, 6, 12, 3)
+    assert not torch.equal(windows, document_windows(CharTokenizer(), docs, 6, 12, seed=4))
+
+
+def test_a_corpus_without_a_long_enough_document_is_an_error_not_a_hang(tmp_path):
+    from pruner_zero.data import document_windows
+
+    with pytest.raises(DataError, match="no calibration document is longer than --seqlen 12"):
+        document_windows(CharTokenizer(), ["abc", "defgh", "x" * 12], 4, 12, 0)
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"text": "a"}\nnot json\n', "line 2: not a JSON object"),
+    ('{"text": 3}\n', 'line 1: no "text" string'),
+    ("\n\n", "holds no documents"),
+])
+def test_a_damaged_corpus_file_is_one_error_naming_the_line(tmp_path, content, message):
+    from pruner_zero.data import load_documents
+
+    (tmp_path / "c.jsonl").write_text(content)
+    with pytest.raises(DataError, match=message):
+        load_documents(str(tmp_path / "c.jsonl"))
+    with pytest.raises(DataError, match="no such file"):
+        load_documents(str(tmp_path / "missing.jsonl"))
+
+
+def test_text_join_wanda_puts_a_blank_line_between_hub_rows(monkeypatch):
+    import datasets
+
+    from pruner_zero.data import load_split_text
+
+    rows = ["", " = Title = \n", "", " Body text .\n"]
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: {"text": rows})
+    assert load_split_text("test", None) == "".join(rows)
+    assert load_split_text("test", None, "wanda") == "\n\n".join(rows)
+
+
+def test_text_join_wanda_is_refused_for_local_files(tmp_path):
+    from pruner_zero.data import load_split_text
+
+    (tmp_path / "test.txt").write_text("a b c\n")
+    with pytest.raises(DataError, match="read verbatim"):
+        load_split_text("test", tmp_path, "wanda")
+    with pytest.raises(DataError, match="--text-join must be one of concat, wanda"):
+        load_split_text("test", None, "rows")

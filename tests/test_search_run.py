@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import strict_loads
 
 from pruner_zero.cli import main
 from pruner_zero.search.rundir import BEST_JSON, BEST_TXT, CHECKPOINT, CONFIG, EVALUATIONS, HALL_OF_FAME
@@ -92,6 +93,11 @@ def test_killed_and_resumed_search_ends_like_an_uninterrupted_one(tiny_dir, caps
                        for l in (p / EVALUATIONS).read_text().splitlines()]
     assert strip(killed) == strip(ref)  # the interrupted generation's lines were dropped, not doubled
     assert (killed / BEST_JSON).read_text() == (ref / BEST_JSON).read_text()
+    for run in (ref, killed):  # every file we write is strict JSON (no Infinity / NaN)
+        for path in run.glob("*.json"):
+            strict_loads(path.read_text())
+        for line in (run / EVALUATIONS).read_text().splitlines():
+            strict_loads(line)
 
     rows = hall_of_fame(ref)
     assert [r["rank"] for r in rows] == ["1", "2", "3", "4", "5"]

@@ -1,6 +1,6 @@
 """Search spaces: which terminals and ops the GP search may combine.
 
-Spaces live as commented YAML files in the repository's ``search_spaces/``
+Spaces live as commented YAML files in the package's ``pruner_zero/search_spaces/``
 folder so experiments can be changed without touching code.
 """
 
@@ -18,7 +18,7 @@ from pruner_zero.errors import MetricError
 from pruner_zero.files import read_yaml
 from pruner_zero.metric.ops import BINARY, TERMINALS, UNARY
 
-SPACES_DIR = Path(__file__).parents[2] / "search_spaces"
+SPACES_DIR = Path(__file__).parents[1] / "search_spaces"  # inside the package: a wheel has it
 """Folder holding the built-in ``NAME.yaml`` search spaces."""
 
 
@@ -124,7 +124,7 @@ _FIELDS = tuple(f.name for f in dataclasses.fields(SearchSpace) if f.init)
 
 
 def available_spaces() -> list[str]:
-    """Names of the built-in spaces (files in ``search_spaces/``)."""
+    """Names of the built-in spaces (files in ``pruner_zero/search_spaces/``)."""
     return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
 
 

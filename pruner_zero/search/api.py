@@ -211,6 +211,7 @@ def search(model: Any = None, out: str | Path | None = None, *, generations: int
            baselines: str | Sequence[str] | None = DEFAULT_BASELINES,
            reference: str = DEFAULT_REFERENCE, confirm_seeds: int = DEFAULT_CONFIRM_SEEDS,
            resume: bool = False, calib_seed: int | None = None, cache_dir: str | Path | None = None,
+           allow_partial: bool = False,
            progress: bool = True, log: Callable[[str], None] = _stderr,
            **protocol: Any) -> list[HallOfFameEntry]:
     """Search a pruning metric and write ``out`` (see README); returns the hall of fame, best
@@ -266,11 +267,14 @@ def search(model: Any = None, out: str | Path | None = None, *, generations: int
             base_names = split_metric_list(baselines, "--baselines")
             for name in [*base_names, reference]:
                 _metric_tree(name)
-            runtime_keys = ("device", "dtype", "batch_size", "device_map")
+            from dataclasses import fields
+
+            runtime_keys = [f.name for f in fields(Runtime)]
             if preloaded is not None:
                 p = preloaded.protocol
                 protocol = {**{k: getattr(p, k) for k in ("data_dir", "calib_split", "nsamples",
-                                                           "seqlen", "seed")}, **protocol}
+                                                           "seqlen", "seed", "calib_data",
+                                                           "text_join")}, **protocol}
                 runtime = Runtime(**{k: getattr(p, k) for k in runtime_keys})
                 model = p.model
             else:
@@ -298,7 +302,7 @@ def search(model: Any = None, out: str | Path | None = None, *, generations: int
                             "race_factor": race_factor, "race_chunk": race_chunk,
                             "canonical_cache": canonical_cache, "fingerprint_cache": fingerprint_cache},
                 "reference": reference, "baselines": base_names, "confirm_seeds": confirm_seeds,
-                "seed_metrics": names, "final_top": final_top,
+                "seed_metrics": names, "final_top": final_top, "allow_partial": allow_partial,
             }
         from pruner_zero.tasks import Task
 
@@ -308,7 +312,8 @@ def search(model: Any = None, out: str | Path | None = None, *, generations: int
                               progress, log, preloaded)
         if not resume:
             # models, widths, data, statistics: before the run dir exists
-            benches.prepare(task_list, config["compare"], "fitness_split", with_stats=True)
+            benches.prepare(task_list, config["compare"], "fitness_split", with_stats=True,
+                            allow_partial=allow_partial)
             for t, d in zip(task_list, config["tasks"]):  # resolved paths, so a resume finds them
                 b = benches.bench(t)
                 d.update(model=b.protocol.model, data_dir=b.protocol.data_dir, seqlen=b.protocol.seqlen)

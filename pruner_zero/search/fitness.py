@@ -30,7 +30,7 @@ from ..errors import MetricError
 from ..evaluate import perplexity
 from ..masks import Structure
 
-OK, INVALID, STOPPED = "ok", "invalid", "stopped_early"
+from .rundir import INVALID, OK, STOPPED
 
 
 @dataclass

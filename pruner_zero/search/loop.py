@@ -22,10 +22,8 @@ from pruner_zero.errors import ConfigError, MetricError, PrunerZeroError
 from pruner_zero.metric.io import format_formula, parse_formula
 from pruner_zero.metric.space import SearchSpace
 from pruner_zero.search.operators import build_toolbox, make_individual
-from pruner_zero.search.rundir import CHECKPOINT, RunDir
+from pruner_zero.search.rundir import CHECKPOINT, INVALID, OK, RunDir
 
-OK = "ok"
-INVALID = "invalid"
 CANDIDATE_ERRORS = (PrunerZeroError, RuntimeError, ValueError, ArithmeticError)
 """Exceptions that make one candidate invalid instead of stopping the search."""
 

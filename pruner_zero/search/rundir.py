@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,8 +17,10 @@ from typing import IO, Any, Iterator
 
 from pruner_zero.errors import ConfigError
 from pruner_zero.files import RunLock, atomic_write_bytes, atomic_write_text, check_writable_dir, \
-    read_json
+    dumps_json, read_json
 
+OK, INVALID, STOPPED = "ok", "invalid", "stopped_early"
+"""The status of an evaluated candidate (evaluations.jsonl, checkpoint.json)."""
 CONFIG = "config.json"
 CHECKPOINT = "checkpoint.json"
 EVALUATIONS = "evaluations.jsonl"
@@ -53,11 +54,6 @@ class HallOfFameEntry:
         return {"rank": self.rank, "formula": self.formula, "fitness": self.fitness,
                 "score": self.score, "score_std": self.score_std, "size": self.size,
                 "height": self.height, "key": self.key, "chosen": self.chosen}
-
-
-def _dumps(obj: Any, indent: int | None = None) -> str:
-    """JSON as Python writes it (inf as Infinity, like every other JSON file of this project)."""
-    return json.dumps(obj, indent=indent, allow_nan=True)
 
 
 class RunDir:
@@ -105,7 +101,7 @@ class RunDir:
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"--out {self.path} exists and is not a directory.")
         self.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.path / CONFIG, _dumps(config, indent=2) + "\n")
+        atomic_write_text(self.path / CONFIG, dumps_json(config, indent=2) + "\n")
 
     def read_config(self) -> dict[str, Any]:
         """The config of an existing run (what --resume needs)."""
@@ -137,7 +133,7 @@ class RunDir:
         if problem:
             raise ConfigError(f"{path} is damaged ({problem}); nothing was changed in "
                               f"{self.path}: restore the file, or start a new run with --out")
-        return state
+        return revive_infinities(state)
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         """Atomically replace the checkpoint; the log is flushed first so its count is true."""
@@ -145,7 +141,7 @@ class RunDir:
             self._log.flush()
         state = {"version": CHECKPOINT_VERSION, **state}
         self.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.path / CHECKPOINT, _dumps(state) + "\n")
+        atomic_write_text(self.path / CHECKPOINT, dumps_json(state) + "\n")
 
     # ------------------------------------------------------- evaluation log
     def truncate_evaluations(self, lines: int) -> None:
@@ -167,7 +163,7 @@ class RunDir:
         if self._log is None:
             self.path.mkdir(parents=True, exist_ok=True)
             self._log = open(self.path / EVALUATIONS, "a", encoding="utf-8")
-        self._log.write(_dumps(record) + "\n")
+        self._log.write(dumps_json(record) + "\n")
         self._log.flush()
         self.evaluation_lines += 1
 
@@ -216,7 +212,7 @@ class RunDir:
                 (self.path / name).unlink(missing_ok=True)
             return
         best = best_entry(entries)
-        atomic_write_text(self.path / BEST_JSON, json.dumps(to_paper_json(best.tree), indent=2) + "\n")
+        atomic_write_text(self.path / BEST_JSON, dumps_json(to_paper_json(best.tree), indent=2) + "\n")
         atomic_write_text(self.path / BEST_TXT, best_metric_text(best, fitness_note, entries,
                                                                  final, config))
 
@@ -274,6 +270,64 @@ def checkpoint_problem(state: dict[str, Any]) -> str | None:
             if not isinstance(final.get(key), kind):
                 return f"'final.{key}' is missing or has the wrong type"
     return None
+
+
+def _inf(value: Any) -> Any:
+    return math.inf if value is None else value
+
+
+def _revive_rows(rows: Any) -> None:
+    for r in rows if isinstance(rows, list) else ():
+        if isinstance(r, dict) and "ppl" in r:
+            r["ppl"] = _inf(r["ppl"])
+
+
+def _revive_stored(stored: Any) -> None:
+    """An evaluator's cached result: every one was measured, so a null fitness was inf; a
+    null running perplexity in its racing trace too (the trace is replayed on a resume)."""
+    if not isinstance(stored, dict):
+        return
+    stored["fitness"] = _inf(stored.get("fitness"))
+    if stored.get("status") == STOPPED:
+        stored["partial"] = _inf(stored.get("partial"))
+    if isinstance(stored.get("trace"), list):
+        stored["trace"] = [[t[0], _inf(t[1])] if isinstance(t, list) and len(t) == 2 else t
+                           for t in stored["trace"]]
+
+
+def revive_infinities(state: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint as it was before strict JSON wrote its infinities as null: a resumed run
+    must go on exactly as the uninterrupted one. Only numbers that are never legitimately
+    absent are revived (an individual's fitness is absent until it is evaluated: its status
+    says whether it was)."""
+    for key in ("population", "hall_of_fame"):
+        for d in state.get(key, []):
+            if isinstance(d, dict) and d.get("fitness") is None and d.get("status") is not None:
+                d["fitness"] = math.inf
+    evaluator = state.get("evaluator", {})
+    per_task = evaluator.get("tasks") if isinstance(evaluator.get("tasks"), dict) else {"": evaluator}
+    for ev in per_task.values():
+        for table in ("by_key", "by_fingerprint"):
+            for stored in (ev.get(table) or {}).values() if isinstance(ev, dict) else ():
+                _revive_stored(stored)
+    _revive_rows(evaluator.get("start_rows"))
+    for h in state.get("history", []):
+        if isinstance(h, dict):
+            for k in ("best", "median"):
+                if k in h:
+                    h[k] = _inf(h[k])
+    final = state.get("final")
+    if isinstance(final, dict):
+        for key in ("selection_rows", "report_rows", "baselines_fitness"):
+            _revive_rows(final.get(key))
+        for sel in (final.get("selection") or {}).values():
+            if isinstance(sel, dict):
+                for k in ("score", "std"):
+                    if k in sel:
+                        sel[k] = _inf(sel[k])
+                if isinstance(sel.get("scores"), list):
+                    sel["scores"] = [_inf(v) for v in sel["scores"]]
+    return state
 
 
 def _csv(fields: list[str], rows: list[dict[str, Any]]) -> str:

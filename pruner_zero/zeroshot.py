@@ -1,0 +1,122 @@
+"""Zero-shot accuracy through lm-eval (the optional extra `pruner-zero[zeroshot]`), the second
+half of the results tables of Wanda, SparseGPT and Pruner-Zero.
+
+The model is scored in memory (lm-eval's HFLM wraps the loaded, pruned model: no save and
+reload). Tasks are lm-eval's own (boolq, rte, hellaswag, winogrande, arc_easy, arc_challenge,
+openbookqa, ...) or task YAML files in `include` directories; names are checked before any long
+work. lm-eval is imported only when tasks are asked for.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+from .errors import ConfigError
+
+PAPER_TASKS = ("boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")
+"""The seven tasks of the Wanda and Pruner-Zero zero-shot tables."""
+METRICS = ("acc", "acc_norm")
+
+
+def parse_tasks(spec: str | Sequence[str] | None) -> list[str]:
+    """`boolq,rte` -> ['boolq', 'rte']; `paper` is the seven tasks of the papers' tables."""
+    if spec is None:
+        return []
+    items = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
+    if not items or any(not isinstance(i, str) or not i for i in items):
+        raise ConfigError(f"--tasks takes lm-eval task names separated by commas, got {spec!r}")
+    out: list[str] = []
+    for item in items:
+        for name in PAPER_TASKS if item == "paper" else (item,):
+            if name not in out:
+                out.append(name)
+    return out
+
+
+def task_manager(tasks: Sequence[str], include: Sequence[str] = ()) -> Any:
+    """lm-eval's task index (built-in tasks and `include` directories), after checking that it
+    knows every name in `tasks`: a misspelt task fails before the model is pruned."""
+    try:
+        from lm_eval.tasks import TaskManager
+    except ImportError:
+        raise ConfigError("--tasks needs lm-eval, an optional extra: pip install "
+                          "'pruner-zero[zeroshot]' (or pip install lm-eval)") from None
+    from pathlib import Path
+
+    for d in include:
+        if not Path(d).is_dir():
+            raise ConfigError(f"--tasks-include {d}: not a directory of lm-eval task YAML files")
+    manager = TaskManager(include_path=[str(d) for d in include] or None)
+    unknown = [t for t in tasks if t not in manager.all_tasks]
+    if unknown:
+        raise ConfigError(f"lm-eval knows no task {', '.join(unknown)} (see `lm-eval ls tasks`; "
+                          "local task YAML files: --tasks-include DIR)")
+    return manager
+
+
+def zero_shot(model: Any, tokenizer: Any, tasks: Sequence[str], manager: Any,
+              batch_size: int = 8, limit: int | None = None) -> dict[str, dict[str, float | None]]:
+    """Accuracy (and length-normalised accuracy where the task has it) with their standard
+    errors, per task, of `model` as it is now; `limit` examples per task (None: all)."""
+    import logging
+
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+
+    quiet = logging.getLogger("lm_eval")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # its notes on being handed a loaded model are what we meant
+    try:
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+        results = lm_eval.simple_evaluate(model=lm, tasks=list(tasks), task_manager=manager,
+                                          num_fewshot=0, limit=limit, log_samples=False)
+    finally:
+        quiet.setLevel(level)
+    out: dict[str, dict[str, float | None]] = {}
+    for task in tasks:
+        found = results["results"].get(task, {})
+        row: dict[str, float | None] = {}
+        for metric in METRICS:
+            if f"{metric},none" in found:
+                row[metric] = _number(found[f"{metric},none"])
+                row[f"{metric}_stderr"] = _number(found.get(f"{metric}_stderr,none"))
+        if not row:
+            raise ConfigError(f"lm-eval task {task} reports no accuracy (its metrics: "
+                              f"{', '.join(k for k in found if ',' in k) or 'none'}); zero-shot "
+                              "here means multiple-choice tasks scored by acc")
+        row["samples"] = results.get("n-samples", {}).get(task, {}).get("effective")
+        out[task] = row
+    return out
+
+
+def _number(value: Any) -> float | None:
+    """lm-eval writes 'N/A' for a stderr it could not compute."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def summary_table(columns: dict[str, dict[str, dict[str, float | None]]]) -> str:
+    """One markdown table: a row per task, a column per model (e.g. dense, pruned), each cell
+    accuracy ± its standard error in percent, and the mean accuracy over the tasks last."""
+    names = list(columns)
+    tasks = list(dict.fromkeys(t for col in columns.values() for t in col))
+    lines = ["| task | " + " | ".join(f"{n} acc (%)" for n in names) + " |",
+             "|---|" + "---|" * len(names)]
+
+    def cell(row: dict[str, float | None] | None) -> str:
+        if not row or row.get("acc") is None:
+            return "-"
+        se = row.get("acc_stderr")
+        return f"{100 * row['acc']:.2f}" + ("" if se is None else f" ± {100 * se:.2f}")
+
+    for t in tasks:
+        lines.append(f"| {t} | " + " | ".join(cell(columns[n].get(t)) for n in names) + " |")
+    means = []
+    for n in names:
+        accs = [columns[n][t]["acc"] for t in tasks if columns[n].get(t, {}).get("acc") is not None]
+        means.append(f"{100 * sum(accs) / len(accs):.2f}" if accs and len(accs) == len(tasks) else "-")
+    lines.append("| mean | " + " | ".join(means) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,109 @@
+"""Zero-shot accuracy through lm-eval: task lists, the table, and a real run of a local task
+(YAML + JSON lines written here) against the shared model, dense and pruned, offline."""
+from __future__ import annotations
+
+import json
+import random
+import sys
+
+import pytest
+
+from conftest import SHARED_DATA, SHARED_MODEL, needs_shared
+from pruner_zero.cli import main
+from pruner_zero.errors import ConfigError
+from pruner_zero.zeroshot import PAPER_TASKS, parse_tasks, summary_table
+
+TASK = "pz_word_order"
+
+
+def test_task_lists_expand_paper_and_refuse_empty_items():
+    assert parse_tasks("boolq, rte") == ["boolq", "rte"]
+    assert parse_tasks("paper,boolq") == list(PAPER_TASKS)
+    assert parse_tasks(None) == []
+    with pytest.raises(ConfigError, match="separated by commas"):
+        parse_tasks("boolq,,rte")
+
+
+def test_the_summary_table_puts_each_model_beside_the_other():
+    table = summary_table({"dense": {"a": {"acc": 0.5, "acc_stderr": 0.01}, "b": {"acc": 0.75}},
+                           "pruned": {"a": {"acc": 0.25, "acc_stderr": None}}})
+    assert table.splitlines() == [
+        "| task | dense acc (%) | pruned acc (%) |", "|---|---|---|",
+        "| a | 50.00 ± 1.00 | 25.00 |", "| b | 75.00 | - |", "| mean | 62.50 | - |"]
+
+
+def test_without_lm_eval_tasks_are_one_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "lm_eval", None)  # import lm_eval raises ImportError
+    monkeypatch.setitem(sys.modules, "lm_eval.tasks", None)
+    code = main(["eval", "--model", str(tmp_path / "absent"), "--tasks", "boolq", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--tasks needs lm-eval" in err and "pruner-zero[zeroshot]" in err
+
+
+def write_word_order_task(directory, n: int = 24):
+    """A two-choice task of real WikiText-2 test text: which continuation of a context is the
+    true one, the other being the same words shuffled. A language model that learned English
+    word order picks the true one (even a model pruned to 90% mostly does: its embeddings and
+    head alone make a bigram model)."""
+    rng = random.Random(0)
+    lines = [l.split() for l in SHARED_DATA.joinpath("test.txt").read_text().splitlines()
+             if len(l.split()) > 40 and not l.strip().startswith("=")]
+    rows = []
+    for words in lines[:n]:
+        true, shuffled = words[20:32], words[20:32]
+        while shuffled == true:
+            shuffled = rng.sample(true, len(true))
+        choices = [" " + " ".join(true), " " + " ".join(shuffled)]
+        label = rng.randint(0, 1)
+        if label:
+            choices.reverse()
+        rows.append({"context": " ".join(words[:20]), "choices": choices, "label": label})
+    data = directory / "word_order.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (directory / "word_order.yaml").write_text(
+        f"task: {TASK}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}\n"
+        "test_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{context}}'\n"
+        "doc_to_choice: '{{choices}}'\ndoc_to_target: '{{label}}'\nmetric_list:\n"
+        "  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
+        "metadata:\n  version: 1.0\n")
+    return directory
+
+
+@needs_shared
+def test_zero_shot_accuracy_of_the_dense_and_the_pruned_model_offline(tmp_path, capsys):
+    pytest.importorskip("lm_eval")
+    tasks = write_word_order_task(tmp_path)
+    common = ["--model", str(SHARED_MODEL), "--data-dir", str(SHARED_DATA), "--seqlen", "256",
+              "--device", "cpu", "--quiet", "--tasks", TASK, "--tasks-include", str(tasks)]
+    assert main(["eval", *common, "--report", str(tmp_path / "dense.json")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    dense = json.loads((tmp_path / "dense.json").read_text())["zero_shot"]
+    acc = dense["results"]["model"][TASK]
+    assert dense["tasks"] == [TASK] and acc["samples"] == 24 and 0 <= acc["acc_stderr"] < 0.2
+    assert acc["acc"] >= 0.75  # the model knows WikiText-2 word order
+    assert out[1] == "| task | model acc (%) |" and out[3].startswith(f"| {TASK} | ")
+
+    saved = tmp_path / "pruned-model"
+    code = main(["prune", *common, "--calib-split", "valid", "--nsamples", "8", "--no-cache",
+                 "--metric", "magnitude", "--sparsity", "0.9", "--no-dense-ppl",
+                 "--save", str(saved), "--report", str(tmp_path / "pruned.json")])
+    assert code == 0
+    out = capsys.readouterr().out.splitlines()
+    report = json.loads((tmp_path / "pruned.json").read_text())
+    pruned = report["zero_shot"]["results"]
+    assert list(pruned) == ["pruned"] and pruned["pruned"][TASK]["samples"] == 24
+    assert json.loads(out[0])["ppl"] == report["ppl"] and out[1] == "| task | pruned acc (%) |"
+    # scored in memory on the pruned weights: what the saved pruned model scores, not the dense
+    assert pruned["pruned"][TASK]["acc"] != acc["acc"]
+    assert main(["eval", *common, "--model", str(saved), "--report", str(tmp_path / "s.json")]) == 0
+    capsys.readouterr()
+    again = json.loads((tmp_path / "s.json").read_text())["zero_shot"]["results"]["model"]
+    assert again[TASK] == pruned["pruned"][TASK]
+
+
+def test_an_unknown_task_fails_before_the_model_loads(tmp_path, capsys):
+    pytest.importorskip("lm_eval")
+    code = main(["prune", "--model", str(tmp_path / "absent"), "--metric", "wanda",
+                 "--tasks", "boolq,no_such_task", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "lm-eval knows no task no_such_task" in err and "absent" not in err
