@@ -29,7 +29,7 @@ endif
 DEMO_OUT ?= runs/demo
 DATA_FLAG = $(if $(DEMO_DATA),--data-dir $(DEMO_DATA),)
 
-.PHONY: venv test demo clean
+.PHONY: venv test test-fast demo clean
 
 venv: $(VENV)/.installed
 
@@ -43,6 +43,10 @@ $(VENV)/.installed: pyproject.toml
 
 test: venv
 	$(BIN)/python -m pytest -q -rs
+
+# the quick loop: everything but the whole-split measurements and the install test (CI runs all)
+test-fast: venv
+	$(BIN)/python -m pytest -q -rs -m "not slow"
 
 demo: venv
 	rm -rf $(DEMO_OUT)

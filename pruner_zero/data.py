@@ -89,6 +89,15 @@ def check_calib_data(source: str) -> None:
                         "or a JSON-lines file with a \"text\" field per line, optionally .gz)")
 
 
+def resolve_calib_data(source: str | None) -> str | None:
+    """None (calibrate on a split), `c4`, or the absolute path of an existing local corpus: the
+    one form a protocol, a task key and a cache key hold."""
+    if source is None:
+        return None
+    check_calib_data(source)
+    return source if source == C4 else str(user_path(source).resolve())
+
+
 def load_documents(source: str) -> list[str]:
     """The documents of a calibration corpus: `c4` (the hub's English C4 shard, through
     `datasets`) or a local file in the same format: JSON lines with a "text" field, .gz or not."""

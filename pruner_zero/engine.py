@@ -36,10 +36,12 @@ def measure_sparsity(linears: dict[str, nn.Linear]) -> SparsityReport:
 
 
 def metric_scores(tree, weight: torch.Tensor, stats: LayerStats) -> torch.Tensor:
-    """The metric on one layer: W enters as |W| in float32 (as in the original code)."""
-    from .metric.tree import evaluate
+    """The metric on one layer: W enters as |W| in float32 (as in the original code), the
+    statistics by their terminal names."""
+    from .metric.tree import score_metric
 
-    return evaluate(tree, weight.detach().abs().float(), stats.G.float(), stats.X.float())
+    return score_metric(tree, {"W": weight.detach().abs().float(),
+                               **{k: v.float() for k, v in stats.items()}})
 
 
 CALIBRATIONS = ("dense", "sequential")
@@ -104,7 +106,7 @@ class Engine:
             xs = accumulate_inputs(linears, lambda m: SquaredInputMean(m.in_features, m.weight.device),
                                    run)
             for name, lin in linears.items():
-                stats = LayerStats(X=xs[name].value(), G=self.stats[name].G)
+                stats = {**self.stats[name], "X": xs[name].value()}
                 out[name] = self._mask(name, tree, formula, stats)
                 lin.weight.masked_fill_(out[name], 0)
 

@@ -32,6 +32,18 @@ def user_path(text: str | Path) -> Path:
         return Path(text)
 
 
+def looks_like_path(text: str, suffixes: tuple[str, ...] = (), hub_ids: bool = False) -> bool:
+    """Whether text that names no existing file was meant as one, so that "not found" is the
+    right error rather than "unknown name": a path separator, or one of `suffixes`. With
+    `hub_ids`, `org/name` is a hub id; only a leading `.`, `/` or `~`, a trailing `/` or a
+    second `/` make a path."""
+    if suffixes and text.endswith(suffixes):
+        return True
+    if hub_ids:
+        return text.startswith((".", "/", "~")) or text.count("/") > 1 or text.endswith("/")
+    return "/" in text or "\\" in text or os.sep in text
+
+
 # ------------------------------------------------------------------------ writing
 
 def temp_path(path: Path, kind: str = "tmp") -> Path:
@@ -45,8 +57,6 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     def write(tmp: str) -> None:
         with open(tmp, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
 
     atomic_write_with(path, write)
 
@@ -78,13 +88,19 @@ def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Non
 
 
 def atomic_write_with(path: str | Path, write: Callable[[str], None]) -> None:
-    """For writers that want a file name (safetensors): `write(tmp)`, then rename into place."""
+    """Every writer's one path: `write(tmp)` (a file name, as safetensors wants), fsync, then
+    rename into place, so a crash or power loss never leaves a renamed but empty file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(path, "tmp")
     tmp = temp_path(path)
     try:
         write(str(tmp))
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from .data import resolve_calib_data
 from .tasks import Task
 from .files import user_path
 
@@ -64,7 +65,7 @@ class TaskBenches:
         else:
             changes["seqlen"] = task.seqlen  # None: the model's default (Workbench.variant)
             changes["data_dir"] = _resolved_dir(task.data_dir)
-            changes["calib_data"] = _resolved_corpus(task.calib_data)
+            changes["calib_data"] = resolve_calib_data(task.calib_data)
             same = all(getattr(base.protocol, k) == v for k, v in changes.items()
                        if k != "eval_split" and not (k == "seqlen" and v is None))
             taken = any(b is base for b in self._benches.values())
@@ -162,14 +163,8 @@ def _bench_key(task: Task, seqlen: int | None, seed: int) -> tuple:
     """What a workbench's calibration and text depend on (its report split is the task's)."""
     path = user_path(task.model)
     model = str(path.resolve()) if path.exists() else task.model
-    return (model, _resolved_dir(task.data_dir), task.calib_split, _resolved_corpus(task.calib_data),
-            task.text_join, task.nsamples, seqlen, seed)
-
-
-def _resolved_corpus(calib_data: str | None) -> str | None:
-    """A calibration corpus as a Workbench stores it: c4, or an absolute file path."""
-    path = None if calib_data is None else user_path(calib_data)
-    return str(path.resolve()) if path is not None and path.is_file() else calib_data
+    return (model, _resolved_dir(task.data_dir), task.calib_split,
+            resolve_calib_data(task.calib_data), task.text_join, task.nsamples, seqlen, seed)
 
 
 def _resolved_dir(data_dir: str | None) -> str | None:

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError, ModelError
-from .files import user_path
+from .files import looks_like_path, user_path
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -36,11 +36,6 @@ def resolve_dtype(dtype: str) -> torch.dtype | str:
     return DTYPES[dtype]
 
 
-def _looks_like_path(name: str) -> bool:
-    """Hub ids are `name` or `org/name`; anything else that is missing is a mistyped path."""
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith("/")
-
-
 def load_model(name_or_path: str, device: str = "auto", dtype: str = "auto",
                device_map: str | None = None, revision: str | None = None,
                trust_remote_code: bool = False):
@@ -50,7 +45,7 @@ def load_model(name_or_path: str, device: str = "auto", dtype: str = "auto",
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = user_path(name_or_path)
-    if not path.exists() and _looks_like_path(name_or_path):
+    if not path.exists() and looks_like_path(name_or_path, hub_ids=True):
         raise ModelError(f"model path not found: {name_or_path}")
     if path.exists() and not (path / "config.json").is_file():
         raise ModelError(f"{name_or_path} is not a Hugging Face model directory (no config.json)")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,10 +20,11 @@ from tqdm.auto import tqdm
 from .files import atomic_write_with, user_path
 
 
-@dataclass
-class LayerStats:
-    X: torch.Tensor  # [in], float32
-    G: torch.Tensor  # [out, in], float32
+LayerStats = dict[str, torch.Tensor]
+"""One layer's statistics by terminal name: X [in] and G [out, in], float32 (more where a
+registered terminal reads another statistic)."""
+COMPUTED = ("X", "G")
+"""The statistics ``compute_stats`` measures and the cache holds."""
 
 
 class SquaredInputMean:
@@ -85,7 +85,7 @@ def compute_stats(model: nn.Module, linears: dict[str, nn.Linear], calib: torch.
         model.zero_grad(set_to_none=True)
         for p, flag in saved_flags.items():
             p.requires_grad_(flag)
-    return {n: LayerStats(X=xs[n].value(), G=gs[n].value()) for n in linears}
+    return {n: {"X": xs[n].value(), "G": gs[n].value()} for n in linears}
 
 
 def cache_key(model_id: str, calib: torch.Tensor, extra: dict | None = None) -> str:
@@ -113,8 +113,8 @@ def save_stats(stats: dict[str, LayerStats], path: Path, meta: dict[str, str]) -
 
     tensors = {}
     for name, s in stats.items():
-        tensors[f"{name}::X"] = s.X.contiguous().cpu()
-        tensors[f"{name}::G"] = s.G.contiguous().cpu()
+        for key in COMPUTED:
+            tensors[f"{name}::{key}"] = s[key].contiguous().cpu()
     # atomic, under a name of its own: a killed run never leaves a half-written cache, and two
     # runs computing the same statistics never write into one file
     atomic_write_with(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
@@ -138,7 +138,7 @@ def load_stats(path: Path, linears: dict[str, nn.Linear]) -> dict[str, LayerStat
         x, g = tensors.get(f"{name}::X"), tensors.get(f"{name}::G")
         if x is None or g is None or g.shape != m.weight.shape:
             return None
-        out[name] = LayerStats(X=x.to(m.weight.device), G=g.to(m.weight.device))
+        out[name] = {"X": x.to(m.weight.device), "G": g.to(m.weight.device)}
     return out
 
 

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 
 from .errors import ConfigError
 from .masks import Structure, parse_structure
-from .files import user_path
+from .files import looks_like_path, user_path
 
 TASK_KEYS = ("model", "data_dir", "calib_split", "fitness_split", "report_split", "nsamples",
              "seqlen", "seed", "sparsity", "structure", "calibration", "calib_data", "text_join",
@@ -222,13 +222,14 @@ def check_tasks(tasks: Sequence[Task], compare: str = "row", selection: bool = T
             raise ConfigError(f"{where}: the selection split ({t.fitness_split}) must differ from "
                               f"the report split ({t.report_split}); a number is never reported "
                               "on the split it was chosen on")
-        if t.calib_data is None and t.calib_split == t.report_split:  # compare too: statistics never see report text
+        # compare too: statistics never see report text (a corpus reads no split)
+        if t.calib_data is None and t.calib_split == t.report_split:
             raise ConfigError(f"{where}: the calibration split ({t.calib_split}) must differ from "
                               f"the report split ({t.report_split}): statistics of the report "
                               "text would reach the fitness")
         _check_split_files(t, where, selection)
         model_path = user_path(t.model)
-        if not model_path.exists() and (t.model.startswith((".", "/", "~")) or t.model.count("/") > 1):
+        if not model_path.exists() and looks_like_path(t.model, hub_ids=True):
             raise ConfigError(f"{where}: model path not found: {t.model}")
         widths = model_widths(t.model)
         if widths is not None:

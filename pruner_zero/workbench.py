@@ -80,11 +80,7 @@ class Workbench:
         check_calibration(protocol.calibration)
         self.data_dir = data_mod.resolve_data_dir(protocol.data_dir)
         data_mod.check_text_join(protocol.text_join, self.data_dir)
-        if protocol.calib_data is not None:
-            data_mod.check_calib_data(protocol.calib_data)
-            if protocol.calib_data != data_mod.C4:  # absolute, as data_dir
-                protocol = replace(protocol,
-                                   calib_data=str(user_path(protocol.calib_data).resolve()))
+        protocol = replace(protocol, calib_data=data_mod.resolve_calib_data(protocol.calib_data))
         if self.data_dir is not None:  # absolute, so a run resumed from elsewhere finds it
             protocol = replace(protocol, data_dir=str(self.data_dir.resolve()))
         if user_path(protocol.model).exists():
@@ -135,12 +131,10 @@ class Workbench:
             clone.data_dir = data_mod.resolve_data_dir(changes["data_dir"])
             changes["data_dir"] = None if clone.data_dir is None else str(clone.data_dir.resolve())
             clone._token_cache = {}  # other text: its own token streams
-        for key in ("text_join", "calib_data"):
-            if changes.get(key) is not None:
-                check = data_mod.check_text_join if key == "text_join" else data_mod.check_calib_data
-                check(changes[key], *((clone.data_dir,) if key == "text_join" else ()))
-        if changes.get("calib_data") not in (None, data_mod.C4):
-            changes["calib_data"] = str(user_path(changes["calib_data"]).resolve())
+        if "text_join" in changes:
+            data_mod.check_text_join(changes["text_join"], clone.data_dir)
+        if "calib_data" in changes:
+            changes["calib_data"] = data_mod.resolve_calib_data(changes["calib_data"])
         if changes.get("seqlen") is not None:
             limit = max_positions(self.model)
             if limit is not None and changes["seqlen"] > limit:

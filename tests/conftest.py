@@ -41,6 +41,14 @@ def strict_loads(text: str):
     return json.loads(text, parse_constant=refuse)
 
 
+def scores_of(tree, W, G=None, X=None, dtype=torch.float32):
+    """score_metric with the three base terminals given by position (None: absent)."""
+    from pruner_zero.metric.tree import score_metric
+
+    return score_metric(tree, {k: v for k, v in (("W", W), ("G", G), ("X", X)) if v is not None},
+                        dtype)
+
+
 def tiny_llama(seed: int = 0, layers: int = 2):
     from transformers import LlamaConfig, LlamaForCausalLM
 

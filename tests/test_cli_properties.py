@@ -11,10 +11,10 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given, strategies as st  # noqa: E402
 
 from pruner_zero.cli import main  # noqa: E402
-from pruner_zero.metric.ops import ARITY  # noqa: E402
+from pruner_zero.metric import registry  # noqa: E402
 
 TERMINALS = ["W", "G", "X"]
-OPS = sorted(ARITY)
+OPS = sorted(registry.OPS)
 
 
 def assert_result_or_one_error(code: int, out: str, err: str) -> None:

@@ -12,7 +12,7 @@ from pruner_zero.metric.builtin import BUILTINS
 from pruner_zero.metric.io import (format_formula, from_paper_json, load_metric_file, parse_formula,
                                    resolve_metric, save_metric_json, to_paper_json)
 from pruner_zero.metric.space import load_space
-from pruner_zero.metric.tree import evaluate
+from conftest import scores_of
 
 PAPER_JSON = ('{"data":"mul","left":{"data":"abs","left":{"data":"mul","left":{"data":"W"},'
               '"right":{"data":"W"}}},"right":{"data":"mms","left":{"data":"G"}}}')
@@ -27,8 +27,8 @@ def _inputs(seed=0):
 
 def test_paper_json_formula_and_hand_written_torch_agree():
     W, G, X = _inputs()
-    from_json = evaluate(from_paper_json(json.loads(PAPER_JSON)), W, G, X)
-    from_text = evaluate(parse_formula(PAPER_FORMULA), W, G, X)
+    from_json = scores_of(from_paper_json(json.loads(PAPER_JSON)), W, G, X)
+    from_text = scores_of(parse_formula(PAPER_FORMULA), W, G, X)
     by_hand = (W * W).abs() * (G - G.min()) / (G.max() - G.min())
     assert torch.equal(from_json, from_text)
     torch.testing.assert_close(from_text, by_hand)
@@ -51,7 +51,7 @@ def test_round_trips(formula):
     back = from_paper_json(json.loads(json.dumps(to_paper_json(tree))))
     assert format_formula(back) == text
     W, G, X = _inputs(1)
-    assert torch.equal(evaluate(back, W, G, X), evaluate(tree, W, G, X))
+    assert torch.equal(scores_of(back, W, G, X), scores_of(tree, W, G, X))
 
 
 def test_random_trees_round_trip():

@@ -9,7 +9,7 @@ from deap import gp
 from pruner_zero.metric.io import parse_formula
 from pruner_zero.metric.simplify import RULES, rules_markdown, simplify, simplify_traced
 from pruner_zero.metric.space import build_pset, load_space
-from pruner_zero.metric.tree import evaluate
+from conftest import scores_of
 
 
 def _inputs(seed=0, dtype=torch.float64):
@@ -29,7 +29,7 @@ def _assert_same_scores(a, b, rtol=1e-6):
 
 def _scores(tree, seed=0):
     W, G, X = _inputs(seed)
-    return evaluate(tree, W, G, X, dtype=torch.float64)
+    return scores_of(tree, W, G, X, dtype=torch.float64)
 
 
 @pytest.mark.parametrize("rule", RULES, ids=[r.name for r in RULES])
@@ -130,11 +130,11 @@ def test_random_trees_keep_their_scores(seed):
             continue
         fired_any += 1
         assert len(new) < len(tree)
-        a = evaluate(tree, W, G, X, dtype=torch.float64)
-        b = evaluate(new, W, G, X, dtype=torch.float64)
+        a = scores_of(tree, W, G, X, dtype=torch.float64)
+        b = scores_of(new, W, G, X, dtype=torch.float64)
         _assert_same_scores(a, b)
         # float32 (what pruning uses) agrees too, with a looser tolerance.
-        _assert_same_scores(evaluate(tree, W, G, X), evaluate(new, W, G, X), rtol=1e-3)
+        _assert_same_scores(scores_of(tree, W, G, X), scores_of(new, W, G, X), rtol=1e-3)
     assert fired_any > 20
 
 

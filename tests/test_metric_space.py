@@ -7,9 +7,13 @@ from deap import gp
 
 from pruner_zero.errors import MetricError
 from pruner_zero.metric.io import parse_formula
-from pruner_zero.metric.ops import BINARY, UNARY
 from pruner_zero.metric.space import SearchSpace, full_pset, load_space
 from pruner_zero.metric.tree import label, leaves
+
+from pruner_zero.metric import registry
+
+UNARY = {n: registry.op(n).torch for n in registry.names(1)}
+BINARY = {n: registry.op(n).torch for n in registry.names(2)}
 
 
 def test_paper_space():

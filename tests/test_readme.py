@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import SHARED, needs_shared
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,6 +24,7 @@ def test_the_readme_has_its_python_example():
     assert "pruner_zero.prune(" in block and "pruner_zero.search(" in block
 
 
+@pytest.mark.slow
 @needs_shared
 def test_the_readmes_python_example_runs_as_written(tmp_path):
     (block,) = readme_python_blocks()

@@ -7,7 +7,7 @@ import pytest
 
 from conftest import SHARED_DATA, SHARED_MODEL, needs_shared
 
-pytestmark = [needs_shared, pytest.mark.shared]
+pytestmark = [needs_shared, pytest.mark.shared, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

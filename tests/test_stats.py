@@ -52,9 +52,9 @@ def test_X_and_G_equal_direct_computation(tiny_model):
     h.remove()
     X = (torch.cat(inputs) ** 2).mean(dim=0)
     G = torch.stack(grads).pow(2).sum(dim=0).sqrt()
-    assert torch.allclose(stats[name].X, X, rtol=1e-5, atol=1e-8)
-    assert torch.allclose(stats[name].G, G, rtol=1e-4, atol=1e-9)
-    assert stats[name].G.shape == lin.weight.shape and stats[name].X.shape == (lin.in_features,)
+    assert torch.allclose(stats[name]["X"], X, rtol=1e-5, atol=1e-8)
+    assert torch.allclose(stats[name]["G"], G, rtol=1e-4, atol=1e-9)
+    assert stats[name]["G"].shape == lin.weight.shape and stats[name]["X"].shape == (lin.in_features,)
 
 
 # ------------------------------------------------------------------ the on-disk cache (issue 12)

@@ -69,6 +69,7 @@ def write_word_order_task(directory, n: int = 24):
     return directory
 
 
+@pytest.mark.slow
 @needs_shared
 def test_zero_shot_accuracy_of_the_dense_and_the_pruned_model_offline(tmp_path, capsys):
     pytest.importorskip("lm_eval")

@@ -1,7 +1,8 @@
 """Pruning metrics: expression trees over W (|weight|), G (gradient norm), X (activations).
 
-Submodules: ``ops`` (primitive functions), ``space`` (search spaces, DEAP
-primitive sets), ``tree`` (evaluation), ``io`` (formula text, paper JSON,
+Submodules: ``registry`` (every op and terminal, declared once), ``ops`` (their torch
+functions), ``sympy_forms`` (their opaque sympy functions), ``space`` (search spaces, DEAP
+primitive sets), ``tree`` (scoring), ``io`` (formula text, paper JSON,
 files), ``builtin`` (named metrics), ``symbolic`` (sympy, LaTeX, canonical
 keys), ``simplify`` (opposing-operation simplification).
 """
@@ -12,10 +13,10 @@ from pruner_zero.metric.io import (format_formula, from_paper_json, load_metric_
 from pruner_zero.metric.simplify import RULES, simplify
 from pruner_zero.metric.space import SearchSpace, full_pset, load_space
 from pruner_zero.metric.symbolic import canonical_key, to_latex, to_sympy
-from pruner_zero.metric.tree import check_scores, evaluate, height, leaves, size
+from pruner_zero.metric.tree import check_scores, height, leaves, score_metric, size
 
 __all__ = [
-    "BUILTINS", "RULES", "SearchSpace", "canonical_key", "check_scores", "evaluate", "format_formula",
+    "BUILTINS", "RULES", "SearchSpace", "canonical_key", "check_scores", "score_metric", "format_formula",
     "from_paper_json", "full_pset", "height", "leaves", "load_metric_file", "load_space",
     "parse_formula", "resolve_metric", "save_metric_json", "simplify", "size", "to_latex",
     "to_paper_json", "to_sympy",

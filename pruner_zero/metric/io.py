@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 
-import os
 import re
 from pathlib import Path
 from typing import Any, Sequence
@@ -17,10 +16,10 @@ from deap import gp
 
 from pruner_zero.errors import MetricError
 from pruner_zero.metric.builtin import BUILTINS
-from pruner_zero.metric.ops import ARITY
+from pruner_zero.metric import registry
 from pruner_zero.metric.space import full_pset
 from pruner_zero.metric.tree import Constant, format_number, is_constant, label
-from pruner_zero.files import user_path
+from pruner_zero.files import looks_like_path, user_path
 
 _TOKEN = re.compile(
     r"\s*(?:(?P<num>-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
@@ -190,13 +189,14 @@ def _json_node(obj: Any, where: str, nodes: list[Any], pset: gp.PrimitiveSet, de
     if isinstance(data, bool) or not isinstance(data, (str, int, float)):
         raise MetricError(f"metric JSON node at {where}: 'data' must be an op, terminal or number, got {data!r}.")
     text = str(data)
-    if text in ARITY:
+    if text in registry.OPS:
         prim = pset.mapping.get(text)
         if prim is None:
             raise MetricError(f"metric JSON node at {where}: op '{text}' is not available here.")
-        expected = ["left", "right"][: ARITY[text]]
+        arity = registry.OPS[text].arity
+        expected = ["left", "right"][:arity]
         if children != expected:
-            kind = "unary" if ARITY[text] == 1 else "binary"
+            kind = "unary" if arity == 1 else "binary"
             raise MetricError(f"metric JSON node at {where}: {kind} op '{text}' needs exactly the "
                               f"child key(s) {expected}, got {children}.")
         nodes.append(prim)
@@ -214,7 +214,7 @@ def _json_node(obj: Any, where: str, nodes: list[Any], pset: gp.PrimitiveSet, de
             raise MetricError(f"metric JSON node at {where}: {exc}.") from None
     else:
         raise MetricError(f"metric JSON node at {where}: unknown op or terminal '{text}'; "
-                          f"known: {', '.join(list(ARITY) + [label(t) for t in pset.terminals[pset.ret]])}.")
+                          f"known: {', '.join(list(registry.OPS) + [label(t) for t in pset.terminals[pset.ret]])}.")
     if children:
         raise MetricError(f"metric JSON node at {where}: leaf '{text}' must not have children.")
     nodes.append(leaf)
@@ -282,10 +282,6 @@ def _is_file(spec: str) -> bool:
         return False
 
 
-def looks_like_path(spec: str) -> bool:
-    return spec.endswith(".json") or os.sep in spec or "/" in spec
-
-
 def resolve_metric(spec: str) -> tuple[str, gp.PrimitiveTree]:
     """(display name, tree) for a built-in name, a formula, or a metric file.
 
@@ -307,7 +303,7 @@ def resolve_metric(spec: str) -> tuple[str, gp.PrimitiveTree]:
     except MetricError as exc:
         if _is_file(spec):
             return spec, load_metric_file(spec)
-        if looks_like_path(spec):
+        if looks_like_path(spec, (".json",)):
             raise MetricError(f"metric file not found: {spec}") from None
         if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", spec) and spec not in full_pset().mapping:
             raise MetricError(f"unknown metric '{spec}': not a built-in ({', '.join(BUILTINS)}), "

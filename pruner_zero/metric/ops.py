@@ -1,4 +1,5 @@
-"""Primitive operations of the metric language.
+"""The torch functions of the metric language's ops (``registry`` declares each op with its
+other forms).
 
 The numeric conventions copy the original Pruner-Zero repository
 (``lib/gptree.py``) exactly, so metrics found there score weights the same
@@ -9,8 +10,6 @@ tensor.
 """
 
 from __future__ import annotations
-
-from typing import Callable
 
 import torch
 
@@ -100,36 +99,3 @@ def mms(x: Tensor) -> Tensor:
 def zsn(x: Tensor) -> Tensor:
     """Z-score over the whole tensor (torch's default, unbiased std)."""
     return (x - x.mean()) / x.std()
-
-
-UNARY: dict[str, Callable[[Tensor], Tensor]] = {
-    "sqr": sqr,
-    "neg": neg,
-    "abs": abs_,
-    "log": log,
-    "exp": exp,
-    "sqrt": sqrt,
-    "tanh": tanh,
-    "pow": pow_,
-    "skp": skp,
-    "mms": mms,
-    "zsn": zsn,
-}
-"""Unary ops by name, in the original repository's order."""
-
-BINARY: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
-    "add": add,
-    "sub": sub,
-    "mul": mul,
-    "div": div,
-}
-"""Binary ops by name, in the original repository's order."""
-
-OPS: dict[str, Callable[..., Tensor]] = {**UNARY, **BINARY}
-"""Every op by name."""
-
-ARITY: dict[str, int] = {**{k: 1 for k in UNARY}, **{k: 2 for k in BINARY}}
-"""Number of arguments of each op."""
-
-TERMINALS: tuple[str, ...] = ("W", "G", "X")
-"""Input names: |weight|, gradient l2 norm, activation statistic per input column."""

@@ -5,7 +5,7 @@ rule strictly shrinks the subtree it replaces, so the result is never larger
 and strictly smaller whenever a rule fired.
 
 EXACT rules keep every score (up to float rounding), given the contract of
-``evaluate``: W, G, X >= 0.  APPROXIMATE rules (``approximate=True``) ignore
+``score_metric``: W, G, X >= 0.  APPROXIMATE rules (``approximate=True``) ignore
 log's ``+1e-3`` and exp's clamp at 100.
 
 Broadcasting matters: X alone is a row [1, in], and ``div`` (Frobenius norm)
@@ -22,13 +22,12 @@ from typing import Callable, Iterable
 
 from deap import gp
 
+from pruner_zero.metric import registry
 from pruner_zero.metric.space import full_pset
 from pruner_zero.metric.tree import Constant, is_constant, label
 
-_CLASS = {"W": 2, "G": 2, "X": 1}
-"""Shape class of each input: 2 = [out, in], 1 = [1, in]; constants are 0 (scalar)."""
-_NONNEG_OPS = {"sqr", "pow", "abs", "sqrt", "exp", "mms"}
-_NONNEG_IF_ARG = {"tanh", "skp"}
+FOLDABLE = ("*foldable",)
+"""The roots of the fold rule: every op the registry gives a float function."""
 
 
 @dataclass(frozen=True)
@@ -44,8 +43,9 @@ class Node:
 
 
 def term(name: str) -> Node:
-    """An input leaf W, G or X."""
-    return Node(name, (), None, 1, _CLASS.get(name, 2), True)
+    """A terminal leaf (W, G, X, ...): its shape class and sign from the registry."""
+    t = registry.terminal(name)
+    return Node(name, (), None, 1, t.shape, t.nonneg)
 
 
 def const(value: float) -> Node:
@@ -56,14 +56,9 @@ def const(value: float) -> Node:
 
 def mk(op: str, *args: Node) -> Node:
     """An op node, with size, shape class and non-negativity derived from its args."""
-    if op in _NONNEG_OPS:
-        nonneg = True
-    elif op in _NONNEG_IF_ARG or op == "div":
-        nonneg = args[0].nonneg
-    elif op in ("add", "mul"):
-        nonneg = args[0].nonneg and args[1].nonneg
-    else:
-        nonneg = False
+    fact = registry.op(op).nonneg
+    nonneg = (fact == registry.ALWAYS or (fact == registry.IF_FIRST and args[0].nonneg)
+              or (fact == registry.IF_ALL and all(a.nonneg for a in args)))
     return Node(op, args, None, 1 + sum(a.size for a in args), max(a.cls for a in args), nonneg)
 
 
@@ -244,30 +239,20 @@ def _div_sign(n: Node) -> Node | None:
 
 
 def _fold_value(op: str, args: list[float]) -> float | None:
-    """Value of ``op`` on constants, with the same conventions as ``ops``; None if not foldable."""
-    x = args[0]
-    table: dict[str, Callable[[], float]] = {
-        "sqr": lambda: x * x, "pow": lambda: x * x, "neg": lambda: -x, "abs": lambda: abs(x),
-        "log": lambda: math.log(abs(x) + 1e-3), "exp": lambda: math.exp(min(x, 100.0)),
-        "sqrt": lambda: math.sqrt(abs(x)), "tanh": lambda: math.tanh(x), "skp": lambda: x,
-    }
-    if len(args) == 2:
-        y = args[1]
-        table = {"add": lambda: x + y, "sub": lambda: x - y, "mul": lambda: x * y,
-                 "div": lambda: x / abs(y) if y != 0 else math.nan}
-    fn = table.get(op)  # mms/zsn of a scalar are NaN: leave them
+    """Value of ``op`` on constants, by the registry's float function (the same conventions as
+    its torch function); None if the op is not foldable or the value is not finite."""
+    fn = registry.op(op).fold
     if fn is None:
         return None
     try:
-        value = fn()
+        value = fn(*args)
     except (OverflowError, ValueError):
         return None
     return value if math.isfinite(value) else None
 
 
-@_rule("fold", "op(constants)", "constant", ["sqr", "pow", "neg", "abs", "log", "exp", "sqrt", "tanh",
-                                            "skp", "add", "sub", "mul", "div"],
-       "mul(W, add(2, 3))", "constant subexpressions are computed once")
+@_rule("fold", "op(constants)", "constant", FOLDABLE, "mul(W, add(2, 3))",
+       "constant subexpressions are computed once")
 def _fold(n: Node) -> Node | None:
     if not all(_is_const(a) for a in n.args):
         return None
@@ -336,7 +321,9 @@ class _Simplifier:
         self.by_root: dict[str, list[Rule]] = {}
         for r in RULES:
             if r.exact or approximate:
-                for op in r.roots:
+                roots = r.roots if r.roots != FOLDABLE else \
+                    [name for name, op in registry.OPS.items() if op.fold is not None]
+                for op in roots:
                     self.by_root.setdefault(op, []).append(r)
 
     def run(self, n: Node, req: int) -> Node:

@@ -15,8 +15,8 @@ from typing import Any
 from deap import gp
 
 from pruner_zero.errors import MetricError
-from pruner_zero.files import read_yaml
-from pruner_zero.metric.ops import BINARY, TERMINALS, UNARY
+from pruner_zero.files import looks_like_path, read_yaml
+from pruner_zero.metric import registry
 
 SPACES_DIR = Path(__file__).parents[1] / "search_spaces"  # inside the package: a wheel has it
 """Folder holding the built-in ``NAME.yaml`` search spaces."""
@@ -29,17 +29,20 @@ def build_pset(terminals: tuple[str, ...], unary_ops: tuple[str, ...],
     pset.renameArguments(**{f"ARG{i}": name for i, name in enumerate(terminals)})
     for name in terminals:  # DEAP renames only .value; keep .name in step
         pset.mapping[name].name = name
-    for name in unary_ops:
-        pset.addPrimitive(UNARY[name], 1, name=name)
-    for name in binary_ops:
-        pset.addPrimitive(BINARY[name], 2, name=name)
+    for name in (*unary_ops, *binary_ops):
+        op = registry.op(name)
+        pset.addPrimitive(op.torch, op.arity, name=name)
     return pset
 
 
-@lru_cache(maxsize=1)
 def full_pset() -> gp.PrimitiveSet:
-    """Every op and terminal W, G, X: used to parse and rebuild user metrics."""
-    return build_pset(TERMINALS, tuple(UNARY), tuple(BINARY))
+    """Every op and terminal of the registry: used to parse and rebuild user metrics."""
+    return _full_pset(registry.version())
+
+
+@lru_cache(maxsize=4)
+def _full_pset(version: int) -> gp.PrimitiveSet:  # rebuilt when the registry changes
+    return build_pset(tuple(registry.TERMINALS), registry.names(1), registry.names(2))
 
 
 @dataclass
@@ -93,9 +96,9 @@ def _validate(s: SearchSpace) -> None:
     """Raise MetricError for the first inconsistent field."""
     if not isinstance(s.name, str) or not s.name:
         raise MetricError("search space 'name' must be a non-empty string.")
-    _names(s.name, "terminals", s.terminals, TERMINALS, "terminal")
-    _names(s.name, "unary_ops", s.unary_ops, tuple(UNARY), "unary op")
-    _names(s.name, "binary_ops", s.binary_ops, tuple(BINARY), "binary op")
+    _names(s.name, "terminals", s.terminals, tuple(registry.TERMINALS), "terminal")
+    _names(s.name, "unary_ops", s.unary_ops, registry.names(1), "unary op")
+    _names(s.name, "binary_ops", s.binary_ops, registry.names(2), "binary op")
     if not s.terminals:
         raise MetricError(f"search space '{s.name}': 'terminals' must not be empty.")
     if not s.unary_ops and not s.binary_ops:
@@ -128,16 +131,12 @@ def available_spaces() -> list[str]:
     return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
 
 
-def _looks_like_path(text: str) -> bool:
-    return text.endswith((".yaml", ".yml")) or "/" in text or "\\" in text
-
-
 def load_space(name_or_path: str | Path) -> SearchSpace:
     """Load a built-in space by name (``paper``, ``small``) or a YAML file by path."""
     text = str(name_or_path)
     path = Path(text)
     if not path.is_file():
-        if _looks_like_path(text):
+        if looks_like_path(text, (".yaml", ".yml")):
             raise MetricError(f"search space file not found: {text}")
         path = SPACES_DIR / f"{text}.yaml"
         if not path.is_file():

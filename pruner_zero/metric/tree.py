@@ -7,13 +7,13 @@ explicit stack (no ``gp.compile``, which uses ``eval``).
 from __future__ import annotations
 
 import math
-from typing import Sequence, Union
+from typing import Mapping, Sequence, Union
 
 import torch
 from deap import gp
 
 from pruner_zero.errors import MetricError
-from pruner_zero.metric.ops import OPS, TERMINALS
+from pruner_zero.metric import registry
 
 
 def format_number(value: float) -> str:
@@ -48,7 +48,7 @@ def is_constant(node: object) -> bool:
 
 
 def label(node: object) -> str:
-    """Name of a node: op name, terminal name (W, G, X) or constant text.
+    """Name of a node: op name, terminal name (W, G, X, ...) or constant text.
 
     DEAP's ``renameArguments`` leaves a terminal's ``.name`` at ``ARG0`` and
     stores the new name in ``.value``, so argument terminals use ``.value``.
@@ -69,64 +69,74 @@ def height(tree: gp.PrimitiveTree) -> int:
 
 
 def leaves(tree: Sequence) -> set[str]:
-    """Names of the input terminals (W, G, X) the metric reads; constants excluded."""
+    """Names of the terminals (W, G, X, ...) the metric reads; constants excluded."""
     return {label(n) for n in tree if n.arity == 0 and not is_constant(n)}
 
 
 MetricLike = Union[str, gp.PrimitiveTree]
 
 
-def _check_inputs(W: torch.Tensor, G: torch.Tensor | None, X: torch.Tensor | None,
-                  needed: set[str]) -> None:
-    """Reject inputs whose shapes cannot be combined, with a readable sentence."""
-    if W.dim() != 2:
-        raise MetricError(f"weight W must be a 2-D tensor [out, in], got shape {tuple(W.shape)}.")
-    if "G" in needed:
-        if G is None:
-            raise MetricError("metric uses G but no gradient statistics were given.")
-        if tuple(G.shape) != tuple(W.shape):
-            raise MetricError(
-                f"gradient G has shape {tuple(G.shape)}, expected the weight's shape {tuple(W.shape)}.")
-    if "X" in needed:
-        if X is None:
-            raise MetricError("metric uses X but no activation statistics were given.")
-        if X.numel() != W.shape[1]:
-            raise MetricError(
-                f"activation statistic X has {X.numel()} values, expected one per input column ({W.shape[1]}).")
+def _terminal_values(needed: set[str], inputs: Mapping[str, torch.Tensor], dtype: torch.dtype
+                     ) -> dict[str, torch.Tensor]:
+    """Each terminal the metric reads, on the weight's device in ``dtype``, in its broadcast
+    shape (a per-column terminal as a row [1, in]); derived terminals computed from theirs.
+    Shapes that cannot combine are refused with a readable sentence."""
+    W = inputs.get("W")
+    if W is None or W.dim() != 2:
+        raise MetricError("weight W must be a 2-D tensor [out, in], got "
+                          f"{'nothing' if W is None else f'shape {tuple(W.shape)}'}.")
+    values: dict[str, torch.Tensor] = {}
+
+    def value(name: str) -> torch.Tensor:
+        if name in values:
+            return values[name]
+        t = registry.terminal(name)
+        if t.derive is not None:
+            v = t.derive({n: value(n) for n in t.needs})
+        else:
+            given = inputs.get(name)
+            if given is None:
+                raise MetricError(f"metric uses {name} but no values of {name} ({t.doc}) were given.")
+            v = given.to(device=W.device, dtype=dtype)
+            if t.shape == registry.COLUMN:
+                if v.numel() != W.shape[1]:
+                    raise MetricError(f"{name} has {v.numel()} values, expected one per input "
+                                      f"column ({W.shape[1]}).")
+                v = v.reshape(1, -1)
+        want = tuple(W.shape) if t.shape == registry.MATRIX else (1, W.shape[1])
+        if tuple(v.shape) != want:
+            raise MetricError(f"{name} has shape {tuple(v.shape)}, expected {want} "
+                              f"({'the weight' if t.shape == registry.MATRIX else 'a row'}'s shape).")
+        values[name] = v
+        return v
+
+    for name in sorted(needed | {"W"}):
+        value(name)
+    return values
 
 
 @torch.no_grad()
-def evaluate(tree: gp.PrimitiveTree, W: torch.Tensor, G: torch.Tensor | None = None,
-             X: torch.Tensor | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Score every weight: a tensor of ``W.shape`` (W is |weight|, G and X non-negative).
+def score_metric(tree: gp.PrimitiveTree, inputs: Mapping[str, torch.Tensor],
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Score every weight: a tensor of the weight's shape.
 
-    X (one value per input column) is used as a row vector ``[1, in]``; ops
-    broadcast like the original repository and only the final result is
-    expanded to ``W.shape``.  NaN/inf are not checked here (see ``check_scores``).
-    ``dtype`` is float32 as in the original; tests may ask for float64.
+    ``inputs`` maps terminal names to tensors: ``W`` (|weight|, which gives the shape) and the
+    statistics the metric reads (G, X, ...); unused ones may be absent. Ops broadcast like the
+    original repository and only the final result is expanded to the weight's shape. NaN/inf
+    are not checked here (see ``check_scores``). ``dtype`` is float32 as in the original; tests
+    may ask for float64.
     """
-    needed = leaves(tree)
-    unknown = needed - set(TERMINALS)
-    if unknown:
-        raise MetricError(f"metric uses unknown terminal(s) {sorted(unknown)}; known: W, G, X.")
-    _check_inputs(W, G, X, needed)
-    inputs = {"W": W.to(dtype)}
-    if "G" in needed:
-        inputs["G"] = G.to(device=W.device, dtype=dtype)  # type: ignore[union-attr]
-    if "X" in needed:
-        inputs["X"] = X.to(device=W.device, dtype=dtype).reshape(1, -1)  # type: ignore[union-attr]
-
+    values = _terminal_values(leaves(tree), inputs, dtype)
+    W = values["W"]
     stack: list[torch.Tensor] = []
     for node in reversed(tree):
         if node.arity == 0:
             if is_constant(node):
                 stack.append(torch.tensor(node.value, dtype=dtype, device=W.device))
             else:
-                stack.append(inputs[label(node)])
+                stack.append(values[label(node)])
             continue
-        fn = OPS.get(node.name)
-        if fn is None:
-            raise MetricError(f"metric uses unknown op '{node.name}'.")
+        fn = registry.op(node.name).torch
         if len(stack) < node.arity:
             raise MetricError(f"metric {tree} is malformed: '{node.name}' lacks arguments.")
         args = [stack.pop() for _ in range(node.arity)]
@@ -146,7 +156,8 @@ def evaluate(tree: gp.PrimitiveTree, W: torch.Tensor, G: torch.Tensor | None = N
     if tuple(result.shape) != shape:
         result = result.expand(shape).contiguous()
     # Never hand back an input tensor itself: callers may modify scores in place.
-    if any(result.data_ptr() == t.data_ptr() for t in (W, G, X) if t is not None):
+    given = [t for t in (*inputs.values(), *values.values()) if t is not None]
+    if any(result.data_ptr() == t.data_ptr() for t in given):
         result = result.clone()
     return result
 

@@ -197,7 +197,7 @@ def _set_torch_state(state: list[int] | None) -> None:
 
 # --------------------------------------------------------------- evaluation
 
-def evaluate_one(evaluator: Evaluator, ind: Any, race_bound: float | None) -> dict[str, Any]:
+def evaluate_candidate(evaluator: Evaluator, ind: Any, race_bound: float | None) -> dict[str, Any]:
     """Evaluate one individual, set its fitness, return the evaluation record.
 
     A failing candidate gets fitness inf and its reason; the GP's random state is
@@ -236,7 +236,7 @@ def _evaluate(generation: int, individuals: list[Any], toolbox: Any, evaluator: 
     valid = cached = 0
     for ind in tqdm(todo, desc=desc or f"generation {generation}", unit="metric", disable=not progress,
                     leave=False, file=sys.stderr):
-        record = evaluate_one(evaluator, ind, race_bound)
+        record = evaluate_candidate(evaluator, ind, race_bound)
         run.append_evaluation({"generation": generation, "size": len(ind), **record})
         valid += ind.status == OK and math.isfinite(ind.fitness.values[0])
         cached += record.get("cached") is not None
