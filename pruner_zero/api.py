@@ -9,6 +9,8 @@ from .engine import Engine, measure_sparsity
 from .errors import ConfigError, MetricError
 from .files import atomic_write_json, check_writable_dir, check_writable_file, user_path
 from .masks import check_fits, parse_structure
+from .metric.registry import statistics_read
+from .metric.tree import leaves
 from .model import PRUNING_JSON, check_linear_share, decoder_parameters, save_pruned, versions
 from .workbench import Protocol, Workbench
 
@@ -49,10 +51,11 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
     result["linear_share"] = check_linear_share(bench.model, bench.linears, allow_partial, log)
     masks = None
     if tree is not None:  # a metric that cannot score fails before the long evaluations
-        engine = Engine(bench.model, bench.linears, bench.stats, shape)
+        stats = bench.statistics(statistics_read(leaves(tree)))  # only what the metric reads
+        engine = Engine(bench.model, bench.linears, stats, shape)
         masks = engine.masks(tree, formula)
         if bench.protocol.calibration == "sequential":  # X again, block by block on pruned inputs
-            engine = Engine(bench.model, bench.linears, bench.stats, shape, engine.dense,
+            engine = Engine(bench.model, bench.linears, stats, shape, engine.dense,
                             "sequential", bench.calib, bench.progress)
             masks = engine.masks(tree, formula)
     else:

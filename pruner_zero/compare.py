@@ -143,6 +143,11 @@ def compare(metrics: str | Sequence[str], tasks: Sequence[Task], seeds: int = 3,
 
     benches = TaskBenches(runtime or Runtime(), None if cache_dir is None else Path(cache_dir),
                           progress, log)
+    from .metric.registry import statistics_read
+    from .metric.tree import leaves
+
+    benches.needed = statistics_read(set().union(*(leaves(s.metric) for s in specs
+                                                   if s.metric != SPARSEGPT)))
     benches.prepare(task_list, compare, "report_split", allow_partial=allow_partial)
     dense: dict[str, float] = {}
     shared: dict[tuple, float] = {}

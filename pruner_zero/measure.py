@@ -41,6 +41,7 @@ class TaskBenches:
         self._benches: dict[tuple, Any] = {}
         self._dense: dict[str, dict] = {}  # model -> dense weights, shared by its engines
         self._engines: dict[tuple, Any] = {}
+        self.needed: set[str] | None = None  # the statistics the metrics read (None: all)
         if preloaded is not None:
             self._models[preloaded.protocol.model] = preloaded
 
@@ -96,7 +97,12 @@ class TaskBenches:
             except ConfigError as exc:
                 raise ConfigError(f"task {t.name}: {exc}") from None
             bench.split_windows(getattr(t, split_role), 1)  # a missing or too short split fails here
-            _ = bench.stats if with_stats else bench.calib
+            _ = self.statistics(bench) if with_stats else bench.calib
+
+    def statistics(self, bench: Any) -> dict:
+        """The statistics the metrics of this run read (``needed``), no more: a space without G
+        never runs a backward pass."""
+        return bench.stats if self.needed is None else bench.statistics(self.needed)
 
     def _find_model(self, model: str) -> Any:
         if model in self._models:
@@ -115,7 +121,7 @@ class TaskBenches:
             if not dense:
                 dense.update({n: m.weight.detach().clone() for n, m in bench.linears.items()})
             sequential = task.calibration == "sequential"
-            self._engines[key] = Engine(bench.model, bench.linears, bench.stats, shape, dense,
+            self._engines[key] = Engine(bench.model, bench.linears, self.statistics(bench), shape, dense,
                                         task.calibration, bench.calib if sequential else None)
         return self._engines[key]
 

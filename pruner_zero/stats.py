@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Iterable
 
 import torch
 from torch import nn
@@ -58,22 +59,38 @@ class GradientNorm:
 
 
 def compute_stats(model: nn.Module, linears: dict[str, nn.Linear], calib: torch.Tensor,
-                  progress: bool = True) -> dict[str, LayerStats]:
-    """One forward+backward per calibration window, on the dense model."""
+                  progress: bool = True, which: Iterable[str] = COMPUTED) -> dict[str, LayerStats]:
+    """One pass per calibration window over the dense model, measuring only `which`: a
+    backward pass only for G, input hooks only for X (a wanda prune of a 7B model then costs
+    forward passes alone, and no gradient memory)."""
     from .model import input_device
 
-    xs = {n: SquaredInputMean(m.in_features, m.weight.device) for n, m in linears.items()}
-    gs = {n: GradientNorm(m.weight.shape, m.weight.device) for n, m in linears.items()}
-    wanted = {id(m.weight) for m in linears.values()}
+    which = set(which)
+    unknown = which - set(COMPUTED)
+    if unknown:
+        raise ValueError(f"no statistic {', '.join(sorted(unknown))} is computed here "
+                         f"(known: {', '.join(COMPUTED)})")
+    if not which:
+        return {n: {} for n in linears}
+    xs = {n: SquaredInputMean(m.in_features, m.weight.device) for n, m in linears.items()} \
+        if "X" in which else {}
+    gs = {n: GradientNorm(m.weight.shape, m.weight.device) for n, m in linears.items()} \
+        if "G" in which else {}
+    wanted = {id(m.weight) for m in linears.values()} if gs else set()
     saved_flags = {p: p.requires_grad for p in model.parameters()}
     for p in model.parameters():  # gradients only where a metric reads them
         p.requires_grad_(id(p) in wanted)
     hooks = [m.register_forward_hook(lambda mod, args, out, n=n: xs[n].add(args[0]))
-             for n, m in linears.items()]
+             for n, m in linears.items() if n in xs]
     dev = input_device(model)
+    desc = f"statistics {'/'.join(k for k in COMPUTED if k in which)}"
     try:
-        for window in tqdm(calib, desc="statistics W/G/X", unit="sample", disable=not progress):
+        for window in tqdm(calib, desc=desc, unit="sample", disable=not progress):
             ids = window.unsqueeze(0).to(dev)
+            if not gs:
+                with torch.no_grad():
+                    model(input_ids=ids)
+                continue
             model.zero_grad(set_to_none=True)
             loss = model(input_ids=ids, labels=ids).loss
             loss.backward()
@@ -85,7 +102,8 @@ def compute_stats(model: nn.Module, linears: dict[str, nn.Linear], calib: torch.
         model.zero_grad(set_to_none=True)
         for p, flag in saved_flags.items():
             p.requires_grad_(flag)
-    return {n: {"X": xs[n].value(), "G": gs[n].value()} for n in linears}
+    return {n: {**({"X": xs[n].value()} if xs else {}), **({"G": gs[n].value()} if gs else {})}
+            for n in linears}
 
 
 def cache_key(model_id: str, calib: torch.Tensor, extra: dict | None = None) -> str:
@@ -113,8 +131,8 @@ def save_stats(stats: dict[str, LayerStats], path: Path, meta: dict[str, str]) -
 
     tensors = {}
     for name, s in stats.items():
-        for key in COMPUTED:
-            tensors[f"{name}::{key}"] = s[key].contiguous().cpu()
+        for key, value in s.items():
+            tensors[f"{name}::{key}"] = value.contiguous().cpu()
     # atomic, under a name of its own: a killed run never leaves a half-written cache, and two
     # runs computing the same statistics never write into one file
     atomic_write_with(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
@@ -128,49 +146,68 @@ def stats_key_of(path: Path) -> str | None:
         return (fh.metadata() or {}).get("key")
 
 
-def load_stats(path: Path, linears: dict[str, nn.Linear]) -> dict[str, LayerStats] | None:
-    """The cached statistics, or None when the file does not match these layers."""
+def load_stats(path: Path, linears: dict[str, nn.Linear],
+               which: Iterable[str] = COMPUTED) -> dict[str, LayerStats] | None:
+    """The cached statistics `which`, or None when the file does not hold them for these layers."""
     from safetensors.torch import load_file
 
     tensors = load_file(str(path))
     out = {}
     for name, m in linears.items():
-        x, g = tensors.get(f"{name}::X"), tensors.get(f"{name}::G")
-        if x is None or g is None or g.shape != m.weight.shape:
-            return None
-        out[name] = {"X": x.to(m.weight.device), "G": g.to(m.weight.device)}
+        out[name] = {}
+        for key in which:
+            t = tensors.get(f"{name}::{key}")
+            want = m.weight.shape if key == "G" else (m.in_features,)
+            if t is None or tuple(t.shape) != tuple(want):
+                return None
+            out[name][key] = t.to(m.weight.device)
     return out
 
 
 def get_stats(model: nn.Module, linears: dict[str, nn.Linear], calib: torch.Tensor,
               model_id: str, cache_dir: Path | None, progress: bool = True,
-              log=print, revision: str | None = None) -> dict[str, LayerStats]:
-    """Statistics from the on-disk cache when present, else computed and cached."""
-    if cache_dir is None:
-        return compute_stats(model, linears, calib, progress)
+              log=print, revision: str | None = None,
+              which: Iterable[str] = COMPUTED) -> dict[str, LayerStats]:
+    """Statistics `which` from the on-disk cache when present, else computed and cached. A file
+    of all statistics serves any part of them; a part is cached under its own key."""
+    which = tuple(k for k in COMPUTED if k in set(which))
+    if cache_dir is None or not which:
+        return compute_stats(model, linears, calib, progress, which)
     dtype = str(next(model.parameters()).dtype)
-    key = cache_key(model_identity(model_id, revision), calib, {"dtype": dtype})
-    path = Path(cache_dir) / f"stats-{key}.safetensors"
-    if path.is_file():
-        cached = None
-        try:
-            found = stats_key_of(path)
-            if found != key:  # a file copied or renamed under this name: never trust it
-                log(f"warning: statistics cache {path} was computed for "
-                    f"{'another calibration' if found else 'an unknown calibration'} "
-                    f"(key {found}, expected {key}); recomputing")
-            else:
-                cached = load_stats(path, linears)
-                if cached is None:
-                    log(f"warning: statistics cache {path} does not match this model's layers; "
-                        "recomputing")
-        except Exception as exc:  # a truncated or foreign file: say so, then rebuild it
-            log(f"warning: statistics cache {path} is unreadable ({type(exc).__name__}); recomputing")
+    identity = model_identity(model_id, revision)
+    full_key = cache_key(identity, calib, {"dtype": dtype})  # the key caches have always had
+    key = full_key if which == COMPUTED else \
+        cache_key(identity, calib, {"dtype": dtype, "statistics": list(which)})
+    for k in dict.fromkeys((full_key, key)):
+        cached = _cached(Path(cache_dir) / f"stats-{k}.safetensors", k, linears, which, log)
         if cached is not None:
-            log(f"statistics: loaded from cache {path}")
             return cached
-    stats = compute_stats(model, linears, calib, progress)
+    path = Path(cache_dir) / f"stats-{key}.safetensors"
+    stats = compute_stats(model, linears, calib, progress, which)
     save_stats(stats, path, {"key": key, "model": model_id, "nsamples": str(calib.shape[0]),
-                             "seqlen": str(calib.shape[1])})
+                             "seqlen": str(calib.shape[1]), "statistics": ",".join(which)})
     log(f"statistics: cached in {path}")
     return stats
+
+
+def _cached(path: Path, key: str, linears: dict[str, nn.Linear], which: tuple[str, ...],
+            log) -> dict[str, LayerStats] | None:
+    if not path.is_file():
+        return None
+    try:
+        found = stats_key_of(path)
+        if found != key:  # a file copied or renamed under this name: never trust it
+            log(f"warning: statistics cache {path} was computed for "
+                f"{'another calibration' if found else 'an unknown calibration'} "
+                f"(key {found}, expected {key}); recomputing")
+            return None
+        cached = load_stats(path, linears, which)
+        if cached is None:
+            log(f"warning: statistics cache {path} does not match this model's layers; "
+                "recomputing")
+            return None
+    except Exception as exc:  # a truncated or foreign file: say so, then rebuild it
+        log(f"warning: statistics cache {path} is unreadable ({type(exc).__name__}); recomputing")
+        return None
+    log(f"statistics: loaded from cache {path}")
+    return cached

@@ -5,6 +5,7 @@ import os
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from pathlib import Path
+from typing import Iterable
 
 import torch
 
@@ -12,7 +13,7 @@ from . import data as data_mod
 from .errors import ConfigError
 from .files import check_writable_dir, user_path
 from .model import load_model, max_positions, prunable_linears
-from .stats import LayerStats, get_stats
+from .stats import COMPUTED, LayerStats, get_stats
 
 ENV_CACHE = "PRUNER_ZERO_CACHE"
 
@@ -107,6 +108,7 @@ class Workbench:
         self.linears = prunable_linears(self.model)
         self._token_cache: dict[tuple[str, str], torch.Tensor] = {}
         self._documents: dict[str, list[str]] = {}
+        self._statistics: dict[frozenset, dict[str, LayerStats]] = {}
 
     def _tokens(self, split: str) -> torch.Tensor:
         key = (split, self.protocol.text_join)
@@ -126,7 +128,8 @@ class Workbench:
             raise ConfigError(f"a variant cannot change {', '.join(bad)}; load another Workbench")
         clone = object.__new__(Workbench)
         clone.__dict__.update({k: v for k, v in self.__dict__.items()
-                               if k not in ("calib", "stats", "calib_starts")})
+                               if k not in ("calib", "stats", "calib_starts", "_statistics")})
+        clone._statistics = {}  # its own calibration: its own statistics
         if "data_dir" in changes and changes["data_dir"] != self.protocol.data_dir:
             clone.data_dir = data_mod.resolve_data_dir(changes["data_dir"])
             changes["data_dir"] = None if clone.data_dir is None else str(clone.data_dir.resolve())
@@ -181,8 +184,22 @@ class Workbench:
 
     @cached_property
     def stats(self) -> dict[str, LayerStats]:
-        return get_stats(self.model, self.linears, self.calib, self.protocol.model,
-                         self.cache_dir, self.progress, self.log, self.protocol.revision)
+        """Every statistic (X and G) of every layer."""
+        return self.statistics(COMPUTED)
+
+    def statistics(self, names: Iterable[str]) -> dict[str, LayerStats]:
+        """The statistics `names` (e.g. {"X"} for wanda: no backward pass), from what this bench
+        already holds when it can, else measured (or read from the cache) once."""
+        want = frozenset(names)
+        held = [s for k, s in self._statistics.items() if want <= k]
+        if "stats" in self.__dict__:
+            held.insert(0, self.__dict__["stats"])
+        if held:
+            return {n: {k: v for k, v in s.items() if k in want} for n, s in held[0].items()}
+        self._statistics[want] = get_stats(self.model, self.linears, self.calib,
+                                           self.protocol.model, self.cache_dir, self.progress,
+                                           self.log, self.protocol.revision, want)
+        return self._statistics[want]
 
     def dense_perplexity(self) -> float:
         """The unpruned model's perplexity on the evaluation split, from the cache directory when

@@ -118,3 +118,59 @@ def test_sigkill_during_a_cache_write_leaves_no_entry_and_the_rerun_succeeds(tin
                                text=True)
         assert again.returncode == 0 and expect in again.stderr, again.stderr
     assert not list(cache.glob(".stats-*.tmp"))  # the dead writer's temporary was cleared
+
+
+def test_only_the_statistics_a_metric_reads_are_measured(tiny_dir, capsys, monkeypatch):
+    """wanda reads X: no backward pass (no gradient memory) and the same perplexity as when G
+    is measured too; magnitude reads nothing: no calibration pass at all; gblm needs G."""
+    import pruner_zero.stats as stats_mod
+
+    backward_calls, forward_windows = [], []
+    original_backward = torch.Tensor.backward
+    monkeypatch.setattr(torch.Tensor, "backward",
+                        lambda self, *a, **k: backward_calls.append(1) or original_backward(self, *a, **k))
+    original_compute = stats_mod.compute_stats
+
+    def counting(model, linears, calib, progress=True, which=stats_mod.COMPUTED):
+        forward_windows.append((tuple(sorted(which)), calib.shape[0]))
+        return original_compute(model, linears, calib, progress, which)
+
+    monkeypatch.setattr(stats_mod, "compute_stats", counting)
+    base = ["--model", str(tiny_dir / "tiny-llama"), "--data-dir", str(tiny_dir / "data"),
+            "--nsamples", "2", "--seqlen", "16", "--device", "cpu", "--quiet", "--no-dense-ppl"]
+    ppl = {}
+    for metric in ("wanda", "magnitude", "gblm"):
+        backward_calls.clear()
+        forward_windows.clear()
+        assert main(["prune", *base, "--no-cache", "--metric", metric]) == 0
+        ppl[metric] = json.loads(capsys.readouterr().out)["ppl"]
+        if metric == "wanda":
+            assert backward_calls == [] and forward_windows == [(("X",), 2)]
+        if metric == "magnitude":
+            assert backward_calls == [] and forward_windows == [((), 2)]
+        if metric == "gblm":
+            assert len(backward_calls) == 2 and forward_windows == [(("G", "X"), 2)]
+    # the X of a forward-only pass is the X of a forward+backward pass, to the last bit
+    from pruner_zero.workbench import Protocol, Workbench
+
+    bench = Workbench(Protocol(model=str(tiny_dir / "tiny-llama"), data_dir=str(tiny_dir / "data"),
+                               nsamples=2, seqlen=16, device="cpu"), progress=False)
+    only_x = original_compute(bench.model, bench.linears, bench.calib, False, ("X",))
+    both = original_compute(bench.model, bench.linears, bench.calib, False)
+    assert all(torch.equal(only_x[n]["X"], both[n]["X"]) and "G" not in only_x[n] for n in both)
+
+
+def test_a_cache_of_all_statistics_serves_a_metric_that_reads_fewer(tiny_dir, capsys):
+    cache = tiny_dir / "cache"
+    base = ["prune", "--model", str(tiny_dir / "tiny-llama"), "--data-dir", str(tiny_dir / "data"),
+            "--nsamples", "2", "--seqlen", "16", "--device", "cpu", "--no-dense-ppl",
+            "--cache-dir", str(cache)]
+    assert main([*base, "--metric", "gblm"]) == 0
+    assert "statistics: cached in" in capsys.readouterr().err
+    assert main([*base, "--metric", "wanda"]) == 0  # X from the file of X and G
+    err = capsys.readouterr().err
+    assert "statistics: loaded from cache" in err and len(list(cache.glob("stats-*"))) == 1
+    other = tiny_dir / "cache2"
+    assert main([*base[:-1], str(other), "--metric", "wanda"]) == 0  # X alone, under its own key
+    assert main([*base[:-1], str(other), "--metric", "gblm"]) == 0  # needs G: measured, cached
+    assert len(list(other.glob("stats-*"))) == 2

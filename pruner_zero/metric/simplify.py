@@ -173,8 +173,13 @@ def _sub_self(n: Node) -> Node | None:
 
 @_rule("add-zero", "add(x, 0), add(0, x)", "x", ["add"], "add(mul(W, G), 0)", "0 is neutral for +")
 def _add_zero(n: Node) -> Node | None:
+    return _without_neutral(n, 0.0)
+
+
+def _without_neutral(n: Node, neutral: float) -> Node | None:
+    """The other argument of a commutative op when one argument is its neutral element."""
     a, b = n.args
-    return a if _is_const(b, 0.0) else b if _is_const(a, 0.0) else None
+    return a if _is_const(b, neutral) else b if _is_const(a, neutral) else None
 
 
 @_rule("sub-zero", "sub(x, 0)", "x", ["sub"], "sub(mul(W, G), 0)", "0 is neutral for -")
@@ -194,8 +199,7 @@ def _mul_zero(n: Node) -> Node | None:
 
 @_rule("mul-one", "mul(x, 1), mul(1, x)", "x", ["mul"], "mul(1, mul(W, G))", "1 is neutral for *")
 def _mul_one(n: Node) -> Node | None:
-    a, b = n.args
-    return a if _is_const(b, 1.0) else b if _is_const(a, 1.0) else None
+    return _without_neutral(n, 1.0)
 
 
 @_rule("zero-div", "div(0, x)", "0", ["div"], "add(W, div(0, G))", "0 / ||x|| = 0 (non-zero x)")

@@ -310,6 +310,7 @@ def search(model: Any = None, out: str | Path | None = None, *, generations: int
         benches = TaskBenches(Runtime(**config["runtime"]),
                               None if config["cache_dir"] is None else Path(config["cache_dir"]),
                               progress, log, preloaded)
+        benches.needed = _statistics_needed(config, space_obj)
         if not resume:
             # models, widths, data, statistics: before the run dir exists
             benches.prepare(task_list, config["compare"], "fitness_split", with_stats=True,
@@ -320,6 +321,15 @@ def search(model: Any = None, out: str | Path | None = None, *, generations: int
             run.create(config)
             task_list = [Task.from_dict(t) for t in config["tasks"]]
         return _run(run, config, space_obj, settings, benches, task_list, progress, log)
+
+
+def _statistics_needed(config: dict[str, Any], space: Any) -> set[str]:
+    """What the space's terminals and the run's named metrics (reference, baselines, seeds) read."""
+    from pruner_zero.metric.registry import statistics_read
+    from pruner_zero.metric.tree import leaves
+
+    names = [config["reference"], *config["baselines"], *config["seed_metrics"]]
+    return statistics_read(set(space.terminals).union(*(leaves(_metric_tree(n)) for n in names)))
 
 
 def _evaluator(benches: Any, tasks: list[Any], config: dict[str, Any], log: Callable[[str], None],
