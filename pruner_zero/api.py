@@ -52,9 +52,13 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
     masks = None
     if tree is not None:  # a metric that cannot score fails before the long evaluations
         stats = bench.statistics(statistics_read(leaves(tree)))  # only what the metric reads
-        engine = Engine(bench.model, bench.linears, stats, shape)
+        sequential = bench.protocol.calibration == "sequential"
+        # the live weights serve as the dense ones: masks are made before any is applied, and a
+        # prune never restores, so no copy of the model is held (the layer walk restores: it does)
+        live = {} if sequential else {n: m.weight.detach() for n, m in bench.linears.items()}
+        engine = Engine(bench.model, bench.linears, stats, shape, live)
         masks = engine.masks(tree, formula)
-        if bench.protocol.calibration == "sequential":  # X again, block by block on pruned inputs
+        if sequential:  # X again, block by block on pruned inputs
             engine = Engine(bench.model, bench.linears, stats, shape, engine.dense,
                             "sequential", bench.calib, bench.progress)
             masks = engine.masks(tree, formula)

@@ -538,3 +538,26 @@ def test_prune_reuses_a_cached_dense_perplexity(tiny_dir, capsys, monkeypatch):
     code, out, err = run(capsys, *args)
     assert code == 0 and "is not the dense perplexity of this model" in err
     assert json.loads(out)["ppl_dense"] == first
+
+
+def test_prune_holds_no_copy_of_the_dense_weights(tiny_dir, capsys, monkeypatch):
+    """Dense calibration: the engine scores the live weights (masks before any is applied), so
+    a prune never holds a second copy of the model; the layer walk needs one and makes it."""
+    from pruner_zero.engine import Engine
+
+    shares = []
+    original = Engine.__post_init__
+
+    def spy(self):
+        original(self)
+        shares.append(all(self.dense[n].data_ptr() == m.weight.data_ptr()
+                          for n, m in self.linears.items()))
+
+    monkeypatch.setattr(Engine, "__post_init__", spy)
+    code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "wanda", "--sparsity", "0.7")
+    assert code == 0 and shares == [True]
+    ppl = json.loads(out)["ppl"]
+    shares.clear()
+    code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "wanda", "--sparsity", "0.7",
+                         "--calibration", "sequential")
+    assert code == 0 and shares == [False, False] and json.loads(out)["ppl"] != ppl
