@@ -473,3 +473,23 @@ def test_python_api_arguments_of_the_wrong_type_are_config_errors(tmp_path):
                          ({"sparsity": "0.5"}, "sparsity must be a number")):
         with pytest.raises(ConfigError, match=message):
             Task(model="m", **bad)
+
+
+def test_the_python_api_refuses_options_a_resume_would_ignore(tiny_dir, capsys):
+    """The CLI's rule for --resume holds for search(resume=True): nothing given is silently
+    dropped; where and how to run (progress, log) may still be passed."""
+    from pruner_zero import search
+    from pruner_zero.errors import ConfigError
+
+    out = tiny_dir / "run"
+    assert main(["search", *protocol(tiny_dir), "--space", "small", "--generations", "0",
+                 "--population", "4", "--final-top", "1", "--confirm-seeds", "1", "--baselines",
+                 "", "--out", str(out)]) == 0
+    capsys.readouterr()
+    for kwargs, named in (({"generations": 30}, "generations"), ({"data_dir": "elsewhere"}, "data_dir"),
+                          ({"model": "other/model"}, "model"),
+                          ({"baselines": "wanda", "seed": 3}, "baselines, seed")):
+        with pytest.raises(ConfigError, match=f"drop {named} "):
+            search(out=out, resume=True, **kwargs)
+    entries = search(out=out, resume=True, progress=False, log=lambda *_: None)
+    assert entries and entries[0].formula

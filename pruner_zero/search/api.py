@@ -222,8 +222,9 @@ def search(model: Any = None, out: str | Path | None = None, *, generations: int
     The other protocol options (``data_dir``, ``calib_split``, ``fitness_split``,
     ``report_split``, ``nsamples``, ``seqlen``, ``device``, ...) are the defaults of every task.
     ``seed`` seeds the GP and, unless ``calib_seed`` is given, the calibration sampling.
-    ``resume=True`` continues the run in ``out`` from its config.json and checkpoint.json (all
-    other arguments are then ignored; a ``Workbench`` may still be passed as ``model``).
+    ``resume=True`` continues the run in ``out`` from its config.json and checkpoint.json; any
+    other argument given a value other than its default is refused, as on the command line (a
+    loaded ``Workbench`` may still be passed as ``model``, and ``progress``/``log``).
     """
     from pruner_zero.measure import Runtime, TaskBenches
     from pruner_zero.metric.space import load_space
@@ -233,6 +234,8 @@ def search(model: Any = None, out: str | Path | None = None, *, generations: int
 
     if out is None:
         raise ConfigError("search needs an output directory (--out).")
+    if resume:
+        _check_resume_arguments(dict(locals()), protocol)
     _check_argument_types(model, out, tasks, cache_dir, baselines, seed_metrics)
     run = RunDir(out)
     with run.lock("--resume" if resume else "--out"):  # one process per run directory; a killed holder's lock is taken over
@@ -321,6 +324,25 @@ def search(model: Any = None, out: str | Path | None = None, *, generations: int
             run.create(config)
             task_list = [Task.from_dict(t) for t in config["tasks"]]
         return _run(run, config, space_obj, settings, benches, task_list, progress, log)
+
+
+def _check_resume_arguments(given: dict[str, Any], protocol: dict[str, Any]) -> None:
+    """A resume continues with the run's config.json: an option given another value would be
+    silently ignored, so it is refused (the CLI's rule, for the Python API too). What only says
+    where and how to run (a loaded Workbench, progress, log) may still be passed."""
+    import inspect
+
+    defaults = {name: p.default for name, p in inspect.signature(search).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    free = {"model", "out", "resume", "progress", "log"}
+    changed = sorted(k for k, v in given.items()
+                     if k in defaults and k not in free and v != defaults[k])
+    if isinstance(given.get("model"), (str, list, tuple)):  # another model, not a loaded one
+        changed.insert(0, "model")
+    changed += sorted(protocol)
+    if changed:
+        raise ConfigError(f"resume=True continues the run with the options in its config.json; "
+                          f"drop {', '.join(changed)} (or start a new run in another directory)")
 
 
 def _statistics_needed(config: dict[str, Any], space: Any) -> set[str]:
