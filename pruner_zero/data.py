@@ -74,10 +74,15 @@ def load_split_text(split: str, data_dir: str | Path | None, text_join: str = "c
         rows = load_dataset(*HUB_DATASET, split=HUB_SPLITS[split])["text"]
     except Exception as exc:  # network, cache, and hub errors all mean the same to the user
         raise DataError(
-            f"cannot load WikiText-2 ({split}) from the hub ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); pass --data-dir or set {ENV_DATA} "
+            f"cannot load WikiText-2 ({split}) from the hub ({_hub_failure(exc)}); pass "
+            f"--data-dir or set {ENV_DATA} "
             "to a directory with train.txt/valid.txt/test.txt") from exc
     return TEXT_JOINS[text_join].join(rows)
+
+
+def _hub_failure(exc: Exception) -> str:
+    """What a hub loader raised, on one line: its type and the first line of its message."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
 
 def check_calib_data(source: str) -> None:
@@ -110,7 +115,7 @@ def load_documents(source: str) -> list[str]:
         except Exception as exc:  # network, cache, and hub errors all mean the same to the user
             raise DataError(
                 f"cannot load C4 ({C4_HUB[0]}, {C4_HUB[1]['train']}) from the hub "
-                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); give "
+                f"({_hub_failure(exc)}); give "
                 "--calib-data a local copy of that file (JSON lines, .json.gz)") from exc
     return _read_json_lines(user_path(source))
 
