@@ -148,7 +148,7 @@ def main() -> None:
         from pruner_zero.engine import Engine
 
         engine = Engine(naive_bench.model, naive_bench.linears, naive_bench.stats, structure)
-        engine.apply(engine.masks(resolve_metric(spec)[1]))
+        engine.prune(resolve_metric(spec)[1])
         naive_bench.perplexity(progress=False)
         sync(a.device)
         naive.append(time.perf_counter() - t)

@@ -30,7 +30,7 @@ def main() -> int:
     p.add_argument("--out", default=None, help="write the numbers here as JSON")
     a = p.parse_args()
     sys.path.insert(0, str(REPO))
-    from pruner_zero.engine import Engine
+    from pruner_zero.engine import Engine, weights_kept_on_host
     from pruner_zero.masks import parse_structure
     from pruner_zero.metric.io import resolve_metric
     from pruner_zero.sparsegpt import sparsegpt_prune
@@ -41,18 +41,19 @@ def main() -> int:
                                dtype="float32"), cache_dir=None, progress=False)
     started = time.time()
     rows = [{"metric": "dense", "ppl": bench.perplexity()}]
-    dense = {n: m.weight.detach().clone() for n, m in bench.linears.items()}
     for metric, sparsity, mode in CELLS:
         shape = parse_structure("unstructured", sparsity)
-        engine = Engine(bench.model, bench.linears, bench.stats, shape, dense, mode,
+        engine = Engine(bench.model, bench.linears, bench.stats, shape, mode,
                         bench.calib if mode == "sequential" else None)
         if metric == "sparsegpt":
-            sparsegpt_prune(bench.model, bench.calib, shape, False)
+            with weights_kept_on_host(bench.linears):
+                sparsegpt_prune(bench.model, bench.calib, shape, False)
+                ppl = bench.perplexity()
         else:
-            engine.apply(engine.masks(resolve_metric(metric)[1]))
-        rows.append({"metric": metric, "sparsity": sparsity, "calibration": mode,
-                     "ppl": bench.perplexity()})
-        engine.restore()
+            engine.prune(resolve_metric(metric)[1])
+            ppl = bench.perplexity()
+            engine.restore()
+        rows.append({"metric": metric, "sparsity": sparsity, "calibration": mode, "ppl": ppl})
         print(json.dumps(rows[-1]), flush=True)
     result = {"protocol": bench.protocol.as_dict(), "rows": rows,
               "seconds": round(time.time() - started, 1)}

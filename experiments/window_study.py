@@ -40,7 +40,7 @@ def main() -> None:
     print(f"{'metric':45s}" + "".join(f"{k:>14s}" for k in subsets), flush=True)
     for spec in a.metrics:
         _, tree = resolve_metric(spec)
-        engine.apply(engine.masks(tree, spec))
+        engine.prune(tree, spec)
         try:
             ppls = [bench.perplexity(w, progress=False) for w in subsets.values()]
         finally:

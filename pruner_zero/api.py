@@ -49,19 +49,14 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
                     "requested_sparsity": shape.sparsity, "protocol": bench.protocol.as_dict()}
     check_fits((m.in_features for m in bench.linears.values()), shape)
     result["linear_share"] = check_linear_share(bench.model, bench.linears, allow_partial, log)
-    masks = None
     if tree is not None:  # a metric that cannot score fails before the long evaluations
         stats = bench.statistics(statistics_read(leaves(tree)))  # only what the metric reads
-        sequential = bench.protocol.calibration == "sequential"
-        # the live weights serve as the dense ones: masks are made before any is applied, and a
-        # prune never restores, so no copy of the model is held (the layer walk restores: it does)
-        live = {} if sequential else {n: m.weight.detach() for n, m in bench.linears.items()}
-        engine = Engine(bench.model, bench.linears, stats, shape, live)
-        masks = engine.masks(tree, formula)
-        if sequential:  # X again, block by block on pruned inputs
-            engine = Engine(bench.model, bench.linears, stats, shape, engine.dense,
-                            "sequential", bench.calib, bench.progress)
-            masks = engine.masks(tree, formula)
+        # a prune that stays: each layer is scored, masked and pruned in place, nothing is kept
+        # to restore (no copy of the model); the dense perplexity is measured before it
+        engine = Engine(bench.model, bench.linears, stats, shape, bench.protocol.calibration,
+                        bench.calib if bench.protocol.calibration == "sequential" else None,
+                        bench.progress, keep=None)
+        engine.check(tree, formula)
     else:
         _ = bench.calib  # a missing calibration split fails before the dense evaluation
     if dense:
@@ -73,7 +68,7 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
 
         sparsegpt_prune(bench.model, bench.calib, shape, bench.progress)
     else:
-        engine.apply(masks)
+        engine.prune(tree, formula)
     achieved = measure_sparsity(bench.linears)
     result["sparsity"] = achieved.overall
     result["decoder_sparsity"] = achieved.zeros / max(decoder_parameters(bench.model), 1)

@@ -56,6 +56,12 @@ def _add_model_args(p: argparse.ArgumentParser, search: bool = False,
                    help="run the model repository's own code (architectures transformers lacks)")
     g.add_argument("--device-map", default=None,
                    help="e.g. auto: spread a model too large for one GPU over all GPUs")
+    g.add_argument("--stats-device", default=None, **(hide or {
+        "help": "where the statistics X and G live: cpu keeps them in host memory and moves one "
+                "layer at a time to the accelerator (default: beside each weight)"}))
+    g.add_argument("--stats-dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   **(hide or {"help": "what G is stored in (default float32; bfloat16 halves its "
+                                       "memory, see the README for its effect on rankings)"}))
     g.add_argument("--data-dir", default=None,
                    help="directory with train.txt/valid.txt/test.txt (default: $PRUNER_ZERO_DATA, "
                         "else WikiText-2 from the hub)")
@@ -98,7 +104,8 @@ def _protocol_kwargs(a: argparse.Namespace) -> dict:
             "dtype": a.dtype, "batch_size": a.batch_size, "device_map": a.device_map,
             "calibration": getattr(a, "calibration", "dense"), "revision": a.revision,
             "calib_data": a.calib_data, "text_join": a.text_join,
-            "trust_remote_code": a.trust_remote_code}
+            "trust_remote_code": a.trust_remote_code, "stats_device": a.stats_device,
+            "stats_dtype": a.stats_dtype}
 
 
 def _workbench(a: argparse.Namespace):
@@ -250,7 +257,8 @@ def cmd_search(a: argparse.Namespace) -> int:
             seqlen=a.seqlen, device=a.device, dtype=a.dtype, batch_size=a.batch_size,
             device_map=a.device_map, calibration=a.calibration, revision=a.revision,
             trust_remote_code=a.trust_remote_code, calib_data=a.calib_data,
-            text_join=a.text_join, allow_partial=a.allow_partial)
+            text_join=a.text_join, allow_partial=a.allow_partial, stats_device=a.stats_device,
+            stats_dtype=a.stats_dtype)
     from .files import dumps_json
 
     print(dumps_json(search_summary(Path(out), entries)))

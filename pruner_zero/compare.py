@@ -370,7 +370,8 @@ def cmd_compare(a: argparse.Namespace) -> int:
     cache = None if a.no_cache else Path(a.cache_dir) if a.cache_dir else default_cache_dir()
     runtime = Runtime(device=a.device, dtype=a.dtype, batch_size=a.batch_size,
                       device_map=a.device_map, revision=a.revision,
-                      trust_remote_code=a.trust_remote_code)
+                      trust_remote_code=a.trust_remote_code, stats_device=a.stats_device,
+                      stats_dtype=a.stats_dtype)
     result = compare(a.metrics, tasks, seeds=a.seeds, compare=a.compare, runtime=runtime,
                      cache_dir=cache, out=a.out, progress=not a.quiet, log=_stderr,
                      allow_partial=a.allow_partial)

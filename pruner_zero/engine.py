@@ -1,9 +1,18 @@
-"""The "evaluate this metric" machine: model, dense weights and statistics held once;
-any number of metrics scored, masked, applied, measured and undone in place."""
+"""The "evaluate this metric" machine: model and statistics held once; any number of metrics
+scored, masked, applied, measured and undone in place, one layer at a time.
+
+Memory is bounded by one layer beyond what is held anyway: a layer is scored, masked and pruned
+before the next is touched (no mask dict for the model), the fingerprint of the masks is hashed as
+they are made, statistics kept on the host are moved to the accelerator one layer at a time, and
+what a prune zeroes is kept (on the host, beside a 1-bit mask) so that ``restore`` can put it back
+instead of a dense copy of the model.
+"""
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -37,11 +46,12 @@ def measure_sparsity(linears: dict[str, nn.Linear]) -> SparsityReport:
 
 def metric_scores(tree, weight: torch.Tensor, stats: LayerStats) -> torch.Tensor:
     """The metric on one layer: W enters as |W| in float32 (as in the original code), the
-    statistics by their terminal names."""
+    statistics by their terminal names, moved to the weight's device for this layer only (so
+    statistics may live on the host) and computed in float32 whatever they are stored in."""
     from .metric.tree import score_metric
 
     return score_metric(tree, {"W": weight.detach().abs().float(),
-                               **{k: v.float() for k, v in stats.items()}})
+                               **{k: v.to(weight.device, torch.float32) for k, v in stats.items()}})
 
 
 CALIBRATIONS = ("dense", "sequential")
@@ -55,51 +65,139 @@ def check_calibration(mode: str) -> str:
     return mode
 
 
+class Fingerprint:
+    """Hash of a model's masks, fed one layer at a time in any order: equal fingerprints mean the
+    same pruned model. Each layer is hashed alone (its bits packed on the mask's device first, so
+    a GPU sends 1/8 of the bytes to the host), and the digests are combined in name order."""
+
+    def __init__(self) -> None:
+        self._layers: dict[str, bytes] = {}
+
+    def add(self, name: str, mask: torch.Tensor) -> None:
+        h = hashlib.sha256(name.encode())
+        h.update(packbits(mask).cpu().numpy().tobytes())
+        self._layers[name] = h.digest()
+
+    def hexdigest(self) -> str:
+        h = hashlib.sha256()
+        for name in sorted(self._layers):
+            h.update(self._layers[name])
+        return h.hexdigest()
+
+
+def mask_fingerprint(masks: dict[str, torch.Tensor]) -> str:
+    """The fingerprint of a dict of masks (what ``Engine.prune`` returns for the same masks)."""
+    fp = Fingerprint()
+    for name, mask in masks.items():
+        fp.add(name, mask)
+    return fp.hexdigest()
+
+
+@dataclass
+class _Undo:
+    """What one layer's prune changed: the 1-bit mask and the values it zeroed, on the host."""
+    packed: torch.Tensor
+    values: torch.Tensor
+    shape: torch.Size
+
+
 @dataclass
 class Engine:
     """``calibration="dense"``: X is the dense model's (one forward pass per candidate);
     ``"sequential"``: X of each block is measured on the outputs of the blocks already pruned
     with the same metric (the Wanda / Pruner-Zero protocol; needs ``calib``). G is always the
-    dense model's, as the published code precomputes it."""
+    dense model's, as the published code precomputes it.
+
+    ``keep="host"`` keeps what each prune zeroes in host memory (a search: ``restore`` brings the
+    dense model back); ``keep=None`` keeps nothing (a prune that stays: no copy at all)."""
 
     model: nn.Module
     linears: dict[str, nn.Linear]
     stats: dict[str, LayerStats]
     structure: Structure
-    dense: dict[str, torch.Tensor] = field(default_factory=dict)
     calibration: str = "dense"
     calib: torch.Tensor | None = None
     progress: bool = False
+    keep: str | None = "host"
+    _undo: dict[str, _Undo] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self):
         check_calibration(self.calibration)
         if self.calibration == "sequential" and self.calib is None:
             raise ValueError("sequential calibration needs the calibration windows")
-        if not self.dense:  # one copy of the dense weights, made once
-            self.dense = {n: m.weight.detach().clone() for n, m in self.linears.items()}
+        if self.keep not in ("host", None):
+            raise ValueError(f"keep must be 'host' or None, got {self.keep!r}")
 
-    def masks(self, tree, formula: str = "metric") -> dict[str, torch.Tensor]:
-        """Score every layer and turn scores into masks; a NaN/inf/constant metric is a MetricError.
-        The model's weights are as before the call (dense)."""
-        if self.calibration == "sequential":
-            return self._sequential_masks(tree, formula)
-        return {name: self._mask(name, tree, formula, self.stats[name]) for name in self.linears}
+    # -- public --------------------------------------------------------------------------
+    def check(self, tree, formula: str = "metric") -> None:
+        """Score every layer on the dense statistics, apply nothing: a NaN/inf/constant metric
+        is a MetricError before any long work (a prune checks before its dense evaluation)."""
+        for name in self.linears:
+            self._layer_mask(name, tree, formula, self.stats[name])
 
-    def _mask(self, name: str, tree, formula: str, stats: LayerStats) -> torch.Tensor:
+    def fingerprint(self, tree, formula: str = "metric") -> str:
+        """The fingerprint of the masks ``prune`` would apply; the model is left as it was."""
+        if self.calibration == "sequential":  # X depends on the blocks pruned before
+            try:
+                return self.prune(tree, formula)
+            finally:
+                self.restore()
+        fp = Fingerprint()
+        for name in self.linears:
+            fp.add(name, self._layer_mask(name, tree, formula, self.stats[name]))
+        return fp.hexdigest()
+
+    @torch.no_grad()
+    def prune(self, tree, formula: str = "metric") -> str:
+        """Prune the model in place with the metric, layer by layer; returns the masks'
+        fingerprint. A metric that fails on some layer leaves the model as it was (restored)."""
+        self.restore()
+        fp = Fingerprint()
+        try:
+            if self.calibration == "sequential":
+                self._sequential(tree, formula, fp)
+            else:
+                for name, lin in self.linears.items():
+                    self._prune_layer(name, lin, self._layer_mask(name, tree, formula,
+                                                                  self.stats[name]), fp)
+        except BaseException:
+            self.restore()
+            raise
+        return fp.hexdigest()
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        """Put back what the last prune zeroed (nothing to do after a restore, or with keep=None)."""
+        for name, undo in self._undo.items():
+            weight = self.linears[name].weight
+            mask = unpackbits(undo.packed.to(weight.device), undo.shape)
+            weight.masked_scatter_(mask, undo.values.to(weight.device))
+        self._undo.clear()
+
+    def sparsity(self) -> SparsityReport:
+        return measure_sparsity(self.linears)
+
+    # -- internals -----------------------------------------------------------------------
+    def _layer_mask(self, name: str, tree, formula: str, stats: LayerStats) -> torch.Tensor:
         from .metric.tree import check_scores
 
-        scores = metric_scores(tree, self.dense[name], stats)
+        scores = metric_scores(tree, self.linears[name].weight, stats)
         check_scores(scores, formula)
         return make_mask(scores, self.structure)
 
-    @torch.no_grad()
-    def _sequential_masks(self, tree, formula: str) -> dict[str, torch.Tensor]:
+    def _prune_layer(self, name: str, lin: nn.Linear, mask: torch.Tensor, fp: Fingerprint) -> None:
+        fp.add(name, mask)
+        if self.keep is not None:
+            host = torch.device("cpu")
+            self._undo[name] = _Undo(packbits(mask).to(host), lin.weight[mask].to(host), mask.shape)
+        lin.weight.masked_fill_(mask, 0)
+
+    def _sequential(self, tree, formula: str, fp: Fingerprint) -> None:
         from .layerwise import accumulate_inputs, block_linears, walk
         from .model import layers_prefix
         from .stats import SquaredInputMean
 
         prefix = layers_prefix(self.model)
-        out: dict[str, torch.Tensor] = {}
 
         def visit(i: int, block: nn.Module, run) -> None:
             linears = {f"{prefix}.{i}.{n}": m for n, m in block_linears(block).items()}
@@ -107,44 +205,46 @@ class Engine:
                                    run)
             for name, lin in linears.items():
                 stats = {**self.stats[name], "X": xs[name].value()}
-                out[name] = self._mask(name, tree, formula, stats)
-                lin.weight.masked_fill_(out[name], 0)
+                self._prune_layer(name, lin, self._layer_mask(name, tree, formula, stats), fp)
 
-        self.restore()
-        try:
-            walk(self.model, self.calib, visit, self.progress, desc="sequential calibration")
-        finally:
-            self.restore()
-        return out
-
-    @torch.no_grad()
-    def apply(self, masks: dict[str, torch.Tensor]) -> None:
-        for name, mask in masks.items():
-            self.linears[name].weight.masked_fill_(mask, 0)
-
-    @torch.no_grad()
-    def restore(self) -> None:
-        for name, lin in self.linears.items():
-            lin.weight.copy_(self.dense[name])
-
-    def sparsity(self) -> SparsityReport:
-        return measure_sparsity(self.linears)
+        walk(self.model, self.calib, visit, self.progress, desc="sequential calibration")
 
 
-def mask_fingerprint(masks: dict[str, torch.Tensor]) -> str:
-    """Hash over all layers' masks: equal fingerprints mean the same pruned model.
-    Bits are packed on the masks' device first, so a GPU sends 1/8 of the bytes to the host."""
-    h = hashlib.sha256()
-    for name in sorted(masks):
-        h.update(name.encode())
-        h.update(_packbits(masks[name]).cpu().numpy().tobytes())
-    return h.hexdigest()
+@contextmanager
+def weights_kept_on_host(linears: dict[str, nn.Linear]) -> Iterator[None]:
+    """For a method that changes every weight (SparseGPT updates the ones it keeps): a copy of
+    the layers on the host while it runs, copied back afterwards, whatever happens."""
+    saved = {n: m.weight.detach().to("cpu", copy=True) for n, m in linears.items()}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for n, m in linears.items():
+                m.weight.copy_(saved[n])
 
 
-def _packbits(mask: torch.Tensor) -> torch.Tensor:
+_SHIFTS: dict[torch.device, torch.Tensor] = {}
+
+
+def _shifts(device: torch.device) -> torch.Tensor:
+    if device not in _SHIFTS:
+        _SHIFTS[device] = torch.arange(8, device=device, dtype=torch.uint8)
+    return _SHIFTS[device]
+
+
+def packbits(mask: torch.Tensor) -> torch.Tensor:
+    """A boolean tensor as 1 bit per element (uint8, little-endian within a byte)."""
     flat = mask.flatten().to(torch.uint8)
     pad = (-flat.numel()) % 8
     if pad:
         flat = torch.cat([flat, flat.new_zeros(pad)])
-    shifts = torch.arange(8, device=flat.device, dtype=torch.uint8)
-    return (flat.view(-1, 8) << shifts).sum(dim=1, dtype=torch.uint8)
+    return (flat.view(-1, 8) << _shifts(flat.device)).sum(dim=1, dtype=torch.uint8)
+
+
+def unpackbits(packed: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """The inverse of ``packbits``."""
+    bits = (packed.unsqueeze(1) >> _shifts(packed.device)) & 1
+    n = 1
+    for s in shape:
+        n *= s
+    return bits.flatten()[:n].view(shape).bool()

@@ -26,6 +26,8 @@ class Runtime:
     device_map: str | None = None
     revision: str | None = None  # of every hub model of the run
     trust_remote_code: bool = False
+    stats_device: str | None = None  # where X and G live (None: beside each weight)
+    stats_dtype: str = "float32"  # what G is stored in
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -39,7 +41,6 @@ class TaskBenches:
         self.runtime, self.cache_dir, self.progress, self.log = runtime, cache_dir, progress, log
         self._models: dict[str, Any] = {}  # model -> a Workbench holding it
         self._benches: dict[tuple, Any] = {}
-        self._dense: dict[str, dict] = {}  # model -> dense weights, shared by its engines
         self._engines: dict[tuple, Any] = {}
         self.needed: set[str] | None = None  # the statistics the metrics read (None: all)
         if preloaded is not None:
@@ -116,12 +117,9 @@ class TaskBenches:
         bench = self.bench(task, seed)
         shape = task.shape(compare)
         key = (id(bench), shape, task.calibration)
-        if key not in self._engines:
-            dense = self._dense.setdefault(bench.protocol.model, {})
-            if not dense:
-                dense.update({n: m.weight.detach().clone() for n, m in bench.linears.items()})
+        if key not in self._engines:  # what a prune zeroes is kept on the host, not the model
             sequential = task.calibration == "sequential"
-            self._engines[key] = Engine(bench.model, bench.linears, self.statistics(bench), shape, dense,
+            self._engines[key] = Engine(bench.model, bench.linears, self.statistics(bench), shape,
                                         task.calibration, bench.calib if sequential else None)
         return self._engines[key]
 
@@ -136,15 +134,17 @@ class TaskBenches:
         bench = self.bench(task, seed)
         engine = self.engine(task, seed, compare)
         windows = bench.split_windows(split)
-        try:
-            if metric is None:
-                pass
-            elif metric == SPARSEGPT:
-                from .sparsegpt import sparsegpt_prune
+        if metric == SPARSEGPT:  # it updates the weights it keeps, too: a whole copy on the host
+            from .engine import weights_kept_on_host
+            from .sparsegpt import sparsegpt_prune
 
+            with weights_kept_on_host(bench.linears):
                 sparsegpt_prune(bench.model, bench.calib, engine.structure, False)
-            else:
-                engine.apply(engine.masks(metric, format_formula(metric)))
+                with torch.no_grad():
+                    return perplexity(bench.model, windows, bench.protocol.batch_size, False)
+        try:
+            if metric is not None:
+                engine.prune(metric, format_formula(metric))
             with torch.no_grad():
                 return perplexity(bench.model, windows, bench.protocol.batch_size, False)
         finally:

@@ -29,15 +29,16 @@ COMPUTED = ("X", "G")
 
 
 class SquaredInputMean:
-    """Running mean of x**2 per input column over all tokens seen."""
+    """Running mean of x**2 per input column over all tokens seen (summed where the input is,
+    accumulated where the statistic is kept)."""
 
-    def __init__(self, in_features: int, device: torch.device):
+    def __init__(self, in_features: int, device: torch.device | str):
         self.total = torch.zeros(in_features, dtype=torch.float64, device=device)
         self.tokens = 0
 
     def add(self, inp: torch.Tensor) -> None:
         flat = inp.detach().reshape(-1, inp.shape[-1]).to(torch.float64)
-        self.total += (flat * flat).sum(dim=0)
+        self.total += (flat * flat).sum(dim=0).to(self.total.device)
         self.tokens += flat.shape[0]
 
     def value(self) -> torch.Tensor:
@@ -45,24 +46,57 @@ class SquaredInputMean:
 
 
 class GradientNorm:
-    """l2 norm over samples of per-sample gradients: sqrt(sum_s g_s**2)."""
+    """l2 norm over samples of per-sample gradients: sqrt(sum_s g_s**2), summed in float32."""
 
-    def __init__(self, shape: torch.Size, device: torch.device):
+    def __init__(self, shape: torch.Size, device: torch.device | str):
         self.sum_sq = torch.zeros(shape, dtype=torch.float32, device=device)
 
     def add(self, grad: torch.Tensor) -> None:
-        g = grad.detach().to(torch.float32)
+        g = grad.detach().to(self.sum_sq.device, torch.float32)
         self.sum_sq.addcmul_(g, g)
 
     def value(self) -> torch.Tensor:
-        return self.sum_sq.sqrt()
+        return self.sum_sq.sqrt_()
+
+
+STATS_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def check_placement(device: str | None, dtype: str) -> None:
+    """--stats-device / --stats-dtype, refused by name before any model loads."""
+    from .errors import ConfigError
+
+    if dtype not in STATS_DTYPES:
+        raise ConfigError(f"--stats-dtype must be one of {', '.join(STATS_DTYPES)}, got {dtype!r}")
+    if device is not None:
+        try:
+            torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise ConfigError(f"--stats-device {device!r} is not a device (cpu, cuda, cuda:N): "
+                              f"{exc}") from None
+
+
+def placed(stats: dict[str, LayerStats], device: str | None = None,
+           dtype: str = "float32") -> dict[str, LayerStats]:
+    """The statistics where they are kept and in what: G in ``dtype`` (X, one value per column,
+    stays float32), on ``device`` (None: where they are). Layer by layer, in place of the
+    float32 originals, so no second copy of G is ever whole."""
+    want = STATS_DTYPES[dtype]
+    for layer in stats.values():
+        for key, value in layer.items():
+            layer[key] = value.to(device or value.device, want if key == "G" else value.dtype)
+    return stats
 
 
 def compute_stats(model: nn.Module, linears: dict[str, nn.Linear], calib: torch.Tensor,
-                  progress: bool = True, which: Iterable[str] = COMPUTED) -> dict[str, LayerStats]:
+                  progress: bool = True, which: Iterable[str] = COMPUTED,
+                  device: str | None = None) -> dict[str, LayerStats]:
     """One pass per calibration window over the dense model, measuring only `which`: a
     backward pass only for G, input hooks only for X (a wanda prune of a 7B model then costs
-    forward passes alone, and no gradient memory)."""
+    forward passes alone, and no gradient memory). Each weight's gradient is added to G as
+    soon as backward has made it and then dropped, so the gradients of the whole model are
+    never held at once. ``device``: where X and G are accumulated (None: beside each weight;
+    "cpu": host memory, the accelerator then holds the model alone)."""
     from .model import input_device
 
     which = set(which)
@@ -72,16 +106,24 @@ def compute_stats(model: nn.Module, linears: dict[str, nn.Linear], calib: torch.
                          f"(known: {', '.join(COMPUTED)})")
     if not which:
         return {n: {} for n in linears}
-    xs = {n: SquaredInputMean(m.in_features, m.weight.device) for n, m in linears.items()} \
-        if "X" in which else {}
-    gs = {n: GradientNorm(m.weight.shape, m.weight.device) for n, m in linears.items()} \
-        if "G" in which else {}
+    xs = {n: SquaredInputMean(m.in_features, device or m.weight.device)
+          for n, m in linears.items()} if "X" in which else {}
+    gs = {n: GradientNorm(m.weight.shape, device or m.weight.device)
+          for n, m in linears.items()} if "G" in which else {}
     wanted = {id(m.weight) for m in linears.values()} if gs else set()
     saved_flags = {p: p.requires_grad for p in model.parameters()}
     for p in model.parameters():  # gradients only where a metric reads them
         p.requires_grad_(id(p) in wanted)
     hooks = [m.register_forward_hook(lambda mod, args, out, n=n: xs[n].add(args[0]))
              for n, m in linears.items() if n in xs]
+    def take_gradient(name: str):
+        def hook(weight: torch.Tensor) -> None:
+            gs[name].add(weight.grad)
+            weight.grad = None
+        return hook
+
+    hooks += [m.weight.register_post_accumulate_grad_hook(take_gradient(n))
+              for n, m in linears.items() if n in gs]
     dev = input_device(model)
     desc = f"statistics {'/'.join(k for k in COMPUTED if k in which)}"
     try:
@@ -94,16 +136,33 @@ def compute_stats(model: nn.Module, linears: dict[str, nn.Linear], calib: torch.
             model.zero_grad(set_to_none=True)
             loss = model(input_ids=ids, labels=ids).loss
             loss.backward()
-            for n, m in linears.items():
-                gs[n].add(m.weight.grad)
     finally:
         for h in hooks:
             h.remove()
         model.zero_grad(set_to_none=True)
         for p, flag in saved_flags.items():
             p.requires_grad_(flag)
+        release_host_memory()
     return {n: {**({"X": xs[n].value()} if xs else {}), **({"G": gs[n].value()} if gs else {})}
             for n in linears}
+
+
+def release_host_memory() -> None:
+    """Hand the host memory the backward passes freed back to the system (glibc keeps freed
+    pages for reuse: a 7B model's activations would stay in the process's footprint for the
+    rest of a search). Nothing to do, and no error, where the C library is not glibc."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # musl and others: no malloc_trim, nothing kept to trim
+        return
+    trim(0)
 
 
 def cache_key(model_id: str, calib: torch.Tensor, extra: dict | None = None) -> str:
@@ -146,52 +205,59 @@ def stats_key_of(path: Path) -> str | None:
         return (fh.metadata() or {}).get("key")
 
 
-def load_stats(path: Path, linears: dict[str, nn.Linear],
-               which: Iterable[str] = COMPUTED) -> dict[str, LayerStats] | None:
-    """The cached statistics `which`, or None when the file does not hold them for these layers."""
-    from safetensors.torch import load_file
+def load_stats(path: Path, linears: dict[str, nn.Linear], which: Iterable[str] = COMPUTED,
+               device: str | None = None) -> dict[str, LayerStats] | None:
+    """The cached statistics `which` (on ``device``, None: beside each weight), or None when the
+    file does not hold them for these layers. Read one tensor at a time: the file is never
+    whole in memory beside the statistics it becomes."""
+    from safetensors import safe_open
 
-    tensors = load_file(str(path))
-    out = {}
-    for name, m in linears.items():
-        out[name] = {}
-        for key in which:
-            t = tensors.get(f"{name}::{key}")
-            want = m.weight.shape if key == "G" else (m.in_features,)
-            if t is None or tuple(t.shape) != tuple(want):
-                return None
-            out[name][key] = t.to(m.weight.device)
+    out: dict[str, LayerStats] = {}
+    with safe_open(str(path), framework="pt") as fh:
+        keys = set(fh.keys())
+        for name, m in linears.items():
+            out[name] = {}
+            for key in which:
+                k = f"{name}::{key}"
+                want = m.weight.shape if key == "G" else (m.in_features,)
+                if k not in keys or tuple(fh.get_slice(k).get_shape()) != tuple(want):
+                    return None
+                out[name][key] = fh.get_tensor(k).to(device or m.weight.device)
     return out
 
 
 def get_stats(model: nn.Module, linears: dict[str, nn.Linear], calib: torch.Tensor,
               model_id: str, cache_dir: Path | None, progress: bool = True,
               log=print, revision: str | None = None,
-              which: Iterable[str] = COMPUTED) -> dict[str, LayerStats]:
+              which: Iterable[str] = COMPUTED, device: str | None = None,
+              dtype: str = "float32") -> dict[str, LayerStats]:
     """Statistics `which` from the on-disk cache when present, else computed and cached. A file
-    of all statistics serves any part of them; a part is cached under its own key."""
+    of all statistics serves any part of them; a part is cached under its own key. The cache
+    holds float32 (one file serves every ``dtype``); ``device``/``dtype`` say where the returned
+    statistics live and what G is stored in (see ``placed``)."""
     which = tuple(k for k in COMPUTED if k in set(which))
+    check_placement(device, dtype)
     if cache_dir is None or not which:
-        return compute_stats(model, linears, calib, progress, which)
-    dtype = str(next(model.parameters()).dtype)
+        return placed(compute_stats(model, linears, calib, progress, which, device), device, dtype)
+    mdtype = str(next(model.parameters()).dtype)
     identity = model_identity(model_id, revision)
-    full_key = cache_key(identity, calib, {"dtype": dtype})  # the key caches have always had
+    full_key = cache_key(identity, calib, {"dtype": mdtype})  # the key caches have always had
     key = full_key if which == COMPUTED else \
-        cache_key(identity, calib, {"dtype": dtype, "statistics": list(which)})
+        cache_key(identity, calib, {"dtype": mdtype, "statistics": list(which)})
     for k in dict.fromkeys((full_key, key)):
-        cached = _cached(Path(cache_dir) / f"stats-{k}.safetensors", k, linears, which, log)
+        cached = _cached(Path(cache_dir) / f"stats-{k}.safetensors", k, linears, which, log, device)
         if cached is not None:
-            return cached
+            return placed(cached, device, dtype)
     path = Path(cache_dir) / f"stats-{key}.safetensors"
-    stats = compute_stats(model, linears, calib, progress, which)
+    stats = compute_stats(model, linears, calib, progress, which, device)
     save_stats(stats, path, {"key": key, "model": model_id, "nsamples": str(calib.shape[0]),
                              "seqlen": str(calib.shape[1]), "statistics": ",".join(which)})
     log(f"statistics: cached in {path}")
-    return stats
+    return placed(stats, device, dtype)
 
 
 def _cached(path: Path, key: str, linears: dict[str, nn.Linear], which: tuple[str, ...],
-            log) -> dict[str, LayerStats] | None:
+            log, device: str | None = None) -> dict[str, LayerStats] | None:
     if not path.is_file():
         return None
     try:
@@ -201,7 +267,7 @@ def _cached(path: Path, key: str, linears: dict[str, nn.Linear], which: tuple[st
                 f"{'another calibration' if found else 'an unknown calibration'} "
                 f"(key {found}, expected {key}); recomputing")
             return None
-        cached = load_stats(path, linears, which)
+        cached = load_stats(path, linears, which, device)
         if cached is None:
             log(f"warning: statistics cache {path} does not match this model's layers; "
                 "recomputing")

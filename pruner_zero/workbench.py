@@ -13,7 +13,7 @@ from . import data as data_mod
 from .errors import ConfigError
 from .files import check_writable_dir, user_path
 from .model import load_model, max_positions, prunable_linears
-from .stats import COMPUTED, LayerStats, get_stats
+from .stats import COMPUTED, LayerStats, check_placement, get_stats
 
 ENV_CACHE = "PRUNER_ZERO_CACHE"
 
@@ -44,6 +44,8 @@ class Protocol:
     calib_data: str | None = None  # None: calib_split of the data; "c4" or a JSON-lines file
     text_join: str = "concat"  # hub WikiText-2 rows as they are, or "wanda": a blank line between
     trust_remote_code: bool = False
+    stats_device: str | None = None  # where X and G live (None: beside each weight; "cpu": host)
+    stats_dtype: str = "float32"  # what G is stored in (X stays float32)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -59,8 +61,8 @@ class Protocol:
             raise ConfigError(f"trust_remote_code must be True or False, got "
                               f"{self.trust_remote_code!r}")
         for name in ("model", "calib_split", "eval_split", "device", "dtype", "calibration",
-                     "text_join") + \
-                tuple(n for n in ("data_dir", "device_map", "revision", "calib_data")
+                     "text_join", "stats_dtype") + \
+                tuple(n for n in ("data_dir", "device_map", "revision", "calib_data", "stats_device")
                       if getattr(self, n) is not None):
             if not isinstance(getattr(self, name), str):
                 raise ConfigError(f"{name} must be a string, got {getattr(self, name)!r}")
@@ -79,6 +81,7 @@ class Workbench:
         from .engine import check_calibration
 
         check_calibration(protocol.calibration)
+        check_placement(protocol.stats_device, protocol.stats_dtype)
         self.data_dir = data_mod.resolve_data_dir(protocol.data_dir)
         data_mod.check_text_join(protocol.text_join, self.data_dir)
         protocol = replace(protocol, calib_data=data_mod.resolve_calib_data(protocol.calib_data))
@@ -198,7 +201,8 @@ class Workbench:
             return {n: {k: v for k, v in s.items() if k in want} for n, s in held[0].items()}
         self._statistics[want] = get_stats(self.model, self.linears, self.calib,
                                            self.protocol.model, self.cache_dir, self.progress,
-                                           self.log, self.protocol.revision, want)
+                                           self.log, self.protocol.revision, want,
+                                           self.protocol.stats_device, self.protocol.stats_dtype)
         return self._statistics[want]
 
     def dense_perplexity(self) -> float:

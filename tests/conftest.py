@@ -49,6 +49,16 @@ def scores_of(tree, W, G=None, X=None, dtype=torch.float32):
                         dtype)
 
 
+def masks_of(engine, tree) -> dict[str, torch.Tensor]:
+    """The masks a metric gives, read off the pruned weights (the random test models have no
+    exact zeros of their own); the engine restores the dense model afterwards."""
+    engine.prune(tree)
+    try:
+        return {n: (m.weight == 0).clone() for n, m in engine.linears.items()}
+    finally:
+        engine.restore()
+
+
 def tiny_llama(seed: int = 0, layers: int = 2):
     from transformers import LlamaConfig, LlamaForCausalLM
 

@@ -541,23 +541,23 @@ def test_prune_reuses_a_cached_dense_perplexity(tiny_dir, capsys, monkeypatch):
 
 
 def test_prune_holds_no_copy_of_the_dense_weights(tiny_dir, capsys, monkeypatch):
-    """Dense calibration: the engine scores the live weights (masks before any is applied), so
-    a prune never holds a second copy of the model; the layer walk needs one and makes it."""
+    """A prune that stays keeps nothing to restore, in either calibration mode: each layer is
+    pruned in place, and no copy of the model (nor of what was zeroed) is held."""
     from pruner_zero.engine import Engine
 
-    shares = []
-    original = Engine.__post_init__
+    kept = []
+    original = Engine.prune
 
-    def spy(self):
-        original(self)
-        shares.append(all(self.dense[n].data_ptr() == m.weight.data_ptr()
-                          for n, m in self.linears.items()))
+    def spy(self, *a, **k):
+        fp = original(self, *a, **k)
+        kept.append((self.keep, len(self._undo)))
+        return fp
 
-    monkeypatch.setattr(Engine, "__post_init__", spy)
+    monkeypatch.setattr(Engine, "prune", spy)
     code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "wanda", "--sparsity", "0.7")
-    assert code == 0 and shares == [True]
+    assert code == 0 and kept == [(None, 0)]
     ppl = json.loads(out)["ppl"]
-    shares.clear()
+    kept.clear()
     code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "wanda", "--sparsity", "0.7",
                          "--calibration", "sequential")
-    assert code == 0 and shares == [False, False] and json.loads(out)["ppl"] != ppl
+    assert code == 0 and kept == [(None, 0)] and json.loads(out)["ppl"] != ppl

@@ -10,6 +10,8 @@ from pruner_zero.metric.io import parse_formula, resolve_metric
 from pruner_zero.model import prunable_linears
 from pruner_zero.stats import compute_stats
 
+from conftest import masks_of
+
 
 @pytest.fixture
 def engine(tiny_model):
@@ -19,38 +21,84 @@ def engine(tiny_model):
     return Engine(tiny_model, linears, stats, Structure(0.5))
 
 
-def test_apply_then_restore_gives_back_the_dense_weights_exactly(engine):
+def test_prune_then_restore_gives_back_the_dense_weights_exactly(engine):
     before = {n: m.weight.detach().clone() for n, m in engine.linears.items()}
-    engine.apply(engine.masks(resolve_metric("wanda")[1]))
+    engine.prune(resolve_metric("wanda")[1])
     assert measure_sparsity(engine.linears).overall == pytest.approx(0.5)
     engine.restore()
     assert all(torch.equal(before[n], m.weight) for n, m in engine.linears.items())
     assert measure_sparsity(engine.linears).zeros == 0
+    engine.prune(resolve_metric("magnitude")[1])  # a second prune starts from the dense model
+    engine.prune(resolve_metric("wanda")[1])
+    assert measure_sparsity(engine.linears).overall == pytest.approx(0.5)
+    engine.restore()
+    assert all(torch.equal(before[n], m.weight) for n, m in engine.linears.items())
+
+
+def test_prune_keeps_no_copy_of_the_model_only_what_it_zeroed(engine):
+    """The restore record of a 50% prune: the zeroed values and a 1-bit mask per weight."""
+    engine.prune(resolve_metric("wanda")[1])
+    try:
+        kept = sum(u.values.numel() * u.values.element_size() + u.packed.numel()
+                   for u in engine._undo.values())
+        weights = sum(m.weight.numel() * m.weight.element_size() for m in engine.linears.values())
+        assert kept <= 0.5 * weights + weights / 32 + 8 * len(engine.linears)
+        assert all(u.values.device.type == "cpu" for u in engine._undo.values())
+    finally:
+        engine.restore()
+
+
+def test_a_metric_failing_on_a_later_layer_leaves_the_model_dense(engine):
+    from pruner_zero.errors import MetricError
+    from pruner_zero.metric.registry import MATRIX, Terminal, register_terminal, unregister
+
+    before = {n: m.weight.detach().clone() for n, m in engine.linears.items()}
+    last = list(engine.linears)[-1]
+    for name, s in engine.stats.items():  # a statistic that is constant on the last layer only
+        s["Z"] = torch.zeros_like(s["G"]) if name == last else torch.rand_like(s["G"])
+    register_terminal(Terminal("Z", MATRIX, statistic="Z"))
+    try:
+        with pytest.raises(MetricError, match="constant"):
+            engine.prune(parse_formula("Z"))
+    finally:
+        unregister("Z")
+    assert all(torch.equal(before[n], m.weight) for n, m in engine.linears.items())
+
+
+def test_fingerprint_is_that_of_the_applied_masks_and_leaves_the_model_dense(engine):
+    before = {n: m.weight.detach().clone() for n, m in engine.linears.items()}
+    tree = resolve_metric("gblm")[1]
+    fp = engine.fingerprint(tree)
+    assert all(torch.equal(before[n], m.weight) for n, m in engine.linears.items())
+    assert fp == mask_fingerprint(masks_of(engine, tree)) == engine.prune(tree)
+    engine.restore()
 
 
 @pytest.mark.parametrize("equivalent", ["log(W)", "mul(W, 7)", "sqr(W)", "sqrt(W)", "add(W, 3)"])
 def test_fingerprint_equal_for_rank_equivalent_metrics(engine, equivalent):
-    base = mask_fingerprint(engine.masks(parse_formula("W")))
-    assert mask_fingerprint(engine.masks(parse_formula(equivalent))) == base
+    base = engine.fingerprint(parse_formula("W"))
+    assert engine.fingerprint(parse_formula(equivalent)) == base
 
 
 def test_fingerprint_changes_when_any_single_mask_changes(engine):
-    masks = engine.masks(parse_formula("W"))
+    masks = masks_of(engine, parse_formula("W"))
     base = mask_fingerprint(masks)
+    assert base == engine.fingerprint(parse_formula("W"))
+    assert mask_fingerprint(dict(reversed(list(masks.items())))) == base  # any layer order
     for name in list(masks)[:: max(1, len(masks) // 4)]:
         flipped = {n: m.clone() for n, m in masks.items()}
         flipped[name].view(-1)[0] ^= True
         assert mask_fingerprint(flipped) != base
-    assert mask_fingerprint(engine.masks(parse_formula("mul(W, G)"))) != base
+    assert engine.fingerprint(parse_formula("mul(W, G)")) != base
 
 
 def test_nan_and_constant_metrics_are_metric_errors(engine):
     from pruner_zero.errors import MetricError
 
     with pytest.raises(MetricError, match="constant"):
-        engine.masks(parse_formula("sub(W, W)"))
+        engine.prune(parse_formula("sub(W, W)"))
     with pytest.raises(MetricError, match="NaN|inf"):
-        engine.masks(parse_formula("div(W, sub(G, G))"))
+        engine.fingerprint(parse_formula("div(W, sub(G, G))"))
 
 
 def test_fitness_evaluator_caches_and_races(tiny_dir):
@@ -185,20 +233,22 @@ def test_sequential_calibration_measures_x_on_the_pruned_blocks_before(tiny_mode
     calib = _calib()
     stats = compute_stats(tiny_model, linears, calib, progress=False)
     shape = Structure(0.7)
+    before = {n: m.weight.detach().clone() for n, m in linears.items()}
     dense = Engine(tiny_model, linears, stats, shape)
-    seq = Engine(tiny_model, linears, stats, shape, dense.dense, "sequential", calib)
+    seq = Engine(tiny_model, linears, stats, shape, "sequential", calib)
     tree = resolve_metric("wanda")[1]
-    a, b = dense.masks(tree), seq.masks(tree)
+    a, b = masks_of(dense, tree), masks_of(seq, tree)
+    assert seq.fingerprint(tree) == mask_fingerprint(b) != dense.fingerprint(tree)
     assert list(a) == list(b)
     first = [n for n in a if n.startswith("model.layers.0.")]
     later = [n for n in a if not n.startswith("model.layers.0.")]
     assert all(torch.equal(a[n], b[n]) for n in first)
     assert any(not torch.equal(a[n], b[n]) for n in later)
-    assert all(torch.equal(linears[n].weight, dense.dense[n]) for n in linears)
+    assert all(torch.equal(linears[n].weight, before[n]) for n in linears)
     # G is the dense model's in both modes: a G-only metric gives the same masks
     g_only = resolve_metric("abs(G)")[1]
-    assert all(torch.equal(x, y) for x, y in zip(dense.masks(g_only).values(),
-                                                 seq.masks(g_only).values()))
+    assert all(torch.equal(x, y) for x, y in zip(masks_of(dense, g_only).values(),
+                                                 masks_of(seq, g_only).values()))
 
 
 def test_an_unknown_calibration_mode_is_a_config_error(tiny_model):

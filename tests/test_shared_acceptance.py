@@ -27,7 +27,7 @@ def pruned_ppl(bench, metric: str, sparsity: float) -> float:
     from pruner_zero.metric.io import resolve_metric
 
     engine = Engine(bench.model, bench.linears, bench.stats, Structure(sparsity))
-    engine.apply(engine.masks(resolve_metric(metric)[1]))
+    engine.prune(resolve_metric(metric)[1])
     try:
         assert engine.sparsity().overall == pytest.approx(sparsity, abs=1e-3)
         return bench.perplexity()

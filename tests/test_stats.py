@@ -131,9 +131,9 @@ def test_only_the_statistics_a_metric_reads_are_measured(tiny_dir, capsys, monke
                         lambda self, *a, **k: backward_calls.append(1) or original_backward(self, *a, **k))
     original_compute = stats_mod.compute_stats
 
-    def counting(model, linears, calib, progress=True, which=stats_mod.COMPUTED):
+    def counting(model, linears, calib, progress=True, which=stats_mod.COMPUTED, device=None):
         forward_windows.append((tuple(sorted(which)), calib.shape[0]))
-        return original_compute(model, linears, calib, progress, which)
+        return original_compute(model, linears, calib, progress, which, device)
 
     monkeypatch.setattr(stats_mod, "compute_stats", counting)
     base = ["--model", str(tiny_dir / "tiny-llama"), "--data-dir", str(tiny_dir / "data"),

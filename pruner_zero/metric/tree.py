@@ -86,33 +86,36 @@ def _terminal_values(needed: set[str], inputs: Mapping[str, torch.Tensor], dtype
         raise MetricError("weight W must be a 2-D tensor [out, in], got "
                           f"{'nothing' if W is None else f'shape {tuple(W.shape)}'}.")
     values: dict[str, torch.Tensor] = {}
-
-    def value(name: str) -> torch.Tensor:
-        if name in values:
-            return values[name]
-        t = registry.terminal(name)
-        if t.derive is not None:
-            v = t.derive({n: value(n) for n in t.needs})
-        else:
-            given = inputs.get(name)
-            if given is None:
-                raise MetricError(f"metric uses {name} but no values of {name} ({t.doc}) were given.")
-            v = given.to(device=W.device, dtype=dtype)
-            if t.shape == registry.COLUMN:
-                if v.numel() != W.shape[1]:
-                    raise MetricError(f"{name} has {v.numel()} values, expected one per input "
-                                      f"column ({W.shape[1]}).")
-                v = v.reshape(1, -1)
-        want = tuple(W.shape) if t.shape == registry.MATRIX else (1, W.shape[1])
-        if tuple(v.shape) != want:
-            raise MetricError(f"{name} has shape {tuple(v.shape)}, expected {want} "
-                              f"({'the weight' if t.shape == registry.MATRIX else 'a row'}'s shape).")
-        values[name] = v
-        return v
-
     for name in sorted(needed | {"W"}):
-        value(name)
+        _terminal_value(name, inputs, W, dtype, values)
     return values
+
+
+def _terminal_value(name: str, inputs: Mapping[str, torch.Tensor], W: torch.Tensor,
+                    dtype: torch.dtype, values: dict[str, torch.Tensor]) -> torch.Tensor:
+    """One terminal into ``values`` (a plain recursive function: a recursive closure would be a
+    reference cycle holding a layer's tensors until the garbage collector runs)."""
+    if name in values:
+        return values[name]
+    t = registry.terminal(name)
+    if t.derive is not None:
+        v = t.derive({n: _terminal_value(n, inputs, W, dtype, values) for n in t.needs})
+    else:
+        given = inputs.get(name)
+        if given is None:
+            raise MetricError(f"metric uses {name} but no values of {name} ({t.doc}) were given.")
+        v = given.to(device=W.device, dtype=dtype)
+        if t.shape == registry.COLUMN:
+            if v.numel() != W.shape[1]:
+                raise MetricError(f"{name} has {v.numel()} values, expected one per input "
+                                  f"column ({W.shape[1]}).")
+            v = v.reshape(1, -1)
+    want = tuple(W.shape) if t.shape == registry.MATRIX else (1, W.shape[1])
+    if tuple(v.shape) != want:
+        raise MetricError(f"{name} has shape {tuple(v.shape)}, expected {want} "
+                          f"({'the weight' if t.shape == registry.MATRIX else 'a row'}'s shape).")
+    values[name] = v
+    return v
 
 
 @torch.no_grad()

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ..engine import Engine, mask_fingerprint
+from ..engine import Engine
 from ..errors import MetricError
 from ..evaluate import perplexity
 from ..masks import Structure
@@ -85,26 +85,28 @@ class FitnessEvaluator:
         started = time.perf_counter()
         formula = format_formula(tree)
         key = canonical_key(tree) if key is None else key
-        fp, masks = self._fingerprints.get(formula), None
-        if fp is None:
-            try:
-                masks = self.engine.masks(tree, formula)
-            except (MetricError, RuntimeError, ValueError) as exc:
-                return self._record(Evaluation(formula, key, math.inf, INVALID, str(exc),
-                                               time.perf_counter() - started, None, None, 0))
-            fp = mask_fingerprint(masks)
-        stored = self.by_key.get(key) if self.use_canonical else None
-        if stored is not None and stored["fingerprint"] == fp:
-            # equal metric, and (checked, since float rounding can break ties differently)
-            # the same masks: the stored perplexity is exactly what measuring would give
-            self.counts["canonical"] += 1
-            return self._reuse(stored, formula, key, "canonical", started, race_bound)
-        hit = self._fingerprint_hit(fp, formula, key, started, race_bound)
-        if hit is not None:
-            return hit
-        if masks is None:
-            masks = self.engine.masks(tree, formula)
-        ppl, done, stopped, trace = self._measure(masks, race_bound)
+        fp, pruned = self._fingerprints.get(formula), False
+        try:
+            if fp is None:
+                try:  # scored, masked and pruned layer by layer; the fingerprint comes with it
+                    fp, pruned = self.engine.prune(tree, formula), True
+                except (MetricError, RuntimeError, ValueError) as exc:
+                    return self._record(Evaluation(formula, key, math.inf, INVALID, str(exc),
+                                                   time.perf_counter() - started, None, None, 0))
+            stored = self.by_key.get(key) if self.use_canonical else None
+            if stored is not None and stored["fingerprint"] == fp:
+                # equal metric, and (checked, since float rounding can break ties differently)
+                # the same masks: the stored perplexity is exactly what measuring would give
+                self.counts["canonical"] += 1
+                return self._reuse(stored, formula, key, "canonical", started, race_bound)
+            hit = self._fingerprint_hit(fp, formula, key, started, race_bound)
+            if hit is not None:
+                return hit
+            if not pruned:
+                self.engine.prune(tree, formula)
+            ppl, done, stopped, trace = self._measure(race_bound)
+        finally:
+            self.engine.restore()
         status, reason, partial = OK, None, None
         if stopped:
             status, partial, ppl = STOPPED, ppl, math.inf
@@ -123,10 +125,10 @@ class FitnessEvaluator:
 
         formula = format_formula(tree)
         try:
-            masks = self.engine.masks(tree, formula)
+            fp = self.engine.fingerprint(tree, formula)
         except (MetricError, RuntimeError, ValueError):
             return None
-        fp = self._fingerprints[formula] = mask_fingerprint(masks)
+        self._fingerprints[formula] = fp
         return fp
 
     def measure_ppl(self, tree) -> float:
@@ -134,8 +136,11 @@ class FitnessEvaluator:
         compared with (same windows and batches as every candidate)."""
         from ..metric.io import format_formula
 
-        ppl, _, _, _ = self._measure(self.engine.masks(tree, format_formula(tree)), None)
-        return ppl
+        self.engine.prune(tree, format_formula(tree))
+        try:
+            return self._measure(None)[0]
+        finally:
+            self.engine.restore()
 
     def state_dict(self) -> dict:
         return {"by_key": self.by_key, "by_fingerprint": self.by_fingerprint,
@@ -169,10 +174,9 @@ class FitnessEvaluator:
                 f"{partial:.3f} > {self.race_factor:g} x bound {race_bound:.3f} (the worst "
                 "hall-of-fame fitness in this task's perplexity)")
 
-    def _measure(self, masks, race_bound: float | None
+    def _measure(self, race_bound: float | None
                  ) -> tuple[float, int, bool, list[tuple[int, float]] | None]:
-        """(ppl, windows measured, stopped early, trace) with the masks applied, dense weights
-        restored. With racing on, the trace is kept even without a bound (generation 0), so a
+        """(ppl, windows measured, stopped early, trace) of the model as pruned now. With racing on, the trace is kept even without a bound (generation 0), so a
         later cache hit can replay a tighter bound on it."""
         racing = self.race_factor is not None
         limit = self._limit(race_bound)
@@ -187,15 +191,10 @@ class FitnessEvaluator:
                 state["stopped"] = running > limit
             return state["stopped"]
 
-        self.engine.apply(masks)
-        try:
-            batch = math.gcd(self.bench.protocol.batch_size, self.race_chunk) if racing \
-                else self.bench.protocol.batch_size
-            with torch.no_grad():
-                ppl = perplexity(self.bench.model, self.windows, batch, False,
-                                 stop if racing else None)
-        finally:
-            self.engine.restore()
+        batch = math.gcd(self.bench.protocol.batch_size, self.race_chunk) if racing \
+            else self.bench.protocol.batch_size
+        with torch.no_grad():
+            ppl = perplexity(self.bench.model, self.windows, batch, False, stop if racing else None)
         return ppl, state["done"], state["stopped"], (trace if racing else None)
 
     def _record(self, result: Evaluation) -> Evaluation:
