@@ -9,7 +9,7 @@ import math
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 from pruner_zero.errors import ConfigError, MetricError
 from pruner_zero.search.rundir import HallOfFameEntry, RunDir, best_entry
