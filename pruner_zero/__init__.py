@@ -1,6 +1,7 @@
 """pruner-zero: discover pruning metrics for LLMs by genetic programming.
 
-``pruner_zero.search(model, out, ...)`` runs a search (see ``pruner_zero.search.api``);
+``pruner_zero.search(model, out, ...)`` or ``pruner_zero.search(SearchConfig(...))`` runs a
+search (see ``pruner_zero.search.api`` and ``pruner_zero.search.config``);
 ``pruner_zero.prune(model, metric, sparsity=0.5, ...)`` prunes and measures (``pruner_zero.api``).
 The name ``search`` shadows the ``pruner_zero.search`` subpackage as an attribute, so import
 its modules with ``from pruner_zero.search.loop import ...``.
@@ -8,8 +9,9 @@ its modules with ``from pruner_zero.search.loop import ...``.
 from typing import Any
 
 from .search.api import search
+from .search.config import SearchConfig
 
-__all__ = ["prune", "search"]
+__all__ = ["SearchConfig", "prune", "search"]
 
 
 def __getattr__(name: str) -> Any:

@@ -223,45 +223,23 @@ def cmd_search(a: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .errors import ConfigError
-    from .search.api import search
-    if a.resume:
-        parser = a._search_parser
-        given = [f"--{dest.replace('_', '-')}" for dest, value in sorted(vars(a).items())
-                 if dest not in ("resume", "quiet", "func", "command", "_search_parser")
-                 and value != parser.get_default(dest)]
-        if given:
-            raise ConfigError(f"--resume continues a run with the options in its config.json; "
-                              f"drop {', '.join(given)} (or start a new run with --out)")
-        out, entries = a.resume, search(out=a.resume, resume=True, progress=not a.quiet, log=_log)
-    else:
+    from .search.api import run_search
+    from .search.config import SearchConfig, cli_names, resume_refusal
+
+    parser = a._search_parser
+    if a.resume is not None and a.out is not None:  # the run's directory is named twice
+        raise resume_refusal("--resume", ["--out"])
+    if a.resume is None:
         if not a.model and not a.tasks:
             raise ConfigError("search needs --model or --tasks (or --resume DIR to continue a run).")
         if not a.out:
             raise ConfigError("search needs --out DIR for its results (e.g. --out runs/NAME).")
-        from .workbench import default_cache_dir
-
-        out = a.out
-        cache = None if a.no_cache else Path(a.cache_dir) if a.cache_dir else default_cache_dir()
-        entries = search(
-            a.model, a.out, tasks=a.tasks, generations=a.generations, population=a.population,
-            seed=a.seed if a.gp_seed is None else a.gp_seed, calib_seed=a.seed, space=a.space,
-            sparsity=a.sparsity, structure=a.structure, compare=a.compare, tournament=a.tournament,
-            cx_prob=a.cx_prob, mut_prob=a.mut_prob, elite=a.elite, max_height=a.max_height,
-            hof_size=a.hof_size, polish=a.polish,
-            fitness_windows=a.fitness_windows, race_factor=a.race_factor, race_chunk=a.race_chunk,
-            canonical_cache=not a.no_canonical_cache, fingerprint_cache=not a.no_fingerprint_cache,
-            seed_metrics=a.seed_metrics, final_top=a.final_top, baselines=a.baselines,
-            reference=a.reference, confirm_seeds=a.confirm_seeds, cache_dir=cache,
-            progress=not a.quiet, log=_log, data_dir=a.data_dir, calib_split=a.calib_split,
-            fitness_split=a.fitness_split, report_split=a.report_split, nsamples=a.nsamples,
-            seqlen=a.seqlen, device=a.device, dtype=a.dtype, batch_size=a.batch_size,
-            device_map=a.device_map, calibration=a.calibration, revision=a.revision,
-            trust_remote_code=a.trust_remote_code, calib_data=a.calib_data,
-            text_join=a.text_join, allow_partial=a.allow_partial, stats_device=a.stats_device,
-            stats_dtype=a.stats_dtype)
+    config = SearchConfig.from_args(a, log=_log)
+    entries = run_search(config, SearchConfig.from_args(parser.parse_args([]), log=_log),
+                         "--resume", cli_names(a, parser))
     from .files import dumps_json
 
-    print(dumps_json(search_summary(Path(out), entries)))
+    print(dumps_json(search_summary(Path(config.out), entries)))
     return 0
 
 
@@ -310,61 +288,13 @@ def add_task_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_search_args(p: argparse.ArgumentParser) -> None:
+    from .search.config import add_search_flags
+
     g = p.add_argument_group("search")
     g.add_argument("--out", default=None, help="new run directory, e.g. runs/NAME")
     g.add_argument("--resume", default=None, metavar="DIR",
                    help="continue the run in DIR (its config.json gives every other option)")
-    g.add_argument("--space", default="paper",
-                   help="search space: a name in pruner_zero/search_spaces/ (paper, small) or a YAML file "
-                        "(default paper)")
-    g.add_argument("--population", type=int, default=20, help="individuals per generation (default 20)")
-    g.add_argument("--generations", type=int, default=10,
-                   help="generations after the initial one (default 10)")
-    g.add_argument("--gp-seed", type=int, default=None,
-                   help="seed of the GP alone (default: --seed, which also seeds calibration)")
-    g.add_argument("--tournament", type=int, default=3, help="tournament size (default 3)")
-    g.add_argument("--cx-prob", type=finite_float, default=0.5,
-                   help="crossover probability per pair (default 0.5)")
-    g.add_argument("--mut-prob", type=finite_float, default=0.3,
-                   help="mutation probability per individual (default 0.3)")
-    g.add_argument("--elite", type=int, default=2,
-                   help="best hall-of-fame metrics copied unchanged into each generation (default 2)")
-    g.add_argument("--max-height", type=int, default=None,
-                   help="height limit for offspring (default: the space's max_height)")
-    g.add_argument("--hof-size", type=int, default=10, help="hall-of-fame size (default 10)")
-    g.add_argument("--polish", type=int, default=3,
-                   help="after the last generation, try the simpler neighbours (one operator "
-                        "replaced by one of its arguments) of this many best metrics; 0 = off "
-                        "(default 3)")
-    g.add_argument("--fitness-windows", type=int, default=128,
-                   help="evaluation windows measured per candidate, spread evenly over the "
-                        "split, 0 = all (default 128)")
-    g.add_argument("--race-factor", type=finite_float, default=None,
-                   help="stop a candidate whose running ppl exceeds this x the worst "
-                        "hall-of-fame fitness (default off)")
-    g.add_argument("--race-chunk", type=int, default=16,
-                   help="windows between racing checks (default 16)")
-    g.add_argument("--no-canonical-cache", action="store_true",
-                   help="re-measure metrics equal to one already measured")
-    g.add_argument("--no-fingerprint-cache", action="store_true",
-                   help="re-measure metrics that induce masks already measured")
-    g.add_argument("--seed-metrics", default=None,
-                   help="comma-separated metrics put into the initial population, "
-                        "e.g. wanda,gblm,pruner-zero")
-    g.add_argument("--final-top", type=int, default=5,
-                   help="hall-of-fame metrics re-measured at the end on the whole selection split "
-                        "over --confirm-seeds calibration seeds; the lowest mean is the best "
-                        "metric (default 5)")
-    g.add_argument("--reference", default="wanda",
-                   help="fitness = weighted geometric mean over tasks of ppl / ppl(reference) "
-                        "(default wanda)")
-    g.add_argument("--baselines", default="magnitude,wanda,gblm,pruner-zero",
-                   help="metrics measured on every task at the start and the end, beside the "
-                        "best (default magnitude,wanda,gblm,pruner-zero; '' for none but the "
-                        "--reference, which is always measured)")
-    g.add_argument("--confirm-seeds", type=int, default=3,
-                   help="calibration seeds (the task's seed and the next ones) of the final "
-                        "confirmation and report (default 3)")
+    add_search_flags(g, finite_float)  # one per SearchConfig field, declared beside it
 
 
 def _version() -> str:

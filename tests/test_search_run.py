@@ -418,7 +418,7 @@ _DELETE = object()
     ("tasks.0.weight", 0, "weight must be a positive number"),
     ("fitness.fitness_windows", -5, "fitness_windows"),
     ("final_top", "x", "'final_top'"),
-    ("confirm_seeds", 0, "'confirm_seeds' must be 1 to 100"),
+    ("confirm_seeds", 0, "'confirm_seeds' must be an integer from 1 to 100"),
     ("cache_dir", 5, "'cache_dir'"),
     ("gp.tournament", 99999999999999999999, "--tournament must be between 1 and the population"),
 ])

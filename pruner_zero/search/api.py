@@ -6,120 +6,19 @@ Heavy modules (torch, deap, sympy) are imported inside the functions so that
 from __future__ import annotations
 
 import math
-import sys
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 from pruner_zero.errors import ConfigError, MetricError
-from pruner_zero.metric.io import split_metric_list
 from pruner_zero.search.rundir import HallOfFameEntry, RunDir, best_entry
 from pruner_zero.files import user_path
 
-DEFAULT_SPACE = "paper"
-DEFAULT_FITNESS_WINDOWS = 128
-DEFAULT_FINAL_TOP = 5
-DEFAULT_BASELINES = ("magnitude", "wanda", "gblm", "pruner-zero")
-DEFAULT_REFERENCE = "wanda"
-DEFAULT_CONFIRM_SEEDS = 3
-CONFIG_VERSION = 2
-MAX_SEEDS = 100  # calibration seeds of a confirmation or a comparison: each is a full measurement
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def _seed_trees(names: Sequence[str], space: Any) -> list[Any]:
-    """Built-in or user metrics that start in the initial population, parsed over the space's ops."""
-    from pruner_zero.metric.io import format_formula, parse_formula, resolve_metric
-
-    trees = []
-    for name in names:
-        _, tree = resolve_metric(name)
-        try:
-            trees.append(parse_formula(format_formula(tree), space.pset()))
-        except MetricError as exc:
-            raise ConfigError(f"seed metric '{name}' ({format_formula(tree)}) uses an op or terminal "
-                              f"outside the search space '{space.name}': {exc}") from exc
-        if len(tree) > space.max_size or tree.height > space.max_height:
-            raise ConfigError(f"seed metric '{name}' ({len(tree)} nodes, height {tree.height}) "
-                              f"exceeds the search space '{space.name}' (max_size {space.max_size}, "
-                              f"max_height {space.max_height})")
-    return trees
-
-
-def checked_config(config: dict[str, Any], path: Path) -> tuple[Any, Any]:
-    """The search space and GP settings of a run's config.json, after every value in it has
-    passed the checks a new run's options pass: a hand-edited or damaged config is refused by
-    name before any work, instead of failing (or giving nonsense) hours later."""
-    from pruner_zero.measure import Runtime
-    from pruner_zero.search.loop import GPSettings
-    from pruner_zero.tasks import _typed
-
-    def need(ok: bool, what: str) -> None:
-        if not ok:
-            raise ConfigError(what)
-
-    def count(v: Any, low: int, high: int | None = None) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v >= low and (high is None or v <= high)
-
-    try:
-        need(isinstance(config.get("tasks"), list) and config["tasks"] != []
-             and all(isinstance(t, dict) for t in config["tasks"]), "'tasks' must be a list of tasks")
-        for i, t in enumerate(config["tasks"], start=1):
-            _typed(t, f"task {i}")
-            need(isinstance(t.get("name"), str) and t["name"], f"task {i} has no name")
-        need(len({t["name"] for t in config["tasks"]}) == len(config["tasks"]), "task names repeat")
-        need(isinstance(config.get("runtime"), dict), "'runtime' must be a mapping")
-        Runtime(**config["runtime"])
-        need(config.get("compare") in ("row", "layer"), "'compare' must be row or layer")
-        need(config.get("cache_dir") is None or isinstance(config["cache_dir"], str),
-             "'cache_dir' must be a path or null")
-        space = config.get("space")
-        need(isinstance(space, dict) and isinstance(space.get("definition"), dict),
-             "'space.definition' must be a mapping")
-        space_obj = _space_from_config(config)
-        need(isinstance(config.get("gp"), dict), "'gp' must be a mapping")
-        settings = GPSettings(**config["gp"]).checked(space_obj)
-        fit = config.get("fitness")
-        need(isinstance(fit, dict), "'fitness' must be a mapping")
-        need(fit.get("fitness_windows") is None or count(fit["fitness_windows"], 1),
-             "'fitness.fitness_windows' must be a positive integer or null")
-        race = fit.get("race_factor")
-        need(race is None or (isinstance(race, (int, float)) and not isinstance(race, bool)
-                              and math.isfinite(race) and race >= 1), "'fitness.race_factor' must be >= 1 or null")
-        need(count(fit.get("race_chunk"), 1), "'fitness.race_chunk' must be a positive integer")
-        need(all(isinstance(fit.get(k), bool) for k in ("canonical_cache", "fingerprint_cache")),
-             "'fitness' caches must be true or false")
-        need(isinstance(config.get("reference"), str), "'reference' must be a metric")
-        for key in ("baselines", "seed_metrics"):
-            need(isinstance(config.get(key), list) and all(isinstance(n, str) for n in config[key]),
-                 f"'{key}' must be a list of metrics")
-        for name in [config["reference"], *config["baselines"]]:
-            _metric_tree(name)
-        _seed_trees(config["seed_metrics"], space_obj)
-        need(count(config.get("confirm_seeds"), 1, MAX_SEEDS), f"'confirm_seeds' must be 1 to {MAX_SEEDS}")
-        need(count(config.get("final_top"), 0), "'final_top' must be a non-negative integer")
-    except (ConfigError, MetricError, TypeError, ValueError, KeyError) as exc:
-        raise ConfigError(f"{path} is damaged ({type(exc).__name__ + ': ' if not isinstance(exc, (ConfigError, MetricError)) else ''}"
-                          f"{exc}); nothing was changed: restore the file, or start a new run "
-                          "with --out") from None
-    return space_obj, settings
-
-
-def _space_from_config(config: dict[str, Any]) -> Any:
-    from pruner_zero.metric.space import SearchSpace
-
-    return SearchSpace(**config["space"]["definition"])
-
-
-def _fitness_windows(value: int | None) -> int | None:
-    if value is None or value == 0:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"--fitness-windows must be a positive integer (0 = all windows), got {value!r}.")
-    return value
+from pruner_zero.search.config import (  # noqa: F401  (re-exported: the names callers know)
+    CONFIG_VERSION, DEFAULT_BASELINES, DEFAULT_CONFIRM_SEEDS, DEFAULT_FINAL_TOP,
+    DEFAULT_FITNESS_WINDOWS, DEFAULT_REFERENCE, DEFAULT_SPACE, MAX_SEEDS, SearchConfig,
+    _metric_tree, _seed_trees)
 
 
 def _fitness_note(config: dict[str, Any]) -> str:
@@ -131,41 +30,6 @@ def _fitness_note(config: dict[str, Any]) -> str:
     return (f"{many}ppl / ppl({config['reference']}), on {windows} the selection split "
             f"({', '.join(splits)})")
 
-
-
-def _metric_tree(spec: str) -> Any:
-    from pruner_zero.metric.io import resolve_metric
-
-    if spec == "sparsegpt":
-        raise ConfigError("sparsegpt is a pruning method, not a metric; it cannot be a search "
-                          "baseline or reference (compare it with `pruner-zero compare`)")
-    return resolve_metric(spec)[1]
-
-
-def _check_argument_types(model: Any, out: Any, tasks: Any, cache_dir: Any, baselines: Any,
-                          seed_metrics: Any) -> None:
-    """The Python API's arguments, checked as the CLI's are: one clear error, not a TypeError
-    from deep inside."""
-    from pruner_zero.workbench import Workbench
-
-    def need(ok: bool, what: str, value: Any) -> None:
-        if not ok:
-            raise ConfigError(f"{what}, got {value!r}")
-
-    path_like = (str, Path)
-    need(isinstance(out, path_like), "out must be a directory path", out)
-    need(cache_dir is None or isinstance(cache_dir, path_like), "cache_dir must be a path", cache_dir)
-    need(model is None or isinstance(model, (str, Workbench)) or (
-        isinstance(model, (list, tuple)) and all(isinstance(m, str) for m in model)),
-        "model must be a hub id or directory, a list of them, or a Workbench", model)
-    need(tasks is None or isinstance(tasks, path_like) or (
-        isinstance(tasks, (list, tuple)) and all(isinstance(t, dict) or hasattr(t, "as_dict")
-                                                 for t in tasks)),
-        "tasks must be a tasks.yaml path or a list of task mappings", tasks)
-    for name, value in (("baselines", baselines), ("seed_metrics", seed_metrics)):
-        need(value is None or isinstance(value, str) or (
-            isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)),
-            f"{name} must be metrics separated by commas or a list of them", value)
 
 
 def build_tasks(model: Any = None, sparsity: Any = None, tasks: Any = None, *,
@@ -200,157 +64,115 @@ def build_tasks(model: Any = None, sparsity: Any = None, tasks: Any = None, *,
     return name_tasks(out)
 
 
-def search(model: Any = None, out: str | Path | None = None, *, generations: int = 10,
-           population: int = 20, seed: int = 0, space: str | Path = DEFAULT_SPACE,
-           sparsity: Any = None, structure: str = "unstructured", compare: str = "row",
-           tasks: Any = None, tournament: int = 3, cx_prob: float = 0.5, mut_prob: float = 0.3,
-           elite: int = 2, max_height: int | None = None, hof_size: int = 10, polish: int = 3,
-           fitness_windows: int | None = DEFAULT_FITNESS_WINDOWS, race_factor: float | None = None,
-           race_chunk: int = 16, canonical_cache: bool = True, fingerprint_cache: bool = True,
-           seed_metrics: str | Sequence[str] | None = None, final_top: int = DEFAULT_FINAL_TOP,
-           baselines: str | Sequence[str] | None = DEFAULT_BASELINES,
-           reference: str = DEFAULT_REFERENCE, confirm_seeds: int = DEFAULT_CONFIRM_SEEDS,
-           resume: bool = False, calib_seed: int | None = None, cache_dir: str | Path | None = None,
-           allow_partial: bool = False,
-           progress: bool = True, log: Callable[[str], None] = _stderr,
-           **protocol: Any) -> list[HallOfFameEntry]:
+def search(model: Any = None, out: str | Path | None = None, **options: Any) -> list[HallOfFameEntry]:
     """Search a pruning metric and write ``out`` (see README); returns the hall of fame, best
     fitness first (``rundir.best_entry`` picks the recommended metric).
 
-    ``model`` is a hub id, a local directory, a list of them (one task per model and sparsity),
-    or a loaded ``Workbench``; ``tasks`` a tasks.yaml path or a list of task mappings instead.
-    The other protocol options (``data_dir``, ``calib_split``, ``fitness_split``,
-    ``report_split``, ``nsamples``, ``seqlen``, ``device``, ...) are the defaults of every task.
-    ``seed`` seeds the GP and, unless ``calib_seed`` is given, the calibration sampling.
-    ``resume=True`` continues the run in ``out`` from its config.json and checkpoint.json; any
-    other argument given a value other than its default is refused, as on the command line (a
-    loaded ``Workbench`` may still be passed as ``model``, and ``progress``/``log``).
+    ``search(config)`` takes a ``SearchConfig``; ``search(model, out, **options)`` builds one
+    from its fields. ``model`` is a hub id, a local directory, a list of them (one task per
+    model and sparsity), or a loaded ``Workbench``; ``tasks`` a tasks.yaml path or a list of task
+    mappings instead. The other protocol options (``data_dir``, ``calib_split``,
+    ``fitness_split``, ``report_split``, ``nsamples``, ``seqlen``, ``device``, ...) are the
+    defaults of every task. ``seed`` seeds the GP and, unless ``calib_seed`` is given, the
+    calibration sampling. ``resume=True`` continues the run in ``out`` from its config.json and
+    checkpoint.json; any other option given a value other than its default is refused, as on
+    the command line (``SearchConfig.check_resume``).
     """
-    from pruner_zero.measure import Runtime, TaskBenches
-    from pruner_zero.metric.space import load_space
-    from pruner_zero.search.loop import GPSettings
-    from pruner_zero.tasks import check_tasks
+    if isinstance(model, SearchConfig):
+        if out is not None or options:
+            raise ConfigError("search(config) takes the options in the SearchConfig alone")
+        config = model
+    else:
+        config = SearchConfig.from_options(model=model, out=out, **options)
+    return run_search(config)
+
+
+def run_search(config: SearchConfig, baseline: SearchConfig | None = None,
+               how: str = "resume=True", names: Callable[[list[str]], list[str]] = list
+               ) -> list[HallOfFameEntry]:
+    """``search`` of one config; a resume is checked against ``baseline`` (the front end's
+    value of every option left out) and names what it refuses with ``names``."""
+    from pruner_zero.measure import TaskBenches
+    from pruner_zero.tasks import Task
     from pruner_zero.workbench import Workbench
 
-    if out is None:
+    if config.out is None:
         raise ConfigError("search needs an output directory (--out).")
-    if resume:
-        _check_resume_arguments(dict(locals()), protocol)
-    _check_argument_types(model, out, tasks, cache_dir, baselines, seed_metrics)
-    run = RunDir(out)
-    with run.lock("--resume" if resume else "--out"):  # one process per run directory; a killed holder's lock is taken over
-        preloaded = model if isinstance(model, Workbench) else None
-        if resume:
-            config = run.read_config()
-            if config.get("version") != CONFIG_VERSION:
-                raise ConfigError(f"{run.path} was made by an older pruner-zero (config version "
-                                  f"{config.get('version')}); its format cannot be resumed, start a new run")
-            space_obj, settings = checked_config(config, run.path / "config.json")
+    if not isinstance(config.out, (str, Path)):
+        raise ConfigError(f"out must be a directory path, got {config.out!r}")
+    preloaded = config.model if isinstance(config.model, Workbench) else None
+    if config.resume:
+        config.check_resume(baseline, how, names)
+    else:
+        config = config.checked()
+    run = RunDir(config.out)
+    with run.lock("--resume" if config.resume else "--out"):  # one process per run directory; a killed holder's lock is taken over
+        if config.resume:
+            config = SearchConfig.from_dict(
+                run.read_config(), run.path / "config.json", out=config.out, resume=True,
+                progress=config.progress, log=config.log, workers=config.workers,
+                ray_address=config.ray_address)
         else:
             run.check_new()
-            space_obj = load_space(space)
-            settings = GPSettings(population=population, generations=generations, tournament=tournament,
-                                  cx_prob=cx_prob, mut_prob=mut_prob, elite=elite, hof_size=hof_size,
-                                  max_height=max_height, seed=seed, polish=polish).checked(space_obj)
-            names = split_metric_list(seed_metrics, "--seed-metrics")
-            _seed_trees(names, space_obj)
-            if len(names) > population:
-                raise ConfigError(f"{len(names)} seed metrics do not fit into a population of {population}.")
-            if isinstance(final_top, bool) or not isinstance(final_top, int) or final_top < 0:
-                raise ConfigError(f"--final-top must be a non-negative integer, got {final_top!r}.")
-            if isinstance(confirm_seeds, bool) or not isinstance(confirm_seeds, int) or \
-                    not 1 <= confirm_seeds <= MAX_SEEDS:
-                raise ConfigError(f"--confirm-seeds must be an integer from 1 to {MAX_SEEDS}, got "
-                                  f"{confirm_seeds!r}.")
-            if race_factor is not None and not race_factor >= 1.0:
-                raise ConfigError(f"--race-factor must be at least 1 (or left off), got {race_factor}.")
-            if isinstance(race_chunk, bool) or not isinstance(race_chunk, int) or race_chunk < 1:
-                raise ConfigError(f"--race-chunk must be a positive integer, got {race_chunk!r}.")
-            windows = _fitness_windows(fitness_windows)
-            base_names = split_metric_list(baselines, "--baselines")
-            for name in [*base_names, reference]:
-                _metric_tree(name)
-            from dataclasses import fields
-
-            runtime_keys = [f.name for f in fields(Runtime)]
-            if preloaded is not None:
-                p = preloaded.protocol
-                protocol = {**{k: getattr(p, k) for k in ("data_dir", "calib_split", "nsamples",
-                                                           "seqlen", "seed", "calib_data",
-                                                           "text_join")}, **protocol}
-                runtime = Runtime(**{k: getattr(p, k) for k in runtime_keys})
-                model = p.model
-            else:
-                runtime = Runtime(**{k: protocol[k] for k in runtime_keys if protocol.get(k) is not None})
-                if calib_seed is not None or "seed" not in protocol:
-                    protocol["seed"] = seed if calib_seed is None else calib_seed
-            if model is None and tasks is None:
-                raise ConfigError("search needs a model (--model) or tasks (--tasks) unless it resumes "
-                                  "a run (--resume).")
-            task_list = build_tasks(model, sparsity, tasks, structure=structure, **protocol)
-            check_tasks(task_list, compare)
-            from dataclasses import asdict
-
-            config = {
-                "command": "search", "version": CONFIG_VERSION,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "tasks": [t.as_dict() for t in task_list],
-                "runtime": runtime.as_dict(), "compare": compare,
-                "cache_dir": None if cache_dir is None else str(user_path(cache_dir).resolve()),
-                "space": {"spec": str(space), "definition": {
-                    k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(space_obj).items()
-                    if not k.startswith("_")}},
-                "gp": settings.as_dict(),
-                "fitness": {"fitness_windows": windows, "windows_spread": True,
-                            "race_factor": race_factor, "race_chunk": race_chunk,
-                            "canonical_cache": canonical_cache, "fingerprint_cache": fingerprint_cache},
-                "reference": reference, "baselines": base_names, "confirm_seeds": confirm_seeds,
-                "seed_metrics": names, "final_top": final_top, "allow_partial": allow_partial,
-            }
-        from pruner_zero.tasks import Task
-
-        task_list = [Task.from_dict(t) for t in config["tasks"]]
-        benches = TaskBenches(Runtime(**config["runtime"]),
-                              None if config["cache_dir"] is None else Path(config["cache_dir"]),
-                              progress, log, preloaded)
+            config = _resolved_tasks(config, preloaded)
+        space_obj = config.search_space()
+        settings = config.gp_settings(space_obj)
+        benches = TaskBenches(config.runtime(),
+                              None if config.cache_dir is None else Path(config.cache_dir),
+                              config.progress, config.log, preloaded)
         benches.needed = _statistics_needed(config, space_obj)
-        if not resume:
+        if not config.resume:
             # models, widths, data, statistics: before the run dir exists
-            benches.prepare(task_list, config["compare"], "fitness_split", with_stats=True,
-                            allow_partial=allow_partial)
-            for t, d in zip(task_list, config["tasks"]):  # resolved paths, so a resume finds them
-                b = benches.bench(t)
-                d.update(model=b.protocol.model, data_dir=b.protocol.data_dir, seqlen=b.protocol.seqlen)
-            run.create(config)
-            task_list = [Task.from_dict(t) for t in config["tasks"]]
-        return _run(run, config, space_obj, settings, benches, task_list, progress, log)
+            benches.prepare(list(config.task_list), config.compare, "fitness_split",
+                            with_stats=True, allow_partial=config.allow_partial)
+            resolved = []
+            for t in config.task_list:  # resolved paths, so a resume finds them
+                p = benches.bench(t).protocol
+                resolved.append(Task.from_dict({**t.as_dict(), "model": p.model,
+                                                "data_dir": p.data_dir, "seqlen": p.seqlen}))
+            config = replace(config, task_list=tuple(resolved),
+                             created=time.strftime("%Y-%m-%dT%H:%M:%S"))
+            run.create(config.to_dict())
+        return _run(run, config.to_dict(), space_obj, settings, benches, list(config.task_list),
+                    config.progress, config.log)
 
 
-def _check_resume_arguments(given: dict[str, Any], protocol: dict[str, Any]) -> None:
-    """A resume continues with the run's config.json: an option given another value would be
-    silently ignored, so it is refused (the CLI's rule, for the Python API too). What only says
-    where and how to run (a loaded Workbench, progress, log) may still be passed."""
-    import inspect
+def _resolved_tasks(config: SearchConfig, preloaded: Any) -> SearchConfig:
+    """A new run's tasks (checked before any model loads), runtime and cache directory."""
+    from dataclasses import fields
 
-    defaults = {name: p.default for name, p in inspect.signature(search).parameters.items()
-                if p.default is not inspect.Parameter.empty}
-    free = {"model", "out", "resume", "progress", "log"}
-    changed = sorted(k for k, v in given.items()
-                     if k in defaults and k not in free and v != defaults[k])
-    if isinstance(given.get("model"), (str, list, tuple)):  # another model, not a loaded one
-        changed.insert(0, "model")
-    changed += sorted(protocol)
-    if changed:
-        raise ConfigError(f"resume=True continues the run with the options in its config.json; "
-                          f"drop {', '.join(changed)} (or start a new run in another directory)")
+    from pruner_zero.measure import Runtime
+    from pruner_zero.tasks import check_tasks
+
+    protocol = config.protocol()
+    model = config.model
+    if preloaded is not None:
+        p = preloaded.protocol
+        protocol = {**{k: getattr(p, k) for k in ("data_dir", "calib_split", "nsamples",
+                                                   "seqlen", "seed", "calib_data",
+                                                   "text_join")}, **protocol}
+        if config.calib_seed is not None:
+            protocol["seed"] = config.calib_seed
+        config = replace(config, **{f.name: getattr(p, f.name) for f in fields(Runtime)})
+        model = p.model
+    else:
+        protocol["seed"] = config.seed if config.calib_seed is None else config.calib_seed
+    if model is None and config.tasks is None:
+        raise ConfigError("search needs a model (--model) or tasks (--tasks) unless it resumes "
+                          "a run (--resume).")
+    task_list = build_tasks(model, config.sparsity, config.tasks, structure=config.structure,
+                            **protocol)
+    check_tasks(task_list, config.compare)
+    cache = None if config.cache_dir is None else str(user_path(config.cache_dir).resolve())
+    return replace(config, task_list=tuple(task_list), cache_dir=cache)
 
 
-def _statistics_needed(config: dict[str, Any], space: Any) -> set[str]:
+def _statistics_needed(config: SearchConfig, space: Any) -> set[str]:
     """What the space's terminals and the run's named metrics (reference, baselines, seeds) read."""
     from pruner_zero.metric.registry import statistics_read
     from pruner_zero.metric.tree import leaves
 
-    names = [config["reference"], *config["baselines"], *config["seed_metrics"]]
+    names = [config.reference, *config.baselines, *config.seed_metrics]
     return statistics_read(set(space.terminals).union(*(leaves(_metric_tree(n)) for n in names)))
 
 

@@ -1,0 +1,183 @@
+"""SearchConfig: one typed, validated config for the CLI, search() and config.json; the one
+resume rule for both front ends."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from pruner_zero.cli import build_parser, main
+from pruner_zero.errors import ConfigError
+from pruner_zero.search.config import CONFIG_VERSION, SearchConfig
+from pruner_zero.search.rundir import CONFIG
+
+
+def version_2_config() -> dict:
+    """config.json as the code before SearchConfig wrote it (version 2), literally."""
+    return {
+        "command": "search", "version": 2, "created": "2026-12-02T00:42:44",
+        "tasks": [{"model": "/work/shared/models/wiki-llama-5m",
+                   "data_dir": "/work/shared/data/wikitext-2", "calib_split": "valid",
+                   "fitness_split": "valid", "report_split": "test", "nsamples": 32,
+                   "seqlen": 256, "seed": 0, "sparsity": 0.6, "structure": "unstructured",
+                   "calibration": "dense", "calib_data": None, "text_join": "concat",
+                   "weight": 1.0, "name": "wiki-llama-5m@0.6"}],
+        "runtime": {"device": "cpu", "dtype": "auto", "batch_size": 8, "device_map": None,
+                    "revision": None, "trust_remote_code": False},
+        "compare": "row", "cache_dir": "/root/.cache/pruner_zero",
+        "space": {"spec": "paper", "definition": {
+            "name": "paper", "terminals": ["W", "G", "X"],
+            "unary_ops": ["sqr", "neg", "abs", "log", "exp", "sqrt", "tanh", "pow", "skp",
+                          "mms", "zsn"],
+            "binary_ops": ["add", "sub", "mul", "div"],
+            "init_min_depth": 2, "init_max_depth": 4, "max_height": 8, "max_size": 40}},
+        "gp": {"population": 6, "generations": 1, "tournament": 3, "cx_prob": 0.5,
+               "mut_prob": 0.3, "elite": 2, "hof_size": 10, "max_height": 8, "seed": 3,
+               "polish": 3},
+        "fitness": {"fitness_windows": 16, "windows_spread": True, "race_factor": None,
+                    "race_chunk": 16, "canonical_cache": True, "fingerprint_cache": True},
+        "reference": "wanda", "baselines": ["wanda"], "confirm_seeds": 1,
+        "seed_metrics": ["wanda"], "final_top": 1, "allow_partial": False,
+    }
+
+
+def test_a_version_2_config_reads_and_writes_back_unchanged():
+    old = version_2_config()
+    config = SearchConfig.from_dict(copy.deepcopy(old), out="runs/x")
+    assert config.population == 6 and config.seed == 3 and config.fitness_windows == 16
+    assert config.baselines == ("wanda",) and config.task_list[0].nsamples == 32
+    assert config.runtime().device == "cpu" and config.cache_dir == "/root/.cache/pruner_zero"
+    assert config.workers == 0 and config.ray_address is None
+    assert config.to_dict() == old  # same layout: what today's code writes, it reads back
+    assert CONFIG_VERSION == 2
+
+
+def test_round_trip_and_free_options_are_not_stored():
+    config = SearchConfig.from_dict(version_2_config(), out="runs/x")
+    other = SearchConfig.from_dict(config.to_dict(), out="runs/y", workers=4,
+                                   ray_address="ray://head:10001", progress=False)
+    assert other.to_dict() == config.to_dict()
+    assert "workers" not in json.dumps(other.to_dict())
+    assert "ray_address" not in json.dumps(other.to_dict())
+    assert (other.workers, other.ray_address) == (4, "ray://head:10001")
+
+
+def test_another_config_version_is_refused():
+    old = version_2_config()
+    old["version"] = 1
+    with pytest.raises(ConfigError, match="older pruner-zero .config version 1"):
+        SearchConfig.from_dict(old, Path("runs/x") / CONFIG)
+
+
+@pytest.mark.parametrize("key, value, named", [
+    ("confirm_seeds", 0, "'confirm_seeds' must be an integer from 1 to 100"),
+    ("final_top", -1, "'final_top' must be a non-negative integer"),
+    ("fitness.race_chunk", 0, "'fitness.race_chunk' must be a positive integer"),
+    ("fitness.race_factor", 0.5, "'fitness.race_factor' must be at least 1"),
+    ("gp.elite", 99, "--elite"),
+    ("compare", "column", "'compare' must be row or layer"),
+    ("baselines", ["sparsegpt"], "sparsegpt is a pruning method"),
+])
+def test_a_stored_value_is_checked_as_an_option_is(key, value, named):
+    d = version_2_config()
+    where = d
+    *path, last = key.split(".")
+    for k in path:
+        where = where[k]
+    where[last] = value
+    with pytest.raises(ConfigError, match="config.json is damaged") as err:
+        SearchConfig.from_dict(d, Path("runs/x") / CONFIG)
+    assert named in str(err.value)
+
+
+@pytest.mark.parametrize("options, named", [
+    ({"final_top": -1}, "--final-top must be a non-negative integer"),
+    ({"confirm_seeds": 101}, "--confirm-seeds must be an integer from 1 to 100"),
+    ({"race_factor": 0.5}, "--race-factor must be at least 1"),
+    ({"race_chunk": 0}, "--race-chunk must be a positive integer"),
+    ({"fitness_windows": -3}, "--fitness-windows must be a positive integer"),
+    ({"population": 1}, "--population must be at least 2"),
+    ({"workers": -1}, "workers must be a non-negative integer"),
+    ({"workers": 1.5}, "workers must be a non-negative integer"),
+    ({"ray_address": 5}, "ray_address must be"),
+    ({"cache_dir": 5}, "cache_dir must be a path"),
+    ({"seed_metrics": "wanda,wanda,wanda", "population": 2, "tournament": 2, "elite": 1},
+     "3 seed metrics do not fit"),
+])
+def test_validation_errors_name_the_option(options, named):
+    with pytest.raises(ConfigError, match=named):
+        SearchConfig(out="runs/x", model="m", **options).checked()
+
+
+def test_checked_normalises():
+    config = SearchConfig(out="r", baselines="wanda, magnitude", seed_metrics="gblm",
+                          fitness_windows=0, polish=30, hof_size=4).checked()
+    assert config.baselines == ("wanda", "magnitude") and config.seed_metrics == ("gblm",)
+    assert config.fitness_windows is None and config.polish == 4
+    assert config.max_height == config.space_definition["max_height"]
+
+
+def test_an_unknown_search_option_is_refused_by_name(tmp_path):
+    from pruner_zero import search
+
+    with pytest.raises(ConfigError, match="search has no option nsample"):
+        search("m", tmp_path / "r", nsample=4)
+
+
+def test_the_resume_rule_refuses_changed_options_and_frees_where_and_how():
+    SearchConfig(out="r", resume=True, progress=False, log=print, workers=8,
+                 ray_address="auto").check_resume()
+    for options, named in (({"generations": 30}, "generations"), ({"workers": 2, "elite": 1}, "elite"),
+                           ({"model": "other"}, "model"), ({"nsamples": 4}, "nsamples")):
+        with pytest.raises(ConfigError, match=f"resume=True continues .*; drop {named} "):
+            SearchConfig(out="r", resume=True, **options).check_resume()
+
+
+def test_cli_flags_map_to_fields_and_the_resume_rule_names_flags(tmp_path, capsys):
+    parser = build_parser()
+    args = parser.parse_args(["search", "--model", "m", "--out", "r", "--population", "8",
+                              "--no-fingerprint-cache", "--baselines", "wanda", "--seed", "2",
+                              "--gp-seed", "5", "--fitness-windows", "0"])
+    config = SearchConfig.from_args(args)
+    assert (config.model, config.out, config.population) == (["m"], "r", 8)
+    assert config.fingerprint_cache is False and config.canonical_cache is True
+    assert (config.seed, config.calib_seed) == (5, 2) and config.baselines == "wanda"
+    assert config.checked().fitness_windows is None
+    for extra, named in ((["--no-cache"], "--no-cache"), (["--seed", "4"], "--seed"),
+                         (["--no-canonical-cache", "--elite", "1"], "--elite, --no-canonical-cache"),
+                         (["--out", str(tmp_path)], "--out")):
+        code = main(["search", "--resume", str(tmp_path / "none"), "--quiet", *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and f"--resume continues the run with the options in its config.json; " \
+                              f"drop {named} (" in err, err
+
+
+@pytest.fixture
+def small_run(tiny_dir, capsys) -> Path:
+    out = tiny_dir / "runs" / "cfg-run"
+    assert main(["search", "--model", str(tiny_dir / "tiny-llama"), "--data-dir",
+                 str(tiny_dir / "data"), "--seqlen", "16", "--nsamples", "2", "--device", "cpu",
+                 "--cache-dir", str(tiny_dir / "stats-cache"), "--quiet", "--space", "small",
+                 "--generations", "0", "--population", "4", "--final-top", "1",
+                 "--confirm-seeds", "1", "--baselines", "", "--out", str(out)]) == 0
+    capsys.readouterr()
+    return out
+
+
+def test_resume_of_a_real_run_python_and_cli(small_run, capsys):
+    from pruner_zero import search
+
+    stored = (small_run / CONFIG).read_text()
+    config = SearchConfig.from_dict(json.loads(stored), small_run / CONFIG, out=small_run)
+    assert config.space == "small" and config.population == 4 and config.baselines == ()
+    with pytest.raises(ConfigError, match="drop population "):
+        search(out=small_run, resume=True, population=5)
+    code = main(["search", "--resume", str(small_run), "--population", "5", "--quiet"])
+    assert code == 2 and "drop --population" in capsys.readouterr().err
+    entries = search(SearchConfig(out=small_run, resume=True, progress=False, workers=3,
+                                  ray_address="auto", log=lambda *_: None))
+    assert entries and entries[0].formula
+    assert main(["search", "--resume", str(small_run), "--quiet"]) == 0
+    assert (small_run / CONFIG).read_text() == stored  # a resume never rewrites the config
