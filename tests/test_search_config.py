@@ -43,15 +43,19 @@ def version_2_config() -> dict:
     }
 
 
-def test_a_version_2_config_reads_and_writes_back_unchanged():
+def test_a_version_2_config_is_migrated_to_version_3():
     old = version_2_config()
     config = SearchConfig.from_dict(copy.deepcopy(old), out="runs/x")
     assert config.population == 6 and config.seed == 3 and config.fitness_windows == 16
     assert config.baselines == ("wanda",) and config.task_list[0].nsamples == 32
     assert config.runtime().device == "cpu" and config.cache_dir == "/root/.cache/pruner_zero"
     assert config.workers == 0 and config.ray_address is None
-    assert config.to_dict() == old  # same layout: what today's code writes, it reads back
-    assert CONFIG_VERSION == 2
+    migrated = copy.deepcopy(old)  # version 3 adds the statistics' placement, at version 2's values
+    migrated["version"] = 3
+    migrated["runtime"].update(stats_device=None, stats_dtype="float32")
+    assert config.to_dict() == migrated
+    assert SearchConfig.from_dict(config.to_dict(), out="runs/x").to_dict() == migrated
+    assert CONFIG_VERSION == 3
 
 
 def test_round_trip_and_free_options_are_not_stored():

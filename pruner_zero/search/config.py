@@ -25,8 +25,18 @@ DEFAULT_FINAL_TOP = 5
 DEFAULT_BASELINES = ("magnitude", "wanda", "gblm", "pruner-zero")
 DEFAULT_REFERENCE = "wanda"
 DEFAULT_CONFIRM_SEEDS = 3
-CONFIG_VERSION = 2
-"""config.json's layout; ``from_dict`` reads this version (and migrates older ones it knows)."""
+CONFIG_VERSION = 3
+"""config.json's layout; ``from_dict`` reads this version and migrates older ones it knows
+(2 -> 3: the runtime gained stats_device and stats_dtype; a version-2 run had them at their
+defaults, statistics beside the weights in float32)."""
+
+
+def _migrated(d: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A version-2 config.json as version 3 says the same run (anything else unchanged)."""
+    if not isinstance(d, Mapping) or d.get("version") != 2 or not isinstance(d.get("runtime"), dict):
+        return d
+    return {**d, "version": 3,
+            "runtime": {**d["runtime"], "stats_device": None, "stats_dtype": "float32"}}
 MAX_SEEDS = 100  # calibration seeds of a confirmation or a comparison: each is a full measurement
 
 FREE_ON_RESUME = ("out", "resume", "progress", "log", "workers", "ray_address")
@@ -347,6 +357,7 @@ class SearchConfig:
         from pruner_zero.measure import Runtime
         from pruner_zero.tasks import Task, _typed
 
+        d = _migrated(d)
         version = d.get("version") if isinstance(d, Mapping) else None
         if version != CONFIG_VERSION:
             raise ConfigError(f"{Path(path).parent} was made by an older pruner-zero (config "
