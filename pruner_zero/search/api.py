@@ -103,6 +103,9 @@ def run_search(config: SearchConfig, baseline: SearchConfig | None = None,
     preloaded = config.model if isinstance(config.model, Workbench) else None
     if config.resume:
         config.check_resume(baseline, how, names)
+        from pruner_zero.search.workers import require_ray
+
+        require_ray(config.workers, config.ray_address)
     else:
         config = config.checked()
     run = RunDir(config.out)
@@ -111,7 +114,7 @@ def run_search(config: SearchConfig, baseline: SearchConfig | None = None,
             config = SearchConfig.from_dict(
                 run.read_config(), run.path / "config.json", out=config.out, resume=True,
                 progress=config.progress, log=config.log, workers=config.workers,
-                ray_address=config.ray_address)
+                ray_address=config.ray_address, worker_cpus=config.worker_cpus)
         else:
             run.check_new()
             config = _resolved_tasks(config, preloaded)
@@ -134,7 +137,19 @@ def run_search(config: SearchConfig, baseline: SearchConfig | None = None,
                              created=time.strftime("%Y-%m-%dT%H:%M:%S"))
             run.create(config.to_dict())
         return _run(run, config.to_dict(), space_obj, settings, benches, list(config.task_list),
-                    config.progress, config.log)
+                    config.progress, config.log, _pool_factory(config))
+
+
+def _pool_factory(config: SearchConfig) -> Callable[[dict[str, Any], Any], Any] | None:
+    """How to start the run's Ray workers, or None to measure in this process."""
+    if not config.workers and config.ray_address is None:
+        return None
+    from pruner_zero.search.workers import WorkerPool
+
+    def start(stored: dict[str, Any], needed: Any) -> Any:
+        return WorkerPool(stored, needed, config.workers or 1, config.ray_address,
+                          config.worker_cpus, progress=config.progress, log=config.log)
+    return start
 
 
 def _resolved_tasks(config: SearchConfig, preloaded: Any) -> SearchConfig:
@@ -176,12 +191,10 @@ def _statistics_needed(config: SearchConfig, space: Any) -> set[str]:
     return statistics_read(set(space.terminals).union(*(leaves(_metric_tree(n)) for n in names)))
 
 
-def _evaluator(benches: Any, tasks: list[Any], config: dict[str, Any], log: Callable[[str], None],
-               start_rows: list[dict[str, Any]] | None = None):
-    """The multi-task evaluator, with the reference measured on every task's fitness windows;
-    also returns the baselines' fitness-window rows (measured here, at the start). A resumed run
-    passes the rows its checkpoint kept: fitness values stay on the scale they were measured on."""
-    from pruner_zero.search.fitness import FitnessEvaluator, MultiTaskEvaluator
+def task_evaluators(benches: Any, tasks: list[Any], config: dict[str, Any]) -> list[Any]:
+    """One fitness evaluator per task (its fitness windows, structure, engine): the driver's
+    and each worker's, built alike from config.json."""
+    from pruner_zero.search.fitness import FitnessEvaluator
 
     fit = config["fitness"]
     evaluators = []
@@ -192,6 +205,17 @@ def _evaluator(benches: Any, tasks: list[Any], config: dict[str, Any], log: Call
             bench, t.shape(config["compare"]), fit["fitness_windows"], fit["race_factor"],
             fit["race_chunk"], fit["canonical_cache"], fit["fingerprint_cache"], windows=windows,
             engine=benches.engine(t, t.seed, config["compare"])))
+    return evaluators
+
+
+def _evaluator(benches: Any, tasks: list[Any], config: dict[str, Any], log: Callable[[str], None],
+               start_rows: list[dict[str, Any]] | None = None):
+    """The multi-task evaluator, with the reference measured on every task's fitness windows;
+    also returns the baselines' fitness-window rows (measured here, at the start). A resumed run
+    passes the rows its checkpoint kept: fitness values stay on the scale they were measured on."""
+    from pruner_zero.search.fitness import MultiTaskEvaluator
+
+    evaluators = task_evaluators(benches, tasks, config)
     rows, refs = [], []
     names = list(dict.fromkeys([config["reference"], *config["baselines"]]))
     for t, ev in zip(tasks, evaluators):
@@ -215,8 +239,10 @@ def _evaluator(benches: Any, tasks: list[Any], config: dict[str, Any], log: Call
 
 
 def _run(run: RunDir, config: dict[str, Any], space: Any, settings: Any, benches: Any,
-         tasks: list[Any], progress: bool, log: Callable[[str], None]) -> list[HallOfFameEntry]:
-    """Run or resume the GP, confirm the best over calibration seeds, report, write outputs."""
+         tasks: list[Any], progress: bool, log: Callable[[str], None],
+         pool: Callable[[dict[str, Any], Any], Any] | None = None) -> list[HallOfFameEntry]:
+    """Run or resume the GP, confirm the best over calibration seeds, report, write outputs.
+    ``pool(config, needed)`` starts the workers that measure the GP's candidates (None: here)."""
     from pruner_zero.search.loop import run_gp
 
     state = run.load_checkpoint()
@@ -242,10 +268,15 @@ def _run(run: RunDir, config: dict[str, Any], space: Any, settings: Any, benches
     evaluator, start_rows = _evaluator(benches, tasks, config, log, kept)
     run.write_baselines(start_rows)
     seeds = _seed_trees(config["seed_metrics"], space)
+    if pool is not None:
+        evaluator.pool = pool(config, benches.needed)
     try:
         result = run_gp(space, evaluator, settings, run, seeds, progress, log)
     finally:
         run.close()
+        if evaluator.pool is not None:
+            evaluator.pool.close()
+            evaluator.pool = None
     state = run.load_checkpoint()
     assert state is not None
     final = _confirm(benches, tasks, config, result.hall_of_fame, progress, log)

@@ -39,7 +39,7 @@ def _migrated(d: Mapping[str, Any]) -> Mapping[str, Any]:
             "runtime": {**d["runtime"], "stats_device": None, "stats_dtype": "float32"}}
 MAX_SEEDS = 100  # calibration seeds of a confirmation or a comparison: each is a full measurement
 
-FREE_ON_RESUME = ("out", "resume", "progress", "log", "workers", "ray_address")
+FREE_ON_RESUME = ("out", "resume", "progress", "log", "workers", "ray_address", "worker_cpus")
 """Options that only say where and how to run: a resume may give them (a loaded Workbench as
 ``model`` too); every other option comes from the run's config.json."""
 
@@ -152,8 +152,17 @@ class SearchConfig:
     # ---- where and how to run: free on a resume, not stored
     progress: bool = True
     log: Callable[[str], None] = field(default=_stderr, compare=False)
-    workers: int = 0  # Ray evaluation workers (0: evaluate in this process)
-    ray_address: str | None = None  # a running Ray cluster; None: a local one when workers > 0
+    workers: int = field(default=0, metadata=_flag(
+        "--workers", "measure each generation's candidates on N Ray actors, each with its own "
+                     "model and statistics (one GPU each where there are GPUs, else CPU "
+                     "threads); results are the same for any N (default 0: in this process; "
+                     "needs the ray extra)", type=int))
+    ray_address: str | None = field(default=None, metadata=_flag(
+        "--ray-address", "join this running Ray cluster (e.g. auto, or ray://head:10001) "
+                         "instead of starting one on this machine"))
+    worker_cpus: int | None = field(default=None, metadata=_flag(
+        "--worker-cpus", "CPU threads per worker (default: this machine's or the cluster's "
+                         "CPUs / --workers)", type=int))
     # ---- filled in when the run is created, or read from its config.json
     task_list: tuple[Any, ...] | None = None  # the resolved, named Tasks
     space_definition: Mapping[str, Any] | None = None  # the frozen search space
@@ -255,6 +264,12 @@ class SearchConfig:
             raise ConfigError(f"workers must be a non-negative integer, got {self.workers!r}.")
         if self.ray_address is not None and not isinstance(self.ray_address, str):
             raise ConfigError(f"ray_address must be an address or None, got {self.ray_address!r}.")
+        if self.worker_cpus is not None and not _count(self.worker_cpus, 1):
+            raise ConfigError(f"{name('worker_cpus')} must be a positive integer, got "
+                              f"{self.worker_cpus!r}.")
+        from pruner_zero.search.workers import require_ray
+
+        require_ray(self.workers, self.ray_address)
         if not isinstance(self.reference, str):
             raise ConfigError(f"{name('reference')} must be a metric, got {self.reference!r}.")
         bases = tuple(split_metric_list(self.baselines, "--baselines"))

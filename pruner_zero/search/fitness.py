@@ -117,6 +117,83 @@ class FitnessEvaluator:
                             None, fp, done, partial, trace)
         return self._record(result)
 
+    def evaluate_many(self, trees: list, race_bound: float | None, keys: list[str],
+                      measure) -> list[Evaluation]:
+        """``evaluate`` of each tree in order, with the measurements made by ``measure(formulas)``
+        (a pool of workers: one list of (ppl, done, stopped, trace, seconds) per call) and
+        everything else here. The caches are consulted and filled in the same order as
+        ``evaluate`` would, and the racing bound is the same for the whole list, so the results
+        are those of evaluating one tree after another: only who measures changes."""
+        from ..metric.io import format_formula
+
+        formulas = [format_formula(t) for t in trees]
+        fps: list = []
+        for tree, formula in zip(trees, formulas):
+            fp = self._fingerprints.get(formula)
+            if fp is None:
+                try:
+                    fp = self._fingerprints[formula] = self.engine.fingerprint(tree, formula)
+                except (MetricError, RuntimeError, ValueError) as exc:
+                    fp = exc
+            fps.append(fp)
+        first: dict[str, int] = {}  # masks to measure: not cached, first of this list
+        for i, (key, fp) in enumerate(zip(keys, fps)):
+            stored = self.by_key.get(key) if self.use_canonical else None
+            if isinstance(fp, Exception) or fp in first or (
+                    stored is not None and stored["fingerprint"] == fp) or (
+                    self.use_fingerprint and fp in self.by_fingerprint):
+                continue
+            first[fp] = i
+        measured = dict(zip(first, measure([formulas[i] for i in first.values()]))) if first else {}
+        out = []
+        for formula, key, fp in zip(formulas, keys, fps):
+            started = time.perf_counter()
+            if isinstance(fp, Exception):
+                out.append(self._record(Evaluation(formula, key, math.inf, INVALID, str(fp), 0.0,
+                                                   None, None, 0)))
+                continue
+            stored = self.by_key.get(key) if self.use_canonical else None
+            if stored is not None and stored["fingerprint"] == fp:
+                self.counts["canonical"] += 1
+                out.append(self._reuse(stored, formula, key, "canonical", started, race_bound))
+                continue
+            hit = self._fingerprint_hit(fp, formula, key, started, race_bound)
+            if hit is not None:
+                out.append(hit)
+                continue
+            m = measured.pop(fp, None) or measure([formula])[0]  # a measurement used once
+            out.append(self._measured(formula, key, fp, m, race_bound))
+        return out
+
+    def _measured(self, formula: str, key: str, fp: str, m, race_bound: float | None) -> Evaluation:
+        """The record of a measurement (ppl, done, stopped, trace, seconds)."""
+        if isinstance(m, Exception):
+            return self._record(Evaluation(formula, key, math.inf, INVALID,
+                                           f"evaluation failed: {type(m).__name__}: {m}", 0.0,
+                                           None, fp, 0))
+        ppl, done, stopped, trace, seconds = m
+        status, reason, partial = OK, None, None
+        if stopped:
+            status, partial, ppl = STOPPED, ppl, math.inf
+            reason = self._stop_reason(done, partial, race_bound)
+        elif not math.isfinite(ppl):
+            status, reason, ppl = INVALID, "perplexity is not finite", math.inf
+        return self._record(Evaluation(formula, key, ppl, status, reason, seconds, None, fp, done,
+                                       partial, None if trace is None else [tuple(x) for x in trace]))
+
+    def measure_formula(self, formula: str, race_bound: float | None) -> tuple:
+        """Prune with a formula, measure, restore: a worker's part of ``evaluate_many``."""
+        from ..metric.io import parse_formula
+
+        started = time.perf_counter()
+        tree = parse_formula(formula)
+        self.engine.prune(tree, formula)
+        try:
+            ppl, done, stopped, trace = self._measure(race_bound)
+        finally:
+            self.engine.restore()
+        return ppl, done, stopped, trace, time.perf_counter() - started
+
     def fingerprint(self, tree) -> str | None:
         """The mask fingerprint of a metric, or None when it yields no valid masks. The search
         uses it to tell rank-equivalent metrics apart from new ones before evaluating them; an
@@ -252,6 +329,7 @@ class MultiTaskEvaluator:
         self.references, self.weights = list(references), list(weights)
         self.race_factor = evaluators[0].race_factor
         self.start_rows = list(start_rows or [])  # baselines on the fitness windows, for a resume
+        self.pool = None  # a WorkerPool: evaluate_many's measurements are made there
 
     def evaluate(self, tree, race_bound: float | None = None) -> Evaluation:
         from ..metric.io import format_formula
@@ -282,6 +360,70 @@ class MultiTaskEvaluator:
         status, reason = (OK, None) if math.isfinite(fitness) else (INVALID, "fitness is not finite")
         return Evaluation(formula, key, fitness, status, reason, time.perf_counter() - started,
                           cached, _combine(fps, len(self.names)), windows, None, tasks=per)
+
+    def evaluate_many(self, trees: list, race_bound: float | None = None) -> list[Evaluation]:
+        """``evaluate`` of each tree, task by task (a task's candidates go to ``pool`` together);
+        per task the same order, caches and bound as one ``evaluate`` after another, so the
+        same results."""
+        from ..metric.io import format_formula
+        from ..metric.symbolic import canonical_key
+        from ..tasks import geometric_fitness
+
+        n = len(trees)
+        formulas, keys = [format_formula(t) for t in trees], [canonical_key(t) for t in trees]
+        per: list[dict[str, dict]] = [{} for _ in range(n)]
+        fps: list[list] = [[] for _ in range(n)]
+        kinds: list[list] = [[] for _ in range(n)]
+        windows, seconds = [0] * n, [0.0] * n
+        done: list[Evaluation | None] = [None] * n
+        for t, (name, ev, ref) in enumerate(zip(self.names, self.evaluators, self.references)):
+            idx = [i for i in range(n) if done[i] is None]
+            if not idx:
+                break
+            bound = None if race_bound is None or not math.isfinite(race_bound) else race_bound * ref
+            measure = self._measure_with(t, bound)
+            results = ev.evaluate_many([trees[i] for i in idx], bound, [keys[i] for i in idx],
+                                       measure)
+            for i, r in zip(idx, results):
+                windows[i] += r.windows
+                seconds[i] += r.seconds
+                kinds[i].append(r.cached)
+                fps[i].append(r.fingerprint)
+                per[i][name] = {"ppl": r.fitness if r.status == OK else None, "status": r.status,
+                                "ratio": r.fitness / ref if r.status == OK else None,
+                                "cached": r.cached, "windows": r.windows}
+                if r.status != OK:
+                    per[i][name]["partial"] = r.partial
+                    done[i] = Evaluation(formulas[i], keys[i], math.inf, r.status,
+                                         f"task {name}: {r.reason}", seconds[i], None,
+                                         _combine(fps[i], len(self.names)), windows[i], r.partial,
+                                         tasks=per[i])
+        for i in range(n):
+            if done[i] is not None:
+                continue
+            fitness = geometric_fitness([per[i][m]["ratio"] for m in self.names], self.weights)
+            cached = None if any(k is None for k in kinds[i]) else \
+                ("canonical" if all(k == "canonical" for k in kinds[i]) else "fingerprint")
+            status, reason = (OK, None) if math.isfinite(fitness) else (INVALID, "fitness is not finite")
+            done[i] = Evaluation(formulas[i], keys[i], fitness, status, reason, seconds[i], cached,
+                                 _combine(fps[i], len(self.names)), windows[i], None, tasks=per[i])
+        return done
+
+    def _measure_with(self, task: int, bound: float | None):
+        """Measurements of task ``task`` by the pool, or here when there is none."""
+        if self.pool is not None:
+            return lambda formulas: self.pool.measure([(task, f, bound) for f in formulas])
+        ev = self.evaluators[task]
+
+        def here(formulas: list[str]) -> list:
+            out = []
+            for f in formulas:
+                try:
+                    out.append(ev.measure_formula(f, bound))
+                except (MetricError, RuntimeError, ValueError, ArithmeticError) as exc:
+                    out.append(exc)
+            return out
+        return here
 
     def fingerprint(self, tree) -> str | None:
         """One fingerprint for the masks of every task (None if a task has no valid masks)."""

@@ -214,6 +214,10 @@ def evaluate_candidate(evaluator: Evaluator, ind: Any, race_bound: float | None)
                   "windows": 0}
     finally:
         random.setstate(state)
+    return _set_fitness(ind, record)
+
+
+def _set_fitness(ind: Any, record: dict[str, Any]) -> dict[str, Any]:
     fitness = float(record.get("fitness", math.inf))
     if math.isnan(fitness):
         fitness = math.inf
@@ -234,9 +238,20 @@ def _evaluate(generation: int, individuals: list[Any], toolbox: Any, evaluator: 
     for ind in todo:
         toolbox.simplify(ind)
     valid = cached = 0
-    for ind in tqdm(todo, desc=desc or f"generation {generation}", unit="metric", disable=not progress,
-                    leave=False, file=sys.stderr):
-        record = evaluate_candidate(evaluator, ind, race_bound)
+    if getattr(evaluator, "pool", None) is not None and todo:
+        # a pool of workers measures the generation's candidates side by side; the bound is
+        # this generation's for all of them, so every record is what one-by-one would give
+        state = random.getstate()
+        try:
+            records = [_set_fitness(ind, dict(e.as_dict()))
+                       for ind, e in zip(todo, evaluator.evaluate_many(todo, race_bound))]
+        finally:
+            random.setstate(state)
+    else:
+        records = (evaluate_candidate(evaluator, ind, race_bound)
+                   for ind in tqdm(todo, desc=desc or f"generation {generation}", unit="metric",
+                                   disable=not progress, leave=False, file=sys.stderr))
+    for ind, record in zip(todo, records):
         run.append_evaluation({"generation": generation, "size": len(ind), **record})
         valid += ind.status == OK and math.isfinite(ind.fitness.values[0])
         cached += record.get("cached") is not None

@@ -1,0 +1,156 @@
+"""Candidates measured on a pool of Ray actors (``search --workers N``, ``--ray-address``).
+
+Each actor holds its own model and statistics (the statistics from the shared cache the driver
+filled: computed once) on one GPU, or on CPU threads, and measures what it is handed: prune
+with a formula, perplexity on the task's fitness windows under the generation's racing bound,
+restore. Everything that decides (caches, fingerprints, the hall of fame) stays in the driver,
+so a run is the same for any number of workers. An actor that dies has its measurement handed
+to another one (started in its place), and the run goes on as if nothing happened.
+
+Ray is an optional extra: nothing here imports it until a pool is started.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from pruner_zero.errors import ConfigError
+
+RAY_HINT = "pip install 'pruner-zero[ray]' (or ray>=2.9)"
+
+
+def require_ray(workers: int, address: str | None) -> None:
+    """Refuse --workers/--ray-address by name when Ray is not installed, before any work."""
+    if not workers and address is None:
+        return
+    import importlib.util
+
+    try:
+        found = importlib.util.find_spec("ray") is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise ConfigError(f"search --workers/--ray-address evaluate on Ray, which is not "
+                          f"installed: {RAY_HINT}; or leave --workers out to evaluate in this "
+                          "process")
+
+
+class EvaluationWorker:
+    """What one actor holds and does (a plain class; ``WorkerPool`` makes it a Ray actor)."""
+
+    def __init__(self, config: dict[str, Any], needed: list[str], threads: int | None) -> None:
+        import torch
+
+        from pruner_zero.measure import Runtime, TaskBenches
+        from pruner_zero.search.api import task_evaluators
+        from pruner_zero.tasks import Task
+
+        if threads:
+            torch.set_num_threads(threads)
+        cache = config.get("cache_dir")
+        benches = TaskBenches(Runtime(**config["runtime"]), None if cache is None else cache,
+                              progress=False, log=lambda msg: None)
+        benches.needed = set(needed)
+        tasks = [Task.from_dict(t) for t in config["tasks"]]
+        self.evaluators = task_evaluators(benches, tasks, config)
+
+    def measure(self, task: int, formula: str, bound: float | None) -> tuple:
+        return self.evaluators[task].measure_formula(formula, bound)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class WorkerPool:
+    """``workers`` actors measuring (task, formula, bound) jobs; results in the jobs' order."""
+
+    def __init__(self, config: dict[str, Any], needed: set[str], workers: int,
+                 address: str | None = None, cpus_per_worker: int | None = None,
+                 gpus_per_worker: float | None = None, progress: bool = False,
+                 log: Callable[[str], None] = print) -> None:
+        require_ray(workers or 1, address)
+        import ray
+
+        if workers < 1:
+            raise ConfigError(f"--workers must be at least 1 with a pool, got {workers}")
+        self.config, self.needed, self.log, self.progress = config, sorted(needed), log, progress
+        self.started_ray = not ray.is_initialized()
+        if self.started_ray:
+            if address is None:  # a local cluster of this machine's cores
+                cpus = os.cpu_count() or 1
+                per = cpus_per_worker or max(1, cpus // workers)
+                ray.init(num_cpus=max(cpus, per * workers), include_dashboard=False,
+                         log_to_driver=False, configure_logging=False)
+            else:
+                ray.init(address=address, log_to_driver=False, configure_logging=False)
+        resources = ray.cluster_resources()
+        gpus = gpus_per_worker if gpus_per_worker is not None else \
+            (1.0 if resources.get("GPU", 0) >= 1 else 0.0)
+        per = cpus_per_worker or max(1, int(resources.get("CPU", 1)) // workers)
+        self._actor = ray.remote(num_cpus=per, num_gpus=gpus, max_restarts=0)(EvaluationWorker)
+        self._threads = per if not gpus else None
+        self.actors = [self._start() for _ in range(workers)]
+        self.replaced = 0
+        self.after_result: list[Callable[["WorkerPool"], None]] = []  # test hooks
+        log(f"workers: {workers} Ray actors ({per} CPU{'s' if per > 1 else ''}"
+            f"{f', {gpus:g} GPU' if gpus else ''} each)")
+
+    def _start(self):
+        return self._actor.remote(self.config, self.needed, self._threads)
+
+    def measure(self, jobs: list[tuple[int, str, float | None]]) -> list[Any]:
+        """Every job measured once by some live actor; an actor that dies is replaced and its
+        job handed to another. A job that fails inside a live actor comes back as the error."""
+        import ray
+        from ray.exceptions import RayActorError
+        from tqdm.auto import tqdm
+
+        results: list[Any] = [None] * len(jobs)
+        queue = list(range(len(jobs)))
+        running: dict[Any, tuple[int, Any]] = {}  # ref -> (job, actor)
+        idle = list(self.actors)
+        bar = tqdm(total=len(jobs), desc="measuring", unit="metric", leave=False,
+                   disable=not self.progress)
+        try:
+            while queue or running:
+                while queue and idle:
+                    j, actor = queue.pop(0), idle.pop(0)
+                    running[actor.measure.remote(*jobs[j])] = (j, actor)
+                ready, _ = ray.wait(list(running), num_returns=1)
+                j, actor = running.pop(ready[0])
+                try:
+                    results[j] = ray.get(ready[0])
+                except RayActorError as exc:  # the actor is gone: its job goes to another
+                    self.log(f"warning: a worker died ({type(exc).__name__}); its candidate is "
+                             "measured again on another worker")
+                    self.actors.remove(actor)
+                    fresh = self._start()
+                    self.actors.append(fresh)
+                    self.replaced += 1
+                    idle.append(fresh)
+                    queue.insert(0, j)
+                    continue
+                except ray.exceptions.RayTaskError as exc:
+                    results[j] = exc.as_instanceof_cause() if hasattr(exc, "as_instanceof_cause") \
+                        else exc
+                idle.append(actor)
+                bar.update(1)
+                for hook in self.after_result:
+                    hook(self)
+        finally:
+            bar.close()
+        return results
+
+    def pids(self) -> list[int]:
+        import ray
+
+        return ray.get([a.pid.remote() for a in self.actors])
+
+    def close(self) -> None:
+        import ray
+
+        for a in self.actors:
+            ray.kill(a)
+        self.actors = []
+        if self.started_ray:
+            ray.shutdown()

@@ -1,0 +1,140 @@
+"""search --workers: candidates measured on Ray actors give the run that evaluating them here
+gives (any number of workers, an actor killed mid-generation, the driver killed and resumed);
+without Ray, --workers is one clear error and nothing else changes."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pruner_zero.cli import main
+from pruner_zero.search.rundir import CHECKPOINT, EVALUATIONS, HALL_OF_FAME
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def args(tiny_dir: Path, out: Path, *extra: str, generations: int = 2) -> list[str]:
+    return ["search", "--model", str(tiny_dir / "tiny-llama"), "--data-dir", str(tiny_dir / "data"),
+            "--seqlen", "16", "--nsamples", "2", "--calib-split", "train", "--device", "cpu",
+            "--cache-dir", str(tiny_dir / "stats-cache"), "--quiet", "--space", "small",
+            "--population", "6", "--generations", str(generations), "--gp-seed", "5",
+            "--fitness-windows", "0", "--hof-size", "4", "--final-top", "1", "--confirm-seeds", "1",
+            "--baselines", "wanda", "--seed-metrics", "wanda", "--sparsity", "0.5,0.6",
+            "--out", str(out), *extra]
+
+
+def evaluations(out: Path) -> list[dict]:
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"}
+            for line in (out / EVALUATIONS).read_text().splitlines()]
+
+
+def outcome(out: Path) -> tuple:
+    state = json.loads((out / CHECKPOINT).read_text())
+    return (evaluations(out), (out / HALL_OF_FAME).read_text(), state["hall_of_fame"],
+            state["final"]["report_rows"])
+
+
+@pytest.fixture
+def ray_installed():
+    pytest.importorskip("ray", reason="the ray extra is not installed")
+
+
+@pytest.mark.slow
+def test_workers_give_the_run_evaluating_here_gives_even_when_one_dies(tiny_dir, capsys,
+                                                                      monkeypatch, ray_installed):
+    from pruner_zero.search.workers import WorkerPool
+
+    here = tiny_dir / "runs" / "here"
+    assert main(args(tiny_dir, here)) == 0
+    pools = []
+    original = WorkerPool.__init__
+
+    def spied(self, *a, **k):
+        original(self, *a, **k)
+        pools.append(self)
+        killed = []
+
+        def kill_first_actor(pool):  # after the first result, SIGKILL one actor's process
+            if not killed and len(pools) == 2:
+                killed.append(pool.pids()[0])
+                os.kill(killed[0], signal.SIGKILL)
+        self.after_result.append(kill_first_actor)
+
+    monkeypatch.setattr(WorkerPool, "__init__", spied)
+    one, two = tiny_dir / "runs" / "one", tiny_dir / "runs" / "two"
+    assert main(args(tiny_dir, one, "--workers", "1", "--worker-cpus", "1")) == 0
+    assert main(args(tiny_dir, two, "--workers", "2", "--worker-cpus", "1")) == 0
+    capsys.readouterr()
+    assert pools[0].replaced == 0 and pools[1].replaced >= 1  # one actor of the second died
+    assert pools[0].actors == [] and pools[1].actors == []  # closed at the end
+    assert outcome(one) == outcome(here) == outcome(two)
+    assert len(evaluations(two)) > 6  # generations 1 and 2 were measured by the pool
+
+
+@pytest.mark.slow
+def test_driver_killed_mid_search_resumes_with_workers_to_the_same_end(tiny_dir, capsys,
+                                                                      ray_installed):
+    ref, killed = tiny_dir / "runs" / "ref", tiny_dir / "runs" / "killed"
+    assert main(args(tiny_dir, ref, generations=3)) == 0
+    capsys.readouterr()
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "pruner_zero",
+                             *args(tiny_dir, killed, "--workers", "2", "--worker-cpus", "1",
+                                   generations=3)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    try:  # killed once generation 1 is checkpointed: inside the pool's part of the run
+        while proc.poll() is None and time.time() < deadline:
+            path = killed / CHECKPOINT
+            if path.is_file():
+                try:
+                    if json.loads(path.read_text())["generation"] >= 1:
+                        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its Ray processes
+                        break
+                except (ValueError, KeyError):
+                    pass
+            time.sleep(0.01)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _, err = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    state = json.loads((killed / CHECKPOINT).read_text())
+    assert not state["finished"] and state["generation"] < 3
+    assert main(["search", "--resume", str(killed), "--workers", "2", "--worker-cpus", "1",
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    assert outcome(killed) == outcome(ref)
+
+
+def test_without_ray_workers_are_one_clear_error_and_nothing_else_changes(tiny_dir, capsys,
+                                                                        monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "ray" else real(name, *a))
+    monkeypatch.setitem(sys.modules, "ray", None)  # importing it would fail
+    out = tiny_dir / "runs" / "noray"
+    assert main(args(tiny_dir, out, "--workers", "2")) == 2
+    err = capsys.readouterr().err
+    assert "not installed" in err and "pruner-zero[ray]" in err and "--workers" in err
+    assert not out.exists()  # refused before any work
+    assert main(args(tiny_dir, out, generations=1)) == 0  # without --workers: a normal run
+    assert (out / HALL_OF_FAME).is_file()
+
+
+def test_importing_the_package_never_imports_ray():
+    code = ("import sys, pruner_zero, pruner_zero.cli, pruner_zero.search.api, "
+            "pruner_zero.search.workers, pruner_zero.search.fitness; "
+            "assert 'ray' not in sys.modules, 'ray was imported'")
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
