@@ -150,7 +150,9 @@ class Engine:
     @torch.no_grad()
     def prune(self, tree, formula: str = "metric") -> str:
         """Prune the model in place with the metric, layer by layer; returns the masks'
-        fingerprint. A metric that fails on some layer leaves the model as it was (restored)."""
+        fingerprint. A metric that fails on some layer leaves the model as it was (restored),
+        unless ``keep=None``: then the layers pruned before the failure stay pruned (a prune
+        checks the metric on every layer first, ``check``)."""
         self.restore()
         fp = Fingerprint()
         try:
@@ -168,7 +170,8 @@ class Engine:
     @torch.no_grad()
     def restore(self) -> None:
         """Put back what the last prune zeroed (nothing to do after a restore, or with keep=None)."""
-        for name, undo in self._undo.items():
+        for name, undo in reversed(self._undo.items()):  # last pruned first: exact even if a
+            # weight is reached under two names
             weight = self.linears[name].weight
             mask = unpackbits(undo.packed.to(weight.device), undo.shape)
             weight.masked_scatter_(mask, undo.values.to(weight.device))

@@ -19,3 +19,8 @@ class DataError(PrunerZeroError):
 
 class ConfigError(PrunerZeroError):
     """An option is out of range or inconsistent with the model."""
+
+
+CANDIDATE_ERRORS = (PrunerZeroError, RuntimeError, ValueError, ArithmeticError)
+"""What evaluating one candidate metric may raise: the candidate is then invalid (its reason
+recorded), the search goes on. Anything else is a bug and ends the run."""

@@ -56,6 +56,7 @@ class GradientNorm:
         self.sum_sq.addcmul_(g, g)
 
     def value(self) -> torch.Tensor:
+        """The norms, made in place of the sums (no second G-sized tensor): call it once."""
         return self.sum_sq.sqrt_()
 
 
@@ -206,7 +207,7 @@ def stats_key_of(path: Path) -> str | None:
 
 
 def load_stats(path: Path, linears: dict[str, nn.Linear], which: Iterable[str] = COMPUTED,
-               device: str | None = None) -> dict[str, LayerStats] | None:
+               device: str | None = None, dtype: str = "float32") -> dict[str, LayerStats] | None:
     """The cached statistics `which` (on ``device``, None: beside each weight), or None when the
     file does not hold them for these layers. Read one tensor at a time: the file is never
     whole in memory beside the statistics it becomes."""
@@ -222,7 +223,9 @@ def load_stats(path: Path, linears: dict[str, nn.Linear], which: Iterable[str] =
                 want = m.weight.shape if key == "G" else (m.in_features,)
                 if k not in keys or tuple(fh.get_slice(k).get_shape()) != tuple(want):
                     return None
-                out[name][key] = fh.get_tensor(k).to(device or m.weight.device)
+                t = fh.get_tensor(k)  # G cast on the host: never whole in float32 on the device
+                out[name][key] = t.to(STATS_DTYPES[dtype] if key == "G" else t.dtype) \
+                    .to(device or m.weight.device)
     return out
 
 
@@ -245,7 +248,8 @@ def get_stats(model: nn.Module, linears: dict[str, nn.Linear], calib: torch.Tens
     key = full_key if which == COMPUTED else \
         cache_key(identity, calib, {"dtype": mdtype, "statistics": list(which)})
     for k in dict.fromkeys((full_key, key)):
-        cached = _cached(Path(cache_dir) / f"stats-{k}.safetensors", k, linears, which, log, device)
+        cached = _cached(Path(cache_dir) / f"stats-{k}.safetensors", k, linears, which, log,
+                         device, dtype)
         if cached is not None:
             return placed(cached, device, dtype)
     path = Path(cache_dir) / f"stats-{key}.safetensors"
@@ -257,7 +261,7 @@ def get_stats(model: nn.Module, linears: dict[str, nn.Linear], calib: torch.Tens
 
 
 def _cached(path: Path, key: str, linears: dict[str, nn.Linear], which: tuple[str, ...],
-            log, device: str | None = None) -> dict[str, LayerStats] | None:
+            log, device: str | None = None, dtype: str = "float32") -> dict[str, LayerStats] | None:
     if not path.is_file():
         return None
     try:
@@ -267,7 +271,7 @@ def _cached(path: Path, key: str, linears: dict[str, nn.Linear], which: tuple[st
                 f"{'another calibration' if found else 'an unknown calibration'} "
                 f"(key {found}, expected {key}); recomputing")
             return None
-        cached = load_stats(path, linears, which, device)
+        cached = load_stats(path, linears, which, device, dtype)
         if cached is None:
             log(f"warning: statistics cache {path} does not match this model's layers; "
                 "recomputing")

@@ -174,3 +174,31 @@ def test_a_cache_of_all_statistics_serves_a_metric_that_reads_fewer(tiny_dir, ca
     assert main([*base[:-1], str(other), "--metric", "wanda"]) == 0  # X alone, under its own key
     assert main([*base[:-1], str(other), "--metric", "gblm"]) == 0  # needs G: measured, cached
     assert len(list(other.glob("stats-*"))) == 2
+
+
+def test_stats_dtype_and_device_place_G_the_cache_stays_float32(tiny_dir, tmp_path):
+    import pytest
+    from safetensors.torch import load_file
+
+    from pruner_zero.errors import ConfigError
+    from pruner_zero.workbench import Protocol, Workbench
+
+    common = dict(model=str(tiny_dir / "tiny-llama"), data_dir=str(tiny_dir / "data"),
+                  nsamples=2, seqlen=16, device="cpu")
+    cache = tmp_path / "cache"
+    full = Workbench(Protocol(**common), cache_dir=cache, progress=False,
+                     log=lambda m: None).statistics({"X", "G"})
+    half_bench = Workbench(Protocol(**common, stats_dtype="bfloat16", stats_device="cpu"),
+                           cache_dir=cache, progress=False, log=lambda m: None)
+    half = half_bench.statistics({"X", "G"})  # from the float32 cache the first bench wrote
+    for name in full:
+        assert half[name]["G"].dtype == torch.bfloat16 and half[name]["X"].dtype == torch.float32
+        assert torch.equal(half[name]["G"], full[name]["G"].bfloat16())
+        assert torch.equal(half[name]["X"], full[name]["X"])
+    [path] = cache.glob("stats-*.safetensors")
+    assert {t.dtype for t in load_file(str(path)).values()} == {torch.float32}
+    assert half_bench.protocol.as_dict()["stats_dtype"] == "bfloat16"  # in every report
+    with pytest.raises(ConfigError, match="--stats-dtype"):
+        Workbench(Protocol(**common, stats_dtype="int8"), progress=False)
+    with pytest.raises(ConfigError, match="--stats-device"):
+        Workbench(Protocol(**common, stats_device="nowhere"), progress=False)

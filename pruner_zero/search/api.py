@@ -145,8 +145,16 @@ def _pool_factory(config: SearchConfig) -> Callable[[dict[str, Any], Any], Any] 
     if not config.workers and config.ray_address is None:
         return None
     from pruner_zero.search.workers import WorkerPool
+    from pruner_zero.workbench import Workbench
+
+    if isinstance(config.model, Workbench):
+        raise ConfigError("workers load their own model: give a model id or directory, not a "
+                          "loaded Workbench, with workers")
 
     def start(stored: dict[str, Any], needed: Any) -> Any:
+        if stored.get("cache_dir") is None:
+            config.log("warning: no statistics cache (--cache-dir): every worker computes the "
+                       "statistics again")
         return WorkerPool(stored, needed, config.workers or 1, config.ray_address,
                           config.worker_cpus, progress=config.progress, log=config.log)
     return start
@@ -268,9 +276,9 @@ def _run(run: RunDir, config: dict[str, Any], space: Any, settings: Any, benches
     evaluator, start_rows = _evaluator(benches, tasks, config, log, kept)
     run.write_baselines(start_rows)
     seeds = _seed_trees(config["seed_metrics"], space)
-    if pool is not None:
-        evaluator.pool = pool(config, benches.needed)
     try:
+        if pool is not None:
+            evaluator.pool = pool(config, benches.needed)
         result = run_gp(space, evaluator, settings, run, seeds, progress, log)
     finally:
         run.close()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 
@@ -128,7 +129,10 @@ class FitnessEvaluator:
 
         formulas = [format_formula(t) for t in trees]
         fps: list = []
-        for tree, formula in zip(trees, formulas):
+        for tree, formula, key in zip(trees, formulas, keys):
+            if isinstance(key, BaseException):  # its key failed: the caller records the error
+                fps.append(key)
+                continue
             fp = self._fingerprints.get(formula)
             if fp is None:
                 try:
@@ -138,8 +142,10 @@ class FitnessEvaluator:
             fps.append(fp)
         first: dict[str, int] = {}  # masks to measure: not cached, first of this list
         for i, (key, fp) in enumerate(zip(keys, fps)):
+            if isinstance(fp, BaseException):
+                continue
             stored = self.by_key.get(key) if self.use_canonical else None
-            if isinstance(fp, Exception) or fp in first or (
+            if fp in first or (
                     stored is not None and stored["fingerprint"] == fp) or (
                     self.use_fingerprint and fp in self.by_fingerprint):
                 continue
@@ -148,7 +154,10 @@ class FitnessEvaluator:
         out = []
         for formula, key, fp in zip(formulas, keys, fps):
             started = time.perf_counter()
-            if isinstance(fp, Exception):
+            if isinstance(key, BaseException):
+                out.append(key)
+                continue
+            if isinstance(fp, BaseException):
                 out.append(self._record(Evaluation(formula, key, math.inf, INVALID, str(fp), 0.0,
                                                    None, None, 0)))
                 continue
@@ -162,16 +171,21 @@ class FitnessEvaluator:
                 out.append(hit)
                 continue
             m = measured.pop(fp, None) or measure([formula])[0]  # a measurement used once
+            if isinstance(m, BaseException):  # as evaluate's caller records it: nothing cached
+                out.append(m)
+                continue
             out.append(self._measured(formula, key, fp, m, race_bound))
         return out
 
     def _measured(self, formula: str, key: str, fp: str, m, race_bound: float | None) -> Evaluation:
-        """The record of a measurement (ppl, done, stopped, trace, seconds)."""
-        if isinstance(m, Exception):
-            return self._record(Evaluation(formula, key, math.inf, INVALID,
-                                           f"evaluation failed: {type(m).__name__}: {m}", 0.0,
-                                           None, fp, 0))
-        ppl, done, stopped, trace, seconds = m
+        """The record of a measurement (ppl, done, stopped, trace, seconds, fingerprint)."""
+        ppl, done, stopped, trace, seconds, measured_fp = m
+        if measured_fp != fp:  # statistics that differ between the driver and a worker
+            from ..errors import ConfigError
+
+            raise ConfigError(f"{formula}: a worker pruned other masks than this process "
+                              "fingerprinted: its statistics differ (give every worker the "
+                              "driver's --cache-dir, on a shared filesystem)")
         status, reason, partial = OK, None, None
         if stopped:
             status, partial, ppl = STOPPED, ppl, math.inf
@@ -187,12 +201,12 @@ class FitnessEvaluator:
 
         started = time.perf_counter()
         tree = parse_formula(formula)
-        self.engine.prune(tree, formula)
+        fp = self.engine.prune(tree, formula)
         try:
             ppl, done, stopped, trace = self._measure(race_bound)
         finally:
             self.engine.restore()
-        return ppl, done, stopped, trace, time.perf_counter() - started
+        return ppl, done, stopped, trace, time.perf_counter() - started, fp
 
     def fingerprint(self, tree) -> str | None:
         """The mask fingerprint of a metric, or None when it yields no valid masks. The search
@@ -369,13 +383,20 @@ class MultiTaskEvaluator:
         from ..metric.symbolic import canonical_key
         from ..tasks import geometric_fitness
 
+        from ..errors import CANDIDATE_ERRORS
+
         n = len(trees)
-        formulas, keys = [format_formula(t) for t in trees], [canonical_key(t) for t in trees]
+        formulas, keys = [format_formula(t) for t in trees], []
+        for t in trees:
+            try:
+                keys.append(canonical_key(t))
+            except CANDIDATE_ERRORS as exc:
+                keys.append(exc)
         per: list[dict[str, dict]] = [{} for _ in range(n)]
         fps: list[list] = [[] for _ in range(n)]
         kinds: list[list] = [[] for _ in range(n)]
         windows, seconds = [0] * n, [0.0] * n
-        done: list[Evaluation | None] = [None] * n
+        done: list[Any] = [None] * n  # an Evaluation, or the error the candidate raised
         for t, (name, ev, ref) in enumerate(zip(self.names, self.evaluators, self.references)):
             idx = [i for i in range(n) if done[i] is None]
             if not idx:
@@ -385,6 +406,9 @@ class MultiTaskEvaluator:
             results = ev.evaluate_many([trees[i] for i in idx], bound, [keys[i] for i in idx],
                                        measure)
             for i, r in zip(idx, results):
+                if isinstance(r, BaseException):
+                    done[i] = r
+                    continue
                 windows[i] += r.windows
                 seconds[i] += r.seconds
                 kinds[i].append(r.cached)
@@ -416,11 +440,13 @@ class MultiTaskEvaluator:
         ev = self.evaluators[task]
 
         def here(formulas: list[str]) -> list:
+            from ..errors import CANDIDATE_ERRORS
+
             out = []
             for f in formulas:
                 try:
                     out.append(ev.measure_formula(f, bound))
-                except (MetricError, RuntimeError, ValueError, ArithmeticError) as exc:
+                except CANDIDATE_ERRORS as exc:
                     out.append(exc)
             return out
         return here

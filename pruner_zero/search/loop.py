@@ -18,13 +18,12 @@ from typing import Any, Callable, Iterable, Protocol
 
 from deap import gp, tools
 
-from pruner_zero.errors import ConfigError, MetricError, PrunerZeroError
+from pruner_zero.errors import CANDIDATE_ERRORS, ConfigError, MetricError, PrunerZeroError  # noqa: F401
 from pruner_zero.metric.io import format_formula, parse_formula
 from pruner_zero.metric.space import SearchSpace
 from pruner_zero.search.operators import build_toolbox, make_individual
 from pruner_zero.search.rundir import CHECKPOINT, INVALID, OK, RunDir
 
-CANDIDATE_ERRORS = (PrunerZeroError, RuntimeError, ValueError, ArithmeticError)
 """Exceptions that make one candidate invalid instead of stopping the search."""
 
 
@@ -208,13 +207,17 @@ def evaluate_candidate(evaluator: Evaluator, ind: Any, race_bound: float | None)
     try:
         record = dict(evaluator.evaluate(ind, race_bound).as_dict())
     except CANDIDATE_ERRORS as exc:
-        record = {"formula": format_formula(ind), "key": None, "fitness": math.inf, "status": INVALID,
-                  "reason": f"evaluation failed: {type(exc).__name__}: {exc}",
-                  "seconds": time.perf_counter() - started, "cached": None, "fingerprint": None,
-                  "windows": 0}
+        record = _failed(ind, exc, time.perf_counter() - started)
     finally:
         random.setstate(state)
     return _set_fitness(ind, record)
+
+
+def _failed(ind: Any, exc: BaseException, seconds: float) -> dict[str, Any]:
+    """The record of a candidate whose evaluation raised: invalid, nothing cached."""
+    return {"formula": format_formula(ind), "key": None, "fitness": math.inf, "status": INVALID,
+            "reason": f"evaluation failed: {type(exc).__name__}: {exc}", "seconds": seconds,
+            "cached": None, "fingerprint": None, "windows": 0}
 
 
 def _set_fitness(ind: Any, record: dict[str, Any]) -> dict[str, Any]:
@@ -243,7 +246,8 @@ def _evaluate(generation: int, individuals: list[Any], toolbox: Any, evaluator: 
         # this generation's for all of them, so every record is what one-by-one would give
         state = random.getstate()
         try:
-            records = [_set_fitness(ind, dict(e.as_dict()))
+            records = [_set_fitness(ind, _failed(ind, e, 0.0) if isinstance(e, BaseException)
+                                    else dict(e.as_dict()))
                        for ind, e in zip(todo, evaluator.evaluate_many(todo, race_bound))]
         finally:
             random.setstate(state)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
-from pruner_zero.errors import ConfigError
+from pruner_zero.errors import CANDIDATE_ERRORS, ConfigError
 
 RAY_HINT = "pip install 'pruner-zero[ray]' (or ray>=2.9)"
 
@@ -84,13 +84,20 @@ class WorkerPool:
             else:
                 ray.init(address=address, log_to_driver=False, configure_logging=False)
         resources = ray.cluster_resources()
+        on_cpu = str(config["runtime"].get("device", "auto")).startswith("cpu")
         gpus = gpus_per_worker if gpus_per_worker is not None else \
-            (1.0 if resources.get("GPU", 0) >= 1 else 0.0)
+            (0.0 if on_cpu or resources.get("GPU", 0) < 1 else 1.0)
+        if gpus and gpus * workers > resources.get("GPU", 0):
+            self.close()
+            raise ConfigError(f"--workers {workers} need {gpus * workers:g} GPUs and the Ray "
+                              f"cluster has {resources.get('GPU', 0):g}; use at most "
+                              f"{int(resources.get('GPU', 0) // gpus)} workers")
         per = cpus_per_worker or max(1, int(resources.get("CPU", 1)) // workers)
         self._actor = ray.remote(num_cpus=per, num_gpus=gpus, max_restarts=0)(EvaluationWorker)
         self._threads = per if not gpus else None
         self.actors = [self._start() for _ in range(workers)]
         self.replaced = 0
+        self.max_replaced = 2 * workers + 2  # then the workers cannot run at all: say so
         self.after_result: list[Callable[["WorkerPool"], None]] = []  # test hooks
         log(f"workers: {workers} Ray actors ({per} CPU{'s' if per > 1 else ''}"
             f"{f', {gpus:g} GPU' if gpus else ''} each)")
@@ -121,6 +128,9 @@ class WorkerPool:
                 try:
                     results[j] = ray.get(ready[0])
                 except RayActorError as exc:  # the actor is gone: its job goes to another
+                    if self.replaced >= self.max_replaced:
+                        raise RuntimeError(f"{self.replaced} workers died (the last: {exc}); "
+                                           "the workers cannot load or run the model") from None
                     self.log(f"warning: a worker died ({type(exc).__name__}); its candidate is "
                              "measured again on another worker")
                     self.actors.remove(actor)
@@ -130,9 +140,11 @@ class WorkerPool:
                     idle.append(fresh)
                     queue.insert(0, j)
                     continue
-                except ray.exceptions.RayTaskError as exc:
-                    results[j] = exc.as_instanceof_cause() if hasattr(exc, "as_instanceof_cause") \
-                        else exc
+                except ray.exceptions.RayTaskError as exc:  # raised by the measurement
+                    cause = exc.as_instanceof_cause()
+                    if not isinstance(cause, CANDIDATE_ERRORS):  # a bug: end the run with it
+                        raise cause from None
+                    results[j] = cause
                 idle.append(actor)
                 bar.update(1)
                 for hook in self.after_result:
@@ -149,8 +161,10 @@ class WorkerPool:
     def close(self) -> None:
         import ray
 
-        for a in self.actors:
-            ray.kill(a)
-        self.actors = []
-        if self.started_ray:
-            ray.shutdown()
+        try:
+            for a in getattr(self, "actors", []):
+                ray.kill(a)
+        finally:
+            self.actors = []
+            if self.started_ray:
+                ray.shutdown()
