@@ -283,6 +283,10 @@ def _run(run: RunDir, config: dict[str, Any], space: Any, settings: Any, benches
     finally:
         run.close()
         if evaluator.pool is not None:
+            again = sum(ev.remeasured for ev in evaluator.evaluators)
+            if again:
+                log(f"workers: {again} measurement(s) pruned masks that differ from this "
+                    "process's (scores tied up to rounding); measured again here")
             evaluator.pool.close()
             evaluator.pool = None
     state = run.load_checkpoint()

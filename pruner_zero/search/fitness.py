@@ -76,6 +76,7 @@ class FitnessEvaluator:
         self.by_key: dict[str, dict] = {}
         self.by_fingerprint: dict[str, dict] = {}
         self.counts = {"evaluated": 0, "canonical": 0, "fingerprint": 0, STOPPED: 0, INVALID: 0}
+        self.remeasured = 0  # worker measurements of other masks, measured again here
         self._fingerprints: dict[str, str] = {}  # formula -> fingerprint, from fingerprint()
 
     # -- public --------------------------------------------------------------------------
@@ -180,12 +181,16 @@ class FitnessEvaluator:
     def _measured(self, formula: str, key: str, fp: str, m, race_bound: float | None) -> Evaluation:
         """The record of a measurement (ppl, done, stopped, trace, seconds, fingerprint)."""
         ppl, done, stopped, trace, seconds, measured_fp = m
-        if measured_fp != fp:  # statistics that differ between the driver and a worker
-            from ..errors import ConfigError
-
-            raise ConfigError(f"{formula}: a worker pruned other masks than this process "
-                              "fingerprinted: its statistics differ (give every worker the "
-                              "driver's --cache-dir, on a shared filesystem)")
+        if measured_fp != fp:
+            # the worker's masks differ from the ones fingerprinted here: a score that ties up
+            # to rounding, and a reduction summed in another order on another thread count.
+            # Measured again here, the result is the masks this process (and a run without
+            # workers on it) would prune; rare, and the run stays independent of the workers.
+            self.remeasured += 1
+            ppl, done, stopped, trace, seconds, measured_fp = self.measure_formula(formula,
+                                                                                   race_bound)
+            if measured_fp != fp:
+                raise RuntimeError(f"{formula}: pruning twice here gave two different masks")
         status, reason, partial = OK, None, None
         if stopped:
             status, partial, ppl = STOPPED, ppl, math.inf
