@@ -2,7 +2,7 @@
 
 ``pruner_zero.search(model, out, ...)`` or ``pruner_zero.search(SearchConfig(...))`` runs a
 search (see ``pruner_zero.search.api`` and ``pruner_zero.search.config``);
-``pruner_zero.prune(model, metric, sparsity=0.5, ...)`` prunes and measures (``pruner_zero.api``).
+``pruner_zero.prune(model, metric, sparsity=0.5, ...)`` prunes and measures (``pruner_zero.pruning``).
 The name ``search`` shadows the ``pruner_zero.search`` subpackage as an attribute, so import
 its modules with ``from pruner_zero.search.loop import ...``.
 """
@@ -18,7 +18,7 @@ def __getattr__(name: str) -> Any:
     """``prune`` on first use: it brings torch and transformers, which ``import pruner_zero``
     (and every CLI start) should not pay for."""
     if name == "prune":
-        from .api import prune
+        from .pruning import prune
 
         return prune
     raise AttributeError(f"module 'pruner_zero' has no attribute {name!r}")

@@ -142,7 +142,8 @@ def _add_allow_partial(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_prune(a: argparse.Namespace) -> int:
-    from .api import ZeroShot, prune, resolve
+    from .pruning import prune, resolve
+    from .zeroshot import ZeroShot
     from .masks import parse_structure
 
     parse_structure(a.structure, a.sparsity, a.compare)  # cheap checks before loading anything
@@ -170,7 +171,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
              a._parser.get_default(f[2:].replace("-", "_"))]
     if given:
         _log(f"warning: eval calibrates nothing; {', '.join(given)} ignored")
-    from .api import ZeroShot
+    from .zeroshot import ZeroShot
     from .files import atomic_write_json, check_writable_file
 
     zero_shot = ZeroShot.checked(a.tasks, a.tasks_include, a.tasks_limit)
@@ -207,7 +208,7 @@ def cmd_show(a: argparse.Namespace) -> int:
     from .metric.io import format_formula, resolve_metric
     from .metric.symbolic import to_latex, to_sympy
 
-    from .api import SPARSEGPT
+    from .pruning import SPARSEGPT
     from .errors import MetricError
 
     if a.metric == SPARSEGPT:

@@ -120,3 +120,36 @@ def summary_table(columns: dict[str, dict[str, dict[str, float | None]]]) -> str
         means.append(f"{100 * sum(accs) / len(accs):.2f}" if accs and len(accs) == len(tasks) else "-")
     lines.append("| mean | " + " | ".join(means) + " |")
     return "\n".join(lines)
+
+
+class ZeroShot:
+    """The zero-shot part of a prune or eval: lm-eval tasks, checked before any work, then
+    measured on the model as it is at each call (dense, pruned), in memory."""
+
+    def __init__(self, tasks: list[str], manager, limit: int | None) -> None:
+        self.tasks, self.manager, self.limit = tasks, manager, limit
+        self.results: dict[str, dict] = {}
+
+    @classmethod
+    def checked(cls, tasks, include=(), limit: int | None = None) -> "ZeroShot":
+        names = parse_tasks(tasks)
+        if isinstance(include, str):
+            include = [include]
+        if names and limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                            or limit < 1):
+            raise ConfigError(f"--tasks-limit must be a positive integer, got {limit!r}")
+        if not names and (include or limit is not None):
+            raise ConfigError("--tasks-include and --tasks-limit need --tasks")
+        return cls(names, task_manager(names, list(include)) if names else None, limit)
+
+    def measure(self, bench, label: str, log=print) -> None:
+        if not self.tasks:
+            return
+        log(f"zero-shot ({label}): {', '.join(self.tasks)}"
+            + ("" if self.limit is None else f", {self.limit} examples each"))
+        self.results[label] = zero_shot(bench.model, bench.tokenizer, self.tasks, self.manager,
+                                        bench.protocol.batch_size, self.limit)
+
+    def as_dict(self) -> dict:
+        return {"tasks": self.tasks, "limit": self.limit, "num_fewshot": 0,
+                "results": self.results}

@@ -382,7 +382,7 @@ def test_eval_shows_no_calibration_options_and_prune_can_skip_the_dense_ppl(tiny
 def test_a_decoder_mostly_outside_nn_linear_is_refused_unless_allowed(tiny_dir):
     from torch import nn
 
-    from pruner_zero.api import prune
+    from pruner_zero.pruning import prune
     from pruner_zero.errors import ConfigError
     from pruner_zero.model import decoder_layers
     from pruner_zero.workbench import Protocol, Workbench
@@ -411,7 +411,7 @@ def test_sparsegpt_n_m_groups_stay_whole_when_m_does_not_divide_the_block():
 
 
 def test_python_api_arguments_of_the_wrong_type_are_config_errors(tiny_dir):
-    from pruner_zero.api import prune
+    from pruner_zero.pruning import prune
     from pruner_zero.errors import ConfigError
 
     common = dict(data_dir=str(tiny_dir / "data"), nsamples=2, seqlen=16, device="cpu",

@@ -167,7 +167,7 @@ def test_a_toy_op_is_one_registry_entry(cube, tiny_dir, tmp_path, capsys):
 def test_a_toy_terminal_is_one_registry_entry(tiny_dir):
     """A = |W|·X per weight, once as a statistic the test gives every layer, once derived from
     W and X: pruning with A prunes exactly as pruning with mul(W, X)."""
-    from pruner_zero.api import prune
+    from pruner_zero.pruning import prune
     from pruner_zero.workbench import Protocol, Workbench
 
     registry.register_terminal(registry.Terminal("A", registry.MATRIX, statistic="A"))

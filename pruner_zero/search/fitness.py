@@ -109,15 +109,8 @@ class FitnessEvaluator:
             ppl, done, stopped, trace = self._measure(race_bound)
         finally:
             self.engine.restore()
-        status, reason, partial = OK, None, None
-        if stopped:
-            status, partial, ppl = STOPPED, ppl, math.inf
-            reason = self._stop_reason(done, partial, race_bound)
-        elif not math.isfinite(ppl):
-            status, reason, ppl = INVALID, "perplexity is not finite", math.inf
-        result = Evaluation(formula, key, ppl, status, reason, time.perf_counter() - started,
-                            None, fp, done, partial, trace)
-        return self._record(result)
+        return self._outcome(formula, key, fp, ppl, done, stopped, trace,
+                             time.perf_counter() - started, race_bound)
 
     def evaluate_many(self, trees: list, race_bound: float | None, keys: list[str],
                       measure) -> list[Evaluation]:
@@ -191,6 +184,13 @@ class FitnessEvaluator:
                                                                                    race_bound)
             if measured_fp != fp:
                 raise RuntimeError(f"{formula}: pruning twice here gave two different masks")
+        return self._outcome(formula, key, fp, ppl, done, stopped,
+                             None if trace is None else [tuple(x) for x in trace], seconds,
+                             race_bound)
+
+    def _outcome(self, formula: str, key: str, fp: str, ppl: float, done: int, stopped: bool,
+                 trace, seconds: float, race_bound: float | None) -> Evaluation:
+        """The recorded Evaluation of a measurement: stopped by racing, not finite, or OK."""
         status, reason, partial = OK, None, None
         if stopped:
             status, partial, ppl = STOPPED, ppl, math.inf
@@ -198,7 +198,7 @@ class FitnessEvaluator:
         elif not math.isfinite(ppl):
             status, reason, ppl = INVALID, "perplexity is not finite", math.inf
         return self._record(Evaluation(formula, key, ppl, status, reason, seconds, None, fp, done,
-                                       partial, None if trace is None else [tuple(x) for x in trace]))
+                                       partial, trace))
 
     def measure_formula(self, formula: str, race_bound: float | None) -> tuple:
         """Prune with a formula, measure, restore: a worker's part of ``evaluate_many``."""

@@ -13,6 +13,7 @@ from .metric.registry import statistics_read
 from .metric.tree import leaves
 from .model import PRUNING_JSON, check_linear_share, decoder_parameters, save_pruned, versions
 from .workbench import Protocol, Workbench
+from .zeroshot import ZeroShot
 
 SPARSEGPT = "sparsegpt"
 
@@ -96,43 +97,6 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
     if report is not None:
         atomic_write_json(report, result)
     return result
-
-
-class ZeroShot:
-    """The zero-shot part of a prune or eval: lm-eval tasks, checked before any work, then
-    measured on the model as it is at each call (dense, pruned), in memory."""
-
-    def __init__(self, tasks: list[str], manager, limit: int | None) -> None:
-        self.tasks, self.manager, self.limit = tasks, manager, limit
-        self.results: dict[str, dict] = {}
-
-    @classmethod
-    def checked(cls, tasks, include=(), limit: int | None = None) -> "ZeroShot":
-        from .zeroshot import parse_tasks, task_manager
-
-        names = parse_tasks(tasks)
-        if isinstance(include, str):
-            include = [include]
-        if names and limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
-                                            or limit < 1):
-            raise ConfigError(f"--tasks-limit must be a positive integer, got {limit!r}")
-        if not names and (include or limit is not None):
-            raise ConfigError("--tasks-include and --tasks-limit need --tasks")
-        return cls(names, task_manager(names, list(include)) if names else None, limit)
-
-    def measure(self, bench: Workbench, label: str, log=print) -> None:
-        if not self.tasks:
-            return
-        from .zeroshot import zero_shot
-
-        log(f"zero-shot ({label}): {', '.join(self.tasks)}"
-            + ("" if self.limit is None else f", {self.limit} examples each"))
-        self.results[label] = zero_shot(bench.model, bench.tokenizer, self.tasks, self.manager,
-                                        bench.protocol.batch_size, self.limit)
-
-    def as_dict(self) -> dict:
-        return {"tasks": self.tasks, "limit": self.limit, "num_fewshot": 0,
-                "results": self.results}
 
 
 def check_output_paths(save: str | Path | None, report: str | Path | None) -> None:
