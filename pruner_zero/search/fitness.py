@@ -95,13 +95,7 @@ class FitnessEvaluator:
                 except (MetricError, RuntimeError, ValueError) as exc:
                     return self._record(Evaluation(formula, key, math.inf, INVALID, str(exc),
                                                    time.perf_counter() - started, None, None, 0))
-            stored = self.by_key.get(key) if self.use_canonical else None
-            if stored is not None and stored["fingerprint"] == fp:
-                # equal metric, and (checked, since float rounding can break ties differently)
-                # the same masks: the stored perplexity is exactly what measuring would give
-                self.counts["canonical"] += 1
-                return self._reuse(stored, formula, key, "canonical", started, race_bound)
-            hit = self._fingerprint_hit(fp, formula, key, started, race_bound)
+            hit = self._cache_hit(fp, formula, key, started, race_bound)
             if hit is not None:
                 return hit
             if not pruned:
@@ -155,12 +149,7 @@ class FitnessEvaluator:
                 out.append(self._record(Evaluation(formula, key, math.inf, INVALID, str(fp), 0.0,
                                                    None, None, 0)))
                 continue
-            stored = self.by_key.get(key) if self.use_canonical else None
-            if stored is not None and stored["fingerprint"] == fp:
-                self.counts["canonical"] += 1
-                out.append(self._reuse(stored, formula, key, "canonical", started, race_bound))
-                continue
-            hit = self._fingerprint_hit(fp, formula, key, started, race_bound)
+            hit = self._cache_hit(fp, formula, key, started, race_bound)
             if hit is not None:
                 out.append(hit)
                 continue
@@ -248,6 +237,17 @@ class FitnessEvaluator:
         self.counts.update(state.get("counts", {}))
 
     # -- internals -----------------------------------------------------------------------
+    def _cache_hit(self, fp: str, formula: str, key: str, started: float,
+                   race_bound: float | None) -> Evaluation | None:
+        """The stored result of an equal metric with the same masks (checked, since float
+        rounding can break ties differently), else of identical masks, else None: either is
+        exactly what measuring would give."""
+        stored = self.by_key.get(key) if self.use_canonical else None
+        if stored is not None and stored["fingerprint"] == fp:
+            self.counts["canonical"] += 1
+            return self._reuse(stored, formula, key, "canonical", started, race_bound)
+        return self._fingerprint_hit(fp, formula, key, started, race_bound)
+
     def _fingerprint_hit(self, fp: str | None, formula: str, key: str, started: float,
                          race_bound: float | None) -> Evaluation | None:
         """The stored result of identical masks, if any (also filed under this canonical key)."""
