@@ -15,6 +15,7 @@ from typing import Any, Iterable, Sequence
 from .errors import ConfigError
 from .masks import Structure, parse_structure
 from .files import looks_like_path, user_path
+from .sampling import Sampling
 
 TASK_KEYS = ("model", "data_dir", "calib_split", "fitness_split", "report_split", "nsamples",
              "seqlen", "seed", "sparsity", "structure", "calibration", "calib_data", "text_join",
@@ -25,20 +26,14 @@ SPLIT_ALIASES = {"validation": "valid"}
 
 
 @dataclass(frozen=True)
-class Task:
-    model: str
-    data_dir: str | None = None
-    calib_split: str = "train"
+class Task(Sampling):
+    """A model and its calibration (``Sampling``), the splits that select and report, the
+    sparsity pattern and the task's weight in the fitness."""
+
     fitness_split: str = "valid"
     report_split: str = "test"
-    nsamples: int = 128
-    seqlen: int | None = None
-    seed: int = 0
     sparsity: float | None = None
     structure: str = "unstructured"
-    calibration: str = "dense"  # or "sequential": X measured layer by layer on pruned inputs
-    calib_data: str | None = None  # calibrate on this corpus (c4, a JSON-lines file), not calib_split
-    text_join: str = "concat"
     weight: float = 1.0
     name: str = ""
 
@@ -46,11 +41,7 @@ class Task:
         from .engine import check_calibration
 
         check_calibration(self.calibration)
-        for name in ("nsamples", "seed") + (("seqlen",) if self.seqlen is not None else ()):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"task {self.name or self.model}: {name} must be an integer, "
-                                  f"got {value!r}")
+        self.check_sampling(f"task {self.name or self.model}: ")
         for name in ("sparsity", "weight"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):

@@ -13,6 +13,7 @@ from . import data as data_mod
 from .errors import ConfigError
 from .files import check_writable_dir, user_path
 from .model import load_model, max_positions, prunable_linears
+from .sampling import Sampling
 from .stats import COMPUTED, LayerStats, check_placement, get_stats
 
 ENV_CACHE = "PRUNER_ZERO_CACHE"
@@ -25,24 +26,16 @@ def default_cache_dir() -> Path:
 
 
 @dataclass(frozen=True)
-class Protocol:
-    """Everything a perplexity number depends on; written into every report."""
+class Protocol(Sampling):
+    """Everything a perplexity number depends on; written into every report: the model and its
+    calibration (``Sampling``), the split measured, and where and how the model runs."""
 
-    model: str
-    data_dir: str | None = None
-    calib_split: str = "train"
     eval_split: str = "test"
-    nsamples: int = 128
-    seqlen: int | None = None  # None: min(2048, what the model allows)
-    seed: int = 0
     device: str = "auto"
     dtype: str = "auto"
     batch_size: int = 8
     device_map: str | None = None
-    calibration: str = "dense"  # how prune measures X: dense model, or layer by layer
     revision: str | None = None  # hub branch, tag or commit of the model
-    calib_data: str | None = None  # None: calib_split of the data; "c4" or a JSON-lines file
-    text_join: str = "concat"  # hub WikiText-2 rows as they are, or "wanda": a blank line between
     trust_remote_code: bool = False
     stats_device: str | None = None  # where X and G live (None: beside each weight; "cpu": host)
     stats_dtype: str = "float32"  # what G is stored in (X stays float32)
@@ -51,18 +44,15 @@ class Protocol:
         return asdict(self)
 
     def check_types(self) -> None:
-        """The Python API's arguments, as strictly as the CLI's: `seed="0"` would silently
-        draw other calibration windows than `seed=0`."""
-        for name in ("nsamples", "seed", "batch_size") + (("seqlen",) if self.seqlen is not None else ()):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{name} must be an integer, got {value!r}")
+        """The Python API's arguments, as strictly as the CLI's."""
+        self.check_sampling()
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int):
+            raise ConfigError(f"batch_size must be an integer, got {self.batch_size!r}")
         if not isinstance(self.trust_remote_code, bool):
             raise ConfigError(f"trust_remote_code must be True or False, got "
                               f"{self.trust_remote_code!r}")
-        for name in ("model", "calib_split", "eval_split", "device", "dtype", "calibration",
-                     "text_join", "stats_dtype") + \
-                tuple(n for n in ("data_dir", "device_map", "revision", "calib_data", "stats_device")
+        for name in ("eval_split", "device", "dtype", "stats_dtype") + \
+                tuple(n for n in ("device_map", "revision", "stats_device")
                       if getattr(self, n) is not None):
             if not isinstance(getattr(self, name), str):
                 raise ConfigError(f"{name} must be a string, got {getattr(self, name)!r}")

@@ -89,39 +89,24 @@ def _strip_affine(x):  # type: ignore[no-untyped-def]
     return None
 
 
-class MMS(Function):
-    """Min-max scaling over the whole tensor (independent of broadcasting)."""
+class _WholeTensor(Function):
+    """A real function of a whole tensor, printed as ``latex_form`` around its argument.
 
-    nargs = 1
+    ``f(g(y)) = f(y)`` for the functions g in ``absorbs`` (for g = f: with the same broadcast
+    class), and a scaling (the default ``_reduced``) ignores an added number or a positive
+    factor."""
 
-    @classmethod
-    def eval(cls, x):  # type: ignore[no-untyped-def]
-        if isinstance(x, (MMS, ZSN)):
-            return cls(x.args[0])
-        rest = _strip_affine(x)
-        return cls(rest) if rest is not None else None
-
-    def _eval_is_nonnegative(self):  # type: ignore[no-untyped-def]
-        return True
-
-    def _eval_is_real(self):  # type: ignore[no-untyped-def]
-        return True
-
-    def _latex(self, printer, exp=None):  # type: ignore[no-untyped-def]
-        return _with_exp(r"\operatorname{mms}\left(%s\right)" % _arg_latex(printer, self.args[0]), exp)
-
-
-class ZSN(Function):
-    """Z-score over the whole tensor; optional 2nd arg = broadcast shape class."""
-
-    nargs = (1, 2)
+    latex_form = "%s"
+    absorbs: tuple[type, ...] = ()
 
     @classmethod
     def eval(cls, x, *k):  # type: ignore[no-untyped-def]
-        if isinstance(x, MMS):
+        if isinstance(x, cls.absorbs) and (type(x) is not cls or tuple(x.args[1:]) == k):
             return cls(x.args[0], *k)
-        if isinstance(x, ZSN) and tuple(x.args[1:]) == k:
-            return x
+        return cls._reduced(x, k)
+
+    @classmethod
+    def _reduced(cls, x, k):  # type: ignore[no-untyped-def]
         rest = _strip_affine(x)
         return cls(rest, *k) if rest is not None else None
 
@@ -129,18 +114,40 @@ class ZSN(Function):
         return True
 
     def _latex(self, printer, exp=None):  # type: ignore[no-untyped-def]
-        return _with_exp(r"\operatorname{zsn}\left(%s\right)" % _arg_latex(printer, self.args[0]), exp)
+        return _with_exp(self.latex_form % _arg_latex(printer, self.args[0]), exp)
 
 
-class Norm(Function):
+class _NonNegativeWholeTensor(_WholeTensor):
+    def _eval_is_nonnegative(self):  # type: ignore[no-untyped-def]
+        return True
+
+
+class MMS(_NonNegativeWholeTensor):
+    """Min-max scaling over the whole tensor (independent of broadcasting)."""
+
+    nargs = 1
+    latex_form = r"\operatorname{mms}\left(%s\right)"
+
+
+class ZSN(_WholeTensor):
+    """Z-score over the whole tensor; optional 2nd arg = broadcast shape class."""
+
+    nargs = (1, 2)
+    latex_form = r"\operatorname{zsn}\left(%s\right)"
+
+
+MMS.absorbs = ZSN.absorbs = (MMS, ZSN)  # both are affine maps of their argument
+
+
+class Norm(_NonNegativeWholeTensor):
     """Frobenius norm of the divisor in ``div``; optional 2nd arg = broadcast shape class."""
 
     nargs = (1, 2)
+    latex_form = r"\left\lVert %s \right\rVert"
+    absorbs = (Abs,)
 
     @classmethod
-    def eval(cls, y, *k):  # type: ignore[no-untyped-def]
-        if isinstance(y, Abs):
-            return cls(y.args[0], *k)
+    def _reduced(cls, y, k):  # type: ignore[no-untyped-def]
         if y.could_extract_minus_sign():
             return cls(-y, *k)
         if y == 0:
@@ -148,15 +155,6 @@ class Norm(Function):
         if y.is_Number and not k:
             return Abs(y)
         return None
-
-    def _eval_is_nonnegative(self):  # type: ignore[no-untyped-def]
-        return True
-
-    def _eval_is_real(self):  # type: ignore[no-untyped-def]
-        return True
-
-    def _latex(self, printer, exp=None):  # type: ignore[no-untyped-def]
-        return _with_exp(r"\left\lVert %s \right\rVert" % _arg_latex(printer, self.args[0]), exp)
 
 
 def shaped(fn: type[Function], expr: sympy.Expr, cls: int) -> sympy.Expr:
