@@ -138,3 +138,25 @@ def test_importing_the_package_never_imports_ray():
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert res.returncode == 0, res.stderr
+
+
+@pytest.mark.parametrize("requested, device, device_map, cluster, workers, expected", [
+    (None, "cpu", None, 8, 2, 0.0),          # a CPU run takes no GPU
+    (None, "cuda", None, 0, 2, 0.0),         # nor a cluster without one
+    (None, "cuda", None, 8, 2, 1.0),         # one each
+    (None, "auto", "auto", 8, 2, 4.0),       # a model spread over its worker's share
+    (None, "cuda", "auto", 8, 3, 2.0),
+    (None, "cuda", "auto", 2, 4, 1.0),       # at least one: the pool then says it does not fit
+    (0.5, "cuda", None, 8, 2, 0.5),          # --worker-gpus wins
+])
+def test_gpus_per_worker(requested, device, device_map, cluster, workers, expected):
+    from pruner_zero.search.workers import gpus_per_worker
+
+    assert gpus_per_worker(requested, device, device_map, cluster, workers) == expected
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_worker_gpus_must_be_positive(tiny_dir, tmp_path, capsys, value):
+    assert main(args(tiny_dir, tmp_path / "run", "--workers", "1", "--worker-gpus", value)) == 2
+    err = capsys.readouterr().err
+    assert "--worker-gpus" in err and not (tmp_path / "run").exists()

@@ -114,7 +114,8 @@ def run_search(config: SearchConfig, baseline: SearchConfig | None = None,
             config = SearchConfig.from_dict(
                 run.read_config(), run.path / "config.json", out=config.out, resume=True,
                 progress=config.progress, log=config.log, workers=config.workers,
-                ray_address=config.ray_address, worker_cpus=config.worker_cpus)
+                ray_address=config.ray_address, worker_cpus=config.worker_cpus,
+                worker_gpus=config.worker_gpus)
         else:
             run.check_new()
             config = _resolved_tasks(config, preloaded)
@@ -156,7 +157,8 @@ def _pool_factory(config: SearchConfig) -> Callable[[dict[str, Any], Any], Any] 
             config.log("warning: no statistics cache (--cache-dir): every worker computes the "
                        "statistics again")
         return WorkerPool(stored, needed, config.workers or 1, config.ray_address,
-                          config.worker_cpus, progress=config.progress, log=config.log)
+                          config.worker_cpus, config.worker_gpus, progress=config.progress,
+                          log=config.log)
     return start
 
 

@@ -39,7 +39,8 @@ def _migrated(d: Mapping[str, Any]) -> Mapping[str, Any]:
             "runtime": {**d["runtime"], "stats_device": None, "stats_dtype": "float32"}}
 MAX_SEEDS = 100  # calibration seeds of a confirmation or a comparison: each is a full measurement
 
-FREE_ON_RESUME = ("out", "resume", "progress", "log", "workers", "ray_address", "worker_cpus")
+FREE_ON_RESUME = ("out", "resume", "progress", "log", "workers", "ray_address", "worker_cpus",
+                  "worker_gpus")
 """Options that only say where and how to run: a resume may give them (a loaded Workbench as
 ``model`` too); every other option comes from the run's config.json."""
 
@@ -163,6 +164,10 @@ class SearchConfig:
     worker_cpus: int | None = field(default=None, metadata=_flag(
         "--worker-cpus", "CPU threads per worker (default: this machine's or the cluster's "
                          "CPUs / --workers)", type=int))
+    worker_gpus: float | None = field(default=None, metadata=_flag(
+        "--worker-gpus", "GPUs per worker (default: 1 on a GPU run; with --device-map, the "
+                         "cluster's GPUs / --workers, so a model too large for one GPU is "
+                         "spread over its worker's GPUs)", type=float))
     # ---- filled in when the run is created, or read from its config.json
     task_list: tuple[Any, ...] | None = None  # the resolved, named Tasks
     space_definition: Mapping[str, Any] | None = None  # the frozen search space
@@ -267,6 +272,11 @@ class SearchConfig:
         if self.worker_cpus is not None and not _count(self.worker_cpus, 1):
             raise ConfigError(f"{name('worker_cpus')} must be a positive integer, got "
                               f"{self.worker_cpus!r}.")
+        if self.worker_gpus is not None and (
+                isinstance(self.worker_gpus, bool) or not isinstance(self.worker_gpus, (int, float))
+                or not 0 < self.worker_gpus < math.inf):
+            raise ConfigError(f"{name('worker_gpus')} must be a positive number, got "
+                              f"{self.worker_gpus!r}.")
         from pruner_zero.search.workers import require_ray
 
         require_ray(self.workers, self.ray_address)

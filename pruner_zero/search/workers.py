@@ -1,7 +1,8 @@
 """Candidates measured on a pool of Ray actors (``search --workers N``, ``--ray-address``).
 
 Each actor holds its own model and statistics (the statistics from the shared cache the driver
-filled: computed once) on one GPU, or on CPU threads, and measures what it is handed: prune
+filled: computed once) on its GPUs (one, or with --device-map an equal share of the
+cluster's, or --worker-gpus), or on CPU threads, and measures what it is handed: prune
 with a formula, perplexity on the task's fitness windows under the generation's racing bound,
 restore. Everything that decides (caches, fingerprints, the hall of fame) stays in the driver,
 so a run is the same for any number of workers. An actor that dies has its measurement handed
@@ -35,6 +36,21 @@ def require_ray(workers: int, address: str | None) -> None:
                           "process")
 
 
+def gpus_per_worker(requested: float | None, device: str, device_map: str | None,
+                    cluster_gpus: float, workers: int) -> float:
+    """GPUs each actor asks Ray for: none on a CPU run or a cluster without GPUs; else the
+    request; else, with --device-map (a model that needs several GPUs), an equal share of the
+    cluster's; else one. Ray makes only an actor's own GPUs visible to it, so device_map="auto"
+    spreads its model over those."""
+    if requested is not None:
+        return float(requested)
+    if str(device).startswith("cpu") or cluster_gpus < 1:
+        return 0.0
+    if device_map is not None:
+        return float(max(1, int(cluster_gpus // max(workers, 1))))
+    return 1.0
+
+
 class EvaluationWorker:
     """What one actor holds and does (a plain class; ``WorkerPool`` makes it a Ray actor)."""
 
@@ -66,7 +82,7 @@ class WorkerPool:
 
     def __init__(self, config: dict[str, Any], needed: set[str], workers: int,
                  address: str | None = None, cpus_per_worker: int | None = None,
-                 gpus_per_worker: float | None = None, progress: bool = False,
+                 requested_gpus: float | None = None, progress: bool = False,
                  log: Callable[[str], None] = print) -> None:
         require_ray(workers or 1, address)
         import ray
@@ -84,9 +100,9 @@ class WorkerPool:
             else:
                 ray.init(address=address, log_to_driver=False, configure_logging=False)
         resources = ray.cluster_resources()
-        on_cpu = str(config["runtime"].get("device", "auto")).startswith("cpu")
-        gpus = gpus_per_worker if gpus_per_worker is not None else \
-            (0.0 if on_cpu or resources.get("GPU", 0) < 1 else 1.0)
+        runtime = config["runtime"]
+        gpus = gpus_per_worker(requested_gpus, runtime.get("device", "auto"),
+                               runtime.get("device_map"), resources.get("GPU", 0), workers)
         if gpus and gpus * workers > resources.get("GPU", 0):
             self.close()
             raise ConfigError(f"--workers {workers} need {gpus * workers:g} GPUs and the Ray "
