@@ -3,7 +3,9 @@
 Two searches with the same options (every cache off, so each candidate costs its forward
 passes) differ only in ``--workers``; the throughput is counted over generations 1.. (generation
 0 also pays for the workers' start: the model and statistics loaded in each), and the two runs'
-evaluations must be identical. On this machine the in-process search uses both cores (torch
+evaluations must be identical. On CPU it also measures the ceiling at equal cores: fitness
+measurements per second of one process on every core vs one-thread processes side by side (no
+driver at all), which bounds what any pool can gain here. On this machine the in-process search uses both cores (torch
 threads), each of 2 workers one core: equal cores. On a GPU machine: ``--device cuda --workers
 N`` puts one worker on each of N GPUs.
 
@@ -54,6 +56,43 @@ def search(out: Path, a: argparse.Namespace, workers: int) -> dict:
             "wall_s": round(wall, 1), "records": records}
 
 
+CEILING_PROBE = """
+import sys, time, torch
+from pruner_zero.evaluate import perplexity
+from pruner_zero.workbench import Protocol, Workbench
+torch.set_num_threads(int(sys.argv[3]))
+bench = Workbench(Protocol(sys.argv[1], data_dir=sys.argv[2], eval_split="valid", seqlen=256,
+                           device="cpu"), progress=False, log=lambda m: None)
+windows = bench.eval_windows(int(sys.argv[4]), spread=True)
+perplexity(bench.model, windows)  # warm
+started = time.perf_counter()
+for _ in range(int(sys.argv[5])):
+    perplexity(bench.model, windows)
+print(time.perf_counter() - started)
+"""
+
+
+def ceiling(a: argparse.Namespace, repeats: int = 10) -> dict:
+    """The most 2 one-core workers can gain at equal cores, whatever the driver does: fitness
+    measurements (the bulk of a candidate) per second of one process on every core vs as many
+    one-thread processes side by side."""
+    cores = os.cpu_count() or 1
+
+    def probe(threads: int, side_by_side: int) -> float:
+        cmd = [sys.executable, "-c", CEILING_PROBE, a.model, a.data_dir, str(threads),
+               str(a.windows), str(repeats)]
+        env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
+                 for _ in range(side_by_side)]
+        seconds = [float(p.communicate()[0].split()[-1]) for p in procs]
+        return side_by_side * repeats / max(seconds)
+
+    one = probe(cores, 1)
+    many = probe(max(1, cores // a.workers), a.workers)
+    return {"measurements_per_s_one_process": one, "measurements_per_s_workers": many,
+            "ceiling": many / one, "repeats": repeats, "windows": a.windows}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=str(SHARED / "models" / "wiki-llama-5m"))
@@ -70,11 +109,13 @@ def main() -> int:
         a.cache_dir = str(Path(tmp) / "cache")  # statistics computed once, by the first run
         here = search(Path(tmp) / "here", a, 0)
         pool = search(Path(tmp) / "pool", a, a.workers)
+    bound = ceiling(a) if a.device == "cpu" else None
     same = here.pop("records") == pool.pop("records")
     speedup = pool["candidates_per_s"] / here["candidates_per_s"]
     result = {"command": " ".join(["python", "experiments/bench_parallel.py", *sys.argv[1:]]),
               "cpus": os.cpu_count(), "in_process": here, "workers": pool,
-              "speedup": speedup, "identical_evaluations": same}
+              "speedup": speedup, "identical_evaluations": same,
+              "ceiling": bound}
     print(json.dumps(result, indent=2))
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)

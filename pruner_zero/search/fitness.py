@@ -116,28 +116,13 @@ class FitnessEvaluator:
         from ..metric.io import format_formula
 
         formulas = [format_formula(t) for t in trees]
-        fps: list = []
-        for tree, formula, key in zip(trees, formulas, keys):
-            if isinstance(key, BaseException):  # its key failed: the caller records the error
-                fps.append(key)
-                continue
-            fp = self._fingerprints.get(formula)
-            if fp is None:
-                try:
-                    fp = self._fingerprints[formula] = self.engine.fingerprint(tree, formula)
-                except (MetricError, RuntimeError, ValueError) as exc:
-                    fp = exc
-            fps.append(fp)
+        # its key failed: the caller records the error
+        fps = [key if isinstance(key, BaseException) else self._fingerprint_or_error(tree, formula)
+               for tree, formula, key in zip(trees, formulas, keys)]
         first: dict[str, int] = {}  # masks to measure: not cached, first of this list
         for i, (key, fp) in enumerate(zip(keys, fps)):
-            if isinstance(fp, BaseException):
-                continue
-            stored = self.by_key.get(key) if self.use_canonical else None
-            if fp in first or (
-                    stored is not None and stored["fingerprint"] == fp) or (
-                    self.use_fingerprint and fp in self.by_fingerprint):
-                continue
-            first[fp] = i
+            if not isinstance(fp, BaseException) and self._to_measure(key, fp, first):
+                first[fp] = i
         measured = dict(zip(first, measure([formulas[i] for i in first.values()]))) if first else {}
         out = []
         for formula, key, fp in zip(formulas, keys, fps):
@@ -159,6 +144,36 @@ class FitnessEvaluator:
                 continue
             out.append(self._measured(formula, key, fp, m, race_bound))
         return out
+
+    def to_prefetch(self, tree, key: str, pending: set[str]) -> str | None:
+        """The fingerprint of a candidate that ``evaluate_many`` will measure unless one of the
+        masks in ``pending`` (measured already, for the same list) are its own; else None. A
+        prediction made with the caches as they are now: ``evaluate_many`` decides again."""
+        from ..metric.io import format_formula
+
+        fp = self._fingerprint_or_error(tree, format_formula(tree))
+        return None if isinstance(fp, BaseException) or not self._to_measure(key, fp, pending) \
+            else fp
+
+    def _fingerprint_or_error(self, tree, formula: str):
+        """The masks' fingerprint (kept for the formula), or the error the metric raised."""
+        fp = self._fingerprints.get(formula)
+        if fp is None:
+            try:
+                fp = self._fingerprints[formula] = self.engine.fingerprint(tree, formula)
+            except (MetricError, RuntimeError, ValueError) as exc:
+                return exc
+        return fp
+
+    def _to_measure(self, key: str, fp: str, pending) -> bool:
+        """Whether these masks need a measurement: not among ``pending``, not cached under an
+        equal metric with the same masks, nor as identical masks (what ``_cache_hit`` finds)."""
+        if fp in pending:
+            return False
+        stored = self.by_key.get(key) if self.use_canonical else None
+        if stored is not None and stored["fingerprint"] == fp:
+            return False
+        return not (self.use_fingerprint and fp in self.by_fingerprint)
 
     def _measured(self, formula: str, key: str, fp: str, m, race_bound: float | None) -> Evaluation:
         """The record of a measurement (ppl, done, stopped, trace, seconds, fingerprint)."""
@@ -349,6 +364,8 @@ class MultiTaskEvaluator:
         self.race_factor = evaluators[0].race_factor
         self.start_rows = list(start_rows or [])  # baselines on the fitness windows, for a resume
         self.pool = None  # a WorkerPool: evaluate_many's measurements are made there
+        self._prefetched: dict[tuple[int, str, float | None], int] = {}  # job -> pool ticket
+        self._prefetched_masks: set[str] = set()
 
     def evaluate(self, tree, race_bound: float | None = None) -> Evaluation:
         from ..metric.io import format_formula
@@ -359,9 +376,8 @@ class MultiTaskEvaluator:
         formula, key = format_formula(tree), canonical_key(tree)
         per: dict[str, dict] = {}
         fps, windows, kinds = [], 0, []
-        for name, ev, ref in zip(self.names, self.evaluators, self.references):
-            bound = None if race_bound is None or not math.isfinite(race_bound) else race_bound * ref
-            r = ev.evaluate(tree, bound, key=key)
+        for t, (name, ev, ref) in enumerate(zip(self.names, self.evaluators, self.references)):
+            r = ev.evaluate(tree, self._task_bound(race_bound, t), key=key)
             windows += r.windows
             kinds.append(r.cached)
             fps.append(r.fingerprint)
@@ -406,7 +422,7 @@ class MultiTaskEvaluator:
             idx = [i for i in range(n) if done[i] is None]
             if not idx:
                 break
-            bound = None if race_bound is None or not math.isfinite(race_bound) else race_bound * ref
+            bound = self._task_bound(race_bound, t)
             measure = self._measure_with(t, bound)
             results = ev.evaluate_many([trees[i] for i in idx], bound, [keys[i] for i in idx],
                                        measure)
@@ -427,6 +443,10 @@ class MultiTaskEvaluator:
                                          f"task {name}: {r.reason}", seconds[i], None,
                                          _combine(fps[i], len(self.names)), windows[i], r.partial,
                                          tasks=per[i])
+        if self._prefetched:  # guessed wrong (rare): finished, not used
+            self.pool.gather(list(self._prefetched.values()))
+        self._prefetched.clear()
+        self._prefetched_masks.clear()
         for i in range(n):
             if done[i] is not None:
                 continue
@@ -438,10 +458,42 @@ class MultiTaskEvaluator:
                                  _combine(fps[i], len(self.names)), windows[i], None, tasks=per[i])
         return done
 
+    def prefetch(self, tree, race_bound: float | None) -> None:
+        """Hand the pool, now, the first task's measurement of a candidate the coming
+        ``evaluate_many(..., race_bound)`` will want (the loop calls it while it still varies the
+        rest of the generation, so the driver's work overlaps the workers'). A job is a function
+        of (task, formula, bound), so a wrong guess costs a measurement, never a result."""
+        if self.pool is None:
+            return
+        from ..errors import CANDIDATE_ERRORS
+        from ..metric.io import format_formula
+        from ..metric.symbolic import canonical_key
+
+        try:
+            key = canonical_key(tree)
+        except CANDIDATE_ERRORS:
+            return
+        fp = self.evaluators[0].to_prefetch(tree, key, self._prefetched_masks)
+        job = (0, format_formula(tree), self._task_bound(race_bound, 0))
+        if fp is not None and job not in self._prefetched:
+            self._prefetched_masks.add(fp)
+            self._prefetched[job] = self.pool.submit(job)
+
+    def _task_bound(self, race_bound: float | None, task: int) -> float | None:
+        """The loop's bound (a fitness) in task ``task``'s perplexity."""
+        if race_bound is None or not math.isfinite(race_bound):
+            return None
+        return race_bound * self.references[task]
+
     def _measure_with(self, task: int, bound: float | None):
-        """Measurements of task ``task`` by the pool, or here when there is none."""
+        """Measurements of task ``task`` by the pool (those prefetched already are collected),
+        or here when there is none."""
         if self.pool is not None:
-            return lambda formulas: self.pool.measure([(task, f, bound) for f in formulas])
+            def pooled(formulas: list[str]) -> list:
+                tickets = [self._prefetched.pop((task, f, bound), None) for f in formulas]
+                return self.pool.gather([self.pool.submit((task, f, bound)) if t is None else t
+                                         for t, f in zip(tickets, formulas)])
+            return pooled
         ev = self.evaluators[task]
 
         def here(formulas: list[str]) -> list:

@@ -281,15 +281,34 @@ def _identity(toolbox: Any, ind: Any, evaluator: Any = None) -> set[str]:
     return ident
 
 
+def _prefetch(evaluator: Any, bound: float | None) -> Callable[[Any], None] | None:
+    """With a pool of workers: hand it each offspring as soon as it is final, so the workers
+    measure while the driver still varies (and fingerprints) the rest of the generation. The
+    GP's random state is kept, so this never shifts the search."""
+    if getattr(evaluator, "pool", None) is None:
+        return None
+
+    def ready(ind: Any) -> None:
+        if not ind.fitness.valid:
+            state = random.getstate()
+            try:
+                evaluator.prefetch(ind, bound)
+            finally:
+                random.setstate(state)
+    return ready
+
+
 def _vary(toolbox: Any, parents: list[Any], cx_prob: float, mut_prob: float,
-          tried: set[str], evaluator: Any = None) -> list[Any]:
+          tried: set[str], evaluator: Any = None,
+          ready: Callable[[Any], None] | None = None) -> list[Any]:
     """Clone the parents, cross pairs and mutate; a tree that changed loses its fitness.
 
     An offspring that repeats a metric in ``tried`` (canonical keys and mask fingerprints of every
     metric this search has put into a population) is mutated again, up to NOVELTY_TRIES times: a repeat costs little
     to evaluate but takes a slot that could explore. ``tried`` is the loop's own record (kept in
     the checkpoint), never the evaluator's caches, so turning caches off cannot change the course
-    of a search. The keys of the returned offspring are added to ``tried``.
+    of a search. The keys of the returned offspring are added to ``tried``; ``ready`` is told
+    of each offspring once it is final.
     """
     offspring = [toolbox.clone(p) for p in parents]
     for i in range(1, len(offspring), 2):
@@ -317,6 +336,8 @@ def _vary(toolbox: Any, parents: list[Any], cx_prob: float, mut_prob: float,
                 _invalidate(offspring[i])
             ident = _identity(toolbox, offspring[i], evaluator)
         seen |= ident
+        if ready is not None:  # final: no later step changes it
+            ready(offspring[i])
     return offspring
 
 
@@ -486,8 +507,9 @@ def _loop(settings: GPSettings, toolbox: Any, pset: gp.PrimitiveSet, evaluator: 
         started = time.perf_counter()
         elites = [toolbox.clone(h) for h in hof[:settings.elite]]
         parents = toolbox.select(pop, settings.population - len(elites))
-        offspring = _vary(toolbox, parents, settings.cx_prob, settings.mut_prob, tried, evaluator)
-        bound = _race_bound(evaluator, hof, settings.hof_size)
+        bound = _race_bound(evaluator, hof, settings.hof_size)  # the generation's, fixed now
+        offspring = _vary(toolbox, parents, settings.cx_prob, settings.mut_prob, tried, evaluator,
+                          _prefetch(evaluator, bound))
         counts = _evaluate(g, offspring, toolbox, evaluator, run, bound, progress)
         pop = elites + offspring
         finish_generation(g, pop, hof, history, counts, started, tried)

@@ -112,6 +112,12 @@ class WorkerPool:
         self._actor = ray.remote(num_cpus=per, num_gpus=gpus, max_restarts=0)(EvaluationWorker)
         self._threads = per if not gpus else None
         self.actors = [self._start() for _ in range(workers)]
+        self._idle = list(self.actors)
+        self._queue: list[int] = []  # tickets waiting for an actor
+        self._running: dict[Any, tuple[int, Any]] = {}  # ref -> (ticket, actor)
+        self._jobs: dict[int, tuple[int, str, float | None]] = {}
+        self._results: dict[int, Any] = {}
+        self._tickets = 0
         self.replaced = 0
         self.max_replaced = 2 * workers + 2  # then the workers cannot run at all: say so
         self.after_result: list[Callable[["WorkerPool"], None]] = []  # test hooks
@@ -122,52 +128,77 @@ class WorkerPool:
         return self._actor.remote(self.config, self.needed, self._threads)
 
     def measure(self, jobs: list[tuple[int, str, float | None]]) -> list[Any]:
-        """Every job measured once by some live actor; an actor that dies is replaced and its
-        job handed to another. A job that fails inside a live actor comes back as the error."""
-        import ray
-        from ray.exceptions import RayActorError
+        """Every job measured once by some live actor, the results in the jobs' order."""
+        return self.gather([self.submit(job) for job in jobs])
+
+    def submit(self, job: tuple[int, str, float | None]) -> int:
+        """Queue a job (started at once on an idle actor); its ticket for ``gather``."""
+        self._tickets += 1
+        ticket = self._tickets
+        self._jobs[ticket] = job
+        self._queue.append(ticket)
+        self._pump(block=False)
+        return ticket
+
+    def gather(self, tickets: list[int]) -> list[Any]:
+        """The results of these tickets, waiting for them. An actor that dies is replaced and
+        its job handed to another; a job that fails inside a live actor comes back as the error
+        (a candidate's), or is raised (a bug)."""
         from tqdm.auto import tqdm
 
-        results: list[Any] = [None] * len(jobs)
-        queue = list(range(len(jobs)))
-        running: dict[Any, tuple[int, Any]] = {}  # ref -> (job, actor)
-        idle = list(self.actors)
-        bar = tqdm(total=len(jobs), desc="measuring", unit="metric", leave=False,
-                   disable=not self.progress)
-        try:
-            while queue or running:
-                while queue and idle:
-                    j, actor = queue.pop(0), idle.pop(0)
-                    running[actor.measure.remote(*jobs[j])] = (j, actor)
-                ready, _ = ray.wait(list(running), num_returns=1)
-                j, actor = running.pop(ready[0])
-                try:
-                    results[j] = ray.get(ready[0])
-                except RayActorError as exc:  # the actor is gone: its job goes to another
-                    if self.replaced >= self.max_replaced:
-                        raise RuntimeError(f"{self.replaced} workers died (the last: {exc}); "
-                                           "the workers cannot load or run the model") from None
-                    self.log(f"warning: a worker died ({type(exc).__name__}); its candidate is "
-                             "measured again on another worker")
-                    self.actors.remove(actor)
-                    fresh = self._start()
-                    self.actors.append(fresh)
-                    self.replaced += 1
-                    idle.append(fresh)
-                    queue.insert(0, j)
-                    continue
-                except ray.exceptions.RayTaskError as exc:  # raised by the measurement
-                    cause = exc.as_instanceof_cause()
-                    if not isinstance(cause, CANDIDATE_ERRORS):  # a bug: end the run with it
-                        raise cause from None
-                    results[j] = cause
-                idle.append(actor)
-                bar.update(1)
-                for hook in self.after_result:
-                    hook(self)
-        finally:
-            bar.close()
-        return results
+        with tqdm(total=len(tickets), desc="measuring", unit="metric", leave=False,
+                  disable=not self.progress) as bar:
+            while True:
+                bar.n = sum(t in self._results for t in tickets)
+                bar.refresh()
+                if bar.n == len(tickets):
+                    break
+                self._pump(block=True)
+        return [self._results.pop(t) for t in tickets]
+
+    def _pump(self, block: bool) -> None:
+        """Start queued jobs on idle actors, then take in the finished ones (at least one when
+        ``block``), and start more."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        self._dispatch()
+        if not self._running:
+            return
+        ready, _ = ray.wait(list(self._running), num_returns=1 if block else len(self._running),
+                            timeout=None if block else 0)
+        for ref in ready:
+            ticket, actor = self._running.pop(ref)
+            try:
+                self._results[ticket] = ray.get(ref)
+            except RayActorError as exc:  # the actor is gone: its job goes to another
+                if self.replaced >= self.max_replaced:
+                    raise RuntimeError(f"{self.replaced} workers died (the last: {exc}); "
+                                       "the workers cannot load or run the model") from None
+                self.log(f"warning: a worker died ({type(exc).__name__}); its candidate is "
+                         "measured again on another worker")
+                self.actors.remove(actor)
+                fresh = self._start()
+                self.actors.append(fresh)
+                self.replaced += 1
+                self._idle.append(fresh)
+                self._queue.insert(0, ticket)
+                continue
+            except ray.exceptions.RayTaskError as exc:  # raised by the measurement
+                cause = exc.as_instanceof_cause()
+                if not isinstance(cause, CANDIDATE_ERRORS):  # a bug: end the run with it
+                    raise cause from None
+                self._results[ticket] = cause
+            del self._jobs[ticket]
+            self._idle.append(actor)
+            for hook in self.after_result:
+                hook(self)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        while self._queue and self._idle:
+            ticket, actor = self._queue.pop(0), self._idle.pop(0)
+            self._running[actor.measure.remote(*self._jobs[ticket])] = (ticket, actor)
 
     def pids(self) -> list[int]:
         import ray
