@@ -4,26 +4,15 @@ import subprocess
 import sys
 
 import pytest
-import torch
+from conftest import base_args, run_main
 
 from pruner_zero.cli import main
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def eval_base(tiny_dir, *extra):
     """eval's options: no calibration."""
     return ["--model", str(tiny_dir / "tiny-llama"), "--data-dir", str(tiny_dir / "data"),
             "--seqlen", "16", "--device", "cpu", "--quiet", *extra]
-
-
-def base(tiny_dir, *extra):
-    return ["--model", str(tiny_dir / "tiny-llama"), "--data-dir", str(tiny_dir / "data"),
-            "--nsamples", "2", "--seqlen", "16", "--device", "cpu", "--quiet", "--no-cache", *extra]
 
 
 @pytest.mark.parametrize("extra,message", [
@@ -42,9 +31,9 @@ def base(tiny_dir, *extra):
     (["--metric", "wanda", "--calib-split", "extra"], "extra.txt"),
 ])
 def test_bad_prune_input_is_one_line_and_exit_2(tiny_dir, capsys, extra, message):
-    argv = ["prune", *base(tiny_dir)]
+    argv = ["prune", *base_args(tiny_dir)]
     # a later flag wins in argparse, so `extra` overrides the defaults above
-    code, out, err = run(capsys, *argv, *extra)
+    code, out, err = run_main(capsys, *argv, *extra)
     assert code == 2
     lines = [l for l in err.strip().splitlines() if l.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], err
@@ -59,19 +48,6 @@ def test_missing_model_path_is_one_line_without_traceback(tmp_path):
     assert proc.stderr.strip() == f"error: model path not found: {tmp_path / 'no' / 'such' / 'model'}"
 
 
-def test_unsupported_model_names_what_it_found(tmp_path, capsys):
-    from transformers import BertConfig, BertModel
-
-    BertModel(BertConfig(vocab_size=32, hidden_size=16, num_hidden_layers=1,
-                         num_attention_heads=2, intermediate_size=32)).save_pretrained(tmp_path / "bert")
-    from pruner_zero.errors import ModelError
-    from pruner_zero.model import load_model
-
-    with pytest.raises(ModelError) as info:
-        load_model(str(tmp_path / "bert"), device="cpu")
-    assert "bert" in str(info.value).lower()
-
-
 @pytest.mark.parametrize("structure", ["unstructured", "2:4"])
 def test_prune_saves_a_reloadable_model_with_the_requested_sparsity(tiny_dir, capsys, structure):
     from transformers import AutoModelForCausalLM
@@ -79,7 +55,7 @@ def test_prune_saves_a_reloadable_model_with_the_requested_sparsity(tiny_dir, ca
     from pruner_zero.model import prunable_linears
 
     out_dir, report = tiny_dir / "pruned", tiny_dir / "report.json"
-    code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "pruner-zero",
+    code, out, err = run_main(capsys, "prune", *base_args(tiny_dir), "--metric", "pruner-zero",
                          "--structure", structure, "--save", str(out_dir), "--report", str(report))
     assert code == 0, err
     rep = json.loads(report.read_text())
@@ -96,14 +72,14 @@ def test_prune_saves_a_reloadable_model_with_the_requested_sparsity(tiny_dir, ca
             assert (zero.view(zero.shape[0], -1, 4).sum(dim=2) == 2).all(), name
     assert model.lm_head.weight.ne(0).all() and model.model.embed_tokens.weight.ne(0).all()
     # eval of the saved model matches the report
-    code, out, err = run(capsys, "eval", *base(tiny_dir)[:-2], "--model", str(out_dir))
+    code, out, err = run_main(capsys, "eval", *base_args(tiny_dir)[:-2], "--model", str(out_dir))
     assert code == 0 and float(out.strip()) == pytest.approx(rep["ppl"], rel=1e-4)
 
 
 def test_save_refuses_a_non_empty_directory(tiny_dir, capsys):
     (tiny_dir / "taken").mkdir()
     (tiny_dir / "taken" / "keep.txt").write_text("precious")
-    code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "wanda",
+    code, out, err = run_main(capsys, "prune", *base_args(tiny_dir), "--metric", "wanda",
                          "--save", str(tiny_dir / "taken"))
     assert code == 2 and "not empty" in err
     assert (tiny_dir / "taken" / "keep.txt").read_text() == "precious"
@@ -111,76 +87,49 @@ def test_save_refuses_a_non_empty_directory(tiny_dir, capsys):
 
 def test_sparsegpt_prunes_and_updates_weights(tiny_dir, capsys):
     report = tiny_dir / "sgpt.json"
-    code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "sparsegpt",
+    code, out, err = run_main(capsys, "prune", *base_args(tiny_dir), "--metric", "sparsegpt",
                          "--sparsity", "0.5", "--report", str(report))
     assert code == 0, err
     rep = json.loads(report.read_text())
     assert rep["sparsity"] == pytest.approx(0.5, abs=0.02) and rep["metric"] == "sparsegpt"
 
 
-def test_sparsegpt_weight_update_beats_plain_masking_on_the_layer_output():
-    from pruner_zero.masks import Structure
-    from pruner_zero.sparsegpt import HessianAccumulator, sparsegpt_weight
-
-    torch.manual_seed(0)
-    W = torch.randn(16, 32)
-    x = torch.randn(4, 64, 32) * torch.linspace(0.1, 3, 32)
-    acc = HessianAccumulator(32, torch.device("cpu"))
-    for b in x:
-        acc.add(b[None])
-    new = sparsegpt_weight(W, acc.H, Structure(0.5))
-    assert (new == 0).float().mean().item() == pytest.approx(0.5, abs=0.05)
-    masked = W.masked_fill(new == 0, 0)
-    inp = x.reshape(-1, 32)
-    err_update = (inp @ (W - new).t()).pow(2).sum()
-    err_mask = (inp @ (W - masked).t()).pow(2).sum()
-    assert err_update < err_mask
-
-
 def test_unusable_output_paths_fail_before_any_work(tiny_dir, capsys):
     (tiny_dir / "adir").mkdir()
-    code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "wanda",
+    code, out, err = run_main(capsys, "prune", *base_args(tiny_dir), "--metric", "wanda",
                          "--report", str(tiny_dir / "adir"))
     assert code == 2 and "is a directory" in err and "dense perplexity" not in err
-    code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "wanda",
+    code, out, err = run_main(capsys, "prune", *base_args(tiny_dir), "--metric", "wanda",
                          "--save", str(tiny_dir / "data" / "train.txt"))
     assert code == 2 and "is a file" in err
-    argv = [a for a in base(tiny_dir) if a != "--no-cache"]
-    code, out, err = run(capsys, "prune", *argv, "--metric", "wanda",
+    argv = [a for a in base_args(tiny_dir) if a != "--no-cache"]
+    code, out, err = run_main(capsys, "prune", *argv, "--metric", "wanda",
                          "--cache-dir", str(tiny_dir / "data" / "train.txt"))
     assert code == 2 and "--cache-dir" in err
 
 
 def test_bad_metric_fails_before_the_dense_evaluation(tiny_dir, capsys):
-    code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "sub(W, W)")
+    code, out, err = run_main(capsys, "prune", *base_args(tiny_dir), "--metric", "sub(W, W)")
     assert code == 2 and "constant" in err and "dense perplexity" not in err
 
 
 def test_corrupt_statistics_cache_is_recomputed(tiny_dir, capsys):
     cache = tiny_dir / "cache"
-    argv = [a for a in base(tiny_dir) if a != "--no-cache"] + ["--cache-dir", str(cache)]
-    code, first, err = run(capsys, "prune", *argv, "--metric", "wanda")
+    argv = [a for a in base_args(tiny_dir) if a != "--no-cache"] + ["--cache-dir", str(cache)]
+    code, first, err = run_main(capsys, "prune", *argv, "--metric", "wanda")
     assert code == 0, err
     (cached,) = cache.glob("stats-*.safetensors")
     cached.write_bytes(cached.read_bytes()[:100])
-    code, second, err = run(capsys, "prune", *argv, "--metric", "wanda")
+    code, second, err = run_main(capsys, "prune", *argv, "--metric", "wanda")
     assert code == 0 and "unreadable" in err
     assert json.loads(second)["ppl"] == json.loads(first)["ppl"]
 
 
 def test_show_rejects_non_finite_constants_and_sparsegpt(capsys):
-    code, out, err = run(capsys, "show", "mul(W, 1e400)")
+    code, out, err = run_main(capsys, "show", "mul(W, 1e400)")
     assert code == 2 and "finite" in err
-    code, out, err = run(capsys, "show", "sparsegpt")
+    code, out, err = run_main(capsys, "show", "sparsegpt")
     assert code == 2 and "not a formula" in err
-
-
-def test_search_that_fails_its_checks_leaves_no_run_behind(tiny_dir, capsys):
-    out_dir = tiny_dir / "runs" / "bad"
-    code, out, err = run(capsys, "search", *base(tiny_dir), "--structure", "2:3",
-                         "--out", str(out_dir), "--population", "4", "--generations", "1")
-    assert code == 2 and "divisible by 3" in err
-    assert not (out_dir / "config.json").exists()
 
 
 # ------------------------------------------------------------------ hardening (issue 12)
@@ -209,7 +158,7 @@ def _truncate(d):
 ])
 def test_damaged_model_files_are_named_in_one_line(tiny_dir, capsys, damage, message):
     model = _damage_copy(tiny_dir, "damaged", damage)
-    code, out, err = run(capsys, "eval", *eval_base(tiny_dir), "--model", str(model))
+    code, out, err = run_main(capsys, "eval", *eval_base(tiny_dir), "--model", str(model))
     assert code == 2 and "Traceback" not in err
     (line,) = err.strip().splitlines()
     assert line.startswith("error:") and message in line and str(model) in line, line
@@ -217,15 +166,15 @@ def test_damaged_model_files_are_named_in_one_line(tiny_dir, capsys, damage, mes
 
 def test_a_split_that_is_not_utf8_is_one_line(tiny_dir, capsys):
     (tiny_dir / "data" / "latin1.txt").write_bytes("caf\u00e9 au lait".encode("latin-1"))
-    code, out, err = run(capsys, "eval", *eval_base(tiny_dir), "--eval-split", "latin1")
+    code, out, err = run_main(capsys, "eval", *eval_base(tiny_dir), "--eval-split", "latin1")
     assert code == 2 and err.strip().splitlines() == [err.strip()] and "not UTF-8" in err
 
 
 @pytest.mark.parametrize("flag", ["--save", "--report", "--cache-dir"])
 def test_output_paths_that_cannot_be_written_fail_before_any_work(tiny_dir, capsys, flag):
     blocked = tiny_dir / "data" / "train.txt" / "sub" / "out"  # under a regular file
-    argv = [a for a in base(tiny_dir) if a != "--no-cache"] if flag == "--cache-dir" else base(tiny_dir)
-    code, out, err = run(capsys, "prune", *argv, "--metric", "wanda", flag, str(blocked))
+    argv = [a for a in base_args(tiny_dir) if a != "--no-cache"] if flag == "--cache-dir" else base_args(tiny_dir)
+    code, out, err = run_main(capsys, "prune", *argv, "--metric", "wanda", flag, str(blocked))
     assert code == 2 and flag in err and "cannot be written" in err
     assert "dense perplexity" not in err and "sparsity" not in err  # nothing was computed
 
@@ -243,13 +192,6 @@ def test_non_finite_float_options_are_one_error_line(argv, message, capsys):
     assert info.value.code == 2 and err.count("\n") == 1 and err.startswith("error:") and message in err
 
 
-def test_unbalanced_seed_metrics_are_refused_before_the_model_loads(tmp_path, capsys):
-    code, out, err = run(capsys, "search", "--model", str(tmp_path / "absent"), "--out",
-                         str(tmp_path / "run"), "--seed-metrics", "wanda,mul(W, G")
-    assert code == 2 and "--seed-metrics: unbalanced parentheses" in err
-    assert not (tmp_path / "run").exists()
-
-
 KILL_DURING_SAVE = """
 import os, signal, sys
 import transformers
@@ -265,7 +207,7 @@ def test_sigkill_during_save_leaves_no_model_and_the_rerun_succeeds(tiny_dir):
     from transformers import AutoModelForCausalLM
 
     save = tiny_dir / "pruned"
-    argv = ["prune", *base(tiny_dir), "--metric", "wanda", "--save", str(save)]
+    argv = ["prune", *base_args(tiny_dir), "--metric", "wanda", "--save", str(save)]
     killed = subprocess.run([sys.executable, "-c", KILL_DURING_SAVE, *argv], capture_output=True)
     assert killed.returncode == -9, killed.stderr.decode()[-1000:]
     assert not save.exists()  # nothing that from_pretrained would load as if complete
@@ -287,30 +229,23 @@ def test_a_half_written_model_directory_explains_itself(tiny_dir, capsys):
     old = tiny_dir / "old-save"
     shutil.copytree(tiny_dir / "tiny-llama", old)
     (old / "tokenizer.json").unlink()
-    code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "wanda", "--save", str(old))
+    code, out, err = run_main(capsys, "prune", *base_args(tiny_dir), "--metric", "wanda", "--save", str(old))
     assert code == 2 and "incomplete model" in err and "pruning.json" in err
 
 
 def test_a_report_inside_the_saved_model_is_refused_before_any_work(tiny_dir, capsys):
     save = tiny_dir / "pruned"
-    code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "wanda", "--save", str(save),
+    code, out, err = run_main(capsys, "prune", *base_args(tiny_dir), "--metric", "wanda", "--save", str(save),
                          "--report", str(save / "report.json"))
     assert code == 2 and "is inside --save" in err and "dense perplexity" not in err
     assert not save.exists()
-
-
-def test_resume_of_something_that_is_not_a_directory_names_resume(tmp_path, capsys):
-    afile = tmp_path / "afile"
-    afile.write_text("x")
-    code, out, err = run(capsys, "search", "--resume", str(afile), "--quiet")
-    assert code == 2 and err.startswith("error: --resume") and "--out" not in err.split(":")[1]
 
 
 def test_prune_with_sequential_calibration_records_the_mode(tiny_dir, capsys):
     reports = {}
     for mode in ("dense", "sequential"):
         report = tiny_dir / f"{mode}.json"
-        code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "wanda", "--sparsity",
+        code, out, err = run_main(capsys, "prune", *base_args(tiny_dir), "--metric", "wanda", "--sparsity",
                              "0.7", "--calibration", mode, "--report", str(report))
         assert code == 0, err
         reports[mode] = json.loads(report.read_text())
@@ -320,31 +255,9 @@ def test_prune_with_sequential_calibration_records_the_mode(tiny_dir, capsys):
     assert reports["sequential"]["sparsity"] == reports["dense"]["sparsity"]
 
 
-def test_the_readmes_python_entry_points_exist_and_run(tiny_dir):
-    import pruner_zero
-
-    report = pruner_zero.prune(str(tiny_dir / "tiny-llama"), "wanda", sparsity=0.5,
-                               data_dir=str(tiny_dir / "data"), nsamples=2, seqlen=16,
-                               device="cpu", log=lambda *_: None)
-    assert report["sparsity"] == pytest.approx(0.5, abs=0.02) and report["ppl"] > 0
-    assert callable(pruner_zero.search) and "prune" in pruner_zero.__all__
-
-
 def test_a_sparsity_no_row_can_reach_is_warned_about(tiny_dir, capsys):
-    code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "wanda", "--sparsity", "1e-300")
+    code, out, err = run_main(capsys, "prune", *base_args(tiny_dir), "--metric", "wanda", "--sparsity", "1e-300")
     assert code == 0 and "warning: 1e-300 was asked for and 0.0000 was achieved" in err
-
-
-def test_dtype_auto_keeps_the_checkpoints_own_dtype(tmp_path):
-    from conftest import tiny_llama, word_tokenizer
-    from pruner_zero.model import load_model
-
-    tiny_llama().to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
-    word_tokenizer().save_pretrained(tmp_path / "bf16")
-    model, _ = load_model(str(tmp_path / "bf16"), device="cpu", dtype="auto")
-    assert next(model.parameters()).dtype == torch.bfloat16
-    model, _ = load_model(str(tmp_path / "bf16"), device="cpu", dtype="float32")
-    assert next(model.parameters()).dtype == torch.float32
 
 
 def test_version_is_printed(capsys):
@@ -358,12 +271,12 @@ def test_a_hub_id_without_network_fails_with_one_line_before_any_download(monkey
 
     monkeypatch.setattr(model_mod, "HUB_HOST", ("hub.invalid", 443))  # never resolvable
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    code, out, err = run(capsys, "eval", "--model", "no-such-org/no-such-model", "--device", "cpu",
+    code, out, err = run_main(capsys, "eval", "--model", "no-such-org/no-such-model", "--device", "cpu",
                          "--quiet")
     assert code == 2 and err.count("\n") == 1
     assert "not in the local Hugging Face cache and the hub (hub.invalid) cannot be reached" in err
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    code, out, err = run(capsys, "eval", "--model", "no-such-org/no-such-model", "--device", "cpu")
+    code, out, err = run_main(capsys, "eval", "--model", "no-such-org/no-such-model", "--device", "cpu")
     assert code == 2 and "HF_HUB_OFFLINE is set" in err
 
 
@@ -373,61 +286,16 @@ def test_eval_shows_no_calibration_options_and_prune_can_skip_the_dense_ppl(tiny
     shown = capsys.readouterr().out
     assert "--seqlen" in shown and not any(f in shown for f in ("--nsamples", "--calib-split",
                                                                 "--cache-dir", "--seed"))
-    code, out, err = run(capsys, "eval", *base(tiny_dir))  # base() has --nsamples and --no-cache
+    code, out, err = run_main(capsys, "eval", *base_args(tiny_dir))  # base_args() has --nsamples and --no-cache
     assert code == 0 and "warning: eval calibrates nothing; --nsamples, --no-cache ignored" in err
-    code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "wanda", "--no-dense-ppl")
+    code, out, err = run_main(capsys, "prune", *base_args(tiny_dir), "--metric", "wanda", "--no-dense-ppl")
     assert code == 0 and json.loads(out)["ppl_dense"] is None and "dense perplexity" not in err
-
-
-def test_a_decoder_mostly_outside_nn_linear_is_refused_unless_allowed(tiny_dir):
-    from torch import nn
-
-    from pruner_zero.pruning import prune
-    from pruner_zero.errors import ConfigError
-    from pruner_zero.model import decoder_layers
-    from pruner_zero.workbench import Protocol, Workbench
-
-    bench = Workbench(Protocol(model=str(tiny_dir / "tiny-llama"), data_dir=str(tiny_dir / "data"),
-                               nsamples=2, seqlen=16, device="cpu"), progress=False,
-                      log=lambda *_: None)
-    for block in decoder_layers(bench.model):  # experts as one 3-D tensor, as MoE models keep them
-        block.register_parameter("experts", nn.Parameter(torch.zeros(4, 32, 64)))
-    with pytest.raises(ConfigError, match=r"hold 5\d\.\d% of its parameters.*--allow-partial"):
-        prune(bench, "wanda", dense=False, log=lambda *_: None)
-    report = prune(bench, "wanda", dense=False, allow_partial=True, log=lambda *_: None)
-    assert report["linear_share"] < 0.9
-    assert report["decoder_sparsity"] == pytest.approx(report["sparsity"] * report["linear_share"])
-
-
-def test_sparsegpt_n_m_groups_stay_whole_when_m_does_not_divide_the_block():
-    from pruner_zero.masks import Structure
-    from pruner_zero.sparsegpt import sparsegpt_weight
-
-    torch.manual_seed(0)
-    W, x = torch.randn(6, 192), torch.randn(256, 192)
-    new = sparsegpt_weight(W, 2 * x.t() @ x / 256, Structure(1 / 3, n=2, m=3))
-    zeros = (new == 0).view(6, 64, 3).sum(dim=2)
-    assert torch.equal(zeros, torch.ones_like(zeros))  # exactly one of every 3, across column 128
-
-
-def test_python_api_arguments_of_the_wrong_type_are_config_errors(tiny_dir):
-    from pruner_zero.pruning import prune
-    from pruner_zero.errors import ConfigError
-
-    common = dict(data_dir=str(tiny_dir / "data"), nsamples=2, seqlen=16, device="cpu",
-                  log=lambda *_: None)
-    for bad, message in (({"seed": "0"}, "seed must be an integer"),
-                         ({"nsamples": 4.5}, "nsamples must be an integer"),
-                         ({"structure": 24}, "--structure must be"),
-                         ({"sparsity": [0.5]}, "--sparsity must be a number")):
-        with pytest.raises(ConfigError, match=message):
-            prune(str(tiny_dir / "tiny-llama"), "wanda", **{**common, **bad})
 
 
 def test_save_through_a_symbolic_link_is_refused_before_any_work(tiny_dir, capsys):
     (tiny_dir / "target").mkdir()
     (tiny_dir / "link").symlink_to(tiny_dir / "target")
-    code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "wanda",
+    code, out, err = run_main(capsys, "prune", *base_args(tiny_dir), "--metric", "wanda",
                          "--save", str(tiny_dir / "link"))
     assert code == 2 and "symbolic link" in err and "dense perplexity" not in err
 
@@ -438,7 +306,7 @@ TERM_DURING_SAVE = KILL_DURING_SAVE.replace("signal.SIGKILL", "signal.SIGTERM").
 
 def test_sigterm_during_save_cleans_up_like_ctrl_c(tiny_dir):
     save = tiny_dir / "pruned"
-    argv = ["prune", *base(tiny_dir), "--metric", "wanda", "--save", str(save)]
+    argv = ["prune", *base_args(tiny_dir), "--metric", "wanda", "--save", str(save)]
     term = subprocess.run([sys.executable, "-c", TERM_DURING_SAVE, *argv], capture_output=True,
                           text=True)
     assert term.returncode == 130 and "interrupted" in term.stderr, term.stderr[-1000:]
@@ -446,8 +314,7 @@ def test_sigterm_during_save_cleans_up_like_ctrl_c(tiny_dir):
 
 
 def test_prune_calibrates_on_a_c4_format_corpus_when_asked(tiny_dir, capsys):
-    from conftest import TEXT
-    from test_data import write_corpus
+    from conftest import TEXT, write_corpus
 
     sentences = [s.strip() + " ." for s in TEXT.split(" . ") if s.strip()]
     docs = [" ".join(sentences[i:i + 12]) for i in range(0, len(sentences), 12)]
@@ -455,7 +322,7 @@ def test_prune_calibrates_on_a_c4_format_corpus_when_asked(tiny_dir, capsys):
     reports = {}
     for name, extra in (("split", []), ("corpus", ["--calib-data", str(corpus)])):
         report = tiny_dir / f"{name}.json"
-        code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "wanda",
+        code, out, err = run_main(capsys, "prune", *base_args(tiny_dir), "--metric", "wanda",
                              "--report", str(report), *extra)
         assert code == 0, err
         reports[name] = json.loads(report.read_text())
@@ -463,23 +330,23 @@ def test_prune_calibrates_on_a_c4_format_corpus_when_asked(tiny_dir, capsys):
     assert reports["split"]["protocol"]["calib_data"] is None
     assert reports["corpus"]["ppl_dense"] == reports["split"]["ppl_dense"]  # same report text
     assert reports["corpus"]["ppl"] != reports["split"]["ppl"]  # other statistics, other masks
-    code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "wanda",
+    code, out, err = run_main(capsys, "prune", *base_args(tiny_dir), "--metric", "wanda",
                          "--calib-data", str(tiny_dir / "nothing.jsonl"))
     assert code == 2 and "no such file" in err and err.count("\n") == 1
 
 
 def test_a_corpus_lets_the_calibration_split_name_be_the_report_split(tiny_dir, capsys):
     """With --calib-data, no split is read for calibration: the roles stay apart."""
-    from test_data import write_corpus
+    from conftest import write_corpus
 
     corpus = write_corpus(tiny_dir / "docs.jsonl", ["the quick brown fox jumps over the lazy dog ."
                                                     * 3] * 4)
     args = ["compare", "--model", str(tiny_dir / "tiny-llama"), "--data-dir", str(tiny_dir / "data"),
             "--nsamples", "2", "--seqlen", "16", "--device", "cpu", "--quiet", "--no-cache",
             "--metrics", "wanda", "--seeds", "1", "--calib-split", "test"]
-    code, out, err = run(capsys, *args)
+    code, out, err = run_main(capsys, *args)
     assert code == 2 and "calibration split (test) must differ from the report split" in err
-    code, out, err = run(capsys, *args, "--calib-data", str(corpus))
+    code, out, err = run_main(capsys, *args, "--calib-data", str(corpus))
     assert code == 0, err
     assert "wanda" in out
 
@@ -496,31 +363,22 @@ def test_revision_and_trust_remote_code_reach_the_loaders(tiny_dir, capsys, monk
             return _original(klass, source, *args, **kwargs)
 
         monkeypatch.setattr(cls, "from_pretrained", classmethod(spy))
-    code, out, err = run(capsys, "eval", *eval_base(tiny_dir, "--revision", "v1.0",
+    code, out, err = run_main(capsys, "eval", *eval_base(tiny_dir, "--revision", "v1.0",
                                                      "--trust-remote-code"))
     assert code == 0, err
     assert seen == [("AutoTokenizer", "v1.0", True), ("AutoModelForCausalLM", "v1.0", True)]
     seen.clear()
-    assert run(capsys, "eval", *eval_base(tiny_dir))[0] == 0
+    assert run_main(capsys, "eval", *eval_base(tiny_dir))[0] == 0
     assert seen == [("AutoTokenizer", None, False), ("AutoModelForCausalLM", None, False)]
-
-
-def test_caches_of_two_hub_revisions_are_apart(tiny_dir):
-    from pruner_zero.stats import model_identity
-
-    ids = {model_identity("org/model", r) for r in (None, "v1", "v2")}
-    assert len(ids) == 3
-    local = str(tiny_dir / "tiny-llama")  # a local directory is its files, whatever the revision
-    assert model_identity(local, "v1") == model_identity(local) != local
 
 
 def test_prune_reuses_a_cached_dense_perplexity(tiny_dir, capsys, monkeypatch):
     import pruner_zero.workbench as wb
 
     cache = tiny_dir / "cache"
-    args = ["prune", *base(tiny_dir), "--cache-dir", str(cache), "--metric", "wanda"]
+    args = ["prune", *base_args(tiny_dir), "--cache-dir", str(cache), "--metric", "wanda"]
     args.remove("--no-cache")
-    code, out, err = run(capsys, *args)
+    code, out, err = run_main(capsys, *args)
     first = json.loads(out)["ppl_dense"]
     assert code == 0 and "dense perplexity: from cache" not in err
     files = list(cache.glob("ppl-*.json"))
@@ -529,13 +387,13 @@ def test_prune_reuses_a_cached_dense_perplexity(tiny_dir, capsys, monkeypatch):
     original = wb.Workbench.perplexity
     monkeypatch.setattr(wb.Workbench, "perplexity",
                         lambda self, *a, **k: measured.append(1) or original(self, *a, **k))
-    code, out, err = run(capsys, *args, "--metric", "magnitude")
+    code, out, err = run_main(capsys, *args, "--metric", "magnitude")
     assert code == 0 and "dense perplexity: from cache" in err
     assert json.loads(out)["ppl_dense"] == first and len(measured) == 1  # the pruned model only
-    code, out, err = run(capsys, *args, "--batch-size", "3")  # another measurement: measured again
+    code, out, err = run_main(capsys, *args, "--batch-size", "3")  # another measurement: measured again
     assert code == 0 and "from cache" not in err.replace("statistics: loaded from cache", "")
     files[0].write_text('{"key": "other", "ppl": 1.0}')
-    code, out, err = run(capsys, *args)
+    code, out, err = run_main(capsys, *args)
     assert code == 0 and "is not the dense perplexity of this model" in err
     assert json.loads(out)["ppl_dense"] == first
 
@@ -554,10 +412,10 @@ def test_prune_holds_no_copy_of_the_dense_weights(tiny_dir, capsys, monkeypatch)
         return fp
 
     monkeypatch.setattr(Engine, "prune", spy)
-    code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "wanda", "--sparsity", "0.7")
+    code, out, err = run_main(capsys, "prune", *base_args(tiny_dir), "--metric", "wanda", "--sparsity", "0.7")
     assert code == 0 and kept == [(None, 0)]
     ppl = json.loads(out)["ppl"]
     kept.clear()
-    code, out, err = run(capsys, "prune", *base(tiny_dir), "--metric", "wanda", "--sparsity", "0.7",
+    code, out, err = run_main(capsys, "prune", *base_args(tiny_dir), "--metric", "wanda", "--sparsity", "0.7",
                          "--calibration", "sequential")
     assert code == 0 and kept == [(None, 0)] and json.loads(out)["ppl"] != ppl

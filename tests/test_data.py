@@ -1,8 +1,10 @@
-"""Evaluation windows: the full split, its first windows, or windows spread over it."""
+"""Evaluation windows (the full split, its first windows, windows spread over it, windows clear of
+calibration text), split files and calibration corpora."""
 import pytest
 import torch
 
-from pruner_zero.data import eval_windows
+from conftest import write_corpus
+from pruner_zero.data import calibration_starts, eval_windows
 from pruner_zero.errors import DataError
 
 
@@ -28,6 +30,24 @@ def test_a_split_shorter_than_one_window_is_a_data_error():
         eval_windows(torch.arange(5), 10)
 
 
+def test_selection_windows_never_overlap_a_calibration_window():
+    ids = torch.arange(10_000)  # token value = position: overlap is visible in the values
+    seqlen = 37
+    starts = calibration_starts(ids.numel(), 40, seqlen, seed=3)
+    calib = set()
+    for s in starts:
+        calib.update(range(s, s + seqlen))
+    windows = eval_windows(ids, seqlen, exclude=starts)
+    everything = eval_windows(ids, seqlen)
+    assert 0 < windows.shape[0] < everything.shape[0]
+    assert not calib & set(windows.flatten().tolist())
+    # every window that does not touch calibration text is kept
+    untouched = [w for w in everything if not calib & set(w.tolist())]
+    assert len(untouched) == windows.shape[0]
+    spread = eval_windows(ids, seqlen, limit=10, spread=True, exclude=starts)
+    assert spread.shape[0] == 10 and not calib & set(spread.flatten().tolist())
+
+
 def test_a_split_that_is_not_utf8_names_the_file_and_the_byte(tmp_path):
     from pruner_zero.data import load_split_text
 
@@ -45,21 +65,6 @@ def test_nsamples_is_bounded_by_the_windows_the_split_has():
 
 
 # ------------------------------------------------------------- calibration corpora (C4 format)
-def write_corpus(path, docs):
-    """A file in the C4 shard's format: one JSON object per line with a "text" field."""
-    import gzip
-    import json
-
-    lines = "".join(json.dumps({"text": d, "timestamp": "2019-04-25", "url": "u"}) + "\n"
-                    for d in docs)
-    if str(path).endswith(".gz"):
-        with gzip.open(path, "wt", encoding="utf-8") as fh:
-            fh.write(lines)
-    else:
-        path.write_text(lines, encoding="utf-8")
-    return path
-
-
 class CharTokenizer:
     """One token per character (no special tokens): lengths are easy to reason about."""
 

@@ -144,13 +144,6 @@ def test_another_outputs_live_temporary_is_never_taken_for_a_stale_one(tmp_path)
     assert live.exists()
 
 
-def test_an_empty_cache_variable_counts_as_unset(monkeypatch):
-    from pruner_zero.workbench import default_cache_dir
-
-    monkeypatch.setenv("PRUNER_ZERO_CACHE", "")
-    assert default_cache_dir() == Path.home() / ".cache" / "pruner_zero"
-
-
 def test_written_json_is_strict_non_finite_numbers_become_null(tmp_path):
     from pruner_zero.files import atomic_write_json, dumps_json
 
@@ -160,38 +153,3 @@ def test_written_json_is_strict_non_finite_numbers_become_null(tmp_path):
     assert strict_loads((tmp_path / "r.json").read_text()) == {
         "ppl": None, "nan": None, "rows": [1.5, None, [2, None]], "ok": 3, "flag": True}
     assert strict_loads(dumps_json(obj)) == strict_loads((tmp_path / "r.json").read_text())
-
-
-def test_a_checkpoint_with_infinities_resumes_with_them(tmp_path):
-    """Strict JSON writes inf as null; the checkpoint reads back exactly what was saved, so a
-    resumed run goes on as the uninterrupted one (an unevaluated individual stays unevaluated)."""
-    from pruner_zero.search.rundir import CHECKPOINT, RunDir
-
-    inf = float("inf")
-    stored = {"fitness": inf, "status": "stopped_early", "reason": "stopped", "fingerprint": "f",
-              "windows": 16, "partial": inf, "trace": [[16, inf]]}
-    state = {
-        "generation": 1, "evaluations_lines": 3, "finished": True, "random_state": [3, [1, 2], None],
-        "population": [{"formula": "W", "fitness": inf, "status": "invalid", "key": None,
-                        "fingerprint": None},
-                       {"formula": "X", "fitness": None, "status": None, "key": None,
-                        "fingerprint": None}],
-        "hall_of_fame": [{"formula": "W", "fitness": 1.25, "status": "ok", "key": "W",
-                          "fingerprint": "a"}],
-        "evaluator": {"tasks": {"t": {"by_key": {"k": stored}, "by_fingerprint": {"f": stored},
-                                      "counts": {"evaluated": 1}}},
-                      "start_rows": [{"metric": "wanda", "ppl": inf}]},
-        "history": [{"generation": 0, "best": inf, "median": inf}],
-        "final": {"selection_rows": [{"metric": "W", "task": "t", "seed": 0, "ppl": inf}],
-                  "report_rows": [{"metric": "W", "task": "t", "seed": 0, "ppl": inf}],
-                  "baselines_fitness": [{"metric": "wanda", "ppl": inf}],
-                  "selection": {"W": {"score": inf, "std": inf, "scores": [inf, 2.0]}},
-                  "top": ["W"], "baseline_names": []},
-    }
-    run = RunDir(tmp_path)
-    run.save_checkpoint(json.loads(json.dumps(state)))
-    text = (tmp_path / CHECKPOINT).read_text()
-    assert "Infinity" not in text and strict_loads(text)["population"][0]["fitness"] is None
-    loaded = run.load_checkpoint()
-    loaded.pop("version")
-    assert loaded == state

@@ -12,11 +12,7 @@ from pruner_zero.metric.builtin import BUILTINS
 from pruner_zero.metric.io import (format_formula, from_paper_json, load_metric_file, parse_formula,
                                    resolve_metric, save_metric_json, to_paper_json)
 from pruner_zero.metric.space import load_space
-from conftest import scores_of
-
-PAPER_JSON = ('{"data":"mul","left":{"data":"abs","left":{"data":"mul","left":{"data":"W"},'
-              '"right":{"data":"W"}}},"right":{"data":"mms","left":{"data":"G"}}}')
-PAPER_FORMULA = "mul(abs(mul(W, W)), mms(G))"
+from conftest import PAPER_FORMULA, PAPER_JSON, scores_of
 
 
 def _inputs(seed=0):
@@ -33,11 +29,6 @@ def test_paper_json_formula_and_hand_written_torch_agree():
     assert torch.equal(from_json, from_text)
     torch.testing.assert_close(from_text, by_hand)
     assert format_formula(from_paper_json(json.loads(PAPER_JSON))) == PAPER_FORMULA
-
-
-def test_builtin_pruner_zero_is_the_paper_metric():
-    assert BUILTINS["pruner-zero"] == PAPER_FORMULA
-    assert to_paper_json(resolve_metric("pruner-zero")[1]) == json.loads(PAPER_JSON)
 
 
 @pytest.mark.parametrize("formula", [

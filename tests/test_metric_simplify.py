@@ -5,11 +5,13 @@ import random
 import pytest
 import torch
 from deap import gp
+from hypothesis import given, strategies as st
 
+from pruner_zero.metric import registry
 from pruner_zero.metric.io import parse_formula
 from pruner_zero.metric.simplify import RULES, rules_markdown, simplify, simplify_traced
 from pruner_zero.metric.space import build_pset, load_space
-from conftest import scores_of
+from conftest import random_wgx, scores_of
 
 
 def _inputs(seed=0, dtype=torch.float64):
@@ -144,3 +146,30 @@ def test_rules_are_documented():
         assert r.reason and r.before and r.after
         assert f"| {r.name} |" in table
     assert {r.name for r in RULES if not r.exact} == {"log-exp", "exp-log"}
+
+
+def _trees(max_leaves: int = 6):
+    names1, names2 = registry.names(1), registry.names(2)
+    leaf = st.sampled_from(["W", "G", "X", "W", "G", "X", "0", "1", "2", "0.5"])
+
+    def extend(children):
+        return st.one_of(st.tuples(st.sampled_from(names1), children).map(lambda t: f"{t[0]}({t[1]})"),
+                         st.tuples(st.sampled_from(names2), children, children)
+                         .map(lambda t: f"{t[0]}({t[1]}, {t[2]})"))
+
+    return st.recursive(leaf, extend, max_leaves=max_leaves)
+
+
+def _same(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-6) -> None:
+    both = torch.isfinite(a) & torch.isfinite(b)
+    assert torch.equal(torch.isfinite(a), torch.isfinite(b)) or not both.all()
+    scale = float(a[both].abs().max()) if both.any() else 1.0
+    torch.testing.assert_close(a[both], b[both], rtol=rtol, atol=rtol * max(scale, 1e-12))
+
+
+@given(_trees(), st.integers(0, 3))
+def test_exact_oos_rewrites_keep_the_scores(formula, seed):
+    tree = parse_formula(formula)
+    new = simplify(tree)
+    W, G, X = random_wgx(seed)
+    _same(scores_of(tree, W, G, X, torch.float64), scores_of(new, W, G, X, torch.float64))

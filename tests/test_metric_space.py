@@ -10,10 +10,7 @@ from pruner_zero.metric.io import parse_formula
 from pruner_zero.metric.space import SearchSpace, full_pset, load_space
 from pruner_zero.metric.tree import label, leaves
 
-from pruner_zero.metric import registry
-
-UNARY = {n: registry.op(n).torch for n in registry.names(1)}
-BINARY = {n: registry.op(n).torch for n in registry.names(2)}
+from conftest import BINARY, UNARY
 
 
 def test_paper_space():

@@ -5,10 +5,13 @@ import time
 
 import pytest
 import sympy
+import torch
 from deap import gp
 
-from pruner_zero.metric.io import parse_formula
-from pruner_zero.metric.space import load_space
+from conftest import random_wgx, scores_of
+from pruner_zero.masks import make_mask, parse_structure
+from pruner_zero.metric.io import format_formula, parse_formula
+from pruner_zero.metric.space import full_pset, load_space
 from pruner_zero.metric.symbolic import G, W, X, canonical_key, to_latex, to_sympy
 
 
@@ -74,3 +77,32 @@ def test_keys_are_fast_and_deterministic():
         worst = max(worst, time.perf_counter() - start)
         assert k == canonical_key(parse_formula(str(tree)))
     assert worst < 0.05
+
+
+def test_equal_canonical_keys_give_equal_masks():
+    """Random trees bucketed by canonical key: every pair in a bucket prunes the same weights."""
+    pset = full_pset()
+    rng = random.Random(11)
+    state = random.getstate()
+    random.seed(11)
+    try:
+        trees = [gp.PrimitiveTree(gp.genHalfAndHalf(pset, 1, 3)) for _ in range(2500)]
+    finally:
+        random.setstate(state)
+    buckets: dict[str, list] = {}
+    for t in trees:
+        buckets.setdefault(canonical_key(t), {}).setdefault(format_formula(t), t)
+    shared = [list(b.values()) for b in buckets.values() if len(b) > 1]
+    assert len(shared) > 30  # the check below is not vacuous
+    shape = parse_structure("unstructured", 0.5)
+    checked = 0
+    for group in shared:
+        for seed in (rng.randrange(100), rng.randrange(100)):
+            W, G, X = random_wgx(seed)
+            scores = [scores_of(t, W, G, X, torch.float64) for t in group]
+            if not all(bool(torch.isfinite(s).all()) and s.max() > s.min() for s in scores):
+                continue  # a metric pruning cannot use (NaN, constant) has no masks
+            masks = [make_mask(s, shape) for s in scores]
+            assert all(torch.equal(masks[0], m) for m in masks[1:]), [format_formula(t) for t in group]
+            checked += 1
+    assert checked > 30

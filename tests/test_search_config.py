@@ -1,5 +1,5 @@
 """SearchConfig: one typed, validated config for the CLI, search() and config.json; the one
-resume rule for both front ends."""
+resume rule for both front ends; bad options and a damaged config.json refused before any work."""
 from __future__ import annotations
 
 import copy
@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import protocol, run_main, unfinished_after_generation_0
 
 from pruner_zero.cli import build_parser, main
 from pruner_zero.errors import ConfigError
@@ -185,3 +186,125 @@ def test_resume_of_a_real_run_python_and_cli(small_run, capsys):
     assert entries and entries[0].formula
     assert main(["search", "--resume", str(small_run), "--quiet"]) == 0
     assert (small_run / CONFIG).read_text() == stored  # a resume never rewrites the config
+
+
+# ------------------------------------------------------------------ hardening (issue 12)
+
+def test_resume_with_other_options_is_refused_not_ignored(tmp_path, capsys):
+    code = main(["search", "--resume", str(tmp_path), "--generations", "30", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "drop --generations" in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_search_options_fail_before_loading_the_model(tmp_path, capsys):
+    missing = str(tmp_path / "no-such-model")
+    for extra, message in ((["--elite", "30"], "--elite"), (["--space", "nope"], "unknown search space"),
+                           (["--seed-metrics", "sparsegpt"], "sparsegpt"),
+                           (["--space", "small", "--seed-metrics", "wanda,neg(mul(W, X))"], "outside the search space"),
+                           ([], "--out")):
+        out = [] if not extra else ["--out", str(tmp_path / "r")]
+        code = main(["search", "--model", missing, *out, "--quiet", *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and "model path not found" not in err, err
+
+
+def _edit_config(key: str, value) -> callable:
+    def edit(config: dict) -> None:
+        where = config
+        *path, last = key.split(".")
+        for k in path:
+            where = where[k] if not isinstance(where, list) else where[int(k)]
+        if value is _DELETE:
+            del where[last]
+        else:
+            where[last] = value
+    return edit
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("gp.extra", 1, "unexpected keyword"),
+    ("gp", [], "'gp' must be a mapping"),
+    ("runtime", _DELETE, "'runtime' must be a mapping"),
+    ("space", {}, "'space.definition' must be a mapping"),
+    ("tasks.0.nsamples", "4", "nsamples must be an integer"),
+    ("tasks", [], "'tasks' must be a list"),
+    ("tasks.0.weight", 0, "weight must be a positive number"),
+    ("fitness.fitness_windows", -5, "fitness_windows"),
+    ("final_top", "x", "'final_top'"),
+    ("confirm_seeds", 0, "'confirm_seeds' must be an integer from 1 to 100"),
+    ("cache_dir", 5, "'cache_dir'"),
+    ("gp.tournament", 99999999999999999999, "--tournament must be between 1 and the population"),
+])
+def test_a_damaged_config_is_refused_before_any_work(tiny_dir, capsys, key, value, message):
+    out = tiny_dir / "runs" / "cfg"
+    unfinished_after_generation_0(tiny_dir, out)
+    config = json.loads((out / CONFIG).read_text())
+    _edit_config(key, value)(config)
+    (out / CONFIG).write_text(json.dumps(config))
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    code = main(["search", "--resume", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    (line,) = err.strip().splitlines()
+    assert code == 2 and "config.json is damaged" in line and message in line, line
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_search_limits_that_would_stall_are_checked_before_the_model_loads(tmp_path, capsys):
+    missing = str(tmp_path / "no-such-model")
+    for extra, message in ((["--tournament", "99999999999999999999"], "--tournament must be between"),
+                           (["--confirm-seeds", "99999999999999999999"], "--confirm-seeds must be an integer from 1 to 100"),
+                           (["--seed-metrics", "add(" * 10 + "W" + ", W)" * 10], "exceeds the search space")):
+        code = main(["search", "--model", missing, "--out", str(tmp_path / "r"), "--quiet", *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and "model path not found" not in err, err
+
+
+def test_python_api_arguments_of_the_wrong_type_are_config_errors(tmp_path):
+    from pruner_zero import search
+    from pruner_zero.compare import compare
+    from pruner_zero.errors import ConfigError
+    from pruner_zero.tasks import Task
+
+    for kwargs, message in (({"model": 5, "out": str(tmp_path / "r")}, "model must be"),
+                            ({"model": "m", "out": 5}, "out must be a directory path"),
+                            ({"tasks": {"model": "m"}, "out": str(tmp_path / "r")}, "tasks must be"),
+                            ({"model": "m", "out": str(tmp_path / "r"), "baselines": 5}, "baselines must be")):
+        with pytest.raises(ConfigError, match=message):
+            search(**kwargs)
+    with pytest.raises(ConfigError, match="tasks must be a list of Task"):
+        compare("wanda", ["m"])
+    for bad, message in (({"seed": "0"}, "seed must be an integer"),
+                         ({"sparsity": "0.5"}, "sparsity must be a number")):
+        with pytest.raises(ConfigError, match=message):
+            Task(model="m", **bad)
+
+
+def test_the_python_api_refuses_options_a_resume_would_ignore(tiny_dir, capsys):
+    """The CLI's rule for --resume holds for search(resume=True): nothing given is silently
+    dropped; where and how to run (progress, log) may still be passed."""
+    from pruner_zero import search
+    from pruner_zero.errors import ConfigError
+
+    out = tiny_dir / "run"
+    assert main(["search", *protocol(tiny_dir), "--space", "small", "--generations", "0",
+                 "--population", "4", "--final-top", "1", "--confirm-seeds", "1", "--baselines",
+                 "", "--out", str(out)]) == 0
+    capsys.readouterr()
+    for kwargs, named in (({"generations": 30}, "generations"), ({"data_dir": "elsewhere"}, "data_dir"),
+                          ({"model": "other/model"}, "model"),
+                          ({"baselines": "wanda", "seed": 3}, "baselines, seed")):
+        with pytest.raises(ConfigError, match=f"drop {named} "):
+            search(out=out, resume=True, **kwargs)
+    entries = search(out=out, resume=True, progress=False, log=lambda *_: None)
+    assert entries and entries[0].formula
+
+
+def test_unbalanced_seed_metrics_are_refused_before_the_model_loads(tmp_path, capsys):
+    code, out, err = run_main(capsys, "search", "--model", str(tmp_path / "absent"), "--out",
+                         str(tmp_path / "run"), "--seed-metrics", "wanda,mul(W, G")
+    assert code == 2 and "--seed-metrics: unbalanced parentheses" in err
+    assert not (tmp_path / "run").exists()

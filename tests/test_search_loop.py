@@ -196,22 +196,6 @@ def test_bad_settings_are_one_clear_config_error(kwargs, message):
         GPSettings(**{"population": 8, **kwargs}).checked(load_space("paper"))
 
 
-def test_the_best_metric_is_the_lowest_mean_selection_score_of_those_re_measured():
-    from pruner_zero.search.rundir import HallOfFameEntry, best_entry
-
-    def entry(rank, score, chosen=False):
-        return HallOfFameEntry(rank=rank, formula=f"m{rank}", fitness=100.0 + rank, score=score,
-                               score_std=0.0, size=1, height=0, chosen=chosen)
-
-    # the run's own choice (made over calibration seeds) wins over a recomputation
-    assert best_entry([entry(1, 0.9), entry(2, 1.0, chosen=True)]).rank == 2
-
-    assert best_entry([entry(1, 120.0), entry(2, 119.0), entry(3, None)]).rank == 2
-    assert best_entry([entry(1, 120.0), entry(2, 120.0)]).rank == 1  # a tie keeps the better fitness
-    assert best_entry([entry(1, None), entry(2, None)]).rank == 1  # nothing re-measured: rank 1
-    assert best_entry([entry(1, float("inf")), entry(2, 130.0)]).rank == 2
-
-
 def test_shrink_neighbours_replace_one_operator_by_one_of_its_arguments():
     from pruner_zero.search.loop import shrink_neighbours
 

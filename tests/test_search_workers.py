@@ -8,10 +8,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from conftest import kill_mid_generation
 
 from pruner_zero.cli import main
 from pruner_zero.search.rundir import CHECKPOINT, EVALUATIONS, HALL_OF_FAME
@@ -83,29 +83,17 @@ def test_driver_killed_mid_search_resumes_with_workers_to_the_same_end(tiny_dir,
     ref, killed = tiny_dir / "runs" / "ref", tiny_dir / "runs" / "killed"
     assert main(args(tiny_dir, ref, generations=3)) == 0
     capsys.readouterr()
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.Popen([sys.executable, "-m", "pruner_zero",
-                             *args(tiny_dir, killed, "--workers", "2", "--worker-cpus", "1",
-                                   generations=3)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-                            start_new_session=True)
-    deadline = time.time() + 300
-    try:  # killed once generation 1 is checkpointed: inside the pool's part of the run
-        while proc.poll() is None and time.time() < deadline:
-            path = killed / CHECKPOINT
-            if path.is_file():
-                try:
-                    if json.loads(path.read_text())["generation"] >= 1:
-                        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its Ray processes
-                        break
-                except (ValueError, KeyError):
-                    pass
-            time.sleep(0.01)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        _, err = proc.communicate()
-    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+
+    def generation_1_checkpointed() -> bool:  # inside the pool's part of the run
+        path = killed / CHECKPOINT
+        try:
+            return path.is_file() and json.loads(path.read_text())["generation"] >= 1
+        except (ValueError, KeyError):
+            return False
+
+    kill_mid_generation(args(tiny_dir, killed, "--workers", "2", "--worker-cpus", "1", generations=3),
+                        generation_1_checkpointed, timeout=300, pause=0.01,
+                        group=True)  # the driver and its Ray processes
     state = json.loads((killed / CHECKPOINT).read_text())
     assert not state["finished"] and state["generation"] < 3
     assert main(["search", "--resume", str(killed), "--workers", "2", "--worker-cpus", "1",

@@ -6,13 +6,6 @@ from pruner_zero.model import prunable_linears
 from pruner_zero.stats import GradientNorm, SquaredInputMean, compute_stats
 
 
-def test_prunable_linears_are_decoder_linears_only(tiny_model):
-    names = list(prunable_linears(tiny_model))
-    assert len(names) == 2 * 7  # q k v o gate up down per block
-    assert all(n.startswith("model.layers.") for n in names)
-    assert not any("lm_head" in n or "embed" in n for n in names)
-
-
 def test_accumulators_match_definitions():
     torch.manual_seed(0)
     a, b = torch.randn(2, 5, 3), torch.randn(1, 7, 3)
@@ -202,3 +195,12 @@ def test_stats_dtype_and_device_place_G_the_cache_stays_float32(tiny_dir, tmp_pa
         Workbench(Protocol(**common, stats_dtype="int8"), progress=False)
     with pytest.raises(ConfigError, match="--stats-device"):
         Workbench(Protocol(**common, stats_device="nowhere"), progress=False)
+
+
+def test_caches_of_two_hub_revisions_are_apart(tiny_dir):
+    from pruner_zero.stats import model_identity
+
+    ids = {model_identity("org/model", r) for r in (None, "v1", "v2")}
+    assert len(ids) == 3
+    local = str(tiny_dir / "tiny-llama")  # a local directory is its files, whatever the revision
+    assert model_identity(local, "v1") == model_identity(local) != local

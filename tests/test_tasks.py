@@ -1,14 +1,13 @@
 """Tasks of a search: the geometric-mean fitness, tasks.yaml checks before any model loads,
-selection windows that never touch calibration text."""
+split roles kept apart across names and tasks."""
 from __future__ import annotations
 
 import math
 import os
 
 import pytest
-import torch
 
-from pruner_zero.data import calibration_starts, eval_windows
+from conftest import write_tasks_yaml
 from pruner_zero.errors import ConfigError
 from pruner_zero.tasks import Task, check_tasks, geometric_fitness, load_tasks_file, name_tasks
 
@@ -22,43 +21,6 @@ def test_geometric_fitness_is_the_weighted_geometric_mean_of_ratios():
     assert geometric_fitness([1.0, 1.0, 1.0], [0.2, 5, 1]) == pytest.approx(1.0)
 
 
-def test_selection_windows_never_overlap_a_calibration_window():
-    ids = torch.arange(10_000)  # token value = position: overlap is visible in the values
-    seqlen = 37
-    starts = calibration_starts(ids.numel(), 40, seqlen, seed=3)
-    calib = set()
-    for s in starts:
-        calib.update(range(s, s + seqlen))
-    windows = eval_windows(ids, seqlen, exclude=starts)
-    everything = eval_windows(ids, seqlen)
-    assert 0 < windows.shape[0] < everything.shape[0]
-    assert not calib & set(windows.flatten().tolist())
-    # every window that does not touch calibration text is kept
-    untouched = [w for w in everything if not calib & set(w.tolist())]
-    assert len(untouched) == windows.shape[0]
-    spread = eval_windows(ids, seqlen, limit=10, spread=True, exclude=starts)
-    assert spread.shape[0] == 10 and not calib & set(spread.flatten().tolist())
-
-
-def test_the_workbench_excludes_calibration_windows_only_on_the_calibration_split(tiny_dir):
-    from pruner_zero.workbench import Protocol, Workbench
-
-    bench = Workbench(Protocol(model=str(tiny_dir / "tiny-llama"), data_dir=str(tiny_dir / "data"),
-                               calib_split="valid", nsamples=4, seqlen=16, device="cpu"),
-                      progress=False, log=lambda m: None)
-    full = bench._tokens("valid").numel() // 16
-    assert bench.split_windows("valid").shape[0] < full
-    assert bench.split_windows("test").shape[0] == bench._tokens("test").numel() // 16
-    other = bench.variant(seed=1)  # another calibration: other windows left out, same model
-    assert other.model is bench.model and other.calib_starts != bench.calib_starts
-
-
-def write(tmp_path, text):
-    path = tmp_path / "tasks.yaml"
-    path.write_text(text)
-    return path
-
-
 @pytest.mark.parametrize("text,message", [
     ("- model: M\n  sparsty: 0.5\n", "unknown key sparsty"),
     ("- data_dir: D\n", "no model"),
@@ -70,12 +32,12 @@ def write(tmp_path, text):
 ])
 def test_a_bad_tasks_file_is_one_clear_error(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
-        tasks = load_tasks_file(write(tmp_path, text), {})
+        tasks = load_tasks_file(write_tasks_yaml(tmp_path, text), {})
         check_tasks(name_tasks(tasks))
 
 
 def test_tasks_file_keys_fall_back_to_the_command_line(tmp_path):
-    path = write(tmp_path, "- model: A\n  sparsity: 0.6\n- model: B\n  weight: 2\n")
+    path = write_tasks_yaml(tmp_path, "- model: A\n  sparsity: 0.6\n- model: B\n  weight: 2\n")
     tasks = name_tasks(load_tasks_file(path, {"sparsity": 0.7, "nsamples": 16, "calib_split": "valid"}))
     assert [(t.model, t.sparsity, t.nsamples, t.weight) for t in tasks] == \
         [("A", 0.6, 16, 1.0), ("B", 0.7, 16, 2.0)]
@@ -114,7 +76,7 @@ def test_bad_tasks_stop_the_search_before_a_model_loads_and_touch_no_run_dir(
     out.mkdir(parents=True)
     (out / "notes.txt").write_text("mine")
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir()}
-    tasks = write(tiny_dir, text.format(model=tiny_dir / "tiny-llama", data=tiny_dir / "data"))
+    tasks = write_tasks_yaml(tiny_dir, text.format(model=tiny_dir / "tiny-llama", data=tiny_dir / "data"))
     code = main(["search", "--tasks", str(tasks), "--out", str(out), "--quiet", "--space", "small"])
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
@@ -145,31 +107,7 @@ def test_split_roles_are_checked_across_names_and_tasks(tmp_path):
 
 def test_an_unquoted_n_m_structure_in_yaml_gets_a_hint(tmp_path):
     with pytest.raises(ConfigError, match="quote it"):
-        load_tasks_file(write(tmp_path, "- model: M\n  structure: 2:4\n"), {})
-
-
-def test_tasks_file_refuses_several_models_or_sparsities_from_the_command_line(tmp_path):
-    from pruner_zero.search.api import build_tasks
-
-    path = write(tmp_path, "- model: X\n")
-    with pytest.raises(ConfigError, match="list the models in the tasks file"):
-        build_tasks(["A", "B"], None, str(path))
-    with pytest.raises(ConfigError, match="one default value"):
-        build_tasks(None, "0.6,0.7", str(path))
-
-
-def test_tasks_of_one_model_at_other_seqlens_get_their_own_workbench(tiny_dir):
-    from pruner_zero.measure import Runtime, TaskBenches
-
-    model, data = str(tiny_dir / "tiny-llama"), str(tiny_dir / "data")
-    benches = TaskBenches(Runtime(device="cpu"), None, False, lambda m: None)
-    short = benches.bench(Task(model=model, data_dir=data, seqlen=16, nsamples=2))
-    default = benches.bench(Task(model=model, data_dir=data, nsamples=2))
-    assert short.model is default.model  # one model load
-    assert short.protocol.seqlen == 16 and default.protocol.seqlen == 64  # the model's limit
-    assert short.calib.shape == (2, 16) and default.calib.shape == (2, 64)
-    with pytest.raises(ConfigError, match="longer than the model allows"):
-        benches.bench(Task(model=model, data_dir=data, seqlen=65, nsamples=2))
+        load_tasks_file(write_tasks_yaml(tmp_path, "- model: M\n  structure: 2:4\n"), {})
 
 
 @pytest.mark.parametrize("content, message", [

@@ -1,0 +1,48 @@
+"""pruning.py: `prune`, the Python API of a prune: it runs, checks its arguments' types, and
+refuses a decoder mostly outside nn.Linear unless allowed."""
+import pytest
+import torch
+
+
+def test_the_readmes_python_entry_points_exist_and_run(tiny_dir):
+    import pruner_zero
+
+    report = pruner_zero.prune(str(tiny_dir / "tiny-llama"), "wanda", sparsity=0.5,
+                               data_dir=str(tiny_dir / "data"), nsamples=2, seqlen=16,
+                               device="cpu", log=lambda *_: None)
+    assert report["sparsity"] == pytest.approx(0.5, abs=0.02) and report["ppl"] > 0
+    assert callable(pruner_zero.search) and "prune" in pruner_zero.__all__
+
+
+def test_python_api_arguments_of_the_wrong_type_are_config_errors(tiny_dir):
+    from pruner_zero.pruning import prune
+    from pruner_zero.errors import ConfigError
+
+    common = dict(data_dir=str(tiny_dir / "data"), nsamples=2, seqlen=16, device="cpu",
+                  log=lambda *_: None)
+    for bad, message in (({"seed": "0"}, "seed must be an integer"),
+                         ({"nsamples": 4.5}, "nsamples must be an integer"),
+                         ({"structure": 24}, "--structure must be"),
+                         ({"sparsity": [0.5]}, "--sparsity must be a number")):
+        with pytest.raises(ConfigError, match=message):
+            prune(str(tiny_dir / "tiny-llama"), "wanda", **{**common, **bad})
+
+
+def test_a_decoder_mostly_outside_nn_linear_is_refused_unless_allowed(tiny_dir):
+    from torch import nn
+
+    from pruner_zero.pruning import prune
+    from pruner_zero.errors import ConfigError
+    from pruner_zero.model import decoder_layers
+    from pruner_zero.workbench import Protocol, Workbench
+
+    bench = Workbench(Protocol(model=str(tiny_dir / "tiny-llama"), data_dir=str(tiny_dir / "data"),
+                               nsamples=2, seqlen=16, device="cpu"), progress=False,
+                      log=lambda *_: None)
+    for block in decoder_layers(bench.model):  # experts as one 3-D tensor, as MoE models keep them
+        block.register_parameter("experts", nn.Parameter(torch.zeros(4, 32, 64)))
+    with pytest.raises(ConfigError, match=r"hold 5\d\.\d% of its parameters.*--allow-partial"):
+        prune(bench, "wanda", dense=False, log=lambda *_: None)
+    report = prune(bench, "wanda", dense=False, allow_partial=True, log=lambda *_: None)
+    assert report["linear_share"] < 0.9
+    assert report["decoder_sparsity"] == pytest.approx(report["sparsity"] * report["linear_share"])

@@ -1,0 +1,126 @@
+"""search/fitness.py: the fitness evaluators on a tiny random LLaMA: canonical and fingerprint
+caches, racing, and several tasks racing each against its own reference."""
+import math
+
+import pytest
+
+from pruner_zero.masks import Structure
+from pruner_zero.metric.io import parse_formula
+
+
+def test_fitness_evaluator_caches_and_races(tiny_dir):
+    from pruner_zero.search.fitness import FitnessEvaluator
+    from pruner_zero.workbench import Protocol, Workbench
+
+    bench = Workbench(Protocol(model=str(tiny_dir / "tiny-llama"), data_dir=str(tiny_dir / "data"),
+                               nsamples=2, seqlen=16, device="cpu", batch_size=2),
+                      progress=False, log=lambda m: None)
+    ev = FitnessEvaluator(bench, Structure(0.5), fitness_windows=8, race_chunk=2)
+    first = ev.evaluate(parse_formula("mul(W, G)"))
+    again = ev.evaluate(parse_formula("mul(G, W)"))  # same canonical key
+    ranked = ev.evaluate(parse_formula("mul(log(W), 1)"))  # different key, maybe same masks as W
+    plain = ev.evaluate(parse_formula("W"))
+    assert first.status == "ok" and first.cached is None and first.windows == 8
+    assert again.cached == "canonical" and again.fitness == first.fitness
+    assert plain.cached == "fingerprint" and plain.fitness == ranked.fitness
+    bad = ev.evaluate(parse_formula("sub(G, G)"))
+    assert bad.status == "invalid" and math.isinf(bad.fitness) and "constant" in bad.reason
+
+    # the cached results equal a fresh, uncached measurement
+    fresh = FitnessEvaluator(bench, Structure(0.5), fitness_windows=8,
+                             canonical_cache=False, fingerprint_cache=False)
+    assert fresh.evaluate(parse_formula("W")).fitness == plain.fitness
+
+    # racing: a bound far below any real perplexity stops after the first chunk, above the bound
+    racer = FitnessEvaluator(bench, Structure(0.5), fitness_windows=8, race_factor=1.0, race_chunk=2)
+    stopped = racer.evaluate(parse_formula("X"), race_bound=1.0)
+    assert stopped.status == "stopped_early" and stopped.windows == 2
+    assert math.isinf(stopped.fitness) and stopped.partial > 1.0
+    full = racer.evaluate(parse_formula("W"), race_bound=1e9)
+    assert full.status == "ok" and full.windows == 8 and full.fitness == plain.fitness
+
+
+def test_a_cache_hit_replays_racing_under_the_bound_of_today(tiny_dir):
+    """Issue #4, found on the shared model: a result measured under a loose bound (or none) and
+    reused later, when the hall of fame is better, must be stopped exactly where measuring it
+    again would stop; otherwise caches change fitness values and so the course of the search."""
+    from pruner_zero.search.fitness import FitnessEvaluator
+    from pruner_zero.workbench import Protocol, Workbench
+
+    bench = Workbench(Protocol(model=str(tiny_dir / "tiny-llama"), data_dir=str(tiny_dir / "data"),
+                               nsamples=2, seqlen=16, device="cpu", batch_size=2),
+                      progress=False, log=lambda m: None)
+
+    def evaluator(**kw):
+        return FitnessEvaluator(bench, Structure(0.5), fitness_windows=8, race_factor=1.0,
+                                race_chunk=2, **kw)
+
+    cached = evaluator()
+    first = cached.evaluate(parse_formula("W"), race_bound=None)
+    assert first.status == "ok" and [d for d, _ in first.trace] == [2, 4, 6]
+    # a bound that the running perplexity crosses at some chunk, not necessarily the first
+    bound = max(r for _, r in first.trace) * (1 - 1e-9)
+    uncached = evaluator(canonical_cache=False, fingerprint_cache=False)
+    measured = uncached.evaluate(parse_formula("W"), race_bound=bound)
+    assert measured.status == "stopped_early" and measured.cached is None
+    for formula, how in (("W", "canonical"), ("sqrt(W)", "fingerprint")):
+        reused = cached.evaluate(parse_formula(formula), race_bound=bound)
+        assert reused.cached == how
+        assert (reused.status, reused.fitness, reused.windows, reused.partial, reused.reason) == \
+            (measured.status, measured.fitness, measured.windows, measured.partial, measured.reason)
+    # a looser bound leaves the cached result as it was measured
+    loose = cached.evaluate(parse_formula("W"), race_bound=bound * 2)
+    assert loose.status == "ok" and loose.fitness == first.fitness
+
+
+def test_fingerprint_before_evaluate_resolves_rank_equivalents_without_scoring(tiny_dir):
+    from pruner_zero.search.fitness import FitnessEvaluator
+    from pruner_zero.workbench import Protocol, Workbench
+
+    bench = Workbench(Protocol(model=str(tiny_dir / "tiny-llama"), data_dir=str(tiny_dir / "data"),
+                               nsamples=2, seqlen=16, device="cpu", batch_size=2),
+                      progress=False, log=lambda m: None)
+    ev = FitnessEvaluator(bench, Structure(0.5), fitness_windows=4)
+    assert ev.fingerprint(parse_formula("W")) == ev.fingerprint(parse_formula("sqrt(W)"))
+    assert ev.fingerprint(parse_formula("sub(W, W)")) is None  # constant: no valid masks
+    first = ev.evaluate(parse_formula("W"))
+    second = ev.evaluate(parse_formula("sqrt(W)"))
+    assert first.cached is None and second.cached == "fingerprint"
+    assert second.fitness == first.fitness
+
+
+def test_several_tasks_race_each_against_the_bound_in_its_own_perplexity(tiny_dir):
+    """The loop's bound is a fitness (a ratio to the reference); task t stops once its running
+    ppl exceeds race_factor x bound x reference_t. A cache hit replays that decision exactly."""
+    import math
+
+    from pruner_zero.search.fitness import FitnessEvaluator, MultiTaskEvaluator
+    from pruner_zero.workbench import Protocol, Workbench
+
+    bench = Workbench(Protocol(model=str(tiny_dir / "tiny-llama"), data_dir=str(tiny_dir / "data"),
+                               nsamples=2, seqlen=16, device="cpu", batch_size=2),
+                      progress=False, log=lambda m: None)
+
+    def evaluator(**kw):
+        tasks = [FitnessEvaluator(bench, Structure(s), fitness_windows=8, race_factor=1.0,
+                                  race_chunk=2, **kw) for s in (0.5, 0.7)]
+        refs = [t.measure_ppl(parse_formula("mul(W, sqrt(X))")) for t in tasks]
+        return MultiTaskEvaluator(["a", "b"], tasks, refs, [1.0, 1.0]), refs
+
+    tree = parse_formula("W")
+    fresh, refs = evaluator()
+    free = fresh.evaluate(tree, race_bound=None)
+    assert free.status == "ok" and set(free.tasks) == {"a", "b"}
+    assert free.fitness == pytest.approx(math.sqrt(free.tasks["a"]["ratio"] * free.tasks["b"]["ratio"]))
+    # a bound far below: task a stops at its first chunk, task b is never measured
+    tight = evaluator()[0].evaluate(tree, race_bound=0.5)
+    assert tight.status == "stopped_early" and math.isinf(tight.fitness)
+    assert tight.tasks["a"]["status"] == "stopped_early" and "b" not in tight.tasks
+    assert tight.tasks["a"]["partial"] > 0.5 * refs[0] and "task a" in tight.reason
+    # the same decisions from a cache filled without a bound (generation 0), then tightened
+    cached, _ = evaluator()
+    cached.evaluate(tree, race_bound=None)
+    again = cached.evaluate(tree, race_bound=0.5)
+    assert again.tasks["a"]["cached"] == "canonical"
+    assert (again.status, again.fitness, again.tasks["a"]["partial"]) == \
+        (tight.status, tight.fitness, tight.tasks["a"]["partial"])
