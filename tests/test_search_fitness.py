@@ -124,3 +124,55 @@ def test_several_tasks_race_each_against_the_bound_in_its_own_perplexity(tiny_di
     assert again.tasks["a"]["cached"] == "canonical"
     assert (again.status, again.fitness, again.tasks["a"]["partial"]) == \
         (tight.status, tight.fitness, tight.tasks["a"]["partial"])
+
+
+class InProcessPool:
+    """The pool's submit/gather, measuring here at once: which jobs were handed over, and when."""
+
+    def __init__(self, evaluator):
+        self.evaluator, self.jobs, self.results = evaluator, [], {}
+
+    def submit(self, job):
+        task, formula, bound = job
+        self.jobs.append(job)
+        self.results[len(self.jobs)] = self.evaluator.evaluators[task].measure_formula(formula, bound)
+        return len(self.jobs)
+
+    def gather(self, tickets):
+        return [self.results.pop(t) for t in tickets]
+
+
+def test_prefetched_measurements_are_those_evaluate_many_uses(tiny_dir):
+    """Candidates handed to the pool while the generation is still varied (MultiTaskEvaluator
+    .prefetch) are the measurements evaluate_many uses, and its records are one-by-one's."""
+    from pruner_zero.search.fitness import FitnessEvaluator, MultiTaskEvaluator
+    from pruner_zero.workbench import Protocol, Workbench
+
+    bench = Workbench(Protocol(model=str(tiny_dir / "tiny-llama"), data_dir=str(tiny_dir / "data"),
+                               nsamples=2, seqlen=16, device="cpu", batch_size=2),
+                      progress=False, log=lambda m: None)
+
+    def evaluator():
+        task = FitnessEvaluator(bench, Structure(0.5), fitness_windows=8, race_factor=1.0,
+                                race_chunk=2)
+        return MultiTaskEvaluator(["a"], [task], [100.0], [1.0])
+
+    seen = "mul(W, X)"  # measured before the generation: a cache hit, never handed over
+    trees = ["mul(W, G)", "mul(G, W)", "W", "mul(log(W), 1)", seen, "sub(G, G)", "mul(W, sqrt(X))"]
+    here = evaluator()
+    here.evaluate(parse_formula(seen))
+    expected = [here.evaluate(parse_formula(f), race_bound=1.2) for f in trees]
+
+    pooled = evaluator()
+    pooled.evaluate(parse_formula(seen))
+    pooled.pool = pool = InProcessPool(pooled)
+    for f in trees:
+        pooled.prefetch(parse_formula(f), 1.2)
+    handed_over = list(pool.jobs)
+    got = pooled.evaluate_many([parse_formula(f) for f in trees], race_bound=1.2)
+    strip = lambda e: {k: v for k, v in e.as_dict().items() if k != "seconds"}
+    assert [strip(e) for e in got] == [strip(e) for e in expected]
+    # one job per new set of masks, all of them before evaluate_many, none again in it
+    assert pool.jobs == handed_over
+    assert [f for _, f, _ in handed_over] == ["mul(W, G)", "W", "mul(W, sqrt(X))"]
+    assert {b for _, _, b in handed_over} == {1.2 * 100.0} and not pool.results
