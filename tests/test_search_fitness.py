@@ -141,6 +141,11 @@ class InProcessPool:
     def gather(self, tickets):
         return [self.results.pop(t) for t in tickets]
 
+    def discard(self, tickets):
+        self.discarded = list(tickets)
+        for t in tickets:
+            self.results.pop(t)
+
 
 def test_prefetched_measurements_are_those_evaluate_many_uses(tiny_dir):
     """Candidates handed to the pool while the generation is still varied (MultiTaskEvaluator
@@ -176,3 +181,29 @@ def test_prefetched_measurements_are_those_evaluate_many_uses(tiny_dir):
     assert pool.jobs == handed_over
     assert [f for _, f, _ in handed_over] == ["mul(W, G)", "W", "mul(W, sqrt(X))"]
     assert {b for _, _, b in handed_over} == {1.2 * 100.0} and not pool.results
+
+
+def test_a_wrong_prefetch_is_dropped_and_changes_nothing(tiny_dir):
+    from pruner_zero.search.fitness import FitnessEvaluator, MultiTaskEvaluator
+    from pruner_zero.workbench import Protocol, Workbench
+
+    bench = Workbench(Protocol(model=str(tiny_dir / "tiny-llama"), data_dir=str(tiny_dir / "data"),
+                               nsamples=2, seqlen=16, device="cpu", batch_size=2),
+                      progress=False, log=lambda m: None)
+
+    def evaluator():
+        return MultiTaskEvaluator(["a"], [FitnessEvaluator(bench, Structure(0.5), fitness_windows=8)],
+                                  [100.0], [1.0])
+
+    expected = evaluator().evaluate(parse_formula("mul(W, G)"))
+    pooled = evaluator()
+    pooled.pool = pool = InProcessPool(pooled)
+    pooled.prefetch(parse_formula("X"), None)  # not among the candidates below
+    pooled.prefetch(parse_formula("mul(W, G)"), None)
+    got = pooled.evaluate_many([parse_formula("mul(W, G)")])
+    strip = lambda e: {k: v for k, v in e.as_dict().items() if k != "seconds"}
+    assert [strip(e) for e in got] == [strip(expected)]
+    assert pool.discarded == [1] and pool.jobs[0][1] == "X" and not pool.results
+    # and the next generation starts with nothing pending: X is prefetched again
+    pooled.prefetch(parse_formula("X"), None)
+    assert pool.jobs[-1][1] == "X" and len(pool.jobs) == 3

@@ -136,11 +136,23 @@ def test_importing_the_package_never_imports_ray():
     (None, "cuda", "auto", 8, 3, 2.0),
     (None, "cuda", "auto", 2, 4, 1.0),       # at least one: the pool then says it does not fit
     (0.5, "cuda", None, 8, 2, 0.5),          # --worker-gpus wins
+    (2, "auto", "auto", 8, 2, 2.0),
 ])
 def test_gpus_per_worker(requested, device, device_map, cluster, workers, expected):
     from pruner_zero.search.workers import gpus_per_worker
 
     assert gpus_per_worker(requested, device, device_map, cluster, workers) == expected
+
+
+def test_worker_gpus_on_a_cpu_run_is_refused(tiny_dir, tmp_path, capsys):
+    from pruner_zero.errors import ConfigError
+    from pruner_zero.search.workers import gpus_per_worker
+
+    with pytest.raises(ConfigError, match="CPU run uses no GPU"):
+        gpus_per_worker(1.0, "cpu", None, 8, 2)
+    # the CLI says so before any work (the tiny run is on --device cpu)
+    assert main(args(tiny_dir, tmp_path / "run", "--workers", "1", "--worker-gpus", "1")) == 2
+    assert "a CPU run uses no GPU" in capsys.readouterr().err and not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
@@ -149,3 +161,17 @@ def test_worker_gpus_must_be_positive(tiny_dir, tmp_path, capsys, value):
     err = capsys.readouterr().err
     assert "--worker-gpus" in err and not (tmp_path / "run").exists()
 
+
+
+def test_a_ticket_gathered_twice_or_never_submitted_is_an_error_not_a_wait():
+    from pruner_zero.search.workers import WorkerPool
+
+    pool = object.__new__(WorkerPool)  # the bookkeeping alone, no actors
+    pool._jobs, pool._results, pool._discarded = {1: (0, "W", None)}, {2: "r"}, {3}
+    pool._running, pool._queue, pool.progress = {}, [], False
+    for tickets in ([7], [2, 2], [3]):
+        with pytest.raises(ValueError, match="gathered twice or never submitted"):
+            pool.gather(tickets)
+    assert pool.gather([2]) == ["r"]
+    with pytest.raises(RuntimeError, match="nothing runs or waits"):
+        pool.gather([1])  # submitted, but neither queued nor running: lost, said so

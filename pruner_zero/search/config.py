@@ -277,6 +277,9 @@ class SearchConfig:
                 or not 0 < self.worker_gpus < math.inf):
             raise ConfigError(f"{name('worker_gpus')} must be a positive number, got "
                               f"{self.worker_gpus!r}.")
+        if self.worker_gpus is not None and str(self.device).startswith("cpu"):
+            raise ConfigError(f"{name('worker_gpus')} with --device {self.device}: a CPU run uses "
+                              "no GPU; leave it out, or run on a GPU.")
         from pruner_zero.search.workers import require_ray
 
         require_ray(self.workers, self.ray_address)

@@ -116,8 +116,8 @@ class FitnessEvaluator:
         from ..metric.io import format_formula
 
         formulas = [format_formula(t) for t in trees]
-        # its key failed: the caller records the error
-        fps = [key if isinstance(key, BaseException) else self._fingerprint_or_error(tree, formula)
+        fps = [key if isinstance(key, BaseException)  # its key failed: the caller records it
+               else self._fingerprint_or_error(tree, formula)
                for tree, formula, key in zip(trees, formulas, keys)]
         first: dict[str, int] = {}  # masks to measure: not cached, first of this list
         for i, (key, fp) in enumerate(zip(keys, fps)):
@@ -146,8 +146,8 @@ class FitnessEvaluator:
         return out
 
     def to_prefetch(self, tree, key: str, pending: set[str]) -> str | None:
-        """The fingerprint of a candidate that ``evaluate_many`` will measure unless one of the
-        masks in ``pending`` (measured already, for the same list) are its own; else None. A
+        """The fingerprint of a candidate that ``evaluate_many`` will measure, unless its masks
+        are among ``pending`` (being measured already, for the same list); else None. A
         prediction made with the caches as they are now: ``evaluate_many`` decides again."""
         from ..metric.io import format_formula
 
@@ -400,6 +400,16 @@ class MultiTaskEvaluator:
         """``evaluate`` of each tree, task by task (a task's candidates go to ``pool`` together);
         per task the same order, caches and bound as one ``evaluate`` after another, so the
         same results."""
+        try:
+            return self._evaluate_many(trees, race_bound)
+        finally:  # prefetched jobs nobody used (a wrong guess, or an error on the way) are
+            # dropped, not waited for: their results could never be used
+            if self._prefetched and self.pool is not None:
+                self.pool.discard(list(self._prefetched.values()))
+            self._prefetched.clear()
+            self._prefetched_masks.clear()
+
+    def _evaluate_many(self, trees: list, race_bound: float | None) -> list[Evaluation]:
         from ..metric.io import format_formula
         from ..metric.symbolic import canonical_key
         from ..tasks import geometric_fitness
@@ -443,10 +453,6 @@ class MultiTaskEvaluator:
                                          f"task {name}: {r.reason}", seconds[i], None,
                                          _combine(fps[i], len(self.names)), windows[i], r.partial,
                                          tasks=per[i])
-        if self._prefetched:  # guessed wrong (rare): finished, not used
-            self.pool.gather(list(self._prefetched.values()))
-        self._prefetched.clear()
-        self._prefetched_masks.clear()
         for i in range(n):
             if done[i] is not None:
                 continue
@@ -475,7 +481,7 @@ class MultiTaskEvaluator:
             return
         fp = self.evaluators[0].to_prefetch(tree, key, self._prefetched_masks)
         job = (0, format_formula(tree), self._task_bound(race_bound, 0))
-        if fp is not None and job not in self._prefetched:
+        if fp is not None:
             self._prefetched_masks.add(fp)
             self._prefetched[job] = self.pool.submit(job)
 

@@ -38,13 +38,18 @@ def require_ray(workers: int, address: str | None) -> None:
 
 def gpus_per_worker(requested: float | None, device: str, device_map: str | None,
                     cluster_gpus: float, workers: int) -> float:
-    """GPUs each actor asks Ray for: none on a CPU run or a cluster without GPUs; else the
-    request; else, with --device-map (a model that needs several GPUs), an equal share of the
-    cluster's; else one. Ray makes only an actor's own GPUs visible to it, so device_map="auto"
+    """GPUs each actor asks Ray for: none on a CPU run (where a request is refused) or a
+    cluster without GPUs; else the request (--worker-gpus); else, with --device-map (a model
+    that needs several GPUs), an equal share of the cluster's; else one. Ray makes only an actor's own GPUs visible to it, so device_map="auto"
     spreads its model over those."""
+    if str(device).startswith("cpu"):
+        if requested is not None:
+            raise ConfigError(f"--worker-gpus {requested:g} with --device {device}: a CPU run "
+                              "uses no GPU; leave --worker-gpus out, or run on a GPU")
+        return 0.0
     if requested is not None:
         return float(requested)
-    if str(device).startswith("cpu") or cluster_gpus < 1:
+    if cluster_gpus < 1:
         return 0.0
     if device_map is not None:
         return float(max(1, int(cluster_gpus // max(workers, 1))))
@@ -101,8 +106,12 @@ class WorkerPool:
                 ray.init(address=address, log_to_driver=False, configure_logging=False)
         resources = ray.cluster_resources()
         runtime = config["runtime"]
-        gpus = gpus_per_worker(requested_gpus, runtime.get("device", "auto"),
-                               runtime.get("device_map"), resources.get("GPU", 0), workers)
+        try:
+            gpus = gpus_per_worker(requested_gpus, runtime.get("device", "auto"),
+                                   runtime.get("device_map"), resources.get("GPU", 0), workers)
+        except ConfigError:
+            self.close()
+            raise
         if gpus and gpus * workers > resources.get("GPU", 0):
             self.close()
             raise ConfigError(f"--workers {workers} need {gpus * workers:g} GPUs and the Ray "
@@ -118,6 +127,7 @@ class WorkerPool:
         self._jobs: dict[int, tuple[int, str, float | None]] = {}
         self._results: dict[int, Any] = {}
         self._tickets = 0
+        self._discarded: set[int] = set()  # running jobs whose results nobody will use
         self.replaced = 0
         self.max_replaced = 2 * workers + 2  # then the workers cannot run at all: say so
         self.after_result: list[Callable[["WorkerPool"], None]] = []  # test hooks
@@ -146,6 +156,11 @@ class WorkerPool:
         (a candidate's), or is raised (a bug)."""
         from tqdm.auto import tqdm
 
+        unknown = [t for t in tickets if t in self._discarded
+                   or (t not in self._jobs and t not in self._results)]
+        if unknown or len(set(tickets)) < len(tickets):
+            raise ValueError(f"tickets gathered twice or never submitted: "
+                             f"{unknown or sorted(tickets)}")
         with tqdm(total=len(tickets), desc="measuring", unit="metric", leave=False,
                   disable=not self.progress) as bar:
             while True:
@@ -153,6 +168,8 @@ class WorkerPool:
                 bar.refresh()
                 if bar.n == len(tickets):
                     break
+                if not self._running and not self._queue:
+                    raise RuntimeError("measurements lost by the pool: nothing runs or waits")
                 self._pump(block=True)
         return [self._results.pop(t) for t in tickets]
 
@@ -164,6 +181,9 @@ class WorkerPool:
 
         self._dispatch()
         if not self._running:
+            if self._queue:  # no actor left to run them: say so rather than wait forever
+                raise RuntimeError(f"{len(self._queue)} measurements queued and no worker to "
+                                   "run them")
             return
         ready, _ = ray.wait(list(self._running), num_returns=1 if block else len(self._running),
                             timeout=None if block else 0)
@@ -173,6 +193,8 @@ class WorkerPool:
                 self._results[ticket] = ray.get(ref)
             except RayActorError as exc:  # the actor is gone: its job goes to another
                 if self.replaced >= self.max_replaced:
+                    self._forget(ticket)
+                    self.actors.remove(actor)
                     raise RuntimeError(f"{self.replaced} workers died (the last: {exc}); "
                                        "the workers cannot load or run the model") from None
                 self.log(f"warning: a worker died ({type(exc).__name__}); its candidate is "
@@ -182,18 +204,46 @@ class WorkerPool:
                 self.actors.append(fresh)
                 self.replaced += 1
                 self._idle.append(fresh)
-                self._queue.insert(0, ticket)
+                if ticket in self._discarded:
+                    self._forget(ticket)
+                else:
+                    self._queue.insert(0, ticket)
                 continue
             except ray.exceptions.RayTaskError as exc:  # raised by the measurement
                 cause = exc.as_instanceof_cause()
-                if not isinstance(cause, CANDIDATE_ERRORS):  # a bug: end the run with it
+                if not isinstance(cause, CANDIDATE_ERRORS) and ticket not in self._discarded:
+                    self._forget(ticket)  # a bug: end the run with it (the pool stays usable)
+                    self._idle.append(actor)
                     raise cause from None
                 self._results[ticket] = cause
-            del self._jobs[ticket]
             self._idle.append(actor)
+            if ticket in self._discarded:  # nobody waits for it
+                result = self._results[ticket]
+                if isinstance(result, BaseException) and not isinstance(result, CANDIDATE_ERRORS):
+                    self.log(f"warning: a prefetched measurement that was not needed failed: "
+                             f"{self._results[ticket]!r}")
+                self._forget(ticket)
+            else:
+                del self._jobs[ticket]
             for hook in self.after_result:
                 hook(self)
         self._dispatch()
+
+    def discard(self, tickets: list[int]) -> None:
+        """Jobs whose results nobody will use: dropped from the queue, or when they arrive."""
+        for t in tickets:
+            if t in self._results:
+                self._forget(t)
+            elif t in self._queue:
+                self._queue.remove(t)
+                self._forget(t)
+            elif t in self._jobs:
+                self._discarded.add(t)
+
+    def _forget(self, ticket: int) -> None:
+        self._jobs.pop(ticket, None)
+        self._results.pop(ticket, None)
+        self._discarded.discard(ticket)
 
     def _dispatch(self) -> None:
         while self._queue and self._idle:
