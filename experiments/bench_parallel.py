@@ -25,6 +25,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+ENV = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+"""The child processes import this checkout's pruner_zero."""
 
 
 def search(out: Path, a: argparse.Namespace, workers: int) -> dict:
@@ -39,9 +41,8 @@ def search(out: Path, a: argparse.Namespace, workers: int) -> dict:
         cmd += ["--workers", str(workers)]
         if a.worker_cpus:
             cmd += ["--worker-cpus", str(a.worker_cpus)]
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     started = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, env=ENV, stdout=subprocess.DEVNULL)
     wall = time.perf_counter() - started
     with open(out / "history.csv", newline="") as fh:
         history = [r for r in csv.DictReader(fh)
@@ -81,8 +82,7 @@ def ceiling(a: argparse.Namespace, repeats: int = 10) -> dict:
     def probe(threads: int, side_by_side: int) -> float:
         cmd = [sys.executable, "-c", CEILING_PROBE, a.model, a.data_dir, str(threads),
                str(a.windows), str(repeats)]
-        env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True)
+        procs = [subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, text=True)
                  for _ in range(side_by_side)]
         seconds = [float(p.communicate()[0].split()[-1]) for p in procs]
         return side_by_side * repeats / max(seconds)

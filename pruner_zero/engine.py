@@ -10,6 +10,7 @@ instead of a dense copy of the model.
 from __future__ import annotations
 
 import hashlib
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -74,8 +75,12 @@ class Fingerprint:
         self._layers: dict[str, bytes] = {}
 
     def add(self, name: str, mask: torch.Tensor) -> None:
+        self.add_packed(name, packbits(mask))
+
+    def add_packed(self, name: str, packed: torch.Tensor) -> None:
+        """A layer's mask already packed by ``packbits`` (a prune keeps the packed bits too)."""
         h = hashlib.sha256(name.encode())
-        h.update(packbits(mask).cpu().numpy().tobytes())
+        h.update(packed.cpu().numpy().tobytes())
         self._layers[name] = h.digest()
 
     def hexdigest(self) -> str:
@@ -189,10 +194,10 @@ class Engine:
         return make_mask(scores, self.structure)
 
     def _prune_layer(self, name: str, lin: nn.Linear, mask: torch.Tensor, fp: Fingerprint) -> None:
-        fp.add(name, mask)
+        packed = packbits(mask).cpu()  # packed and sent once: for the fingerprint and the undo
+        fp.add_packed(name, packed)
         if self.keep is not None:
-            host = torch.device("cpu")
-            self._undo[name] = _Undo(packbits(mask).to(host), lin.weight[mask].to(host), mask.shape)
+            self._undo[name] = _Undo(packed, lin.weight[mask].cpu(), mask.shape)
         lin.weight.masked_fill_(mask, 0)
 
     def _sequential(self, tree, formula: str, fp: Fingerprint) -> None:
@@ -247,7 +252,4 @@ def packbits(mask: torch.Tensor) -> torch.Tensor:
 def unpackbits(packed: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """The inverse of ``packbits``."""
     bits = (packed.unsqueeze(1) >> _shifts(packed.device)) & 1
-    n = 1
-    for s in shape:
-        n *= s
-    return bits.flatten()[:n].view(shape).bool()
+    return bits.flatten()[:math.prod(shape)].view(shape).bool()

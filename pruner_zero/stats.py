@@ -250,8 +250,8 @@ def get_stats(model: nn.Module, linears: dict[str, nn.Linear], calib: torch.Tens
     for k in dict.fromkeys((full_key, key)):
         cached = _cached(Path(cache_dir) / f"stats-{k}.safetensors", k, linears, which, log,
                          device, dtype)
-        if cached is not None:
-            return placed(cached, device, dtype)
+        if cached is not None:  # placed as it was read (G cast on the host)
+            return cached
     path = Path(cache_dir) / f"stats-{key}.safetensors"
     stats = compute_stats(model, linears, calib, progress, which, device)
     save_stats(stats, path, {"key": key, "model": model_id, "nsamples": str(calib.shape[0]),

@@ -17,8 +17,8 @@ from pruner_zero.files import user_path
 
 from pruner_zero.search.config import (  # noqa: F401  (re-exported: the names callers know)
     CONFIG_VERSION, DEFAULT_BASELINES, DEFAULT_CONFIRM_SEEDS, DEFAULT_FINAL_TOP,
-    DEFAULT_FITNESS_WINDOWS, DEFAULT_REFERENCE, DEFAULT_SPACE, MAX_SEEDS, SearchConfig,
-    _metric_tree, _seed_trees)
+    DEFAULT_FITNESS_WINDOWS, DEFAULT_REFERENCE, DEFAULT_SPACE, FREE_ON_RESUME, MAX_SEEDS,
+    SearchConfig, _metric_tree, _seed_trees)
 
 
 def _fitness_note(config: dict[str, Any]) -> str:
@@ -111,11 +111,9 @@ def run_search(config: SearchConfig, baseline: SearchConfig | None = None,
     run = RunDir(config.out)
     with run.lock("--resume" if config.resume else "--out"):  # one process per run directory; a killed holder's lock is taken over
         if config.resume:
-            config = SearchConfig.from_dict(
-                run.read_config(), run.path / "config.json", out=config.out, resume=True,
-                progress=config.progress, log=config.log, workers=config.workers,
-                ray_address=config.ray_address, worker_cpus=config.worker_cpus,
-                worker_gpus=config.worker_gpus)
+            config = SearchConfig.from_dict(  # the run's options, and how to run it now
+                run.read_config(), run.path / "config.json",
+                **{name: getattr(config, name) for name in FREE_ON_RESUME})
         else:
             run.check_new()
             config = _resolved_tasks(config, preloaded)

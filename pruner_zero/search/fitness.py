@@ -145,13 +145,11 @@ class FitnessEvaluator:
             out.append(self._measured(formula, key, fp, m, race_bound))
         return out
 
-    def to_prefetch(self, tree, key: str, pending: set[str]) -> str | None:
+    def to_prefetch(self, tree, formula: str, key: str, pending: set[str]) -> str | None:
         """The fingerprint of a candidate that ``evaluate_many`` will measure, unless its masks
         are among ``pending`` (being measured already, for the same list); else None. A
         prediction made with the caches as they are now: ``evaluate_many`` decides again."""
-        from ..metric.io import format_formula
-
-        fp = self._fingerprint_or_error(tree, format_formula(tree))
+        fp = self._fingerprint_or_error(tree, formula)
         return None if isinstance(fp, BaseException) or not self._to_measure(key, fp, pending) \
             else fp
 
@@ -223,13 +221,8 @@ class FitnessEvaluator:
         `evaluate` of the same formula then finds a fingerprint-cache hit without scoring again."""
         from ..metric.io import format_formula
 
-        formula = format_formula(tree)
-        try:
-            fp = self.engine.fingerprint(tree, formula)
-        except (MetricError, RuntimeError, ValueError):
-            return None
-        self._fingerprints[formula] = fp
-        return fp
+        fp = self._fingerprint_or_error(tree, format_formula(tree))
+        return None if isinstance(fp, BaseException) else fp
 
     def measure_ppl(self, tree) -> float:
         """Perplexity on the fitness windows, without racing or caches: what a baseline is
@@ -370,31 +363,14 @@ class MultiTaskEvaluator:
     def evaluate(self, tree, race_bound: float | None = None) -> Evaluation:
         from ..metric.io import format_formula
         from ..metric.symbolic import canonical_key
-        from ..tasks import geometric_fitness
 
         started = time.perf_counter()
-        formula, key = format_formula(tree), canonical_key(tree)
-        per: dict[str, dict] = {}
-        fps, windows, kinds = [], 0, []
+        tally = _Tally(format_formula(tree), canonical_key(tree), len(self.names))
         for t, (name, ev, ref) in enumerate(zip(self.names, self.evaluators, self.references)):
-            r = ev.evaluate(tree, self._task_bound(race_bound, t), key=key)
-            windows += r.windows
-            kinds.append(r.cached)
-            fps.append(r.fingerprint)
-            per[name] = {"ppl": r.fitness if r.status == OK else None, "status": r.status,
-                         "ratio": r.fitness / ref if r.status == OK else None,
-                         "cached": r.cached, "windows": r.windows}
-            if r.status != OK:
-                per[name]["partial"] = r.partial
-                return Evaluation(formula, key, math.inf, r.status, f"task {name}: {r.reason}",
-                                  time.perf_counter() - started, None, _combine(fps, len(self.names)),
-                                  windows, r.partial, tasks=per)
-        fitness = geometric_fitness([per[n]["ratio"] for n in self.names], self.weights)
-        cached = None if any(k is None for k in kinds) else \
-            ("canonical" if all(k == "canonical" for k in kinds) else "fingerprint")
-        status, reason = (OK, None) if math.isfinite(fitness) else (INVALID, "fitness is not finite")
-        return Evaluation(formula, key, fitness, status, reason, time.perf_counter() - started,
-                          cached, _combine(fps, len(self.names)), windows, None, tasks=per)
+            r = ev.evaluate(tree, self._task_bound(race_bound, t), key=tally.key)
+            if not tally.add(name, r, ref):
+                return tally.ended(name, r, time.perf_counter() - started)
+        return tally.finished(self.names, self.weights, time.perf_counter() - started)
 
     def evaluate_many(self, trees: list, race_bound: float | None = None) -> list[Evaluation]:
         """``evaluate`` of each tree, task by task (a task's candidates go to ``pool`` together);
@@ -410,23 +386,18 @@ class MultiTaskEvaluator:
             self._prefetched_masks.clear()
 
     def _evaluate_many(self, trees: list, race_bound: float | None) -> list[Evaluation]:
+        from ..errors import CANDIDATE_ERRORS
         from ..metric.io import format_formula
         from ..metric.symbolic import canonical_key
-        from ..tasks import geometric_fitness
-
-        from ..errors import CANDIDATE_ERRORS
 
         n = len(trees)
-        formulas, keys = [format_formula(t) for t in trees], []
+        keys: list[Any] = []
         for t in trees:
             try:
                 keys.append(canonical_key(t))
             except CANDIDATE_ERRORS as exc:
                 keys.append(exc)
-        per: list[dict[str, dict]] = [{} for _ in range(n)]
-        fps: list[list] = [[] for _ in range(n)]
-        kinds: list[list] = [[] for _ in range(n)]
-        windows, seconds = [0] * n, [0.0] * n
+        tallies = [_Tally(format_formula(t), k, len(self.names)) for t, k in zip(trees, keys)]
         done: list[Any] = [None] * n  # an Evaluation, or the error the candidate raised
         for t, (name, ev, ref) in enumerate(zip(self.names, self.evaluators, self.references)):
             idx = [i for i in range(n) if done[i] is None]
@@ -439,30 +410,10 @@ class MultiTaskEvaluator:
             for i, r in zip(idx, results):
                 if isinstance(r, BaseException):
                     done[i] = r
-                    continue
-                windows[i] += r.windows
-                seconds[i] += r.seconds
-                kinds[i].append(r.cached)
-                fps[i].append(r.fingerprint)
-                per[i][name] = {"ppl": r.fitness if r.status == OK else None, "status": r.status,
-                                "ratio": r.fitness / ref if r.status == OK else None,
-                                "cached": r.cached, "windows": r.windows}
-                if r.status != OK:
-                    per[i][name]["partial"] = r.partial
-                    done[i] = Evaluation(formulas[i], keys[i], math.inf, r.status,
-                                         f"task {name}: {r.reason}", seconds[i], None,
-                                         _combine(fps[i], len(self.names)), windows[i], r.partial,
-                                         tasks=per[i])
-        for i in range(n):
-            if done[i] is not None:
-                continue
-            fitness = geometric_fitness([per[i][m]["ratio"] for m in self.names], self.weights)
-            cached = None if any(k is None for k in kinds[i]) else \
-                ("canonical" if all(k == "canonical" for k in kinds[i]) else "fingerprint")
-            status, reason = (OK, None) if math.isfinite(fitness) else (INVALID, "fitness is not finite")
-            done[i] = Evaluation(formulas[i], keys[i], fitness, status, reason, seconds[i], cached,
-                                 _combine(fps[i], len(self.names)), windows[i], None, tasks=per[i])
-        return done
+                elif not tallies[i].add(name, r, ref):
+                    done[i] = tallies[i].ended(name, r, tallies[i].seconds)
+        return [d if d is not None else tally.finished(self.names, self.weights, tally.seconds)
+                for d, tally in zip(done, tallies)]
 
     def prefetch(self, tree, race_bound: float | None) -> None:
         """Hand the pool, now, the first task's measurement of a candidate the coming
@@ -479,8 +430,9 @@ class MultiTaskEvaluator:
             key = canonical_key(tree)
         except CANDIDATE_ERRORS:
             return
-        fp = self.evaluators[0].to_prefetch(tree, key, self._prefetched_masks)
-        job = (0, format_formula(tree), self._task_bound(race_bound, 0))
+        formula = format_formula(tree)
+        fp = self.evaluators[0].to_prefetch(tree, formula, key, self._prefetched_masks)
+        job = (0, formula, self._task_bound(race_bound, 0))
         if fp is not None:
             self._prefetched_masks.add(fp)
             self._prefetched[job] = self.pool.submit(job)
@@ -525,6 +477,50 @@ class MultiTaskEvaluator:
     def load_state_dict(self, state: dict) -> None:
         for n, ev in zip(self.names, self.evaluators):
             ev.load_state_dict(state.get("tasks", {}).get(n, {}))
+
+
+@dataclass
+class _Tally:
+    """One candidate's results task by task, and the Evaluation they make: ended by the first
+    task that fails or is stopped, else the weighted geometric mean of the ratios."""
+    formula: str
+    key: Any
+    tasks: int
+    per: dict[str, dict] = field(default_factory=dict)
+    fingerprints: list[str | None] = field(default_factory=list)
+    kinds: list[str | None] = field(default_factory=list)
+    windows: int = 0
+    seconds: float = 0.0
+
+    def add(self, name: str, r: Evaluation, reference: float) -> bool:
+        """Task ``name``'s result; False when it ends the candidate."""
+        ok = r.status == OK
+        self.windows += r.windows
+        self.seconds += r.seconds
+        self.kinds.append(r.cached)
+        self.fingerprints.append(r.fingerprint)
+        self.per[name] = {"ppl": r.fitness if ok else None, "status": r.status,
+                          "ratio": r.fitness / reference if ok else None,
+                          "cached": r.cached, "windows": r.windows}
+        if not ok:
+            self.per[name]["partial"] = r.partial
+        return ok
+
+    def ended(self, name: str, r: Evaluation, seconds: float) -> Evaluation:
+        return Evaluation(self.formula, self.key, math.inf, r.status, f"task {name}: {r.reason}",
+                          seconds, None, _combine(self.fingerprints, self.tasks), self.windows,
+                          r.partial, tasks=self.per)
+
+    def finished(self, names: list[str], weights: list[float], seconds: float) -> Evaluation:
+        from ..tasks import geometric_fitness
+
+        fitness = geometric_fitness([self.per[n]["ratio"] for n in names], weights)
+        cached = None if any(k is None for k in self.kinds) else \
+            ("canonical" if all(k == "canonical" for k in self.kinds) else "fingerprint")
+        status, reason = (OK, None) if math.isfinite(fitness) else (INVALID, "fitness is not finite")
+        return Evaluation(self.formula, self.key, fitness, status, reason, seconds, cached,
+                          _combine(self.fingerprints, self.tasks), self.windows, None,
+                          tasks=self.per)
 
 
 def _combine(fingerprints: list[str | None], n: int) -> str | None:

@@ -13,18 +13,17 @@ import random
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 from deap import gp, tools
 
-from pruner_zero.errors import CANDIDATE_ERRORS, ConfigError, MetricError, PrunerZeroError  # noqa: F401
+from pruner_zero.errors import CANDIDATE_ERRORS, ConfigError, MetricError
 from pruner_zero.metric.io import format_formula, parse_formula
 from pruner_zero.metric.space import SearchSpace
 from pruner_zero.search.operators import build_toolbox, make_individual
 from pruner_zero.search.rundir import CHECKPOINT, INVALID, OK, RunDir
-
-"""Exceptions that make one candidate invalid instead of stopping the search."""
 
 
 def _stderr(msg: str) -> None:
@@ -169,6 +168,16 @@ def _restore_hof(size: int, items: list[Any]) -> tools.HallOfFame:
 
 # ------------------------------------------------------------------ random
 
+@contextmanager
+def _random_state_kept() -> Iterator[None]:
+    """Whatever runs inside leaves Python's global random stream (the GP's) as it found it."""
+    state = random.getstate()
+    try:
+        yield
+    finally:
+        random.setstate(state)
+
+
 def _random_state() -> list[Any]:
     version, internal, gauss = random.getstate()
     return [version, list(internal), gauss]
@@ -202,14 +211,12 @@ def evaluate_candidate(evaluator: Evaluator, ind: Any, race_bound: float | None)
     A failing candidate gets fitness inf and its reason; the GP's random state is
     restored afterwards so the evaluator can never shift the search.
     """
-    state = random.getstate()
     started = time.perf_counter()
-    try:
-        record = dict(evaluator.evaluate(ind, race_bound).as_dict())
-    except CANDIDATE_ERRORS as exc:
-        record = _failed(ind, exc, time.perf_counter() - started)
-    finally:
-        random.setstate(state)
+    with _random_state_kept():
+        try:
+            record = dict(evaluator.evaluate(ind, race_bound).as_dict())
+        except CANDIDATE_ERRORS as exc:
+            record = _failed(ind, exc, time.perf_counter() - started)
     return _set_fitness(ind, record)
 
 
@@ -244,13 +251,10 @@ def _evaluate(generation: int, individuals: list[Any], toolbox: Any, evaluator: 
     if getattr(evaluator, "pool", None) is not None and todo:
         # a pool of workers measures the generation's candidates side by side; the bound is
         # this generation's for all of them, so every record is what one-by-one would give
-        state = random.getstate()
-        try:
+        with _random_state_kept():
             records = [_set_fitness(ind, _failed(ind, e, 0.0) if isinstance(e, BaseException)
                                     else dict(e.as_dict()))
                        for ind, e in zip(todo, evaluator.evaluate_many(todo, race_bound))]
-        finally:
-            random.setstate(state)
     else:
         records = (evaluate_candidate(evaluator, ind, race_bound)
                    for ind in tqdm(todo, desc=desc or f"generation {generation}", unit="metric",
@@ -290,11 +294,8 @@ def _prefetch(evaluator: Any, bound: float | None) -> Callable[[Any], None] | No
 
     def ready(ind: Any) -> None:
         if not ind.fitness.valid:
-            state = random.getstate()
-            try:
+            with _random_state_kept():
                 evaluator.prefetch(ind, bound)
-            finally:
-                random.setstate(state)
     return ready
 
 
@@ -458,12 +459,12 @@ def run_gp(space: SearchSpace, evaluator: Evaluator, settings: GPSettings, run: 
         })
         run.write_history(history)
 
-    caller_random = random.getstate()  # the search owns the global stream only while it runs
-    try:
-        return _loop(settings, toolbox, pset, evaluator, run, seeds, progress, finish_generation, log)
-    finally:
-        run.close()
-        random.setstate(caller_random)
+    with _random_state_kept():  # the search owns the global stream only while it runs
+        try:
+            return _loop(settings, toolbox, pset, evaluator, run, seeds, progress,
+                         finish_generation, log)
+        finally:
+            run.close()
 
 
 def _loop(settings: GPSettings, toolbox: Any, pset: gp.PrimitiveSet, evaluator: Evaluator, run: RunDir,

@@ -40,8 +40,8 @@ def gpus_per_worker(requested: float | None, device: str, device_map: str | None
                     cluster_gpus: float, workers: int) -> float:
     """GPUs each actor asks Ray for: none on a CPU run (where a request is refused) or a
     cluster without GPUs; else the request (--worker-gpus); else, with --device-map (a model
-    that needs several GPUs), an equal share of the cluster's; else one. Ray makes only an actor's own GPUs visible to it, so device_map="auto"
-    spreads its model over those."""
+    that needs several GPUs), an equal share of the cluster's; else one. Ray makes only an
+    actor's own GPUs visible to it, so device_map="auto" spreads its model over those."""
     if str(device).startswith("cpu"):
         if requested is not None:
             raise ConfigError(f"--worker-gpus {requested:g} with --device {device}: a CPU run "
@@ -106,17 +106,16 @@ class WorkerPool:
                 ray.init(address=address, log_to_driver=False, configure_logging=False)
         resources = ray.cluster_resources()
         runtime = config["runtime"]
-        try:
+        try:  # a pool that cannot start leaves no Ray behind
             gpus = gpus_per_worker(requested_gpus, runtime.get("device", "auto"),
                                    runtime.get("device_map"), resources.get("GPU", 0), workers)
+            if gpus and gpus * workers > resources.get("GPU", 0):
+                raise ConfigError(f"--workers {workers} need {gpus * workers:g} GPUs and the Ray "
+                                  f"cluster has {resources.get('GPU', 0):g}; use at most "
+                                  f"{int(resources.get('GPU', 0) // gpus)} workers")
         except ConfigError:
             self.close()
             raise
-        if gpus and gpus * workers > resources.get("GPU", 0):
-            self.close()
-            raise ConfigError(f"--workers {workers} need {gpus * workers:g} GPUs and the Ray "
-                              f"cluster has {resources.get('GPU', 0):g}; use at most "
-                              f"{int(resources.get('GPU', 0) // gpus)} workers")
         per = cpus_per_worker or max(1, int(resources.get("CPU", 1)) // workers)
         self._actor = ray.remote(num_cpus=per, num_gpus=gpus, max_restarts=0)(EvaluationWorker)
         self._threads = per if not gpus else None
