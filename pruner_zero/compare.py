@@ -29,7 +29,7 @@ from .tasks import Task, check_tasks, name_tasks
 
 CSV_NAME = "leaderboard.csv"
 PNG_NAME = "leaderboard.png"
-CSV_FIELDS = ["metric", "formula", "task", "split", "seeds", "ppl_mean", "ppl_std", "ppl_dense",
+CSV_FIELDS = ["metric", "formula", "task", "split", "windows", "seeds", "ppl_mean", "ppl_std", "ppl_dense",
               "rel_dense", "per_seed"]
 TIE_MARK = "≈"
 RUN_BEST = "best_metric.json"
@@ -113,8 +113,9 @@ def compare(metrics: str | Sequence[str], tasks: Sequence[Task], seeds: int = 3,
             compare: str = "row", runtime: Runtime | None = None,
             cache_dir: str | Path | None = None, out: str | Path | None = None,
             progress: bool = True, log: Callable[[str], None] = _stderr,
-            allow_partial: bool = False) -> dict[str, Any]:
-    """Measure every metric on every task's report split over ``seeds`` calibration seeds.
+            allow_partial: bool = False, eval_windows: int | None = None) -> dict[str, Any]:
+    """Measure every metric on every task's report split over ``seeds`` calibration seeds, on
+    all its windows or ``eval_windows`` of them spread evenly (the same for every cell).
 
     Returns ``{"markdown", "rows" (one per metric, task, seed), "summary" (the CSV rows),
     "dense" (task -> ppl), "metrics", "tasks", "seeds", "files"}``; with ``out`` writes
@@ -125,6 +126,9 @@ def compare(metrics: str | Sequence[str], tasks: Sequence[Task], seeds: int = 3,
     if isinstance(tasks, Task) or not all(isinstance(t, Task) for t in tasks):
         raise ConfigError("tasks must be a list of Task (pruner_zero.tasks.Task), e.g. "
                           "[Task(model='...', sparsity=0.5)]")
+    from .workbench import check_window_count
+
+    check_window_count(eval_windows, "--eval-windows")
     if runtime is not None and not isinstance(runtime, Runtime):
         raise ConfigError(f"runtime must be a pruner_zero.measure.Runtime, got {runtime!r}")
     specs = resolve_metric_specs(metrics)
@@ -155,18 +159,18 @@ def compare(metrics: str | Sequence[str], tasks: Sequence[Task], seeds: int = 3,
         b = benches.bench(t)
         key = (b.protocol.model, b.protocol.data_dir, b.protocol.seqlen, t.report_split)
         if key not in shared:
-            shared[key] = benches.dense_ppl(t, t.report_split)
+            shared[key] = benches.dense_ppl(t, t.report_split, eval_windows)
         dense[t.name] = shared[key]
     log(f"measuring {len(specs)} metrics x {len(task_list)} tasks x {seeds} calibration seeds "
         "on the report split")
     rows = grid(benches, [(m.label, m.metric) for m in specs], task_list, seeds,
-                lambda t: t.report_split, compare, progress)
+                lambda t: t.report_split, compare, progress, eval_windows)
     formulas = {m.label: m.formula for m in specs}
     for r in rows:
         r["formula"] = formulas[r["metric"]]
     summary = summarize(rows, specs, task_list, dense, seeds)
     result: dict[str, Any] = {
-        "markdown": markdown_table(summary, task_list, seeds),
+        "markdown": markdown_table(summary, task_list, seeds, eval_windows),
         "rows": rows, "summary": summary, "dense": dense, "seeds": seeds,
         "metrics": [{"label": m.label, "formula": m.formula} for m in specs],
         "tasks": [t.as_dict() for t in task_list], "files": {}}
@@ -192,6 +196,7 @@ def summarize(rows: Sequence[dict[str, Any]], specs: Sequence[MetricSpec],
     by: dict[tuple[str, str], list[tuple[int, float]]] = {}
     for r in rows:
         by.setdefault((r["metric"], r["task"]), []).append((r["seed"], r["ppl"]))
+    windows = {r["task"]: r.get("windows") for r in rows}
     out = []
     for m in specs:
         for t in tasks:
@@ -201,7 +206,8 @@ def summarize(rows: Sequence[dict[str, Any]], specs: Sequence[MetricSpec],
             d = dense[t.name]
             rel = mean / d if d > 0 and math.isfinite(d) else math.inf
             out.append({"metric": m.label, "formula": m.formula, "task": t.name,
-                        "split": t.report_split, "seeds": [s for s, _ in pairs],
+                        "split": t.report_split, "windows": windows.get(t.name),
+                        "seeds": [s for s, _ in pairs],
                         "ppl_mean": mean, "ppl_std": std, "ppl_dense": d, "rel_dense": rel,
                         "per_seed": values, "best": False, "tie": False})
     for t in tasks:
@@ -226,7 +232,8 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def markdown_table(summary: Sequence[dict[str, Any]], tasks: Sequence[Task], seeds: int) -> str:
+def markdown_table(summary: Sequence[dict[str, Any]], tasks: Sequence[Task], seeds: int,
+                   budget: int | None = None) -> str:
     """Rows = dense + metrics, columns = tasks; legend lines below."""
     names = [t.name for t in tasks]
     header = ["metric", *[_md(n) for n in names]]
@@ -250,6 +257,14 @@ def markdown_table(summary: Sequence[dict[str, Any]], tasks: Sequence[Task], see
     where = (f"the report split ({splits[0]})" if len(splits) == 1 else
              "each task's report split (" + ", ".join(f"{t.name}: {t.report_split}"
                                                       for t in tasks) + ")")
+    from .data import windows_note
+
+    counts = {c["task"]: c.get("windows") for c in summary}
+    if len(set(counts.values())) == 1 and None not in counts.values():
+        where += ": " + windows_note(next(iter(counts.values())), "it", budget)
+    else:
+        where += ": " + ", ".join(f"{n}: {counts.get(n)} windows" for n in names) + \
+            (f" ({budget} spread evenly, or all where fewer)" if budget else " (all)")
     lines += ["",
               f"Perplexity on {where}, mean ± std over {seeds} calibration seed"
               f"{'s' if seeds != 1 else ''} (the task's seed and the next); lower is better; "
@@ -271,6 +286,7 @@ def leaderboard_csv(summary: Sequence[dict[str, Any]]) -> str:
     for c in summary:
         writer.writerow({
             "metric": c["metric"], "formula": c["formula"], "task": c["task"], "split": c["split"],
+            "windows": c.get("windows", ""),
             "seeds": ";".join(str(s) for s in c["seeds"]), "ppl_mean": _csv_num(c["ppl_mean"]),
             "ppl_std": _csv_num(c["ppl_std"]), "ppl_dense": _csv_num(c["ppl_dense"]),
             "rel_dense": _csv_num(c["rel_dense"]),
@@ -374,7 +390,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
                       stats_dtype=a.stats_dtype)
     result = compare(a.metrics, tasks, seeds=a.seeds, compare=a.compare, runtime=runtime,
                      cache_dir=cache, out=a.out, progress=not a.quiet, log=_stderr,
-                     allow_partial=a.allow_partial)
+                     allow_partial=a.allow_partial, eval_windows=a.eval_windows)
     print(result["markdown"], flush=True)
     for kind in ("csv", "png"):
         if kind in result["files"]:
@@ -398,6 +414,9 @@ def add_compare_parser(sub: argparse._SubParsersAction) -> None:
                         "directories (their best_metric.json)")
     add_task_args(p)
     g = p.add_argument_group("compare")
+    from .cli import add_eval_windows_flag
+
+    add_eval_windows_flag(g, what="each task's report split")
     g.add_argument("--seeds", type=int, default=3,
                    help="calibration seeds per task: the task's seed and the next ones (default 3)")
     g.add_argument("--out", default=None, metavar="DIR",

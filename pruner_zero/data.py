@@ -212,3 +212,10 @@ def eval_windows(ids: torch.Tensor, seqlen: int, limit: int | None = None,
     if spread:
         return windows[torch.arange(limit) * n // limit]
     return windows[:limit]
+
+
+def windows_note(measured: int, split: str, budget: int | None) -> str:
+    """Which windows a perplexity rests on, for logs and reports."""
+    if budget is not None and measured == budget:
+        return f"{measured} windows spread evenly over {split}"
+    return f"all {measured} windows of {split}"

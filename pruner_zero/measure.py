@@ -123,9 +123,15 @@ class TaskBenches:
                                         task.calibration, bench.calib if sequential else None)
         return self._engines[key]
 
-    def ppl(self, task: Task, seed: int | None, metric: Any, split: str, compare: str = "row") -> float:
-        """Perplexity on all windows of ``split`` after pruning with ``metric`` (a tree, SPARSEGPT,
-        or None: the dense model); the dense weights are restored afterwards."""
+    def windows(self, task: Task, seed: int | None, split: str, budget: int | None = None) -> Any:
+        """The windows of ``split`` a measurement reads: all, or ``budget`` spread evenly."""
+        return self.bench(task, seed).split_windows(split, budget, spread=True)
+
+    def ppl(self, task: Task, seed: int | None, metric: Any, split: str, compare: str = "row",
+            budget: int | None = None) -> float:
+        """Perplexity on the windows of ``split`` (all, or ``budget`` spread evenly) after
+        pruning with ``metric`` (a tree, SPARSEGPT, or None: the dense model); the dense
+        weights are restored afterwards."""
         import torch
 
         from .evaluate import perplexity
@@ -133,7 +139,7 @@ class TaskBenches:
 
         bench = self.bench(task, seed)
         engine = self.engine(task, seed, compare)
-        windows = bench.split_windows(split)
+        windows = self.windows(task, seed, split, budget)
         if metric == SPARSEGPT:  # it updates the weights it keeps, too: a whole copy on the host
             from .engine import weights_kept_on_host
             from .sparsegpt import sparsegpt_prune
@@ -161,8 +167,8 @@ class TaskBenches:
         for k in [k for k in self._engines if k[0] == id(bench)]:
             del self._engines[k]
 
-    def dense_ppl(self, task: Task, split: str) -> float:
-        return self.ppl(task, None, None, split)
+    def dense_ppl(self, task: Task, split: str, budget: int | None = None) -> float:
+        return self.ppl(task, None, None, split, budget=budget)
 
 
 def _bench_key(task: Task, seqlen: int | None, seed: int) -> tuple:
@@ -207,8 +213,9 @@ def seeds_for(task: Task, count: int) -> list[int]:
 
 def grid(benches: TaskBenches, metrics: Iterable[tuple[str, Any]], tasks: Sequence[Task],
          seeds: int, split_of: Callable[[Task], str], compare: str = "row",
-         progress: bool = True) -> list[dict[str, Any]]:
-    """One row per (metric, task, seed): perplexity on ``split_of(task)``, all windows."""
+         progress: bool = True, budget: int | None = None) -> list[dict[str, Any]]:
+    """One row per (metric, task, seed): perplexity on ``split_of(task)``, all its windows or
+    ``budget`` of them spread evenly (the row says how many)."""
     import sys
 
     from tqdm.auto import tqdm
@@ -220,9 +227,10 @@ def grid(benches: TaskBenches, metrics: Iterable[tuple[str, Any]], tasks: Sequen
     rows = []
     for name, metric, task, seed in tqdm(jobs, desc=f"measuring {len(metrics)} metrics", unit="run",
                                          disable=not progress, leave=False, file=sys.stderr):
-        row = {"metric": name, "task": task.name, "seed": seed, "split": split_of(task)}
+        row = {"metric": name, "task": task.name, "seed": seed, "split": split_of(task),
+               "windows": int(benches.windows(task, seed, split_of(task), budget).shape[0])}
         try:
-            row["ppl"] = benches.ppl(task, seed, metric, split_of(task), compare)
+            row["ppl"] = benches.ppl(task, seed, metric, split_of(task), compare, budget)
         except (MetricError, RuntimeError, ValueError, ArithmeticError) as exc:
             # a metric valid under one calibration can be NaN/constant under another: that cell
             # is inf (it loses every comparison), the rest of the table is still measured

@@ -8,6 +8,7 @@ from pathlib import Path
 from .engine import Engine, measure_sparsity
 from .errors import ConfigError, MetricError
 from .files import atomic_write_json, check_writable_dir, check_writable_file, user_path
+from .data import windows_note
 from .masks import check_fits, parse_structure
 from .metric.registry import statistics_read
 from .metric.tree import leaves
@@ -47,7 +48,12 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
     bench = model if isinstance(model, Workbench) else Workbench(Protocol(model=model, **protocol),
                                                                  log=log)
     result: dict = {"metric": formula, "metric_spec": metric, "structure": shape.describe(),
-                    "requested_sparsity": shape.sparsity, "protocol": bench.protocol.as_dict()}
+                    "requested_sparsity": shape.sparsity, "protocol": bench.protocol.as_dict(),
+                    **bench.source_record()}
+    windows = bench.eval_windows()  # a missing or too short evaluation split fails here
+    result["windows"] = int(windows.shape[0])
+    result["windows_note"] = windows_note(result["windows"], bench.protocol.eval_split,
+                                          bench.protocol.eval_windows)
     check_fits((m.in_features for m in bench.linears.values()), shape)
     result["linear_share"] = check_linear_share(bench.model, bench.linears, allow_partial, log)
     if tree is not None:  # a metric that cannot score fails before the long evaluations
@@ -62,7 +68,7 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
         _ = bench.calib  # a missing calibration split fails before the dense evaluation
     if dense:
         result["ppl_dense"] = bench.dense_perplexity()
-        log(f"dense perplexity: {result['ppl_dense']:.3f}")
+        log(f"dense perplexity: {result['ppl_dense']:.3f} (on {result['windows_note']})")
         zero_shot.measure(bench, "dense", log)
     if tree is None:
         from .sparsegpt import sparsegpt_prune
@@ -79,18 +85,18 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
     if achieved.zeros == 0 or abs(achieved.overall - shape.sparsity) > 0.01:
         log(f"warning: {shape.sparsity:g} was asked for and {achieved.overall:.4f} was achieved "
             "(a row prunes a whole number of its weights)")
-    ppl = bench.perplexity()
+    ppl = bench.perplexity(windows)
     if not math.isfinite(ppl):
         log("warning: the pruned model's perplexity is not finite")
     result["ppl"] = ppl
-    log(f"pruned perplexity ({formula}): {ppl:.3f}")
+    log(f"pruned perplexity ({formula}): {ppl:.3f} (on {result['windows_note']})")
     zero_shot.measure(bench, "pruned", log)
     if zero_shot.tasks:
         result["zero_shot"] = zero_shot.as_dict()
     if save is not None:
         result["saved_to"] = str(user_path(save))
         how = {k: result[k] for k in ("metric", "metric_spec", "structure", "requested_sparsity",
-                                      "sparsity", "protocol")}
+                                      "sparsity", "protocol", "model_source") if k in result}
         save_pruned(bench.model, bench.tokenizer, save, {**how, "versions": versions()})
         log(f"saved pruned model to {save}")
     result["seconds"] = round(time.time() - started, 2)

@@ -176,9 +176,12 @@ def cache_key(model_id: str, calib: torch.Tensor, extra: dict | None = None) -> 
 
 
 def model_identity(name_or_path: str, revision: str | None = None) -> str:
-    """A local model is identified by its weight files' sizes and mtimes, a hub model by its id
-    and revision (the loaders ignore a revision for a local directory)."""
+    """A local model is identified by its weight files' sizes and mtimes (a GGUF file by its
+    own), a hub model by its id and revision (the loaders ignore a revision for a local
+    directory)."""
     path = user_path(name_or_path)
+    if path.is_file():  # a GGUF file: its own size and mtime, as a directory's weight files
+        return json.dumps([str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns])
     if not path.is_dir():
         return name_or_path if revision is None else f"{name_or_path}@{revision}"
     files = sorted(p for p in path.iterdir() if p.suffix in {".safetensors", ".bin", ".json"})

@@ -31,6 +31,7 @@ class Protocol(Sampling):
     calibration (``Sampling``), the split measured, and where and how the model runs."""
 
     eval_split: str = "test"
+    eval_windows: int | None = None  # None: every window of eval_split; N: N spread evenly over it
     device: str = "auto"
     dtype: str = "auto"
     batch_size: int = 8
@@ -48,6 +49,7 @@ class Protocol(Sampling):
         self.check_sampling()
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int):
             raise ConfigError(f"batch_size must be an integer, got {self.batch_size!r}")
+        check_window_count(self.eval_windows, "eval_windows")
         if not isinstance(self.trust_remote_code, bool):
             raise ConfigError(f"trust_remote_code must be True or False, got "
                               f"{self.trust_remote_code!r}")
@@ -56,6 +58,13 @@ class Protocol(Sampling):
                       if getattr(self, n) is not None):
             if not isinstance(getattr(self, name), str):
                 raise ConfigError(f"{name} must be a string, got {getattr(self, name)!r}")
+
+
+def check_window_count(value: int | None, name: str) -> None:
+    """A window budget is None (the whole split) or a positive integer."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(f"{name} must be a positive integer (or None for the whole split), "
+                          f"got {value!r}")
 
 
 class Workbench:
@@ -88,9 +97,19 @@ class Workbench:
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
-        self.model, self.tokenizer = load_model(protocol.model, protocol.device, protocol.dtype,
-                                                 protocol.device_map, protocol.revision,
-                                                 protocol.trust_remote_code)
+        self.source = self._gguf_source(protocol.model)
+        if self.source is not None:
+            protocol = replace(protocol, model=self.source.file)
+        try:
+            self.model, self.tokenizer = load_model(
+                protocol.model if self.source is None else self.source.checkpoint,
+                protocol.device, protocol.dtype, protocol.device_map, protocol.revision,
+                protocol.trust_remote_code)
+        finally:
+            if self._gguf_scratch is not None:  # no cache: the conversion served this load only
+                import shutil
+
+                shutil.rmtree(self._gguf_scratch, ignore_errors=True)
         limit = max_positions(self.model)
         if protocol.seqlen is None:
             protocol = replace(protocol, seqlen=min(2048, limit or 2048))
@@ -102,6 +121,28 @@ class Workbench:
         self._token_cache: dict[tuple[str, str], torch.Tensor] = {}
         self._documents: dict[str, list[str]] = {}
         self._statistics: dict[frozenset, dict[str, LayerStats]] = {}
+
+    def _gguf_source(self, model: str):
+        """A GGUF ``model``'s cached checkpoint (converted on first use), or None. Without a
+        cache directory the conversion goes to a scratch directory removed once loaded."""
+        from .gguf import checkpoint_for, find_gguf
+
+        self._gguf_scratch = None
+        path = find_gguf(model)
+        if path is None:
+            return None
+        where = self.cache_dir
+        if where is None:
+            import tempfile
+
+            where = self._gguf_scratch = Path(tempfile.mkdtemp(prefix="pruner-zero-gguf-"))
+        source = checkpoint_for(path, where, self.log)
+        self.log(f"model: {source.describe()}")
+        return source
+
+    def source_record(self) -> dict:
+        """What a report says about where the weights came from beyond ``protocol.model``."""
+        return {} if self.source is None else {"model_source": self.source.as_dict()}
 
     def _tokens(self, split: str) -> torch.Tensor:
         key = (split, self.protocol.text_join)
@@ -162,7 +203,10 @@ class Workbench:
         return torch.stack([ids[s:s + p.seqlen] for s in self.calib_starts])
 
     def eval_windows(self, limit: int | None = None, spread: bool = False) -> torch.Tensor:
-        """Windows of the evaluation split (``prune``/``eval``: every window, as the protocol says)."""
+        """Windows of the evaluation split: by default those the protocol names (every window,
+        or ``eval_windows`` of them spread evenly: window floor(i * W / N) of its W)."""
+        if limit is None and self.protocol.eval_windows is not None:
+            limit, spread = self.protocol.eval_windows, True
         return data_mod.eval_windows(self._tokens(self.protocol.eval_split), self.protocol.seqlen,
                                      limit, spread)
 

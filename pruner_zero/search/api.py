@@ -18,7 +18,7 @@ from pruner_zero.files import user_path
 from pruner_zero.search.config import (  # noqa: F401  (re-exported: the names callers know)
     CONFIG_VERSION, DEFAULT_BASELINES, DEFAULT_CONFIRM_SEEDS, DEFAULT_FINAL_TOP,
     DEFAULT_FITNESS_WINDOWS, DEFAULT_REFERENCE, DEFAULT_SPACE, FREE_ON_RESUME, MAX_SEEDS,
-    SearchConfig, _metric_tree, _seed_trees)
+    SearchConfig, _metric_tree, _seed_trees, budget_phrase)
 
 
 def _fitness_note(config: dict[str, Any]) -> str:
@@ -326,8 +326,9 @@ def _confirm(benches: Any, tasks: list[Any], config: dict[str, Any], hof: list[A
     cand = [(f"#{i}", ind) for i, ind in enumerate(hof[:config["final_top"]], start=1)]
     if cand:
         log(f"confirming the top {len(cand)} and {len(base)} baselines over {k} calibration "
-            f"seeds on the selection split")
-    sel = grid(benches, cand + base, tasks, k, lambda t: t.fitness_split, compare, progress)
+            f"seeds on {budget_phrase(config['confirm_windows'], 'the selection split')}")
+    sel = grid(benches, cand + base, tasks, k, lambda t: t.fitness_split, compare, progress,
+               config["confirm_windows"])
     ppl = {(r["metric"], r["task"], r["seed"]): r["ppl"] for r in sel}
 
     def scores(metric: str) -> list[float]:
@@ -349,8 +350,9 @@ def _confirm(benches: Any, tasks: list[Any], config: dict[str, Any], hof: list[A
     best_i = min(finite)[1] if finite else 0
     best = [("best", hof[best_i])] if hof else []
     log(f"reporting {'the best (' + format_formula(hof[best_i]) + ') and ' if hof else ''}"
-        "the baselines on the report split")
-    report_rows = grid(benches, best + base, tasks, k, lambda t: t.report_split, compare, progress)
+        f"the baselines on {budget_phrase(config['eval_windows'], 'the report split')}")
+    report_rows = grid(benches, best + base, tasks, k, lambda t: t.report_split, compare, progress,
+                       config["eval_windows"])
     for r in report_rows:
         if r["metric"] == "best":
             r["metric"] = r["formula"] = format_formula(hof[best_i])
@@ -384,14 +386,16 @@ def report_lines(final: dict[str, Any], config: dict[str, Any]) -> list[str]:
     for t in config["tasks"]:
         task, split = t["name"], t["report_split"]
         seeds = len(by[(task, names[0])])
+        windows = next((r.get("windows") for r in rows if r["task"] == task), None)
+        where = split if windows is None else f"{split}, {windows} windows"
         if seeds < 2 and not out:
             out.append("(one calibration seed: no spread is measured, so better/worse below "
                        "are not tested against calibration noise; use --confirm-seeds 3)")
         if best is None:
-            out.append(f"report [{task}, {split}, {seeds} seeds] no valid metric was found")
+            out.append(f"report [{task}, {where}, {seeds} seeds] no valid metric was found")
         else:
             m, s = mean_std(by[(task, best)])
-            out.append(f"report [{task}, {split}, {seeds} seeds] best {m:.4f} ± {s:.4f}")
+            out.append(f"report [{task}, {where}, {seeds} seeds] best {m:.4f} ± {s:.4f}")
         for n in names:
             bm, bs = mean_std(by[(task, n)])
             than = "" if best is None else f"  -> best is {verdict(by[(task, best)], by[(task, n)])}"

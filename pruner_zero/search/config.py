@@ -25,18 +25,33 @@ DEFAULT_FINAL_TOP = 5
 DEFAULT_BASELINES = ("magnitude", "wanda", "gblm", "pruner-zero")
 DEFAULT_REFERENCE = "wanda"
 DEFAULT_CONFIRM_SEEDS = 3
-CONFIG_VERSION = 3
+DEFAULT_CONFIRM_WINDOWS = 64
+DEFAULT_REPORT_WINDOWS = 128
+"""The tail's window budgets (spread evenly over the split): see experiments/README.md, "the
+tail of a search", for the windows-vs-seed-spread trade-off they rest on."""
+CONFIG_VERSION = 4
 """config.json's layout; ``from_dict`` reads this version and migrates older ones it knows
 (2 -> 3: the runtime gained stats_device and stats_dtype; a version-2 run had them at their
-defaults, statistics beside the weights in float32)."""
+defaults, statistics beside the weights in float32. 3 -> 4: confirm_windows and eval_windows;
+a version-3 run confirmed and reported on whole splits, null)."""
+
+
+def budget_phrase(budget: int | None, split: str) -> str:
+    """What a window budget measures, in words: "all windows of X" or "N windows spread..."."""
+    return f"all windows of {split}" if budget is None else \
+        f"{budget} windows spread evenly over {split} (all where it has fewer)"
 
 
 def _migrated(d: Mapping[str, Any]) -> Mapping[str, Any]:
-    """A version-2 config.json as version 3 says the same run (anything else unchanged)."""
-    if not isinstance(d, Mapping) or d.get("version") != 2 or not isinstance(d.get("runtime"), dict):
+    """An older config.json as the current version says the same run (anything else unchanged)."""
+    if not isinstance(d, Mapping):
         return d
-    return {**d, "version": 3,
-            "runtime": {**d["runtime"], "stats_device": None, "stats_dtype": "float32"}}
+    if d.get("version") == 2 and isinstance(d.get("runtime"), dict):
+        d = {**d, "version": 3,
+             "runtime": {**d["runtime"], "stats_device": None, "stats_dtype": "float32"}}
+    if d.get("version") == 3:
+        d = {**d, "version": 4, "confirm_windows": None, "eval_windows": None}
+    return d
 MAX_SEEDS = 100  # calibration seeds of a confirmation or a comparison: each is a full measurement
 
 FREE_ON_RESUME = ("out", "resume", "progress", "log", "workers", "ray_address", "worker_cpus",
@@ -136,7 +151,7 @@ class SearchConfig:
         "--seed-metrics", "comma-separated metrics put into the initial population, "
                           "e.g. wanda,gblm,pruner-zero"))
     final_top: int = field(default=DEFAULT_FINAL_TOP, metadata=_flag(
-        "--final-top", "hall-of-fame metrics re-measured at the end on the whole selection split "
+        "--final-top", "hall-of-fame metrics re-measured at the end on the selection split "
                        "over --confirm-seeds calibration seeds; the lowest mean is the best "
                        "metric (default 5)", type=int))
     reference: str = field(default=DEFAULT_REFERENCE, metadata=_flag(
@@ -150,6 +165,14 @@ class SearchConfig:
     confirm_seeds: int = field(default=DEFAULT_CONFIRM_SEEDS, metadata=_flag(
         "--confirm-seeds", "calibration seeds (the task's seed and the next ones) of the final "
                            "confirmation and report (default 3)", type=int))
+    confirm_windows: int | None = field(default=DEFAULT_CONFIRM_WINDOWS, metadata=_flag(
+        "--confirm-windows", "windows of the selection split per measurement of the final "
+                             "confirmation, spread evenly over it, 0 = all (default "
+                             f"{DEFAULT_CONFIRM_WINDOWS})", type="window_count"))
+    eval_windows: int | None = field(default=DEFAULT_REPORT_WINDOWS, metadata=_flag(
+        "--eval-windows", "windows of the report split per measurement of the best metric and "
+                          "the baselines, spread evenly over it (window floor(i*W/N) of its W), "
+                          f"0 = all (default {DEFAULT_REPORT_WINDOWS})", type="window_count"))
     # ---- where and how to run: free on a resume, not stored
     progress: bool = True
     log: Callable[[str], None] = field(default=_stderr, compare=False)
@@ -256,10 +279,13 @@ class SearchConfig:
         if not _count(self.race_chunk, 1):
             raise ConfigError(f"{name('race_chunk')} must be a positive integer, got "
                               f"{self.race_chunk!r}.")
-        windows = None if self.fitness_windows in (None, 0) else self.fitness_windows
-        if windows is not None and not _count(windows, 1):
-            raise ConfigError(f"{name('fitness_windows')} must be a positive integer (0 = all "
-                              f"windows), got {self.fitness_windows!r}.")
+        budgets = {}
+        for key in ("fitness_windows", "confirm_windows", "eval_windows"):
+            value = getattr(self, key)
+            budgets[key] = None if value in (None, 0) and not isinstance(value, bool) else value
+            if budgets[key] is not None and not _count(budgets[key], 1):
+                raise ConfigError(f"{name(key)} must be a positive integer (0 = all windows), got "
+                                  f"{value!r}.")
         for key in ("canonical_cache", "fingerprint_cache", "allow_partial"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"{name(key)} must be true or false, got {getattr(self, key)!r}.")
@@ -288,7 +314,7 @@ class SearchConfig:
         bases = tuple(split_metric_list(self.baselines, "--baselines"))
         for metric in [*bases, self.reference]:
             _metric_tree(metric)
-        return replace(self, seed_metrics=seeds, baselines=bases, fitness_windows=windows,
+        return replace(self, seed_metrics=seeds, baselines=bases, **budgets,
                        max_height=settings.max_height, polish=settings.polish,
                        space_definition=_definition(space_obj))
 
@@ -372,7 +398,8 @@ class SearchConfig:
                         "canonical_cache": self.canonical_cache,
                         "fingerprint_cache": self.fingerprint_cache},
             "reference": self.reference, "baselines": list(self.baselines or ()),
-            "confirm_seeds": self.confirm_seeds, "seed_metrics": list(self.seed_metrics or ()),
+            "confirm_seeds": self.confirm_seeds, "confirm_windows": self.confirm_windows,
+            "eval_windows": self.eval_windows, "seed_metrics": list(self.seed_metrics or ()),
             "final_top": self.final_top, "allow_partial": self.allow_partial,
         }
 
@@ -425,9 +452,11 @@ class SearchConfig:
                 fingerprint_cache=fit.get("fingerprint_cache"), reference=d.get("reference"),
                 baselines=d["baselines"], seed_metrics=d["seed_metrics"],
                 confirm_seeds=d.get("confirm_seeds"), final_top=d.get("final_top"),
+                confirm_windows=d.get("confirm_windows"), eval_windows=d.get("eval_windows"),
                 allow_partial=d.get("allow_partial", False), created=d.get("created"))
-            if config.fitness_windows == 0:
-                raise ConfigError("'fitness.fitness_windows' must be a positive integer or null")
+            for key in ("fitness_windows", "confirm_windows", "eval_windows"):
+                if getattr(config, key) == 0:
+                    raise ConfigError(f"{_key(key)} must be a positive integer or null")
             return config.checked(stored=True)
         except (ConfigError, MetricError, TypeError, ValueError, KeyError) as exc:
             kind = "" if isinstance(exc, (ConfigError, MetricError)) else type(exc).__name__ + ": "
@@ -472,7 +501,8 @@ def _dest(f: Any) -> str:
     return f.metadata["flag"][2:].replace("-", "_")
 
 
-def add_search_flags(group: Any, finite_float: Callable[[str], float]) -> None:
+def add_search_flags(group: Any, finite_float: Callable[[str], float],
+                     window_count: Callable[[str], int | None]) -> None:
     """The CLI's search options, one per field that declares a flag (so the flag, its default
     and its help live beside the field they set)."""
     for f in fields(SearchConfig):
@@ -482,6 +512,8 @@ def add_search_flags(group: Any, finite_float: Callable[[str], float]) -> None:
         flag, kwargs = meta.pop("flag"), meta
         if kwargs.get("type") == "finite_float":
             kwargs["type"] = finite_float
+        elif kwargs.get("type") == "window_count":
+            kwargs["type"] = window_count
         if "action" not in kwargs:
             kwargs["default"] = kwargs.pop("cli_default", f.default)
         group.add_argument(flag, **kwargs)

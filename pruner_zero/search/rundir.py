@@ -359,7 +359,7 @@ def _num(value: float) -> str:
 
 
 def best_entry(entries: list[HallOfFameEntry]) -> HallOfFameEntry:
-    """The metric a search recommends: of the top metrics re-measured on the whole selection split
+    """The metric a search recommends: of the top metrics re-measured on the selection split
     over several calibration seeds, the lowest mean (the fitness subset and one seed only
     approximate it); rank 1 when none was re-measured."""
     chosen = [e for e in entries if e.chosen]
@@ -379,6 +379,7 @@ def best_metric_text(best: HallOfFameEntry, fitness_note: str, entries: list[Hal
     """Human-readable summary of the best metric: formula, sympy, LaTeX, fitness, the selection
     score over calibration seeds, and per task its report-split perplexity beside the baselines."""
     from pruner_zero.metric.symbolic import to_latex, to_sympy
+    from pruner_zero.search.config import budget_phrase
 
     try:
         sym, latex = str(to_sympy(best.tree)), to_latex(best.tree)
@@ -392,7 +393,9 @@ def best_metric_text(best: HallOfFameEntry, fitness_note: str, entries: list[Hal
            else "best fitness; none re-measured on the selection split")
     score = "not measured" if best.score is None else \
         f"{_num(best.score)} ± {_num(best.score_std or 0.0)} (mean ± std over {seeds} calibration " \
-        f"seeds of ppl / ppl({ref}) on the whole selection split, geometric mean over tasks)"
+        f"seeds of ppl / ppl({ref}) on " \
+        f"{budget_phrase(config.get('confirm_windows'), 'the selection split')}, geometric " \
+        "mean over tasks)"
     text = (f"formula:   {best.formula}\n"
             f"sympy:     {sym}\n"
             f"latex:     {latex}\n"
