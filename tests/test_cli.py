@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import base_args, run_main
 
 from pruner_zero.cli import main
@@ -419,3 +420,31 @@ def test_prune_holds_no_copy_of_the_dense_weights(tiny_dir, capsys, monkeypatch)
     code, out, err = run_main(capsys, "prune", *base_args(tiny_dir), "--metric", "wanda", "--sparsity", "0.7",
                          "--calibration", "sequential")
     assert code == 0 and kept == [(None, 0)] and json.loads(out)["ppl"] != ppl
+
+
+def test_eval_windows_measures_that_many_spread_windows_and_the_report_says_so(tiny_dir, capsys):
+    from pruner_zero.data import eval_windows, tokenize
+    from pruner_zero.workbench import Protocol, Workbench
+
+    report = tiny_dir / "r.json"
+    code, out, err = run_main(capsys, "prune", *base_args(tiny_dir), "--metric", "magnitude",
+                              "--eval-windows", "5", "--report", str(report))
+    assert code == 0, err
+    result = json.loads(report.read_text())
+    assert result["windows"] == 5 and result["protocol"]["eval_windows"] == 5
+    assert result["windows_note"] == "5 windows spread evenly over test"
+    assert "(on 5 windows spread evenly over test)" in err
+    bench = Workbench(Protocol(model=str(tiny_dir / "tiny-llama"), data_dir=str(tiny_dir / "data"),
+                               seqlen=16, device="cpu"), progress=False, log=lambda m: None)
+    ids = tokenize(bench.tokenizer, (tiny_dir / "data" / "test.txt").read_text())
+    every = eval_windows(ids, 16)
+    chosen = every[torch.arange(5) * every.shape[0] // 5]  # window floor(i * W / N)
+    assert result["ppl_dense"] == pytest.approx(bench.perplexity(chosen), rel=1e-6)
+    code, out, err = run_main(capsys, "eval", *base_args(tiny_dir)[:4], "--seqlen", "16",
+                              "--device", "cpu", "--quiet", "--eval-windows", "0")
+    assert code == 0 and float(out) == pytest.approx(bench.perplexity(every), rel=1e-4)
+    assert f"all {every.shape[0]} windows of test" in err
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval", *base_args(tiny_dir)[:4], "--eval-windows", "-1"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith("error: ") and "--eval-windows" in err

@@ -265,3 +265,24 @@ def test_search_and_compare_refuse_a_decoder_mostly_outside_nn_linear(tmp_path, 
     for argv in (search, compare):
         assert main([*argv, "--allow-partial"]) == 0
         assert "warning: the decoder's nn.Linear weights hold 40.0%" in capsys.readouterr().err
+
+
+def test_eval_windows_bounds_every_cell_and_the_table_says_so(assets, tmp_path):
+    """--eval-windows N: every cell (and the dense row) rests on N windows spread evenly over the
+    report split; the same windows as ``eval`` measures with --eval-windows N."""
+    out = tmp_path / "lb"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(io.StringIO()):
+        rc = run_cli(["compare", "--metrics", "magnitude", "--model", str(assets / "tiny-llama"),
+                      "--sparsity", "0.5", "--seeds", "1", "--eval-windows", "3", "--out", str(out),
+                      *_common(assets)])
+    assert rc == 0
+    rows = list(csv.DictReader(open(out / "leaderboard.csv", newline="", encoding="utf-8")))
+    assert [r["windows"] for r in rows] == ["3"]
+    assert "3 windows spread evenly over it" in stdout.getvalue()
+    dense = io.StringIO()
+    with contextlib.redirect_stdout(dense), contextlib.redirect_stderr(io.StringIO()):
+        assert run_cli(["eval", "--model", str(assets / "tiny-llama"), "--eval-windows", "3",
+                        "--data-dir", str(assets / "data"), "--seqlen", "16", "--device", "cpu",
+                        "--quiet"]) == 0
+    assert float(rows[0]["ppl_dense"]) == pytest.approx(float(dense.getvalue()), rel=1e-4)

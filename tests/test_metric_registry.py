@@ -18,18 +18,24 @@ from pruner_zero.metric.simplify import simplify
 from pruner_zero.metric.symbolic import to_latex, to_sympy
 
 EDGES = [0.0, -0.0, 1e-4, -0.5, 0.3, 1.0, -3.0, 7.5, 99.0, 150.0, -150.0]
-LAYER_WIDE = {"mms", "zsn"}  # scale over the whole layer: no scalar meaning to compare
+LAYER_WIDE = {"mms", "zsn", "rown", "coln"}  # over the layer, a row or a column: no scalar meaning
 
 
 def _sympy_value(op: registry.Op, args: list[float]) -> float:
     return float(sympy.N(op.sympy([sympy.Float(a) for a in args], 0)))
 
 
-def test_op_tables_have_exactly_the_paper_ops():
-    assert list(UNARY) == ["sqr", "neg", "abs", "log", "exp", "sqrt", "tanh", "pow", "skp", "mms", "zsn"]
+def test_op_tables_have_the_paper_ops_and_the_paper_space_exactly_them():
+    from pruner_zero.metric.space import load_space
+
+    paper = ["sqr", "neg", "abs", "log", "exp", "sqrt", "tanh", "pow", "skp", "mms", "zsn"]
+    assert list(UNARY) == paper + ["rown", "coln"]  # beyond the paper: RIA's relative importance
     assert list(BINARY) == ["add", "sub", "mul", "div"]
     assert {n: o.arity for n, o in registry.OPS.items()} == \
         {**{k: 1 for k in UNARY}, **{k: 2 for k in BINARY}}
+    space = load_space("paper")
+    assert list(space.unary_ops) == paper and list(space.binary_ops) == list(BINARY)
+    assert list(load_space("extended").unary_ops) == list(UNARY)
 
 
 @pytest.mark.parametrize("name", [n for n in registry.OPS if n not in LAYER_WIDE])

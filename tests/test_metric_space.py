@@ -13,18 +13,23 @@ from pruner_zero.metric.tree import label, leaves
 from conftest import BINARY, UNARY
 
 
+PAPER_UNARY = tuple(n for n in UNARY if n not in ("rown", "coln"))  # the two are ours (RIA's)
+
+
 def test_paper_space():
     space = load_space("paper")
     assert space.name == "paper"
     assert space.terminals == ("W", "G", "X")
-    assert space.unary_ops == tuple(UNARY) and space.binary_ops == tuple(BINARY)
+    assert space.unary_ops == PAPER_UNARY and space.binary_ops == tuple(BINARY)
     assert (space.init_min_depth, space.init_max_depth) == (2, 4)
     assert space.max_height >= space.init_max_depth and space.max_size > 0
     pset = space.pset()
     assert pset is space.pset()  # cached
     assert pset.name == "metric" and pset.arguments == ["W", "G", "X"]
-    assert {p.name for p in pset.primitives[pset.ret]} == set(UNARY) | set(BINARY)
+    assert {p.name for p in pset.primitives[pset.ret]} == set(PAPER_UNARY) | set(BINARY)
     assert {label(t) for t in pset.terminals[pset.ret]} == {"W", "G", "X"}
+    extended = load_space("extended")
+    assert extended.unary_ops == tuple(UNARY) and extended.binary_ops == tuple(BINARY)
 
 
 def test_small_space_and_full_pset():

@@ -215,3 +215,39 @@ def test_tasks_file_refuses_several_models_or_sparsities_from_the_command_line(t
         build_tasks(["A", "B"], None, str(path))
     with pytest.raises(ConfigError, match="one default value"):
         build_tasks(None, "0.6,0.7", str(path))
+
+
+def test_the_tail_measures_its_window_budgets_and_says_so(tiny_dir):
+    """--confirm-windows and --eval-windows bound the confirmation and the report: every row
+    of the tail rests on that many windows spread over its split, and the files say how many."""
+    import pruner_zero
+    from pruner_zero.data import eval_windows, tokenize
+    from pruner_zero.workbench import Protocol, Workbench
+
+    out = tiny_dir / "runs" / "budgets"
+    pruner_zero.search(str(tiny_dir / "tiny-llama"), out, generations=1, population=4, seed=0,
+                       space="small", fitness_windows=4, final_top=1, hof_size=2, confirm_seeds=1,
+                       confirm_windows=2, eval_windows=3, baselines="wanda", sparsity="0.5",
+                       data_dir=str(tiny_dir / "data"), calib_split="train", seqlen=16,
+                       nsamples=2, device="cpu", progress=False, log=lambda m: None)
+    rows = list(csv.DictReader(open(out / "baselines.csv", newline="")))
+    assert {r["windows"] for r in rows if r["phase"] == "selection"} == {"2"}
+    assert {r["windows"] for r in rows if r["phase"] == "report"} == {"3"}
+    text = (out / BEST_TXT).read_text()
+    assert "on 2 windows spread evenly over the selection split" in text
+    assert "test, 3 windows, 1 seeds]" in text
+    # wanda's report number is the perplexity of those 3 spread windows
+    bench = Workbench(Protocol(model=str(tiny_dir / "tiny-llama"), data_dir=str(tiny_dir / "data"),
+                               calib_split="train", nsamples=2, seqlen=16, device="cpu"),
+                      progress=False, log=lambda m: None)
+    from pruner_zero.engine import Engine
+    from pruner_zero.masks import parse_structure
+    from pruner_zero.metric.io import resolve_metric
+
+    _, tree = resolve_metric("wanda")
+    Engine(bench.model, bench.linears, bench.stats, parse_structure("unstructured", 0.5, "row"),
+           "dense", keep=None).prune(tree, "wanda")
+    windows = eval_windows(tokenize(bench.tokenizer, (tiny_dir / "data" / "test.txt").read_text()),
+                           16, 3, spread=True)
+    wanda = [float(r["ppl"]) for r in rows if r["phase"] == "report" and r["metric"] == "wanda"]
+    assert wanda == [pytest.approx(bench.perplexity(windows), rel=1e-6)]

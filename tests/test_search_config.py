@@ -44,7 +44,7 @@ def version_2_config() -> dict:
     }
 
 
-def test_a_version_2_config_is_migrated_to_version_3():
+def test_a_version_2_config_is_migrated_to_the_current_version():
     old = version_2_config()
     config = SearchConfig.from_dict(copy.deepcopy(old), out="runs/x")
     assert config.population == 6 and config.seed == 3 and config.fitness_windows == 16
@@ -52,11 +52,31 @@ def test_a_version_2_config_is_migrated_to_version_3():
     assert config.runtime().device == "cpu" and config.cache_dir == "/root/.cache/pruner_zero"
     assert config.workers == 0 and config.ray_address is None
     migrated = copy.deepcopy(old)  # version 3 adds the statistics' placement, at version 2's values
-    migrated["version"] = 3
+    migrated["version"] = 4  # and version 4 the tail's window budgets: an old run used whole splits
     migrated["runtime"].update(stats_device=None, stats_dtype="float32")
+    migrated.update(confirm_windows=None, eval_windows=None)
+    assert config.confirm_windows is None and config.eval_windows is None
     assert config.to_dict() == migrated
     assert SearchConfig.from_dict(config.to_dict(), out="runs/x").to_dict() == migrated
-    assert CONFIG_VERSION == 3
+    assert CONFIG_VERSION == 4
+
+
+def test_a_new_search_has_bounded_window_budgets_and_zero_means_the_whole_split(tmp_path):
+    from pruner_zero.search.config import DEFAULT_CONFIRM_WINDOWS, DEFAULT_REPORT_WINDOWS
+
+    config = SearchConfig(out=tmp_path / "x", model="m").checked()
+    assert (config.confirm_windows, config.eval_windows) == (DEFAULT_CONFIRM_WINDOWS,
+                                                             DEFAULT_REPORT_WINDOWS)
+    config = SearchConfig(out=tmp_path / "x", model="m", confirm_windows=0, eval_windows=0).checked()
+    assert (config.confirm_windows, config.eval_windows) == (None, None)
+    for key in ("confirm_windows", "eval_windows"):
+        with pytest.raises(ConfigError, match=f"--{key.replace('_', '-')} must be a positive"):
+            SearchConfig(out=tmp_path / "x", model="m", **{key: -2}).checked()
+    stored = version_2_config()
+    stored.update(version=4, confirm_windows=0, eval_windows=None)
+    stored["runtime"].update(stats_device=None, stats_dtype="float32")
+    with pytest.raises(ConfigError, match="'confirm_windows' must be a positive integer or null"):
+        SearchConfig.from_dict(stored, out="runs/x")
 
 
 def test_round_trip_and_free_options_are_not_stored():

@@ -15,5 +15,8 @@ BUILTINS: dict[str, str] = {
     "pruner-zero": "mul(abs(mul(W, W)), mms(G))",
     # GBLM-Pruner: |W| * (sqrt(X) + alpha * G) with their gradient scale alpha = 100.
     "gblm": "mul(W, add(sqrt(X), mul(100, G)))",
+    # RIA (Zhang et al. 2024): |W| relative to its column's and its row's sums, times
+    # ||X_j||_2 ** 0.5 (their a = 0.5), i.e. X ** 0.25 (needs the ops of space "extended").
+    "ria": "mul(add(coln(W), rown(W)), sqrt(sqrt(X)))",
 }
 """Metric name -> formula."""

@@ -99,3 +99,14 @@ def mms(x: Tensor) -> Tensor:
 def zsn(x: Tensor) -> Tensor:
     """Z-score over the whole tensor (torch's default, unbiased std)."""
     return (x - x.mean()) / x.std()
+
+
+def rown(x: Tensor) -> Tensor:
+    """``x`` over the sum of ``|x|`` along its row (one output's weights): RIA's relative
+    importance within a row, which no op of the paper's set can express."""
+    return x / torch.abs(x).sum(dim=-1, keepdim=True)
+
+
+def coln(x: Tensor) -> Tensor:
+    """``x`` over the sum of ``|x|`` down its column (one input's weights): RIA's other half."""
+    return x / torch.abs(x).sum(dim=0, keepdim=True)

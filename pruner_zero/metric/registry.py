@@ -43,6 +43,9 @@ class Op:
     """The same function on Python floats (OOS folds constant subtrees); None: never folded."""
     nonneg: str = NEVER
     doc: str = ""
+    reads_shape: bool = False
+    """Its value depends on how many elements its operand has (X alone is a row; beside W it
+    is repeated over the rows): a rewrite of the operand must keep that shape."""
 
 
 @dataclass(frozen=True)
@@ -168,7 +171,12 @@ for _op in (
     Op("mms", 1, ops.mms, lambda a, c: sf.MMS(a[0]), None, ALWAYS,
        "min-max scaling over the layer (a scalar's is NaN: never folded)"),
     Op("zsn", 1, ops.zsn, lambda a, c: sf.shaped(sf.ZSN, a[0], c), None, NEVER,
-       "z-score over the layer"),
+       "z-score over the layer", reads_shape=True),
+    # beyond the paper's set (search space "extended"): RIA's relative importance
+    Op("rown", 1, ops.rown, lambda a, c: sf.shaped(sf.RowN, a[0], c), None, IF_FIRST,
+       "x / sum of |x| along its row", reads_shape=True),
+    Op("coln", 1, ops.coln, lambda a, c: sf.shaped(sf.ColN, a[0], c), None, IF_FIRST,
+       "x / sum of |x| down its column", reads_shape=True),
     # binary
     Op("add", 2, ops.add, lambda a, c: a[0] + a[1], lambda x, y: x + y, IF_ALL, "x + y"),
     Op("sub", 2, ops.sub, lambda a, c: a[0] - a[1], lambda x, y: x - y, NEVER, "x - y"),

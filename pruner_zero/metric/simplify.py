@@ -9,7 +9,8 @@ EXACT rules keep every score (up to float rounding), given the contract of
 log's ``+1e-3`` and exp's clamp at 100.
 
 Broadcasting matters: X alone is a row [1, in], and ``div`` (Frobenius norm)
-and ``zsn`` (unbiased std) depend on how many elements their operand has.
+and the ops that read their operand's shape (``zsn``'s unbiased std, ``rown``/``coln``'s sums)
+depend on how many elements their operand has.
 A rule that replaces a subtree by a scalar (e.g. ``sub(W, W) -> 0``) is
 therefore only applied where no such op sees the smaller shape.
 """
@@ -333,7 +334,7 @@ class _Simplifier:
     def run(self, n: Node, req: int) -> Node:
         """Simplify ``n``; the result must keep shape class >= ``req`` (see module doc)."""
         if len(n.args) == 1:
-            a = self.run(n.args[0], n.args[0].cls if n.op == "zsn" else req)
+            a = self.run(n.args[0], n.args[0].cls if registry.op(n.op).reads_shape else req)
             if a is not n.args[0]:
                 n = mk(n.op, a)
         elif len(n.args) == 2:

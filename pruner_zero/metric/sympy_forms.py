@@ -4,7 +4,8 @@ semantics (the registry's sympy forms use them):
 * ``Log3(x)  = log(|x| + 1e-3)``
 * ``ExpC(x)  = exp(min(x, 100))``
 * ``MMS(x)`` min-max scaling, ``ZSN(x)`` z-score over the whole tensor,
-* ``Norm(y)`` the Frobenius norm in ``div(x, y) = x / Norm(y)``.
+* ``Norm(y)`` the Frobenius norm in ``div(x, y) = x / Norm(y)``,
+* ``RowN(x)``, ``ColN(x)``: x over the sum of |x| along its row, down its column.
 
 Norm and z-score depend on the *shape* the operand was broadcast to (X alone is a row [1, in];
 next to W or G it is repeated over the rows). When that shape differs from what the operand's
@@ -155,6 +156,42 @@ class Norm(_NonNegativeWholeTensor):
         if y.is_Number and not k:
             return Abs(y)
         return None
+
+
+class _Relative(Function):
+    """``x`` over the sum of ``|x|`` along one axis: a positive factor cancels, a negative one
+    comes out; optional 2nd arg = broadcast shape class (the sums depend on the shape)."""
+
+    nargs = (1, 2)
+    latex_form = "%s"
+
+    @classmethod
+    def eval(cls, x, *k):  # type: ignore[no-untyped-def]
+        coeff, rest = x.as_coeff_Mul()
+        if rest == 1:  # a number alone: kept (its value depends on the shape it stands for)
+            return None
+        if coeff.is_negative:
+            return -cls(-x, *k)
+        if coeff.is_positive and coeff != 1:
+            return cls(rest, *k)
+        return None
+
+    def _eval_is_real(self):  # type: ignore[no-untyped-def]
+        return True
+
+    def _eval_is_nonnegative(self):  # type: ignore[no-untyped-def]
+        return self.args[0].is_nonnegative
+
+    def _latex(self, printer, exp=None):  # type: ignore[no-untyped-def]
+        return _with_exp(self.latex_form % _arg_latex(printer, self.args[0]), exp)
+
+
+class RowN(_Relative):
+    latex_form = r"\operatorname{rown}\left(%s\right)"
+
+
+class ColN(_Relative):
+    latex_form = r"\operatorname{coln}\left(%s\right)"
 
 
 def shaped(fn: type[Function], expr: sympy.Expr, cls: int) -> sympy.Expr:
