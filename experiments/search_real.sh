@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue #19: a search on a real pretrained LLaMA, SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized),
-# at 50% and 70% unstructured in one fitness (two tasks, geometric mean of ppl / ppl(wanda)).
+# at 50% and 70% unstructured in one fitness (experiments/tasks_real.yaml: two tasks, weighted
+# geometric mean of ppl / ppl(wanda), weight 3 on 50%).
 # Calibration WikiText-2 `valid` 32 x 256 (seed 0); fitness and the choice of the best on `valid`
 # windows that share no token with a calibration window; report on `test` (3 calibration seeds).
 # Space "extended": the paper's ops plus rown/coln (RIA's relative importance); wanda, gblm and
@@ -14,14 +15,15 @@ OUT=${1:-runs/search-real}
 SEED=${2:-0}
 GENERATIONS=${GENERATIONS:-10}
 POPULATION=${POPULATION:-20}
-FITNESS_WINDOWS=${FITNESS_WINDOWS:-16}
-CONFIRM_WINDOWS=${CONFIRM_WINDOWS:-32}
+FITNESS_WINDOWS=${FITNESS_WINDOWS:-12}
+CONFIRM_WINDOWS=${CONFIRM_WINDOWS:-24}
 EVAL_WINDOWS=${EVAL_WINDOWS:-64}
 /usr/bin/time -f "search wall %e s, max RSS %M KB" .venv/bin/pruner-zero search \
-    --model "$MODEL" --data-dir "$SHARED/data/wikitext-2" --calib-split valid \
+    --tasks experiments/tasks_real.yaml --model "$MODEL" --data-dir "$SHARED/data/wikitext-2" \
+    --calib-split valid \
     --fitness-split valid --report-split test --nsamples 32 --seqlen 256 --seed 0 \
-    --sparsity 0.5,0.7 --device cpu --space extended --seed-metrics wanda,gblm,ria \
+    --device cpu --space extended --seed-metrics wanda,gblm,ria \
     --generations "$GENERATIONS" --population "$POPULATION" --gp-seed "$SEED" \
-    --fitness-windows "$FITNESS_WINDOWS" --race-factor 1.5 --final-top 3 \
+    --fitness-windows "$FITNESS_WINDOWS" --race-factor 1.5 --race-chunk 4 --final-top 3 \
     --confirm-seeds 3 --confirm-windows "$CONFIRM_WINDOWS" --eval-windows "$EVAL_WINDOWS" \
-    --baselines wanda,gblm,pruner-zero,ria --quiet --out "$OUT"
+    --baselines wanda,gblm,pruner-zero --quiet --out "$OUT"
