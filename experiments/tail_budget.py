@@ -37,7 +37,7 @@ def main() -> None:
     p.add_argument("--out", default=None)
     a = p.parse_args()
 
-    from pruner_zero.data import eval_windows
+    from pruner_zero.data import spread_indices
     from pruner_zero.evaluate import window_nll
     from pruner_zero.measure import mean_std, verdict
     from pruner_zero.engine import Engine
@@ -68,7 +68,7 @@ def main() -> None:
     def ppl(spec: str, seed: int, n: int | None) -> float:
         v = nll[(spec, seed)]
         if n is not None:
-            v = v[torch.arange(n) * total // n]
+            v = v[spread_indices(n, total)]
         return math.exp(float(v.sum()) / (v.numel() * tokens))
 
     budgets = [int(b) for b in a.budgets.split(",") if int(b) < total] + [None]

@@ -102,14 +102,15 @@ def _add_model_args(p: argparse.ArgumentParser, search: bool = False,
 
 
 def window_count(text: str) -> int | None:
-    """A window budget on the command line: a positive integer, or 0 for the whole split."""
+    """A window budget on the command line (``data.window_budget``: 0 = the whole split)."""
+    from .data import window_budget
+    from .errors import ConfigError
+
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of windows, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 (the whole split) or more windows, got {value}")
-    return value or None
+        return window_budget(int(text), "the window count")
+    except (ValueError, ConfigError):
+        raise argparse.ArgumentTypeError(f"expected 0 (the whole split) or a positive number of "
+                                         f"windows, got {text!r}") from None
 
 
 def add_eval_windows_flag(g, default: int | None = None, what: str = "the evaluation split") -> None:
@@ -205,12 +206,9 @@ def cmd_eval(a: argparse.Namespace) -> int:
     if a.report is not None:
         check_writable_file(a.report, "--report")
     bench = _workbench(a)
-    windows = bench.eval_windows()
+    windows = bench.report_windows()
     ppl = bench.perplexity(windows)
-    from .data import windows_note
-
-    p = bench.protocol
-    _log(f"perplexity on {windows_note(windows.shape[0], p.eval_split, p.eval_windows)}")
+    _log(f"perplexity on {bench.windows_note(windows.shape[0])}")
     zero_shot.measure(bench, "model", _log)
     print(f"{ppl:.4f}")
     _print_zero_shot(zero_shot)
@@ -306,10 +304,13 @@ def search_summary(out, entries) -> dict:
                "selection": best and best.score, "selection_std": best and best.score_std,
                "selection_on": "selection split, mean over calibration seeds", "report": {}}
     state = read_json(out / CHECKPOINT, "checkpoint") if (out / CHECKPOINT).is_file() else {}
-    rows = state.get("final", {}).get("selection_rows", [])
-    if rows and rows[0].get("windows") is not None:
-        summary["selection_on"] = (f"{rows[0]['windows']} windows of the selection split, mean "
-                                   "over calibration seeds")
+    counts = sorted({r.get("windows") for r in state.get("final", {}).get("selection_rows", [])},
+                    key=str)
+    if counts and None not in counts:  # per seed, when the calibration windows are left out
+        summary["selection_on"] = (f"{'/'.join(map(str, counts))} windows of the selection "
+                                   "split, mean over calibration seeds")
+    elif counts:  # a run made before the window budgets
+        summary["selection_on"] = "whole selection split, mean over calibration seeds"
     from .measure import mean_std
 
     by: dict = {}

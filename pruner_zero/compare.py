@@ -126,9 +126,9 @@ def compare(metrics: str | Sequence[str], tasks: Sequence[Task], seeds: int = 3,
     if isinstance(tasks, Task) or not all(isinstance(t, Task) for t in tasks):
         raise ConfigError("tasks must be a list of Task (pruner_zero.tasks.Task), e.g. "
                           "[Task(model='...', sparsity=0.5)]")
-    from .workbench import check_window_count
+    from .data import window_budget
 
-    check_window_count(eval_windows, "--eval-windows")
+    eval_windows = window_budget(eval_windows, "--eval-windows")
     if runtime is not None and not isinstance(runtime, Runtime):
         raise ConfigError(f"runtime must be a pruner_zero.measure.Runtime, got {runtime!r}")
     specs = resolve_metric_specs(metrics)
@@ -261,7 +261,7 @@ def markdown_table(summary: Sequence[dict[str, Any]], tasks: Sequence[Task], see
 
     counts = {c["task"]: c.get("windows") for c in summary}
     if len(set(counts.values())) == 1 and None not in counts.values():
-        where += ": " + windows_note(next(iter(counts.values())), "it", budget)
+        where += ": " + windows_note("it", budget, next(iter(counts.values())))
     else:
         where += ": " + ", ".join(f"{n}: {counts.get(n)} windows" for n in names) + \
             (f" ({budget} spread evenly, or all where fewer)" if budget else " (all)")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .files import user_path
 
 ENV_DATA = "PRUNER_ZERO_DATA"
@@ -187,13 +187,40 @@ def calibration_starts(n_tokens: int, nsamples: int, seqlen: int, seed: int) -> 
     return [rng.randint(0, n_tokens - seqlen - 1) for _ in range(nsamples)]
 
 
+def window_budget(value: int | None, name: str) -> int | None:
+    """A window budget as every front end reads it: None or 0 = every window of the split, a
+    positive integer N = N windows spread evenly over it."""
+    if value is None or (value == 0 and not isinstance(value, bool)):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{name} must be a positive number of windows (0 or None: all), "
+                          f"got {value!r}")
+    return value
+
+
+def spread_indices(n: int, total: int) -> torch.Tensor:
+    """Window floor(i * total / n), i = 0..n-1: n of ``total`` windows spread evenly."""
+    return torch.arange(n) * total // n
+
+
+def windows_note(split: str, budget: int | None, measured: int | None = None) -> str:
+    """Which windows a perplexity rests on, in words, for logs and reports."""
+    if budget is None or (measured is not None and measured < budget):
+        return f"all {'' if measured is None else f'{measured} '}windows of {split}"
+    return f"{budget} windows spread evenly over {split}"
+
+
 def eval_windows(ids: torch.Tensor, seqlen: int, limit: int | None = None,
-                 spread: bool = False, exclude: list[int] | None = None) -> torch.Tensor:
+                 spread: bool = False, exclude: list[int] | None = None,
+                 skip_spread: int | None = None) -> torch.Tensor:
     """[n, seqlen] non-overlapping windows from the start. `limit` keeps the first ones or, with
     `spread`, windows evenly spaced over the whole split (window i * n // limit): a subset that
     samples every part of the split, where the first windows are a few articles only.
     `exclude`: offsets of calibration windows (same split, same length); every window that
-    shares a token with one of them is dropped first, so selection never sees calibration text."""
+    shares a token with one of them is dropped first, so selection never sees calibration text.
+    `skip_spread`: then also drop the windows a spread subset of that size takes (a search's
+    fitness windows), so a confirmation reads text the fitness never read; when that subset
+    is the whole split, nothing is dropped (there is no other text)."""
     n = ids.numel() // seqlen
     if n == 0:
         raise DataError(f"evaluation split has {ids.numel()} tokens, fewer than --seqlen {seqlen}")
@@ -207,15 +234,14 @@ def eval_windows(ids: torch.Tensor, seqlen: int, limit: int | None = None,
         if n == 0:
             raise DataError("no evaluation window is left once the calibration windows are "
                             "excluded; use fewer --nsamples or another split")
+    if skip_spread is not None and skip_spread < n:
+        keep = torch.ones(n, dtype=torch.bool)
+        keep[spread_indices(skip_spread, n)] = False
+        windows = windows[keep]
+        n = windows.shape[0]
     if limit is None or limit >= n:
         return windows
     if spread:
-        return windows[torch.arange(limit) * n // limit]
+        return windows[spread_indices(limit, n)]
     return windows[:limit]
 
-
-def windows_note(measured: int, split: str, budget: int | None) -> str:
-    """Which windows a perplexity rests on, for logs and reports."""
-    if budget is not None and measured == budget:
-        return f"{measured} windows spread evenly over {split}"
-    return f"all {measured} windows of {split}"

@@ -5,8 +5,8 @@ package) and dequantizes its weights: the model is then the values of the file's
 grid, in float32. That conversion costs seconds to minutes (the tokenizer is rebuilt from the
 file's vocabulary), so it runs once per file content and the checkpoint is kept under
 ``<cache>/gguf/<stem>-<sha256 prefix>/``, with ``gguf_source.json`` saying what it came from.
-Every report of a model loaded this way records that source (``GgufSource.as_dict``).
-"""
+A prune's report, ``pruning.json`` and ``eval --report`` record that source
+(``GgufSource.as_dict``)."""
 from __future__ import annotations
 
 import hashlib
@@ -34,7 +34,7 @@ class GgufSource:
     architecture: str
     quantization: str  # the file's declared type (general.file_type), e.g. MOSTLY_Q4_1
     tensor_types: dict[str, int]  # how many tensors of each stored type (norms stay F32)
-    checkpoint: str  # the cached Hugging Face directory that is loaded
+    checkpoint: str | None  # the cached Hugging Face directory loaded (None: a scratch one, gone)
 
     def as_dict(self) -> dict:
         return asdict(self)

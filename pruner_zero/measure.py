@@ -123,12 +123,14 @@ class TaskBenches:
                                         task.calibration, bench.calib if sequential else None)
         return self._engines[key]
 
-    def windows(self, task: Task, seed: int | None, split: str, budget: int | None = None) -> Any:
-        """The windows of ``split`` a measurement reads: all, or ``budget`` spread evenly."""
-        return self.bench(task, seed).split_windows(split, budget, spread=True)
+    def windows(self, task: Task, seed: int | None, split: str, budget: int | None = None,
+                skip: int | None = None) -> Any:
+        """The windows of ``split`` a measurement reads: all, or ``budget`` spread evenly;
+        ``skip``: not the ``skip`` spread windows a search's fitness reads."""
+        return self.bench(task, seed).split_windows(split, budget, spread=True, skip_spread=skip)
 
     def ppl(self, task: Task, seed: int | None, metric: Any, split: str, compare: str = "row",
-            budget: int | None = None) -> float:
+            budget: int | None = None, skip: int | None = None) -> float:
         """Perplexity on the windows of ``split`` (all, or ``budget`` spread evenly) after
         pruning with ``metric`` (a tree, SPARSEGPT, or None: the dense model); the dense
         weights are restored afterwards."""
@@ -139,7 +141,7 @@ class TaskBenches:
 
         bench = self.bench(task, seed)
         engine = self.engine(task, seed, compare)
-        windows = self.windows(task, seed, split, budget)
+        windows = self.windows(task, seed, split, budget, skip)
         if metric == SPARSEGPT:  # it updates the weights it keeps, too: a whole copy on the host
             from .engine import weights_kept_on_host
             from .sparsegpt import sparsegpt_prune
@@ -213,9 +215,10 @@ def seeds_for(task: Task, count: int) -> list[int]:
 
 def grid(benches: TaskBenches, metrics: Iterable[tuple[str, Any]], tasks: Sequence[Task],
          seeds: int, split_of: Callable[[Task], str], compare: str = "row",
-         progress: bool = True, budget: int | None = None) -> list[dict[str, Any]]:
+         progress: bool = True, budget: int | None = None,
+         skip: int | None = None) -> list[dict[str, Any]]:
     """One row per (metric, task, seed): perplexity on ``split_of(task)``, all its windows or
-    ``budget`` of them spread evenly (the row says how many)."""
+    ``budget`` of them spread evenly (the row says how many), not the ``skip`` spread ones."""
     import sys
 
     from tqdm.auto import tqdm
@@ -228,9 +231,9 @@ def grid(benches: TaskBenches, metrics: Iterable[tuple[str, Any]], tasks: Sequen
     for name, metric, task, seed in tqdm(jobs, desc=f"measuring {len(metrics)} metrics", unit="run",
                                          disable=not progress, leave=False, file=sys.stderr):
         row = {"metric": name, "task": task.name, "seed": seed, "split": split_of(task),
-               "windows": int(benches.windows(task, seed, split_of(task), budget).shape[0])}
+               "windows": int(benches.windows(task, seed, split_of(task), budget, skip).shape[0])}
         try:
-            row["ppl"] = benches.ppl(task, seed, metric, split_of(task), compare, budget)
+            row["ppl"] = benches.ppl(task, seed, metric, split_of(task), compare, budget, skip)
         except (MetricError, RuntimeError, ValueError, ArithmeticError) as exc:
             # a metric valid under one calibration can be NaN/constant under another: that cell
             # is inf (it loses every comparison), the rest of the table is still measured

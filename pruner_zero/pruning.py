@@ -8,7 +8,6 @@ from pathlib import Path
 from .engine import Engine, measure_sparsity
 from .errors import ConfigError, MetricError
 from .files import atomic_write_json, check_writable_dir, check_writable_file, user_path
-from .data import windows_note
 from .masks import check_fits, parse_structure
 from .metric.registry import statistics_read
 from .metric.tree import leaves
@@ -50,10 +49,9 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
     result: dict = {"metric": formula, "metric_spec": metric, "structure": shape.describe(),
                     "requested_sparsity": shape.sparsity, "protocol": bench.protocol.as_dict(),
                     **bench.source_record()}
-    windows = bench.eval_windows()  # a missing or too short evaluation split fails here
+    windows = bench.report_windows()  # a missing or too short evaluation split fails here
     result["windows"] = int(windows.shape[0])
-    result["windows_note"] = windows_note(result["windows"], bench.protocol.eval_split,
-                                          bench.protocol.eval_windows)
+    result["windows_note"] = bench.windows_note(result["windows"])
     check_fits((m.in_features for m in bench.linears.values()), shape)
     result["linear_share"] = check_linear_share(bench.model, bench.linears, allow_partial, log)
     if tree is not None:  # a metric that cannot score fails before the long evaluations

@@ -49,7 +49,7 @@ class Protocol(Sampling):
         self.check_sampling()
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int):
             raise ConfigError(f"batch_size must be an integer, got {self.batch_size!r}")
-        check_window_count(self.eval_windows, "eval_windows")
+        data_mod.window_budget(self.eval_windows, "eval_windows")
         if not isinstance(self.trust_remote_code, bool):
             raise ConfigError(f"trust_remote_code must be True or False, got "
                               f"{self.trust_remote_code!r}")
@@ -58,13 +58,6 @@ class Protocol(Sampling):
                       if getattr(self, n) is not None):
             if not isinstance(getattr(self, name), str):
                 raise ConfigError(f"{name} must be a string, got {getattr(self, name)!r}")
-
-
-def check_window_count(value: int | None, name: str) -> None:
-    """A window budget is None (the whole split) or a positive integer."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ConfigError(f"{name} must be a positive integer (or None for the whole split), "
-                          f"got {value!r}")
 
 
 class Workbench:
@@ -83,7 +76,9 @@ class Workbench:
         check_placement(protocol.stats_device, protocol.stats_dtype)
         self.data_dir = data_mod.resolve_data_dir(protocol.data_dir)
         data_mod.check_text_join(protocol.text_join, self.data_dir)
-        protocol = replace(protocol, calib_data=data_mod.resolve_calib_data(protocol.calib_data))
+        protocol = replace(protocol, calib_data=data_mod.resolve_calib_data(protocol.calib_data),
+                           eval_windows=data_mod.window_budget(protocol.eval_windows,
+                                                               "eval_windows"))
         if self.data_dir is not None:  # absolute, so a run resumed from elsewhere finds it
             protocol = replace(protocol, data_dir=str(self.data_dir.resolve()))
         if user_path(protocol.model).exists():
@@ -97,10 +92,11 @@ class Workbench:
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
-        self.source = self._gguf_source(protocol.model)
-        if self.source is not None:
-            protocol = replace(protocol, model=self.source.file)
+        self._gguf_scratch: Path | None = None
         try:
+            self.source = self._gguf_source(protocol.model)
+            if self.source is not None:
+                protocol = replace(protocol, model=self.source.file)
             self.model, self.tokenizer = load_model(
                 protocol.model if self.source is None else self.source.checkpoint,
                 protocol.device, protocol.dtype, protocol.device_map, protocol.revision,
@@ -110,6 +106,8 @@ class Workbench:
                 import shutil
 
                 shutil.rmtree(self._gguf_scratch, ignore_errors=True)
+                if getattr(self, "source", None) is not None:
+                    self.source = replace(self.source, checkpoint=None)  # gone: nothing to name
         limit = max_positions(self.model)
         if protocol.seqlen is None:
             protocol = replace(protocol, seqlen=min(2048, limit or 2048))
@@ -127,7 +125,6 @@ class Workbench:
         cache directory the conversion goes to a scratch directory removed once loaded."""
         from .gguf import checkpoint_for, find_gguf
 
-        self._gguf_scratch = None
         path = find_gguf(model)
         if path is None:
             return None
@@ -203,21 +200,27 @@ class Workbench:
         return torch.stack([ids[s:s + p.seqlen] for s in self.calib_starts])
 
     def eval_windows(self, limit: int | None = None, spread: bool = False) -> torch.Tensor:
-        """Windows of the evaluation split: by default those the protocol names (every window,
-        or ``eval_windows`` of them spread evenly: window floor(i * W / N) of its W)."""
-        if limit is None and self.protocol.eval_windows is not None:
-            limit, spread = self.protocol.eval_windows, True
+        """Windows of the evaluation split: all, or ``limit`` of them (the first, or spread)."""
         return data_mod.eval_windows(self._tokens(self.protocol.eval_split), self.protocol.seqlen,
                                      limit, spread)
 
-    def split_windows(self, split: str, limit: int | None = None,
-                      spread: bool = False) -> torch.Tensor:
+    def report_windows(self) -> torch.Tensor:
+        """The windows ``prune`` and ``eval`` report on: every window of the evaluation split, or
+        the protocol's ``eval_windows`` spread evenly (window floor(i * W / N) of its W)."""
+        return self.eval_windows(self.protocol.eval_windows, spread=True)
+
+    def windows_note(self, measured: int) -> str:
+        return data_mod.windows_note(self.protocol.eval_split, self.protocol.eval_windows, measured)
+
+    def split_windows(self, split: str, limit: int | None = None, spread: bool = False,
+                      skip_spread: int | None = None) -> torch.Tensor:
         """Windows of ``split`` for a search; on the calibration split, without any window that
-        shares a token with a calibration window (selection never measures calibration text)."""
+        shares a token with a calibration window (selection never measures calibration text);
+        ``skip_spread``: without the fitness windows too (``data.eval_windows``)."""
         p = self.protocol
         exclude = self.calib_starts if split == p.calib_split and p.calib_data is None else None
         return data_mod.eval_windows(self._tokens(split), self.protocol.seqlen, limit, spread,
-                                     exclude)
+                                     exclude, skip_spread)
 
     @cached_property
     def stats(self) -> dict[str, LayerStats]:
@@ -247,7 +250,7 @@ class Workbench:
         from .model import input_device
         from .stats import cache_key, model_identity
 
-        windows = self.eval_windows()
+        windows = self.report_windows()
         if self.cache_dir is None:
             return self.perplexity(windows)
         p = self.protocol
@@ -274,6 +277,6 @@ class Workbench:
                    progress: bool | None = None) -> float:
         from .evaluate import perplexity
 
-        w = self.eval_windows() if windows is None else windows
+        w = self.report_windows() if windows is None else windows
         show = self.progress if progress is None else progress
         return perplexity(self.model, w, self.protocol.batch_size, show, stop)

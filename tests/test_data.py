@@ -48,6 +48,39 @@ def test_selection_windows_never_overlap_a_calibration_window():
     assert spread.shape[0] == 10 and not calib & set(spread.flatten().tolist())
 
 
+def test_confirmation_windows_are_not_fitness_windows():
+    """A search's confirmation (skip_spread = the fitness budget) reads text its fitness never
+    read, also where the budgets divide each other (64 of 128 would be every other one), and
+    still not calibration text."""
+    ids = torch.arange(40_000)
+    seqlen = 16
+    starts = calibration_starts(ids.numel(), 30, seqlen, seed=1)
+    for fitness, confirm in ((128, 64), (12, 24), (100, 7)):
+        fit = eval_windows(ids, seqlen, fitness, spread=True, exclude=starts)
+        conf = eval_windows(ids, seqlen, confirm, spread=True, exclude=starts, skip_spread=fitness)
+        assert conf.shape[0] == confirm
+        assert not set(fit[:, 0].tolist()) & set(conf[:, 0].tolist()), (fitness, confirm)
+        calib = {t for s in starts for t in range(s, s + seqlen)}
+        assert not calib & set(conf.flatten().tolist())
+    # fitness on every window: no other text exists, nothing is dropped
+    assert torch.equal(eval_windows(ids, seqlen, skip_spread=10**9), eval_windows(ids, seqlen))
+
+
+def test_window_budgets_are_read_alike_everywhere():
+    from pruner_zero.data import spread_indices, window_budget, windows_note
+    from pruner_zero.errors import ConfigError
+
+    assert window_budget(None, "n") is None and window_budget(0, "n") is None
+    assert window_budget(7, "n") == 7
+    for bad in (-1, True, 2.5, "3"):
+        with pytest.raises(ConfigError, match="n must be a positive number of windows"):
+            window_budget(bad, "n")
+    assert spread_indices(4, 10).tolist() == [0, 2, 5, 7]  # floor(i * 10 / 4)
+    assert windows_note("test", 64, 64) == "64 windows spread evenly over test"
+    assert windows_note("test", 64, 20) == "all 20 windows of test"
+    assert windows_note("test", None, 1219) == "all 1219 windows of test"
+
+
 def test_a_split_that_is_not_utf8_names_the_file_and_the_byte(tmp_path):
     from pruner_zero.data import load_split_text
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, TEXT, run_main, tiny_llama
+from conftest import REPO, TEXT, run_main
 
 gguf = pytest.importorskip("gguf", reason="the gguf package is not installed "
                                           "(pip install 'pruner-zero[gguf]')")
@@ -102,9 +102,7 @@ def write_tiny_gguf(path: Path, seed: int = 0, quantize: bool = True):
 
 @pytest.fixture(scope="module")
 def gguf_assets(tmp_path_factory):
-    """tiny.gguf, the model it stores, and data; one conversion cache shared by the tests that
-    only read it (the first conversion is timed by nobody: each test that counts conversions
-    uses a cache of its own)."""
+    """tiny.gguf, the model it stores, and data (each test converts into a cache of its own)."""
     root = tmp_path_factory.mktemp("gguf")
     model = write_tiny_gguf(root / "tiny.gguf")
     data = root / "data"
@@ -170,7 +168,18 @@ def test_without_a_cache_the_conversion_is_not_kept(gguf_assets, tmp_path, monke
 
     root, _ = gguf_assets
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    _bench(root, None)
+    logs: list[str] = []
+    bench = _bench(root, None, logs)
+    converted = [line for line in logs if line.startswith("converting tiny.gguf")]
+    assert len(converted) == 1 and f" in {tmp_path}/pruner-zero-gguf-" in converted[0]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("pruner-zero-gguf-")]
+    assert bench.source_record()["model_source"]["checkpoint"] is None  # nothing left to name
+    # a file that fails to convert leaves no scratch directory either
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.gguf").write_bytes(b"GGUF" + b"\0" * 64)
+    with pytest.raises(ModelError):
+        Workbench(Protocol(model=str(tmp_path / "bad" / "x.gguf"), device="cpu"), cache_dir=None,
+                  progress=False, log=lambda m: None)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("pruner-zero-gguf-")]
 
 

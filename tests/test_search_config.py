@@ -61,6 +61,16 @@ def test_a_version_2_config_is_migrated_to_the_current_version():
     assert CONFIG_VERSION == 4
 
 
+def test_a_version_3_config_keeps_its_whole_split_tail():
+    """A run made before the window budgets resumes as it was made: whole splits."""
+    old = version_2_config()
+    old["version"] = 3
+    old["runtime"].update(stats_device=None, stats_dtype="float32")
+    config = SearchConfig.from_dict(copy.deepcopy(old), out="runs/x")
+    assert (config.confirm_windows, config.eval_windows) == (None, None)
+    assert config.to_dict() == {**old, "version": 4, "confirm_windows": None, "eval_windows": None}
+
+
 def test_a_new_search_has_bounded_window_budgets_and_zero_means_the_whole_split(tmp_path):
     from pruner_zero.search.config import DEFAULT_CONFIRM_WINDOWS, DEFAULT_REPORT_WINDOWS
 
@@ -122,7 +132,7 @@ def test_a_stored_value_is_checked_as_an_option_is(key, value, named):
     ({"confirm_seeds": 101}, "--confirm-seeds must be an integer from 1 to 100"),
     ({"race_factor": 0.5}, "--race-factor must be at least 1"),
     ({"race_chunk": 0}, "--race-chunk must be a positive integer"),
-    ({"fitness_windows": -3}, "--fitness-windows must be a positive integer"),
+    ({"fitness_windows": -3}, "--fitness-windows must be a positive number of windows"),
     ({"population": 1}, "--population must be at least 2"),
     ({"workers": -1}, "workers must be a non-negative integer"),
     ({"workers": 1.5}, "workers must be a non-negative integer"),

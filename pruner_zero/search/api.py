@@ -18,7 +18,8 @@ from pruner_zero.files import user_path
 from pruner_zero.search.config import (  # noqa: F401  (re-exported: the names callers know)
     CONFIG_VERSION, DEFAULT_BASELINES, DEFAULT_CONFIRM_SEEDS, DEFAULT_FINAL_TOP,
     DEFAULT_FITNESS_WINDOWS, DEFAULT_REFERENCE, DEFAULT_SPACE, FREE_ON_RESUME, MAX_SEEDS,
-    SearchConfig, _metric_tree, _seed_trees, budget_phrase)
+    SearchConfig, _metric_tree, _seed_trees)
+from pruner_zero.data import windows_note
 
 
 def _fitness_note(config: dict[str, Any]) -> str:
@@ -326,9 +327,10 @@ def _confirm(benches: Any, tasks: list[Any], config: dict[str, Any], hof: list[A
     cand = [(f"#{i}", ind) for i, ind in enumerate(hof[:config["final_top"]], start=1)]
     if cand:
         log(f"confirming the top {len(cand)} and {len(base)} baselines over {k} calibration "
-            f"seeds on {budget_phrase(config['confirm_windows'], 'the selection split')}")
+            f"seeds on {windows_note('the selection split', config['confirm_windows'])}, "
+            "none of them a fitness window")
     sel = grid(benches, cand + base, tasks, k, lambda t: t.fitness_split, compare, progress,
-               config["confirm_windows"])
+               config["confirm_windows"], config["fitness"]["fitness_windows"])
     ppl = {(r["metric"], r["task"], r["seed"]): r["ppl"] for r in sel}
 
     def scores(metric: str) -> list[float]:
@@ -350,7 +352,7 @@ def _confirm(benches: Any, tasks: list[Any], config: dict[str, Any], hof: list[A
     best_i = min(finite)[1] if finite else 0
     best = [("best", hof[best_i])] if hof else []
     log(f"reporting {'the best (' + format_formula(hof[best_i]) + ') and ' if hof else ''}"
-        f"the baselines on {budget_phrase(config['eval_windows'], 'the report split')}")
+        f"the baselines on {windows_note('the report split', config['eval_windows'])}")
     report_rows = grid(benches, best + base, tasks, k, lambda t: t.report_split, compare, progress,
                        config["eval_windows"])
     for r in report_rows:

@@ -36,12 +36,6 @@ defaults, statistics beside the weights in float32. 3 -> 4: confirm_windows and 
 a version-3 run confirmed and reported on whole splits, null)."""
 
 
-def budget_phrase(budget: int | None, split: str) -> str:
-    """What a window budget measures, in words: "all windows of X" or "N windows spread..."."""
-    return f"all windows of {split}" if budget is None else \
-        f"{budget} windows spread evenly over {split} (all where it has fewer)"
-
-
 def _migrated(d: Mapping[str, Any]) -> Mapping[str, Any]:
     """An older config.json as the current version says the same run (anything else unchanged)."""
     if not isinstance(d, Mapping):
@@ -279,13 +273,10 @@ class SearchConfig:
         if not _count(self.race_chunk, 1):
             raise ConfigError(f"{name('race_chunk')} must be a positive integer, got "
                               f"{self.race_chunk!r}.")
-        budgets = {}
-        for key in ("fitness_windows", "confirm_windows", "eval_windows"):
-            value = getattr(self, key)
-            budgets[key] = None if value in (None, 0) and not isinstance(value, bool) else value
-            if budgets[key] is not None and not _count(budgets[key], 1):
-                raise ConfigError(f"{name(key)} must be a positive integer (0 = all windows), got "
-                                  f"{value!r}.")
+        from pruner_zero.data import window_budget
+
+        budgets = {key: window_budget(getattr(self, key), name(key))
+                   for key in ("fitness_windows", "confirm_windows", "eval_windows")}
         for key in ("canonical_cache", "fingerprint_cache", "allow_partial"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"{name(key)} must be true or false, got {getattr(self, key)!r}.")

@@ -379,7 +379,7 @@ def best_metric_text(best: HallOfFameEntry, fitness_note: str, entries: list[Hal
     """Human-readable summary of the best metric: formula, sympy, LaTeX, fitness, the selection
     score over calibration seeds, and per task its report-split perplexity beside the baselines."""
     from pruner_zero.metric.symbolic import to_latex, to_sympy
-    from pruner_zero.search.config import budget_phrase
+    from pruner_zero.data import windows_note
 
     try:
         sym, latex = str(to_sympy(best.tree)), to_latex(best.tree)
@@ -394,7 +394,7 @@ def best_metric_text(best: HallOfFameEntry, fitness_note: str, entries: list[Hal
     score = "not measured" if best.score is None else \
         f"{_num(best.score)} ± {_num(best.score_std or 0.0)} (mean ± std over {seeds} calibration " \
         f"seeds of ppl / ppl({ref}) on " \
-        f"{budget_phrase(config.get('confirm_windows'), 'the selection split')}, geometric " \
+        f"{windows_note('the selection split', config.get('confirm_windows'))}, geometric " \
         "mean over tasks)"
     text = (f"formula:   {best.formula}\n"
             f"sympy:     {sym}\n"
