@@ -71,13 +71,22 @@ def unstructured_mask(scores: torch.Tensor, sparsity: float, compare: str = "row
     mask = torch.zeros_like(scores, dtype=torch.bool)
     if compare == "row":
         k = int(scores.shape[1] * sparsity)
-        idx = torch.sort(scores, dim=1, stable=True).indices[:, :k]
-        mask.scatter_(1, idx, True)
+        return lowest_per_row(scores, k) if k > 0 else mask
     else:
         k = int(scores.numel() * sparsity)
         idx = torch.sort(scores.flatten(), stable=True).indices[:k]
         mask.view(-1)[idx] = True
     return mask
+
+
+def lowest_per_row(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The k lowest scores of each row, ties broken by position: what a stable sort's first k
+    give, from a selection (kthvalue) instead of a sort: the k-th value is the threshold, every
+    score below it is in, and of the scores equal to it the leftmost ones fill the rest."""
+    threshold = scores.kthvalue(k, dim=1, keepdim=True).values
+    below = scores < threshold
+    tied = scores == threshold
+    return below | (tied & (tied.cumsum(dim=1) <= k - below.sum(dim=1, keepdim=True)))
 
 
 def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:

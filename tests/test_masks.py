@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from pruner_zero.errors import ConfigError
-from pruner_zero.masks import Structure, make_mask, nm_mask, parse_structure, unstructured_mask
+from pruner_zero.masks import (Structure, lowest_per_row, make_mask, nm_mask, parse_structure,
+                               unstructured_mask)
 
 
 @pytest.mark.parametrize("sparsity", [0.1, 0.5, 0.7, 0.93])
@@ -44,6 +45,23 @@ def test_ties_are_broken_reproducibly():
     a = make_mask(scores, Structure(0.5))
     b = make_mask(scores.clone(), Structure(0.5))
     assert torch.equal(a, b) and int(a.sum()) == 15
+
+
+def test_the_row_mask_is_the_stable_sorts_first_k_also_with_ties_and_signed_zeros():
+    """The selection (kthvalue) prunes exactly the weights a stable sort's first k are, ties
+    broken by position, on random scores, many-way ties, -0.0 beside 0.0, and k = 0 or all."""
+    g = torch.Generator().manual_seed(5)
+    cases = [torch.rand(9, 64, generator=g), torch.randint(0, 3, (9, 64), generator=g).float(),
+             torch.zeros(4, 16), torch.tensor([[0.0, -0.0, 1.0, -0.0, 0.0, 2.0, -0.0, 0.0]])]
+    for scores in cases:
+        for k in range(0, scores.shape[1] + 1, max(1, scores.shape[1] // 7)):
+            by_sort = torch.zeros_like(scores, dtype=torch.bool)
+            by_sort.scatter_(1, torch.sort(scores, dim=1, stable=True).indices[:, :k], True)
+            sparsity = k / scores.shape[1]
+            if 0 < sparsity < 1:
+                assert torch.equal(unstructured_mask(scores, sparsity, "row"), by_sort), k
+            if k > 0:
+                assert torch.equal(lowest_per_row(scores, k), by_sort), k
 
 
 @pytest.mark.parametrize("structure,sparsity,msg", [

@@ -167,7 +167,8 @@ def score_metric(tree: gp.PrimitiveTree, inputs: Mapping[str, torch.Tensor],
 
 def check_scores(scores: torch.Tensor, formula: MetricLike) -> None:
     """Raise MetricError when scores cannot rank weights (NaN/inf, or all equal)."""
-    if not bool(torch.isfinite(scores).all()):
+    lo, hi = torch.aminmax(scores)  # one pass: a NaN anywhere makes both NaN
+    if not (bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))):
         raise MetricError(f"metric {formula} yields NaN/inf scores.")
-    if scores.numel() > 1 and bool(scores.max() == scores.min()):
+    if scores.numel() > 1 and bool(lo == hi):
         raise MetricError(f"metric {formula} yields constant scores (all weights score the same).")
