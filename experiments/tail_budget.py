@@ -21,6 +21,19 @@ import torch
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
+@torch.no_grad()
+def per_window_nll(model, windows: torch.Tensor, batch: int = 32) -> torch.Tensor:
+    """Summed next-token NLL of each window (the terms evaluate.perplexity adds up)."""
+    out = []
+    for i in range(0, windows.shape[0], batch):
+        ids = windows[i:i + batch]
+        logits = model(input_ids=ids).logits[:, :-1].float()
+        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                ids[:, 1:].reshape(-1), reduction="none")
+        out.append(nll.view(ids.shape[0], -1).double().sum(dim=1))
+    return torch.cat(out)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=str(SHARED / "models" / "wiki-llama-5m"))
@@ -38,7 +51,6 @@ def main() -> None:
     a = p.parse_args()
 
     from pruner_zero.data import spread_indices
-    from pruner_zero.evaluate import window_nll
     from pruner_zero.measure import mean_std, verdict
     from pruner_zero.engine import Engine
     from pruner_zero.masks import Structure
@@ -59,7 +71,7 @@ def main() -> None:
             _, tree = resolve_metric(spec)
             engine.prune(tree, spec)
             try:
-                nll[(spec, seed)] = torch.tensor([n for n, _ in window_nll(bench.model, windows, 1)])
+                nll[(spec, seed)] = per_window_nll(bench.model, windows)
             finally:
                 engine.restore()
             print(f"seed {seed} {spec}: done", flush=True)
