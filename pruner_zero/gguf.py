@@ -89,6 +89,8 @@ def read_header(path: Path) -> tuple[str, str, dict[str, int]]:
             raise ValueError("no general.architecture key")
         architecture = bytes(arch_field.parts[arch_field.data[0]]).decode("utf-8")
         types = Counter(t.tensor_type.name for t in reader.tensors)
+        if not types:
+            raise ModelError(f"{bad}: it holds no tensors")
         ftype = reader.fields.get("general.file_type")
         if ftype is not None:
             code = int(ftype.parts[ftype.data[0]][0])
@@ -96,15 +98,13 @@ def read_header(path: Path) -> tuple[str, str, dict[str, int]]:
                 quantization = gguf.LlamaFileType(code).name
             except ValueError:
                 quantization = f"file_type {code}"
-        else:  # undeclared: the most common stored type of the 2-D weights
-            quantization = types.most_common(1)[0][0] if types else "unknown"
+        else:  # undeclared: the most common stored type
+            quantization = types.most_common(1)[0][0]
     except ModelError:
         raise
     except Exception as exc:  # numpy, struct and the reader's own errors on a damaged file
         raise ModelError(f"{bad} (damaged or truncated?): {type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
-    if not types:
-        raise ModelError(f"{bad}: it holds no tensors")
     return architecture, quantization, dict(sorted(types.items()))
 
 

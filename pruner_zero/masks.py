@@ -68,14 +68,12 @@ def check_fits(widths, structure: Structure) -> None:
 def unstructured_mask(scores: torch.Tensor, sparsity: float, compare: str = "row") -> torch.Tensor:
     """Prune the int(k * sparsity) lowest scores of each row (k = row length) or of the layer.
     Ties are broken by position (stable sort) so masks are reproducible."""
-    mask = torch.zeros_like(scores, dtype=torch.bool)
     if compare == "row":
         k = int(scores.shape[1] * sparsity)
-        return lowest_per_row(scores, k) if k > 0 else mask
-    else:
-        k = int(scores.numel() * sparsity)
-        idx = torch.sort(scores.flatten(), stable=True).indices[:k]
-        mask.view(-1)[idx] = True
+        return lowest_per_row(scores, k) if k > 0 else torch.zeros_like(scores, dtype=torch.bool)
+    mask = torch.zeros_like(scores, dtype=torch.bool)
+    k = int(scores.numel() * sparsity)
+    mask.view(-1)[torch.sort(scores.flatten(), stable=True).indices[:k]] = True
     return mask
 
 

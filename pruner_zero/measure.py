@@ -132,8 +132,14 @@ class TaskBenches:
     def ppl(self, task: Task, seed: int | None, metric: Any, split: str, compare: str = "row",
             budget: int | None = None, skip: int | None = None) -> float:
         """Perplexity on the windows of ``split`` (all, or ``budget`` spread evenly) after
-        pruning with ``metric`` (a tree, SPARSEGPT, or None: the dense model); the dense
-        weights are restored afterwards."""
+        pruning with ``metric``."""
+        return self.ppl_on(task, seed, metric, self.windows(task, seed, split, budget, skip),
+                           compare)
+
+    def ppl_on(self, task: Task, seed: int | None, metric: Any, windows: Any,
+               compare: str = "row") -> float:
+        """Perplexity on ``windows`` after pruning with ``metric`` (a tree, SPARSEGPT, or None:
+        the dense model); the dense weights are restored afterwards."""
         import torch
 
         from .evaluate import perplexity
@@ -141,7 +147,6 @@ class TaskBenches:
 
         bench = self.bench(task, seed)
         engine = self.engine(task, seed, compare)
-        windows = self.windows(task, seed, split, budget, skip)
         if metric == SPARSEGPT:  # it updates the weights it keeps, too: a whole copy on the host
             from .engine import weights_kept_on_host
             from .sparsegpt import sparsegpt_prune
@@ -230,10 +235,11 @@ def grid(benches: TaskBenches, metrics: Iterable[tuple[str, Any]], tasks: Sequen
     rows = []
     for name, metric, task, seed in tqdm(jobs, desc=f"measuring {len(metrics)} metrics", unit="run",
                                          disable=not progress, leave=False, file=sys.stderr):
+        windows = benches.windows(task, seed, split_of(task), budget, skip)
         row = {"metric": name, "task": task.name, "seed": seed, "split": split_of(task),
-               "windows": int(benches.windows(task, seed, split_of(task), budget, skip).shape[0])}
+               "windows": int(windows.shape[0])}
         try:
-            row["ppl"] = benches.ppl(task, seed, metric, split_of(task), compare, budget, skip)
+            row["ppl"] = benches.ppl_on(task, seed, metric, windows, compare)
         except (MetricError, RuntimeError, ValueError, ArithmeticError) as exc:
             # a metric valid under one calibration can be NaN/constant under another: that cell
             # is inf (it loses every comparison), the rest of the table is still measured

@@ -49,7 +49,6 @@ class Protocol(Sampling):
         self.check_sampling()
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int):
             raise ConfigError(f"batch_size must be an integer, got {self.batch_size!r}")
-        data_mod.window_budget(self.eval_windows, "eval_windows")
         if not isinstance(self.trust_remote_code, bool):
             raise ConfigError(f"trust_remote_code must be True or False, got "
                               f"{self.trust_remote_code!r}")
@@ -64,6 +63,8 @@ class Workbench:
     def __init__(self, protocol: Protocol, cache_dir: Path | None = None,
                  progress: bool = True, log=print):
         protocol.check_types()
+        protocol = replace(protocol, eval_windows=data_mod.window_budget(protocol.eval_windows,
+                                                                         "eval_windows"))
         if protocol.nsamples < 1:
             raise ConfigError(f"--nsamples must be at least 1, got {protocol.nsamples}")
         if protocol.seqlen is not None and protocol.seqlen < 2:
@@ -76,9 +77,7 @@ class Workbench:
         check_placement(protocol.stats_device, protocol.stats_dtype)
         self.data_dir = data_mod.resolve_data_dir(protocol.data_dir)
         data_mod.check_text_join(protocol.text_join, self.data_dir)
-        protocol = replace(protocol, calib_data=data_mod.resolve_calib_data(protocol.calib_data),
-                           eval_windows=data_mod.window_budget(protocol.eval_windows,
-                                                               "eval_windows"))
+        protocol = replace(protocol, calib_data=data_mod.resolve_calib_data(protocol.calib_data))
         if self.data_dir is not None:  # absolute, so a run resumed from elsewhere finds it
             protocol = replace(protocol, data_dir=str(self.data_dir.resolve()))
         if user_path(protocol.model).exists():
@@ -92,21 +91,28 @@ class Workbench:
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
-        self._gguf_scratch: Path | None = None
+        from .gguf import find_gguf
+
+        gguf_file, scratch = find_gguf(protocol.model), None
+        self.source = None  # a GGUF model's source record (gguf.GgufSource)
         try:
-            self.source = self._gguf_source(protocol.model)
-            if self.source is not None:
+            if gguf_file is not None:
+                if cache_dir is None:  # no cache: the conversion serves this load only
+                    import tempfile
+
+                    scratch = Path(tempfile.mkdtemp(prefix="pruner-zero-gguf-"))
+                self.source = self._gguf_source(gguf_file, cache_dir or scratch)
                 protocol = replace(protocol, model=self.source.file)
             self.model, self.tokenizer = load_model(
                 protocol.model if self.source is None else self.source.checkpoint,
                 protocol.device, protocol.dtype, protocol.device_map, protocol.revision,
                 protocol.trust_remote_code)
         finally:
-            if self._gguf_scratch is not None:  # no cache: the conversion served this load only
+            if scratch is not None:
                 import shutil
 
-                shutil.rmtree(self._gguf_scratch, ignore_errors=True)
-                if getattr(self, "source", None) is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+                if self.source is not None:
                     self.source = replace(self.source, checkpoint=None)  # gone: nothing to name
         limit = max_positions(self.model)
         if protocol.seqlen is None:
@@ -120,20 +126,11 @@ class Workbench:
         self._documents: dict[str, list[str]] = {}
         self._statistics: dict[frozenset, dict[str, LayerStats]] = {}
 
-    def _gguf_source(self, model: str):
-        """A GGUF ``model``'s cached checkpoint (converted on first use), or None. Without a
-        cache directory the conversion goes to a scratch directory removed once loaded."""
-        from .gguf import checkpoint_for, find_gguf
+    def _gguf_source(self, gguf_file: Path, where: Path):
+        """The checkpoint of a GGUF model in ``where`` (converted on first use), logged."""
+        from .gguf import checkpoint_for
 
-        path = find_gguf(model)
-        if path is None:
-            return None
-        where = self.cache_dir
-        if where is None:
-            import tempfile
-
-            where = self._gguf_scratch = Path(tempfile.mkdtemp(prefix="pruner-zero-gguf-"))
-        source = checkpoint_for(path, where, self.log)
+        source = checkpoint_for(gguf_file, where, self.log)
         self.log(f"model: {source.describe()}")
         return source
 
