@@ -5,7 +5,10 @@ Memory is bounded by one layer beyond what is held anyway: a layer is scored, ma
 before the next is touched (no mask dict for the model), the fingerprint of the masks is hashed as
 they are made, statistics kept on the host are moved to the accelerator one layer at a time, and
 what a prune zeroes is kept (on the host, beside a 1-bit mask) so that ``restore`` can put it back
-instead of a dense copy of the model.
+instead of a dense copy of the model. A model on the CPU, where the restore's scatter costs as
+much as the candidate's own scoring, is restored from one dense copy instead (``keep="copy"``: the
+same memory pool the model already uses, at most twice its linear weights; shared by the engines
+of one model).
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -71,17 +75,21 @@ class Fingerprint:
     same pruned model. Each layer is hashed alone (its bits packed on the mask's device first, so
     a GPU sends 1/8 of the bytes to the host), and the digests are combined in name order."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_packed: bool = False) -> None:
         self._layers: dict[str, bytes] = {}
+        self.packed: dict[str, tuple[torch.Tensor, torch.Size]] | None = {} if keep_packed else None
 
     def add(self, name: str, mask: torch.Tensor) -> None:
-        self.add_packed(name, packbits(mask))
+        self.add_packed(name, packbits(mask), mask.shape)
 
-    def add_packed(self, name: str, packed: torch.Tensor) -> None:
+    def add_packed(self, name: str, packed: torch.Tensor, shape: torch.Size) -> None:
         """A layer's mask already packed by ``packbits`` (a prune keeps the packed bits too)."""
+        packed = packed.cpu()
         h = hashlib.sha256(name.encode())
-        h.update(packed.cpu().numpy().tobytes())
+        h.update(packed.numpy().tobytes())
         self._layers[name] = h.digest()
+        if self.packed is not None:
+            self.packed[name] = (packed, shape)
 
     def hexdigest(self) -> str:
         h = hashlib.sha256()
@@ -96,6 +104,18 @@ def mask_fingerprint(masks: dict[str, torch.Tensor]) -> str:
     for name, mask in masks.items():
         fp.add(name, mask)
     return fp.hexdigest()
+
+
+@dataclass(frozen=True)
+class PackedMasks:
+    """A model's masks at 1 bit per weight on the host, with their fingerprint: what a search
+    fingerprints a candidate with, kept to prune with later instead of scoring it again."""
+    fingerprint: str
+    layers: dict[str, tuple[torch.Tensor, torch.Size]]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.numel() for p, _ in self.layers.values())
 
 
 @dataclass
@@ -114,7 +134,9 @@ class Engine:
     dense model's, as the published code precomputes it.
 
     ``keep="host"`` keeps what each prune zeroes in host memory (a search: ``restore`` brings the
-    dense model back); ``keep=None`` keeps nothing (a prune that stays: no copy at all)."""
+    dense model back); ``keep="copy"`` restores from a dense copy of the linear weights (``dense``,
+    made at the first prune unless given: engines of one model share it); ``keep=None`` keeps
+    nothing (a prune that stays: no copy at all). ``undo_kind`` chooses between the first two."""
 
     model: nn.Module
     linears: dict[str, nn.Linear]
@@ -124,14 +146,16 @@ class Engine:
     calib: torch.Tensor | None = None
     progress: bool = False
     keep: str | None = "host"
+    dense: dict[str, torch.Tensor] | None = field(default=None, repr=False)  # may start empty
     _undo: dict[str, _Undo] = field(default_factory=dict, init=False, repr=False)
+    _pruned: list[str] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self):
         check_calibration(self.calibration)
         if self.calibration == "sequential" and self.calib is None:
             raise ValueError("sequential calibration needs the calibration windows")
-        if self.keep not in ("host", None):
-            raise ValueError(f"keep must be 'host' or None, got {self.keep!r}")
+        if self.keep not in KEEPS:
+            raise ValueError(f"keep must be one of {KEEPS}, got {self.keep!r}")
 
     # -- public --------------------------------------------------------------------------
     def check(self, tree, formula: str = "metric") -> None:
@@ -152,21 +176,40 @@ class Engine:
             fp.add(name, self._layer_mask(name, tree, formula, self.stats[name]))
         return fp.hexdigest()
 
+    def packed_masks(self, tree, formula: str = "metric") -> PackedMasks:
+        """The masks ``prune`` would apply, packed, and their fingerprint; the model is left as
+        it was. ``prune_with`` applies them without scoring again (1/32 of a float32 model)."""
+        fp = Fingerprint(keep_packed=True)
+        if self.calibration == "sequential":  # X depends on the blocks pruned before
+            try:
+                self._prune_into(tree, formula, fp)
+            finally:
+                self.restore()
+        else:
+            for name in self.linears:
+                fp.add(name, self._layer_mask(name, tree, formula, self.stats[name]))
+        return PackedMasks(fp.hexdigest(), fp.packed)
+
     @torch.no_grad()
     def prune(self, tree, formula: str = "metric") -> str:
         """Prune the model in place with the metric, layer by layer; returns the masks'
         fingerprint. A metric that fails on some layer leaves the model as it was (restored),
         unless ``keep=None``: then the layers pruned before the failure stay pruned (a prune
         checks the metric on every layer first, ``check``)."""
+        fp = Fingerprint()
+        self._prune_into(tree, formula, fp)
+        return fp.hexdigest()
+
+    @torch.no_grad()
+    def prune_with(self, masks: PackedMasks) -> str:
+        """Prune with masks ``packed_masks`` made: the model ``prune`` of that metric gives."""
         self.restore()
         fp = Fingerprint()
         try:
-            if self.calibration == "sequential":
-                self._sequential(tree, formula, fp)
-            else:
-                for name, lin in self.linears.items():
-                    self._prune_layer(name, lin, self._layer_mask(name, tree, formula,
-                                                                  self.stats[name]), fp)
+            for name, lin in self.linears.items():
+                packed, shape = masks.layers[name]
+                mask = unpackbits(packed, shape).to(lin.weight.device)
+                self._apply(name, lin, mask, packed, fp)
         except BaseException:
             self.restore()
             raise
@@ -181,6 +224,9 @@ class Engine:
             mask = unpackbits(undo.packed.to(weight.device), undo.shape)
             weight.masked_scatter_(mask, undo.values.to(weight.device))
         self._undo.clear()
+        for name in reversed(self._pruned):
+            self.linears[name].weight.copy_(self.dense[name])
+        self._pruned.clear()
 
     def sparsity(self) -> SparsityReport:
         return measure_sparsity(self.linears)
@@ -193,11 +239,34 @@ class Engine:
         check_scores(scores, formula)
         return make_mask(scores, self.structure)
 
+    def _prune_into(self, tree, formula: str, fp: Fingerprint) -> None:
+        self.restore()
+        try:
+            if self.calibration == "sequential":
+                self._sequential(tree, formula, fp)
+            else:
+                for name, lin in self.linears.items():
+                    self._prune_layer(name, lin, self._layer_mask(name, tree, formula,
+                                                                  self.stats[name]), fp)
+        except BaseException:
+            self.restore()
+            raise
+
     def _prune_layer(self, name: str, lin: nn.Linear, mask: torch.Tensor, fp: Fingerprint) -> None:
-        packed = packbits(mask).cpu()  # packed and sent once: for the fingerprint and the undo
-        fp.add_packed(name, packed)
-        if self.keep is not None:
+        # packed and sent once: for the fingerprint and the undo
+        self._apply(name, lin, mask, packbits(mask).cpu(), fp)
+
+    def _apply(self, name: str, lin: nn.Linear, mask: torch.Tensor, packed: torch.Tensor,
+               fp: Fingerprint) -> None:
+        fp.add_packed(name, packed, mask.shape)
+        if self.keep == "host":
             self._undo[name] = _Undo(packed, lin.weight[mask].cpu(), mask.shape)
+        elif self.keep == "copy":
+            if self.dense is None:
+                self.dense = {}
+            if not self.dense:  # filled once, by the first engine of the model that prunes
+                self.dense.update(dense_copy(self.linears))
+            self._pruned.append(name)
         lin.weight.masked_fill_(mask, 0)
 
     def _sequential(self, tree, formula: str, fp: Fingerprint) -> None:
@@ -216,6 +285,28 @@ class Engine:
                 self._prune_layer(name, lin, self._layer_mask(name, tree, formula, stats), fp)
 
         walk(self.model, self.calib, visit, self.progress, desc="sequential calibration")
+
+
+KEEPS = ("host", "copy", None)
+
+
+def undo_kind(linears: dict[str, nn.Linear]) -> str:
+    """How a search undoes a prune: from a dense copy when the weights live on the CPU (the copy
+    shares their memory pool, and a copy back is ~10x faster than scattering what was zeroed),
+    else by the zeroed values kept on the host (accelerator memory holds nothing more)."""
+    return "copy" if all(m.weight.device.type == "cpu" for m in linears.values()) else "host"
+
+
+def dense_copy(linears: dict[str, nn.Linear]) -> dict[str, torch.Tensor]:
+    """The linear weights, copied to the host (one tensor per weight, even under two names)."""
+    copies: dict[int, torch.Tensor] = {}
+    out = {}
+    for name, m in linears.items():
+        w = m.weight
+        if id(w) not in copies:
+            copies[id(w)] = w.detach().to("cpu", copy=True)
+        out[name] = copies[id(w)]
+    return out
 
 
 @contextmanager
@@ -242,6 +333,9 @@ def _shifts(device: torch.device) -> torch.Tensor:
 
 def packbits(mask: torch.Tensor) -> torch.Tensor:
     """A boolean tensor as 1 bit per element (uint8, little-endian within a byte)."""
+    if mask.device.type == "cpu" and mask.dtype == torch.bool:  # numpy's: one pass, same bytes
+        return torch.from_numpy(np.packbits(mask.contiguous().numpy().reshape(-1),
+                                            bitorder="little"))
     flat = mask.flatten().to(torch.uint8)
     pad = (-flat.numel()) % 8
     if pad:
@@ -251,5 +345,9 @@ def packbits(mask: torch.Tensor) -> torch.Tensor:
 
 def unpackbits(packed: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """The inverse of ``packbits``."""
+    if packed.device.type == "cpu":
+        n = math.prod(shape)
+        return torch.from_numpy(np.unpackbits(packed.numpy(), count=n, bitorder="little")
+                                .view(np.bool_)).view(shape)
     bits = (packed.unsqueeze(1) >> _shifts(packed.device)) & 1
     return bits.flatten()[:math.prod(shape)].view(shape).bool()

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .errors import ConfigError
@@ -79,12 +81,58 @@ def unstructured_mask(scores: torch.Tensor, sparsity: float, compare: str = "row
 
 def lowest_per_row(scores: torch.Tensor, k: int) -> torch.Tensor:
     """The k lowest scores of each row, ties broken by position: what a stable sort's first k
-    give, from a selection (kthvalue) instead of a sort: the k-th value is the threshold, every
-    score below it is in, and of the scores equal to it the leftmost ones fill the rest."""
+    give, from a selection instead of a sort. The k-th value is each row's threshold; a row with
+    no tie at it keeps exactly the scores up to it, and in a row with ties the scores below it
+    are in and the leftmost of those equal to it fill the rest."""
+    at_most = scores <= _kth_per_row(scores, k)
+    extra = at_most.sum(dim=1) - k  # > 0 only where the threshold is tied
+    tied_rows = extra.nonzero().flatten()
+    if tied_rows.numel():
+        at_most[tied_rows] = _leftmost_ties(scores[tied_rows], k)
+    return at_most
+
+
+def _kth_per_row(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Each row's k-th smallest value, as a column. On the CPU numpy's introselect, a few rows
+    per thread, is 2-4x faster than ``kthvalue`` on these shapes; the value is the same."""
+    if scores.device.type != "cpu" or scores.dtype not in _NUMPY_SELECT:
+        return scores.kthvalue(k, dim=1, keepdim=True).values
+    rows = scores.detach().numpy()
+    out = np.empty((rows.shape[0], 1), dtype=rows.dtype)
+
+    def select(lo: int, hi: int) -> None:  # numpy releases the GIL while it partitions
+        out[lo:hi, 0] = np.partition(rows[lo:hi], k - 1, axis=1)[:, k - 1]
+
+    spans = _row_spans(rows.shape[0], torch.get_num_threads())
+    if len(spans) == 1:
+        select(*spans[0])
+    else:
+        list(_select_pool().map(lambda span: select(*span), spans))
+    return torch.from_numpy(out)
+
+
+def _leftmost_ties(scores: torch.Tensor, k: int) -> torch.Tensor:
     threshold = scores.kthvalue(k, dim=1, keepdim=True).values
     below = scores < threshold
     tied = scores == threshold
     return below | (tied & (tied.cumsum(dim=1) <= k - below.sum(dim=1, keepdim=True)))
+
+
+_NUMPY_SELECT = (torch.float32, torch.float64)
+_POOL: list[ThreadPoolExecutor] = []
+
+
+def _row_spans(rows: int, threads: int) -> list[tuple[int, int]]:
+    parts = max(1, min(threads, rows // 64))
+    edges = [rows * i // parts for i in range(parts + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def _select_pool() -> ThreadPoolExecutor:
+    if not _POOL:
+        _POOL.append(ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads()),
+                                        thread_name_prefix="pruner-zero-select"))
+    return _POOL[0]
 
 
 def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:

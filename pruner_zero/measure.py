@@ -42,6 +42,7 @@ class TaskBenches:
         self._models: dict[str, Any] = {}  # model -> a Workbench holding it
         self._benches: dict[tuple, Any] = {}
         self._engines: dict[tuple, Any] = {}
+        self._dense: dict[int, dict] = {}  # model -> its dense weights, for every engine's undo
         self.needed: set[str] | None = None  # the statistics the metrics read (None: all)
         if preloaded is not None:
             self._models[preloaded.protocol.model] = preloaded
@@ -112,15 +113,17 @@ class TaskBenches:
         return self._models.get(resolved)
 
     def engine(self, task: Task, seed: int | None, compare: str = "row") -> Any:
-        from .engine import Engine
+        from .engine import Engine, undo_kind
 
         bench = self.bench(task, seed)
         shape = task.shape(compare)
         key = (id(bench), shape, task.calibration)
-        if key not in self._engines:  # what a prune zeroes is kept on the host, not the model
+        if key not in self._engines:  # the undo is kept on the host, one copy per model
             sequential = task.calibration == "sequential"
             self._engines[key] = Engine(bench.model, bench.linears, self.statistics(bench), shape,
-                                        task.calibration, bench.calib if sequential else None)
+                                        task.calibration, bench.calib if sequential else None,
+                                        keep=undo_kind(bench.linears),
+                                        dense=self._dense.setdefault(id(bench.model), {}))
         return self._engines[key]
 
     def windows(self, task: Task, seed: int | None, split: str, budget: int | None = None,

@@ -52,6 +52,20 @@ class Task(Sampling):
             if value in SPLIT_ALIASES:
                 object.__setattr__(self, role, SPLIT_ALIASES[value])
 
+    def located(self) -> "Task":
+        """The task with its local paths absolute, as a run stores it: a resume from another
+        directory then reads the same files (a relative --calib-data read another file)."""
+        from .data import resolve_calib_data
+
+        changes: dict[str, Any] = {}
+        if user_path(self.model).exists():
+            changes["model"] = str(user_path(self.model).resolve())
+        if self.data_dir is not None and user_path(self.data_dir).is_dir():
+            changes["data_dir"] = str(user_path(self.data_dir).resolve())
+        if self.calib_data is not None:
+            changes["calib_data"] = resolve_calib_data(self.calib_data)
+        return replace(self, **changes)
+
     def shape(self, compare: str = "row") -> Structure:
         return parse_structure(self.structure, self.sparsity, compare)
 
@@ -164,6 +178,10 @@ def _typed(d: dict[str, Any], where: str) -> Task:
     if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not (
             math.isfinite(weight) and weight > 0):
         raise ConfigError(f"{where}: weight must be a positive number, got {weight!r}")
+    if not WEIGHT_RANGE[0] <= weight <= WEIGHT_RANGE[1]:  # beyond, the weighted mean overflows
+        raise ConfigError(f"{where}: weight must be between {WEIGHT_RANGE[0]:g} and "
+                          f"{WEIGHT_RANGE[1]:g} (weights are relative: 3 and 1 weigh a task "
+                          f"three times another), got {weight!r}")
     kwargs = {k: as_str(k) for k in ("model", "data_dir", "calib_split", "fitness_split",
                                       "report_split", "structure", "calibration", "calib_data",
                                       "text_join")
@@ -209,12 +227,13 @@ def check_tasks(tasks: Sequence[Task], compare: str = "row", selection: bool = T
             shape = t.shape(compare)
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
-        if selection and t.fitness_split == t.report_split:
+        report = _text_id(t.data_dir, t.report_split)  # files, not spellings, are compared
+        if selection and _text_id(t.data_dir, t.fitness_split) == report:
             raise ConfigError(f"{where}: the selection split ({t.fitness_split}) must differ from "
                               f"the report split ({t.report_split}); a number is never reported "
                               "on the split it was chosen on")
         # compare too: statistics never see report text (a corpus reads no split)
-        if t.calib_data is None and t.calib_split == t.report_split:
+        if t.calib_data is None and _text_id(t.data_dir, t.calib_split) == report:
             raise ConfigError(f"{where}: the calibration split ({t.calib_split}) must differ from "
                               f"the report split ({t.report_split}): statistics of the report "
                               "text would reach the fitness")
@@ -233,9 +252,19 @@ def check_tasks(tasks: Sequence[Task], compare: str = "row", selection: bool = T
 
 
 def _text_id(data_dir: str | None, split: str) -> tuple[str | None, str]:
-    """Which text a split of a task reads: (resolved data dir or None for the hub, split)."""
-    path = None if data_dir is None else str(user_path(data_dir).resolve())
-    return path, SPLIT_ALIASES.get(split, split)
+    """Which text a split of a task reads: (None, split) on the hub, else (the file, ""): roles
+    compare files, so `./valid` or `sub/../valid` is the same text as `valid`."""
+    from .data import resolve_data_dir
+    from .errors import DataError
+
+    split = SPLIT_ALIASES.get(split, split)
+    try:
+        local = resolve_data_dir(data_dir)
+    except DataError:  # a missing directory is reported by the file checks
+        local = None if data_dir is None else user_path(data_dir)
+    if local is None:
+        return None, split
+    return str((local / f"{split}.txt").resolve()), ""
 
 
 def check_roles_across(tasks: Sequence[Task]) -> None:
@@ -280,6 +309,11 @@ def _check_split_files(t: Task, where: str, selection: bool) -> None:
         if data_dir is not None and not (data_dir / f"{split}.txt").is_file():
             raise ConfigError(f"{where}: {role.replace('_', ' ')} {split!r} not found: no "
                               f"{split}.txt in {data_dir}")
+
+
+WEIGHT_RANGE = (1e-6, 1e6)
+"""Task weights are relative; within this range their weighted mean of log-ratios stays finite
+and every task still counts (1e308 on two tasks made every fitness 1.0 or not finite)."""
 
 
 def geometric_fitness(ratios: Iterable[float], weights: Iterable[float]) -> float:

@@ -11,12 +11,13 @@ from pruner_zero.stats import compute_stats
 from conftest import masks_of
 
 
-@pytest.fixture
-def engine(tiny_model):
+@pytest.fixture(params=["host", "copy"])
+def engine(tiny_model, request):
+    """Both ways of undoing a prune: the zeroed values and their bits, or a dense copy."""
     linears = prunable_linears(tiny_model)
     calib = torch.randint(0, 64, (2, 10), generator=torch.Generator().manual_seed(0))
     stats = compute_stats(tiny_model, linears, calib, progress=False)
-    return Engine(tiny_model, linears, stats, Structure(0.5))
+    return Engine(tiny_model, linears, stats, Structure(0.5), keep=request.param)
 
 
 def test_prune_then_restore_gives_back_the_dense_weights_exactly(engine):
@@ -33,10 +34,16 @@ def test_prune_then_restore_gives_back_the_dense_weights_exactly(engine):
     assert all(torch.equal(before[n], m.weight) for n, m in engine.linears.items())
 
 
-def test_prune_keeps_no_copy_of_the_model_only_what_it_zeroed(engine):
-    """The restore record of a 50% prune: the zeroed values and a 1-bit mask per weight."""
+def test_prune_keeps_only_what_it_zeroed_or_one_dense_copy(engine):
+    """The restore record of a 50% prune: the zeroed values and a 1-bit mask per weight
+    (``keep="host"``), or one dense host copy of the linear weights and nothing per prune."""
     engine.prune(resolve_metric("wanda")[1])
     try:
+        if engine.keep == "copy":
+            assert not engine._undo and set(engine.dense) == set(engine.linears)
+            assert all(torch.equal(engine.dense[n].ne(0), m.weight.ne(0) | engine.dense[n].ne(0))
+                       and engine.dense[n].device.type == "cpu" for n, m in engine.linears.items())
+            return
         kept = sum(u.values.numel() * u.values.element_size() + u.packed.numel()
                    for u in engine._undo.values())
         weights = sum(m.weight.numel() * m.weight.element_size() for m in engine.linears.values())
@@ -137,3 +144,49 @@ def test_an_unknown_calibration_mode_is_a_config_error(tiny_model):
     linears = prunable_linears(tiny_model)
     with pytest.raises(ConfigError, match="--calibration must be dense or sequential"):
         Engine(tiny_model, linears, {}, Structure(0.5), calibration="layerwise")
+
+
+def test_engines_of_one_model_share_one_dense_copy_and_each_restores_exactly(tiny_model):
+    """Two structures on one model (a search's tasks): one dense copy, filled by the first prune;
+    pruning with either, in any order, and restoring gives back the dense weights bit for bit.
+    A search on the CPU undoes this way (``undo_kind``)."""
+    from pruner_zero.engine import undo_kind
+
+    linears = prunable_linears(tiny_model)
+    calib = torch.randint(0, 64, (2, 10), generator=torch.Generator().manual_seed(0))
+    stats = compute_stats(tiny_model, linears, calib, progress=False)
+    assert undo_kind(linears) == "copy"
+    shared: dict = {}
+    half, most = (Engine(tiny_model, linears, stats, s, keep="copy", dense=shared)
+                  for s in (Structure(0.5), Structure(0.7)))
+    before = {n: m.weight.detach().clone() for n, m in linears.items()}
+    for engine, metric in [(half, "wanda"), (most, "gblm"), (half, "magnitude"), (most, "wanda")]:
+        engine.prune(resolve_metric(metric)[1])
+        assert measure_sparsity(linears).overall == pytest.approx(engine.structure.sparsity, abs=0.02)
+        engine.restore()
+        assert all(torch.equal(before[n], m.weight) for n, m in linears.items())
+    assert set(shared) == set(linears)
+    assert all(shared[n].data_ptr() != m.weight.data_ptr() for n, m in linears.items())
+
+
+@pytest.mark.parametrize("calibration", ["dense", "sequential"])
+def test_packed_masks_prune_the_model_the_metric_prunes(tiny_model, calibration):
+    """What a search fingerprints a candidate with, applied later: the same weights and
+    fingerprint as pruning with the metric itself, and the model dense in between."""
+    linears = prunable_linears(tiny_model)
+    calib = _calib()
+    stats = compute_stats(tiny_model, linears, calib, progress=False)
+    engine = Engine(tiny_model, linears, stats, Structure(0.7), calibration, calib, keep="copy")
+    before = {n: m.weight.detach().clone() for n, m in linears.items()}
+    tree = resolve_metric("wanda")[1]
+    masks = engine.packed_masks(tree, "wanda")
+    assert all(torch.equal(linears[n].weight, before[n]) for n in linears)
+    assert masks.nbytes == sum(-(-m.weight.numel() // 8) for m in linears.values())
+    assert engine.fingerprint(tree) == masks.fingerprint
+    assert engine.prune_with(masks) == masks.fingerprint
+    assert engine.sparsity().overall == pytest.approx(0.7, abs=0.03)
+    by_masks = {n: m.weight.detach().clone() for n, m in linears.items()}
+    assert engine.prune(tree) == masks.fingerprint
+    assert all(torch.equal(linears[n].weight, by_masks[n]) for n in linears)
+    engine.restore()
+    assert all(torch.equal(linears[n].weight, before[n]) for n in linears)

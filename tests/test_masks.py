@@ -48,11 +48,15 @@ def test_ties_are_broken_reproducibly():
 
 
 def test_the_row_mask_is_the_stable_sorts_first_k_also_with_ties_and_signed_zeros():
-    """The selection (kthvalue) prunes exactly the weights a stable sort's first k are, ties
-    broken by position, on random scores, many-way ties, -0.0 beside 0.0, and k = 0 or all."""
+    """The selection (kthvalue, or numpy's partition on the CPU) prunes exactly the weights a
+    stable sort's first k are, ties broken by position, on random scores, many-way ties, -0.0
+    beside 0.0, rows with and without ties in one layer, each float type, and k = 0 or all."""
     g = torch.Generator().manual_seed(5)
+    mixed = torch.rand(300, 64, generator=g)  # rows split among threads; some rows tied
+    mixed[::7] = torch.randint(0, 3, (43, 64), generator=g).float()
     cases = [torch.rand(9, 64, generator=g), torch.randint(0, 3, (9, 64), generator=g).float(),
-             torch.zeros(4, 16), torch.tensor([[0.0, -0.0, 1.0, -0.0, 0.0, 2.0, -0.0, 0.0]])]
+             torch.zeros(4, 16), torch.tensor([[0.0, -0.0, 1.0, -0.0, 0.0, 2.0, -0.0, 0.0]]),
+             mixed, mixed.double(), mixed.half(), mixed.bfloat16()]
     for scores in cases:
         for k in range(0, scores.shape[1] + 1, max(1, scores.shape[1] // 7)):
             by_sort = torch.zeros_like(scores, dtype=torch.bool)

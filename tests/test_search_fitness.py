@@ -89,6 +89,39 @@ def test_fingerprint_before_evaluate_resolves_rank_equivalents_without_scoring(t
     assert second.fitness == first.fitness
 
 
+def test_a_fingerprinted_candidate_is_evaluated_without_scoring_again(tiny_dir, monkeypatch):
+    """A search fingerprints each offspring before it evaluates it: the evaluation prunes with
+    the masks kept from the fingerprint (the metric is scored once), gives what a fresh
+    evaluator gives, and with no room to keep them scores again, with the same result."""
+    from pruner_zero import engine as engine_mod
+    from pruner_zero.search import fitness
+    from pruner_zero.search.fitness import FitnessEvaluator
+    from pruner_zero.workbench import Protocol, Workbench
+
+    bench = Workbench(Protocol(model=str(tiny_dir / "tiny-llama"), data_dir=str(tiny_dir / "data"),
+                               nsamples=2, seqlen=16, device="cpu", batch_size=2),
+                      progress=False, log=lambda m: None)
+    scored = []
+    original = engine_mod.metric_scores
+    monkeypatch.setattr(engine_mod, "metric_scores",
+                        lambda *a, **k: scored.append(1) or original(*a, **k))
+    layers = len(bench.linears)
+    tree = parse_formula("mul(W, sqrt(X))")
+    fresh = FitnessEvaluator(bench, Structure(0.5), fitness_windows=4).evaluate(tree)
+    assert len(scored) == layers
+    scored.clear()
+    ev = FitnessEvaluator(bench, Structure(0.5), fitness_windows=4)
+    ev.fingerprint(tree)
+    result = ev.evaluate(tree)
+    assert len(scored) == layers and result.fitness == fresh.fitness and not ev._masks
+    monkeypatch.setattr(fitness, "MASK_MEMO_BYTES", 1)  # no room: scored again
+    scored.clear()
+    tight = FitnessEvaluator(bench, Structure(0.5), fitness_windows=4)
+    tight.fingerprint(tree)
+    assert not tight._masks
+    assert tight.evaluate(tree).fitness == fresh.fitness and len(scored) == 2 * layers
+
+
 def test_several_tasks_race_each_against_the_bound_in_its_own_perplexity(tiny_dir):
     """The loop's bound is a fitness (a ratio to the reference); task t stops once its running
     ppl exceeds race_factor x bound x reference_t. A cache hit replays that decision exactly."""

@@ -26,6 +26,9 @@ def test_geometric_fitness_is_the_weighted_geometric_mean_of_ratios():
     ("- data_dir: D\n", "no model"),
     ("- model: M\n  sparsity: 1.5\n", "between 0 and 1"),
     ("- model: M\n  weight: -1\n", "weight must be a positive number"),
+    # issue #22: 1e308 on two tasks made every fitness 1.0 or not finite; 1e-320 counted nothing
+    ("- model: M\n  weight: 1.0e+308\n- model: N\n  weight: 1.0e+308\n", "between 1e-06 and 1e"),
+    ("- model: M\n  weight: 1.0e-320\n", "weight must be between"),
     ("- model: M\n  nsamples: many\n", "nsamples must be an integer"),
     ("model: M\n", "non-empty YAML list"),
     ("- model: [unclosed\n", "not valid YAML"),
@@ -70,8 +73,10 @@ def test_bad_tasks_stop_the_search_before_a_model_loads_and_touch_no_run_dir(
     def no_load(*a, **k):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr(model_mod, "load_model", no_load)
+    # the workbench first: imported after the model module's patch, it would bind no_load and
+    # the undo would "restore" that (every later test then failed to load a model)
     monkeypatch.setattr("pruner_zero.workbench.load_model", no_load)
+    monkeypatch.setattr(model_mod, "load_model", no_load)
     out = tiny_dir / "runs" / "existing"
     out.mkdir(parents=True)
     (out / "notes.txt").write_text("mine")
@@ -95,6 +100,14 @@ def test_split_roles_are_checked_across_names_and_tasks(tmp_path):
         check_tasks([Task(model="M", data_dir=d, fitness_split="validation", report_split="valid")])
     with pytest.raises(ConfigError, match="calibration split .* must differ"):
         check_tasks([Task(model="M", data_dir=d, calib_split="test")])
+    # issue #22: roles compare the files a spelling reads, not the spelling
+    with pytest.raises(ConfigError, match="calibration split .* must differ"):
+        check_tasks([Task(model="M", data_dir=d, calib_split="valid", fitness_split="train",
+                          report_split="./valid")])
+    with pytest.raises(ConfigError, match="calibration split .* must differ"):
+        check_tasks([Task(model="M", data_dir=d, calib_split="../data/test")], selection=False)
+    with pytest.raises(ConfigError, match="selection split .* must differ"):
+        check_tasks([Task(model="M", data_dir=d, fitness_split="./test")])
     # one task's report text is another task's selection text (same data)
     with pytest.raises(ConfigError, match="reports on test, which task .* selection"):
         check_tasks(name_tasks([Task(model="A", data_dir=d),
@@ -142,3 +155,23 @@ def test_compare_refuses_calibrating_on_the_report_split(tmp_path):
                 report_split="test")
     with pytest.raises(ConfigError, match="calibration split \\(test\\) must differ from the report"):
         check_tasks([task], selection=False)
+
+
+def test_a_run_stores_its_tasks_local_paths_absolute(tmp_path, monkeypatch):
+    """Issue #22: a relative --calib-data was stored as typed, so a resume from another folder
+    calibrated on another file of that name. Model, data and corpus are stored absolute."""
+    from conftest import write_tiny_assets
+
+    from pruner_zero.search.api import _resolved_tasks
+    from pruner_zero.search.config import SearchConfig
+
+    root = write_tiny_assets(tmp_path)
+    corpus = root / "corpus.jsonl"
+    corpus.write_text('{"text": "some words"}\n')
+    monkeypatch.chdir(root)
+    config = _resolved_tasks(SearchConfig(model="tiny-llama", data_dir="data",
+                                          calib_data="corpus.jsonl"), None)
+    (task,) = config.task_list
+    assert task.model == str(root / "tiny-llama") and task.data_dir == str(root / "data")
+    assert task.calib_data == str(corpus)
+    assert Task(model="hub/model").located() == Task(model="hub/model")  # a hub id stays

@@ -187,6 +187,7 @@ def _resolved_tasks(config: SearchConfig, preloaded: Any) -> SearchConfig:
     task_list = build_tasks(model, config.sparsity, config.tasks, structure=config.structure,
                             **protocol)
     check_tasks(task_list, config.compare)
+    task_list = [t.located() for t in task_list]
     cache = None if config.cache_dir is None else str(user_path(config.cache_dir).resolve())
     return replace(config, task_list=tuple(task_list), cache_dir=cache)
 

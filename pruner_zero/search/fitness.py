@@ -21,17 +21,23 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
-from ..engine import Engine
+from ..engine import Engine, PackedMasks, undo_kind
 from ..errors import MetricError
 from ..evaluate import perplexity
 from ..masks import Structure
 
 from .rundir import INVALID, OK, STOPPED
+
+
+MASK_MEMO_BYTES = 1 << 30
+"""Packed masks (1 bit per weight) kept between a candidate's fingerprint and its evaluation:
+about 75 candidates of a 135M model, one of a 7B model."""
 
 
 @dataclass
@@ -65,7 +71,8 @@ class FitnessEvaluator:
         if race_factor is not None and race_factor < 1.0:
             raise MetricError(f"--race-factor must be >= 1 (or off), got {race_factor}")
         self.bench = bench
-        self.engine = engine or Engine(bench.model, bench.linears, bench.stats, structure)
+        self.engine = engine or Engine(bench.model, bench.linears, bench.stats, structure,
+                                       keep=undo_kind(bench.linears))
         # spread over the split: the fitness of a subset then ranks metrics like the full split
         self.windows = windows if windows is not None else \
             bench.eval_windows(fitness_windows, spread=spread_windows)
@@ -78,6 +85,9 @@ class FitnessEvaluator:
         self.counts = {"evaluated": 0, "canonical": 0, "fingerprint": 0, STOPPED: 0, INVALID: 0}
         self.remeasured = 0  # worker measurements of other masks, measured again here
         self._fingerprints: dict[str, str] = {}  # formula -> fingerprint, from fingerprint()
+        # formula -> its packed masks, from fingerprint(), until evaluate prunes with them
+        self._masks: OrderedDict[str, PackedMasks] = OrderedDict()
+        self._mask_bytes = 0
 
     # -- public --------------------------------------------------------------------------
     def evaluate(self, tree, race_bound: float | None = None, key: str | None = None) -> Evaluation:
@@ -99,7 +109,7 @@ class FitnessEvaluator:
             if hit is not None:
                 return hit
             if not pruned:
-                self.engine.prune(tree, formula)
+                self._prune(tree, formula)
             ppl, done, stopped, trace = self._measure(race_bound)
         finally:
             self.engine.restore()
@@ -158,10 +168,31 @@ class FitnessEvaluator:
         fp = self._fingerprints.get(formula)
         if fp is None:
             try:
-                fp = self._fingerprints[formula] = self.engine.fingerprint(tree, formula)
+                masks = self.engine.packed_masks(tree, formula)
             except (MetricError, RuntimeError, ValueError) as exc:
                 return exc
+            fp = self._fingerprints[formula] = masks.fingerprint
+            self._remember(formula, masks)
         return fp
+
+    def _remember(self, formula: str, masks: PackedMasks) -> None:
+        """Keep a candidate's masks for its coming evaluation (a search fingerprints every
+        offspring of a generation first): the most recent ones within ``MASK_MEMO_BYTES``."""
+        if masks.nbytes > MASK_MEMO_BYTES:
+            return
+        self._masks[formula] = masks
+        self._mask_bytes += masks.nbytes
+        while self._mask_bytes > MASK_MEMO_BYTES:
+            self._mask_bytes -= self._masks.popitem(last=False)[1].nbytes
+
+    def _prune(self, tree, formula: str) -> str:
+        """Prune with the masks kept from the fingerprint (the same ones, not scored again), or
+        by scoring when they were not kept."""
+        masks = self._masks.pop(formula, None)
+        if masks is None:
+            return self.engine.prune(tree, formula)
+        self._mask_bytes -= masks.nbytes
+        return self.engine.prune_with(masks)
 
     def _to_measure(self, key: str, fp: str, pending) -> bool:
         """Whether these masks need a measurement: not among ``pending``, not cached under an
@@ -207,8 +238,7 @@ class FitnessEvaluator:
         from ..metric.io import parse_formula
 
         started = time.perf_counter()
-        tree = parse_formula(formula)
-        fp = self.engine.prune(tree, formula)
+        fp = self._prune(parse_formula(formula), formula)
         try:
             ppl, done, stopped, trace = self._measure(race_bound)
         finally:
