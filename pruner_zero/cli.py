@@ -435,6 +435,10 @@ def _terminate_like_interrupt():
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if sys.stdout is None:  # started with standard output closed: the result line would be lost
+        _say("error: standard output is closed; the result line would be lost (redirect it to a "
+             "file or /dev/null instead)")
+        return 2
     previous = _terminate_like_interrupt()
     try:
         return _dispatch(args)
@@ -445,9 +449,17 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+def _say(line: str) -> None:
+    """One line on standard error, if there is one."""
+    if sys.stderr is not None:
+        print(line, file=sys.stderr)
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a result line that cannot be written is an error, not exit 0
+        return code
     except PrunerZeroError as exc:
         print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return 2
@@ -458,8 +470,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         hint = ""
         if getattr(args, "command", None) == "search":
+            from .files import user_path
+            from .search.rundir import CONFIG
+
             out = getattr(args, "resume", None) or getattr(args, "out", None)
-            hint = f"; continue with: pruner-zero search --resume {out}" if out else ""
+            if out and (user_path(out) / CONFIG).is_file():  # else there is nothing to resume
+                hint = f"; continue with: pruner-zero search --resume {out}"
         print(f"interrupted{hint}", file=sys.stderr)
         return 130
 

@@ -67,16 +67,39 @@ def load_model(name_or_path: str, device: str = "auto", dtype: str = "auto",
         tokenizer = AutoTokenizer.from_pretrained(source, **hub)
     except Exception as exc:
         raise ModelError(f"cannot load the tokenizer of {name_or_path!r}: {_first_line(exc)}") from exc
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its table of unloaded weights: our one line says it
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        model, info = AutoModelForCausalLM.from_pretrained(source, output_loading_info=True,
+                                                           **kwargs)
     except Exception as exc:
         raise ModelError(f"cannot load model {name_or_path!r}: {_first_line(exc)}") from exc
+    finally:
+        hf_logging.set_verbosity(level)
     if not device_map:
         model.to(dev)
     model.eval()
     model.config.use_cache = False
     decoder_layers(model)  # fail now, with a clear message, on unsupported architectures
+    _check_loading_info(name_or_path, info)
     return model, tokenizer
+
+
+def _check_loading_info(name: str, info: dict) -> None:
+    """Weights the config.json asks for but the files lack (transformers fills them at random)
+    or holds but the config has no place for: a model that is not the one on disk, refused."""
+    for kind, what in (("missing_keys", "missing from the weight files (the config.json asks "
+                                        "for them; they would be random)"),
+                       ("unexpected_keys", "in the weight files but not in the model the "
+                                           "config.json describes"),
+                       ("mismatched_keys", "of another shape than the config.json describes")):
+        keys = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get(kind) or ())
+        if keys:
+            shown = ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+            raise ModelError(f"model {name!r}: {len(keys)} weight(s) {what}: {shown}; "
+                             "check that config.json matches the weights")
 
 
 HUB_HOST = ("huggingface.co", 443)

@@ -38,7 +38,7 @@ def _float(s: Any) -> float:
 def _read_csv(path: Path) -> list[dict[str, str]] | None:
     """Rows of a CSV file, or None when absent or unreadable (that report part is skipped)."""
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        with open(path, newline="", encoding="utf-8-sig") as fh:  # a spreadsheet's BOM too
             return list(csv.DictReader(fh))
     except (OSError, UnicodeDecodeError, csv.Error):
         return None
@@ -51,7 +51,7 @@ def read_evaluations(path: Path) -> tuple[list[dict[str, Any]], int] | None:
     silently; broken lines elsewhere are dropped too but counted, so report.md can mention them.
     """
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError):
         return None
     records, bad = [], 0
@@ -288,7 +288,7 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> Path:
     out_dir = check_writable_dir(Path(out_dir) if out_dir is not None else run_dir, "--out")
 
     try:
-        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8-sig"))
         config = config if isinstance(config, dict) else {}
     except (OSError, ValueError, RecursionError):
         config = {}

@@ -448,3 +448,35 @@ def test_eval_windows_measures_that_many_spread_windows_and_the_report_says_so(t
         main(["eval", *base_args(tiny_dir)[:4], "--eval-windows", "-1"])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and err.startswith("error: ") and "--eval-windows" in err
+
+
+def test_a_closed_standard_output_is_an_error_not_a_lost_result():
+    """Issue #22: with standard output closed, prune/search/show exited 0 and the result line
+    was lost. Refused before any work, with one line on standard error."""
+    import os
+
+    proc = subprocess.run([sys.executable, "-m", "pruner_zero", "show", "wanda"],
+                          stderr=subprocess.PIPE, text=True, preexec_fn=lambda: os.close(1))
+    assert proc.returncode == 2 and "standard output is closed" in proc.stderr
+    ok = subprocess.run([sys.executable, "-m", "pruner_zero", "show", "wanda"],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and "X" in ok.stdout
+
+
+def test_an_interrupt_offers_a_resume_only_for_a_run_that_can_resume(tmp_path, capsys):
+    """Issue #22: SIGINT before the run folder existed printed a --resume hint that is refused."""
+    import argparse
+
+    from pruner_zero.cli import _dispatch
+
+    def interrupted(a):
+        raise KeyboardInterrupt
+
+    args = argparse.Namespace(command="search", out=str(tmp_path / "run"), resume=None,
+                              func=interrupted)
+    assert _dispatch(args) == 130
+    assert capsys.readouterr().err.strip() == "interrupted"
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("{}")
+    assert _dispatch(args) == 130
+    assert f"continue with: pruner-zero search --resume {tmp_path / 'run'}" in capsys.readouterr().err

@@ -186,6 +186,18 @@ def test_a_damaged_file_costs_only_its_own_section(tmp_path: Path, name, text, s
         assert section in md
 
 
+@pytest.mark.parametrize("name", ["history.csv", "baselines.csv", "evaluations.jsonl",
+                                  "config.json"])
+def test_a_run_file_saved_with_a_byte_order_mark_is_read(tmp_path: Path, name) -> None:
+    """Issue #22: a history.csv saved by a spreadsheet (UTF-8 with BOM) was reported damaged."""
+    pytest.importorskip("matplotlib")
+    run = make_run(tmp_path)
+    plain = write_report(run).read_text()
+    (run / name).write_text("\ufeff" + (run / name).read_text(), encoding="utf-8")
+    md = write_report(run).read_text()
+    assert "damaged" not in md and md == plain
+
+
 def test_a_run_killed_before_its_first_generation_gets_a_report(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     run = make_run(tmp_path)
