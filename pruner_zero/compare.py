@@ -184,8 +184,14 @@ def compare(metrics: str | Sequence[str], tasks: Sequence[Task], seeds: int = 3,
             log(PLOT_HINT)
         else:
             png_path = out_dir / PNG_NAME
-            plot_leaderboard(summary, task_list, seeds, png_path)
-            result["files"]["png"] = str(png_path)
+            try:  # a plot never costs the measurements: the table and CSV are already made
+                plot_leaderboard(summary, task_list, seeds, png_path)
+            except Exception as exc:  # matplotlib raises many kinds on odd labels and fonts
+                log(f"leaderboard.png skipped: the plot failed ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); "
+                    f"{CSV_NAME} was written")
+            else:
+                result["files"]["png"] = str(png_path)
     return result
 
 
@@ -294,10 +300,15 @@ def leaderboard_csv(summary: Sequence[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
+def _plain(text: str) -> str:
+    """A label matplotlib draws as typed: `$` would start its math mode."""
+    return text.replace("$", r"\$")
+
+
 def _wrap(label: str, width: int = 22) -> str:
     """Long formulas on several lines, broken after commas."""
     if len(label) <= width:
-        return label
+        return _plain(label)
     lines, cur = [], ""
     for part in label.replace(", ", ",").split(","):
         piece = part if not cur else "," + part
@@ -307,7 +318,7 @@ def _wrap(label: str, width: int = 22) -> str:
         else:
             cur += piece
     lines.append(cur)
-    return "\n".join(lines)
+    return _plain("\n".join(lines))
 
 
 def plot_leaderboard(summary: Sequence[dict[str, Any]], tasks: Sequence[Task], seeds: int,
@@ -341,7 +352,7 @@ def plot_leaderboard(summary: Sequence[dict[str, Any]], tasks: Sequence[Task], s
                 missing.append(x)
         color = f"C{j % 10}"
         bars = ax.bar(xs, [y - 1.0 for y in ys], width * 0.92, bottom=1.0, color=color,
-                      label=t.name, zorder=2)
+                      label=_plain(t.name), zorder=2)
         ax.errorbar(xs, ys, yerr=errs, fmt="none", ecolor="0.15", elinewidth=1, capsize=3,
                     zorder=3)
         ax.bar_label(bars, labels=[f"{y:.3g}" for y in ys], fontsize=7, padding=2)
@@ -358,7 +369,7 @@ def plot_leaderboard(summary: Sequence[dict[str, Any]], tasks: Sequence[Task], s
     ax.set_xticklabels([_wrap(m) for m in metrics], fontsize=8)
     ax.set_xlim(-0.6, len(metrics) - 0.4)
     ax.set_ylabel("ppl / dense ppl" + (" (log scale)" if log_scale else ""))
-    splits = sorted({t.report_split for t in tasks})
+    splits = sorted({_plain(t.report_split) for t in tasks})
     ax.set_title(f"Perplexity relative to the dense model on the report split ({', '.join(splits)})"
                  f"\nmean ± std over {seeds} calibration seed{'s' if seeds != 1 else ''}; "
                  "bars start at dense = 1; lower is better", fontsize=10)

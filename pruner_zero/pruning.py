@@ -8,14 +8,22 @@ from pathlib import Path
 from .engine import Engine, measure_sparsity
 from .errors import ConfigError, MetricError
 from .files import atomic_write_json, check_writable_dir, check_writable_file, user_path
-from .masks import check_fits, parse_structure
+from .masks import Structure, check_fits, parse_structure
 from .metric.registry import statistics_read
 from .metric.tree import leaves
 from .model import PRUNING_JSON, check_linear_share, decoder_parameters, save_pruned, versions
+from .sparsegpt import BLOCKSIZE as SPARSEGPT_BLOCK
 from .workbench import Protocol, Workbench
 from .zeroshot import ZeroShot
 
 SPARSEGPT = "sparsegpt"
+
+
+def sparsegpt_structure(shape: Structure) -> str:
+    """How SparseGPT's masks are chosen, as reports record it (not --compare's row or layer)."""
+    if shape.is_nm:
+        return shape.describe()
+    return f"unstructured {shape.sparsity:g} per block of {SPARSEGPT_BLOCK} input columns (SparseGPT)"
 
 
 def resolve(metric: str):
@@ -41,6 +49,10 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
     started = time.time()
     shape = parse_structure(structure, sparsity, compare)
     formula, tree = resolve(metric)  # a bad metric fails before any model is loaded
+    if tree is None and shape.compare != "row":
+        raise ConfigError("sparsegpt selects its own masks (by the OBS error, per block of "
+                          f"{SPARSEGPT_BLOCK} input columns over all rows): --compare "
+                          f"{shape.compare} does not apply to it")
     check_output_paths(save, report)
     if zero_shot is None:  # unknown tasks fail here, before any model is loaded
         zero_shot = ZeroShot.checked(tasks, tasks_include, tasks_limit)
@@ -49,6 +61,9 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
     result: dict = {"metric": formula, "metric_spec": metric, "structure": shape.describe(),
                     "requested_sparsity": shape.sparsity, "protocol": bench.protocol.as_dict(),
                     **bench.source_record()}
+    if tree is None:  # what SparseGPT does, whatever the options say
+        result["structure"] = sparsegpt_structure(shape)
+        result["protocol"]["calibration"] = "sequential"
     windows = bench.report_windows()  # a missing or too short evaluation split fails here
     result["windows"] = int(windows.shape[0])
     result["windows_note"] = bench.windows_note(result["windows"])

@@ -10,6 +10,10 @@ from .layerwise import accumulate_inputs, block_linears, walk
 from .masks import Structure
 
 
+BLOCKSIZE = 128
+"""Input columns whose masks SparseGPT chooses together (over all rows), as published."""
+
+
 class HessianAccumulator:
     """H = 2/n * sum x x^T over the n calibration sequences seen (SparseGPT's running form)."""
 
@@ -27,7 +31,7 @@ class HessianAccumulator:
 
 
 def sparsegpt_weight(W: torch.Tensor, H: torch.Tensor, structure: Structure,
-                     blocksize: int = 128, percdamp: float = 0.01) -> torch.Tensor:
+                     blocksize: int = BLOCKSIZE, percdamp: float = 0.01) -> torch.Tensor:
     """The pruned-and-updated weight (float32) for one layer; pure function of W and H."""
     W = W.detach().clone().float()
     H = H.clone()

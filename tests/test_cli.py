@@ -93,6 +93,12 @@ def test_sparsegpt_prunes_and_updates_weights(tiny_dir, capsys):
     assert code == 0, err
     rep = json.loads(report.read_text())
     assert rep["sparsity"] == pytest.approx(0.5, abs=0.02) and rep["metric"] == "sparsegpt"
+    # issue #22: the report records what SparseGPT did, not the options it cannot follow
+    assert rep["structure"] == "unstructured 0.5 per block of 128 input columns (SparseGPT)"
+    assert rep["protocol"]["calibration"] == "sequential"
+    code, out, err = run_main(capsys, "prune", *base_args(tiny_dir), "--metric", "sparsegpt",
+                              "--compare", "layer")
+    assert code == 2 and "--compare layer does not apply" in err and out == ""
 
 
 def test_unusable_output_paths_fail_before_any_work(tiny_dir, capsys):

@@ -286,3 +286,31 @@ def test_eval_windows_bounds_every_cell_and_the_table_says_so(assets, tmp_path):
                         "--data-dir", str(assets / "data"), "--seqlen", "16", "--device", "cpu",
                         "--quiet"]) == 0
     assert float(rows[0]["ppl_dense"]) == pytest.approx(float(dense.getvalue()), rel=1e-4)
+
+
+def test_a_plot_that_fails_costs_neither_the_table_nor_the_csv(assets, tmp_path, monkeypatch):
+    """Issue #22: a `$`-quoted label died in matplotlib after all the measuring (no table, no
+    CSV). Such a label is drawn as typed now, and any plot failure costs the plot only."""
+    pytest.importorskip("matplotlib")
+    from pruner_zero import compare as compare_mod
+
+    task = Task(model=str(assets / "tiny-llama"), data_dir=str(assets / "data"), nsamples=2,
+                seqlen=16, sparsity=0.5, name="$\\frac{a$")
+    logged: list[str] = []
+    result = compare(["magnitude"], [task], seeds=1, runtime=Runtime(device="cpu"),
+                     out=tmp_path / "o", progress=False, log=logged.append)
+    assert (tmp_path / "o" / "leaderboard.png").read_bytes()[:8] == PNG_MAGIC
+    assert set(result["files"]) == {"csv", "png"}
+
+    def broken(*a, **k):
+        raise ValueError("a font went missing")
+
+    monkeypatch.setattr(compare_mod, "plot_leaderboard", broken)
+    logged.clear()
+    result = compare(["magnitude"], [task], seeds=1, runtime=Runtime(device="cpu"),
+                     out=tmp_path / "p", progress=False, log=logged.append)
+    assert (tmp_path / "p" / "leaderboard.csv").is_file()
+    assert not (tmp_path / "p" / "leaderboard.png").exists() and set(result["files"]) == {"csv"}
+    assert any("leaderboard.png skipped: the plot failed (ValueError: a font went missing)" in m
+               for m in logged)
+    assert "| magnitude |" in result["markdown"]
