@@ -16,7 +16,7 @@ import shutil
 import socket
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import IO, Any, Callable
 
 from .errors import ConfigError, PrunerZeroError
 
@@ -272,24 +272,35 @@ class RunLock:
 
     NAME = ".lock"
 
-    def __init__(self, directory: str | Path, what: str = "run") -> None:
-        self.path = Path(directory) / self.NAME
+    def __init__(self, directory: str | Path, what: str = "run", name: str = NAME,
+                 subject: str | Path | None = None, remove: bool = False) -> None:
+        """``name``: the lock file's name in ``directory``; ``subject``: what the message says
+        is in use (the directory); ``remove``: the file goes when the lock is released (a claim
+        on a path that does not exist yet, made in its parent)."""
+        self.path = Path(directory) / name
         self.what = what
+        self.subject = Path(directory) if subject is None else subject
+        self.remove = remove
         self._fh = None
 
     def acquire(self) -> "RunLock":
         import fcntl
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path, "a+", encoding="utf-8")
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            fh.close()
-            raise ConfigError(f"{self.path.parent} is in use by another pruner-zero {self.what} "
-                              f"({holder}); wait for it to finish or use another directory") from exc
+        while True:
+            fh = open(self.path, "a+", encoding="utf-8")
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                fh.seek(0)
+                holder = fh.read().strip() or "another process"
+                fh.close()
+                raise ConfigError(f"{self.subject} is in use by another pruner-zero {self.what} "
+                                  f"({holder}); wait for it to finish or use another "
+                                  "directory") from exc
+            if not self.remove or self._still_there(fh):
+                break
+            fh.close()  # its holder removed the file as we opened it: lock the new one
         fh.seek(0)
         fh.truncate()
         fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
@@ -297,8 +308,16 @@ class RunLock:
         self._fh = fh
         return self
 
+    def _still_there(self, fh: IO[str]) -> bool:
+        try:
+            return os.stat(self.path).st_ino == os.fstat(fh.fileno()).st_ino
+        except FileNotFoundError:
+            return False
+
     def release(self) -> None:
         if self._fh is not None:
+            if self.remove:  # removed while held: a waiter that opened it sees it is gone
+                self.path.unlink(missing_ok=True)
             self._fh.close()  # closing drops the flock
             self._fh = None
 

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from .engine import Engine, measure_sparsity
 from .errors import ConfigError, MetricError
-from .files import atomic_write_json, check_writable_dir, check_writable_file, user_path
+from .files import RunLock, atomic_write_json, check_writable_dir, check_writable_file, user_path
 from .masks import Structure, check_fits, parse_structure
 from .metric.registry import statistics_read
 from .metric.tree import leaves
@@ -45,7 +46,25 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
     """Prune with `metric` (built-in name, metric file, formula, or "sparsegpt") and return the
     report: dense and pruned perplexity, achieved sparsity, formula, seconds and protocol; with
     `tasks` (lm-eval task names), zero-shot accuracy of the dense (unless not `dense`) and the
-    pruned model, scored in memory."""
+    pruned model, scored in memory. ``save`` is claimed first: a second prune to the same
+    directory is refused at once, not after all its work."""
+    check_output_paths(save, report)  # unusable paths: their own message, before the claim
+    with _claim(save):
+        return _prune(model, metric, sparsity, structure, compare, save, report, dense,
+                      allow_partial, log, tasks, tasks_include, tasks_limit, zero_shot, **protocol)
+
+
+def _claim(save: str | Path | None):
+    """A lock file beside the directory to save (gone when the prune ends; after a SIGKILL it
+    stays, unlocked, and the next prune to that path takes it over)."""
+    if save is None:
+        return nullcontext()
+    p = user_path(save)
+    return RunLock(p.parent, "prune --save", name=f".{p.name}.saving", subject=save, remove=True)
+
+
+def _prune(model, metric, sparsity, structure, compare, save, report, dense, allow_partial, log,
+           tasks, tasks_include, tasks_limit, zero_shot, **protocol) -> dict:
     started = time.time()
     shape = parse_structure(structure, sparsity, compare)
     formula, tree = resolve(metric)  # a bad metric fails before any model is loaded

@@ -46,3 +46,29 @@ def test_a_decoder_mostly_outside_nn_linear_is_refused_unless_allowed(tiny_dir):
     report = prune(bench, "wanda", dense=False, allow_partial=True, log=lambda *_: None)
     assert report["linear_share"] < 0.9
     assert report["decoder_sparsity"] == pytest.approx(report["sparsity"] * report["linear_share"])
+
+
+def test_a_second_prune_to_the_same_save_is_refused_before_its_work(tiny_dir, monkeypatch):
+    """Issue #22: two `prune --save` to one folder both did all their work and the loser failed
+    only at the end. The save path is claimed first; the claim leaves no file behind."""
+    from pruner_zero import pruning
+    from pruner_zero.errors import ConfigError
+    from pruner_zero.files import RunLock
+
+    save = tiny_dir / "out" / "pruned"
+    other = RunLock(save.parent, "prune --save", name=".pruned.saving", subject=save,
+                    remove=True).acquire()  # another prune, still working
+    loaded = []
+    monkeypatch.setattr(pruning, "Workbench", lambda *a, **k: loaded.append(1))
+    try:
+        with pytest.raises(ConfigError, match="pruned is in use by another pruner-zero prune"):
+            pruning.prune(str(tiny_dir / "tiny-llama"), "magnitude", save=save,
+                          data_dir=str(tiny_dir / "data"), device="cpu")
+    finally:
+        other.release()
+    assert not loaded and not save.exists()
+    assert list(save.parent.iterdir()) == []
+    monkeypatch.undo()
+    pruning.prune(str(tiny_dir / "tiny-llama"), "magnitude", save=save, nsamples=2, seqlen=16,
+                  data_dir=str(tiny_dir / "data"), device="cpu", log=lambda m: None)
+    assert [p.name for p in save.parent.iterdir()] == ["pruned"]  # no claim file left
