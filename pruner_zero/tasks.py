@@ -10,7 +10,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from .errors import ConfigError
 from .masks import Structure, parse_structure
@@ -88,11 +88,13 @@ def default_name(task: Task) -> str:
 def name_tasks(tasks: Sequence[Task]) -> list[Task]:
     """Give every task a unique name (``#2``, ``#3`` on repeats)."""
     out, seen = [], {}
-    for i, t in enumerate(tasks):
-        for j, u in enumerate(tasks[:i]):  # the same work twice would only double the cost
-            if replace(t, name="") == replace(u, name=""):
-                raise ConfigError(f"tasks {j + 1} and {i + 1} are the same task "
-                                  f"({default_name(t)}); list each task once")
+    first: dict[tuple, int] = {}  # the same work twice would only double the cost
+    for i, t in enumerate(tasks):  # one pass (pairs made a 2000-task file take a minute)
+        work = tuple(getattr(t, f.name) for f in fields(t) if f.name != "name")
+        j = first.setdefault(work, i)
+        if j != i:
+            raise ConfigError(f"tasks {j + 1} and {i + 1} are the same task "
+                              f"({default_name(t)}); list each task once")
     for t in tasks:
         base = t.name or default_name(t)
         seen[base] = seen.get(base, 0) + 1
@@ -221,19 +223,20 @@ def check_tasks(tasks: Sequence[Task], compare: str = "row", selection: bool = T
 
     if not tasks:
         raise ConfigError("no task: give --model (repeatable) or --tasks tasks.yaml")
+    text_id = _text_ids()
     for t in tasks:
         where = f"task {t.name or default_name(t)}"
         try:
             shape = t.shape(compare)
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
-        report = _text_id(t.data_dir, t.report_split)  # files, not spellings, are compared
-        if selection and _text_id(t.data_dir, t.fitness_split) == report:
+        report = text_id(t.data_dir, t.report_split)  # files, not spellings, are compared
+        if selection and text_id(t.data_dir, t.fitness_split) == report:
             raise ConfigError(f"{where}: the selection split ({t.fitness_split}) must differ from "
                               f"the report split ({t.report_split}); a number is never reported "
                               "on the split it was chosen on")
         # compare too: statistics never see report text (a corpus reads no split)
-        if t.calib_data is None and _text_id(t.data_dir, t.calib_split) == report:
+        if t.calib_data is None and text_id(t.data_dir, t.calib_split) == report:
             raise ConfigError(f"{where}: the calibration split ({t.calib_split}) must differ from "
                               f"the report split ({t.report_split}): statistics of the report "
                               "text would reach the fitness")
@@ -248,7 +251,18 @@ def check_tasks(tasks: Sequence[Task], compare: str = "row", selection: bool = T
             except ConfigError as exc:
                 raise ConfigError(f"{where}: {exc}") from None
     if selection:
-        check_roles_across(tasks)
+        check_roles_across(tasks, text_id)
+
+
+def _text_ids() -> Callable[[str | None, str], tuple[str | None, str]]:
+    """``_text_id`` remembered for one check (thousands of tasks share a few splits)."""
+    known: dict[tuple[str | None, str], tuple[str | None, str]] = {}
+
+    def text_id(data_dir: str | None, split: str) -> tuple[str | None, str]:
+        if (data_dir, split) not in known:
+            known[data_dir, split] = _text_id(data_dir, split)
+        return known[data_dir, split]
+    return text_id
 
 
 def _text_id(data_dir: str | None, split: str) -> tuple[str | None, str]:
@@ -267,15 +281,16 @@ def _text_id(data_dir: str | None, split: str) -> tuple[str | None, str]:
     return str((local / f"{split}.txt").resolve()), ""
 
 
-def check_roles_across(tasks: Sequence[Task]) -> None:
+def check_roles_across(tasks: Sequence[Task], text_id: Callable | None = None) -> None:
     """No task's report text may be another task's calibration or selection text: it would
     reach the fitness through the other task."""
     used = {}
+    text_id = text_id or _text_ids()
     for t in tasks:
         for role in ("calib_split", "fitness_split") if t.calib_data is None else ("fitness_split",):
-            used.setdefault(_text_id(t.data_dir, getattr(t, role)), (t, role))
+            used.setdefault(text_id(t.data_dir, getattr(t, role)), (t, role))
     for t in tasks:
-        hit = used.get(_text_id(t.data_dir, t.report_split))
+        hit = used.get(text_id(t.data_dir, t.report_split))
         if hit is not None:
             other, role = hit
             raise ConfigError(f"task {t.name or default_name(t)} reports on {t.report_split}, which "

@@ -175,3 +175,29 @@ def test_a_run_stores_its_tasks_local_paths_absolute(tmp_path, monkeypatch):
     assert task.model == str(root / "tiny-llama") and task.data_dir == str(root / "data")
     assert task.calib_data == str(corpus)
     assert Task(model="hub/model").located() == Task(model="hub/model")  # a hub id stays
+
+
+def test_checking_many_tasks_is_linear_in_their_number(tmp_path, monkeypatch):
+    """Issue #22: a 2000-task file took 69 s to be refused (every pair of tasks was compared, and
+    each split's file resolved again). Counted, not timed: naming builds each task once more,
+    and each (data, split) is resolved once per check."""
+    from pruner_zero import tasks as tasks_mod
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "valid", "test"):
+        (data / f"{split}.txt").write_text("text")
+    many = [Task(model="hub/model", data_dir=str(data), sparsity=0.1 + 0.8 * i / 300)
+            for i in range(300)]
+    built = []
+    original = Task.__post_init__
+    monkeypatch.setattr(Task, "__post_init__", lambda self: built.append(1) or original(self))
+    named = name_tasks(many)
+    assert len(built) == 300 and len({t.name for t in named}) == 300
+    resolved = []
+    original_id = tasks_mod._text_id
+    monkeypatch.setattr(tasks_mod, "_text_id", lambda *a: resolved.append(a) or original_id(*a))
+    check_tasks(named)
+    assert len(resolved) == len(set(resolved)) <= 3
+    with pytest.raises(ConfigError, match="tasks 2 and 301 are the same task"):
+        name_tasks(many + [many[1]])
