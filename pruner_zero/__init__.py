@@ -6,10 +6,18 @@ search (see ``pruner_zero.search.api`` and ``pruner_zero.search.config``);
 The name ``search`` shadows the ``pruner_zero.search`` subpackage as an attribute, so import
 its modules with ``from pruner_zero.search.loop import ...``.
 """
+import os
+import sys
 from typing import Any
 
-from .search.api import search
-from .search.config import SearchConfig
+try:  # before torch is imported: in a deleted working directory it aborts the process
+    os.getcwd()
+except FileNotFoundError:
+    sys.exit("error: the working directory no longer exists; cd to an existing directory "
+             "and run again")
+
+from .search.api import search  # noqa: E402
+from .search.config import SearchConfig  # noqa: E402
 
 __all__ = ["SearchConfig", "prune", "search"]
 

@@ -486,3 +486,14 @@ def test_an_interrupt_offers_a_resume_only_for_a_run_that_can_resume(tmp_path, c
     (tmp_path / "run" / "config.json").write_text("{}")
     assert _dispatch(args) == 130
     assert f"continue with: pruner-zero search --resume {tmp_path / 'run'}" in capsys.readouterr().err
+
+
+def test_a_deleted_working_directory_is_one_clear_error(tmp_path):
+    """Issue #22: `--version` in a deleted working directory died in a oneMKL fatal error (torch
+    aborts when it loads there)."""
+    script = (f"mkdir {tmp_path}/gone && cd {tmp_path}/gone && rmdir {tmp_path}/gone && "
+              f"exec {sys.executable} -c 'from pruner_zero.cli import main; main()' --version")
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 1 and "FATAL" not in proc.stderr + proc.stdout
+    assert proc.stderr.strip() == ("error: the working directory no longer exists; cd to an "
+                                   "existing directory and run again")
