@@ -122,9 +122,15 @@ def _prune(model, metric, sparsity, structure, compare, save, report, dense, all
         log("warning: the pruned model's perplexity is not finite")
     result["ppl"] = ppl
     log(f"pruned perplexity ({formula}): {ppl:.3f} (on {result['windows_note']})")
-    zero_shot.measure(bench, "pruned", log)
+    late = None
+    try:  # the pruned model and its perplexity are finished: a task failing now costs neither
+        zero_shot.measure(bench, "pruned", log)
+    except ConfigError as exc:
+        late = exc
     if zero_shot.tasks:
         result["zero_shot"] = zero_shot.as_dict()
+        if late is not None:
+            result["zero_shot"]["error"] = str(late)
     if save is not None:
         result["saved_to"] = str(user_path(save))
         how = {k: result[k] for k in ("metric", "metric_spec", "structure", "requested_sparsity",
@@ -134,6 +140,11 @@ def _prune(model, metric, sparsity, structure, compare, save, report, dense, all
     result["seconds"] = round(time.time() - started, 2)
     if report is not None:
         atomic_write_json(report, result)
+    if late is not None:
+        kept = [f"{what} {path}" for what, path in (("the pruned model", save),
+                                                      ("the report", report)) if path is not None]
+        raise ConfigError(f"zero-shot of the pruned model failed: {late}"
+                          + (f"; {' and '.join(kept)} were written" if kept else ""))
     return result
 
 

@@ -49,9 +49,104 @@ def task_manager(tasks: Sequence[str], include: Sequence[str] = ()) -> Any:
     manager = TaskManager(include_path=[str(d) for d in include] or None)
     unknown = [t for t in tasks if t not in manager.all_tasks]
     if unknown:
+        broken = _unparsable_yaml(include)
         raise ConfigError(f"lm-eval knows no task {', '.join(unknown)} (see `lm-eval ls tasks`; "
-                          "local task YAML files: --tasks-include DIR)")
+                          "local task YAML files: --tasks-include DIR)"
+                          + (f"; these task files do not parse: {'; '.join(broken)}"
+                             if broken else ""))
+    if include:
+        _refuse_shadowing(tasks, manager, include)
+    _build_tasks(tasks, manager)
     return manager
+
+
+def task_sources(tasks: Sequence[str], manager: Any) -> dict[str, str | None]:
+    """The YAML file lm-eval defines each task by (a report records which one was used)."""
+    index = getattr(manager, "task_index", {}) or {}
+
+    def path(entry: Any) -> str | None:  # an Entry record, or a dict in older lm-eval
+        found = entry.get("yaml_path") if isinstance(entry, dict) else \
+            getattr(entry, "yaml_path", None)
+        return None if found in (None, -1) else str(found)
+    return {t: path(index.get(t)) for t in tasks}
+
+
+def _local(path: str | None, include: Sequence[str]) -> bool:
+    from pathlib import Path
+
+    if path is None:
+        return False
+    p = Path(path).resolve()
+    return any(Path(d).resolve() in p.parents for d in include)
+
+
+def _refuse_shadowing(tasks: Sequence[str], manager: Any, include: Sequence[str]) -> None:
+    """A local task named like one of lm-eval's own would silently replace it: refused."""
+    local = [t for t, path in task_sources(tasks, manager).items() if _local(path, include)]
+    if not local:
+        return
+    builtin = _builtin_task_names()
+    clash = [t for t in local if t in builtin]
+    if clash:
+        raise ConfigError(f"--tasks-include defines {', '.join(clash)}, which lm-eval also "
+                          "defines: the local file would silently replace it; give the local "
+                          "task another name")
+
+
+def _builtin_task_names() -> set[str]:
+    """The `task:` names in lm-eval's own YAML files (a scan: its index takes ~40 s to build)."""
+    import re
+    from pathlib import Path
+
+    import lm_eval.tasks
+
+    pattern = re.compile(r"^task:\s*['\"]?([^'\"\s#]+)", re.M)
+    names: set[str] = set()
+    for path in Path(lm_eval.tasks.__file__).parent.rglob("*.yaml"):
+        try:
+            names.update(pattern.findall(path.read_text(encoding="utf-8", errors="replace")))
+        except OSError:
+            continue
+    return names
+
+
+def _unparsable_yaml(include: Sequence[str]) -> list[str]:
+    """Task files in the include directories that are not YAML (lm-eval skips them quietly);
+    its own tags (!function) are allowed."""
+    from pathlib import Path
+
+    import yaml
+
+    class Tolerant(yaml.SafeLoader):
+        pass
+
+    Tolerant.add_multi_constructor("!", lambda loader, suffix, node: None)
+    out = []
+    for d in include:
+        for path in sorted(Path(d).rglob("*.yaml")):
+            try:
+                yaml.load(path.read_text(encoding="utf-8"), Loader=Tolerant)  # noqa: S506
+            except (yaml.YAMLError, UnicodeDecodeError, OSError) as exc:
+                out.append(f"{path} ({' '.join(str(exc).split())[:160]})")
+    return out
+
+
+def _build_tasks(tasks: Sequence[str], manager: Any) -> None:
+    """Each task built as lm-eval will build it (its data loaded, its !function imported), so
+    that a broken task fails before the model is pruned, not after."""
+    from lm_eval.tasks import get_task_dict
+
+    for t in tasks:
+        try:
+            manager.load([t]) if hasattr(manager, "load") else get_task_dict([t], manager)
+        except Exception as exc:  # lm-eval and datasets raise many kinds on a broken task
+            raise ConfigError(f"lm-eval task {t} cannot be built: {type(exc).__name__}: "
+                              f"{_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else "(no message)"
 
 
 def zero_shot(model: Any, tokenizer: Any, tasks: Sequence[str], manager: Any,
@@ -70,6 +165,9 @@ def zero_shot(model: Any, tokenizer: Any, tasks: Sequence[str], manager: Any,
         lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
         results = lm_eval.simple_evaluate(model=lm, tasks=list(tasks), task_manager=manager,
                                           num_fewshot=0, limit=limit, log_samples=False)
+    except Exception as exc:  # a task's data or code failing mid-way: one line, not a traceback
+        raise ConfigError(f"lm-eval failed on {', '.join(tasks)}: {type(exc).__name__}: "
+                          f"{_first_line(exc)}") from None
     finally:
         quiet.setLevel(level)
     out: dict[str, dict[str, float | None]] = {}
@@ -126,8 +224,10 @@ class ZeroShot:
     """The zero-shot part of a prune or eval: lm-eval tasks, checked before any work, then
     measured on the model as it is at each call (dense, pruned), in memory."""
 
-    def __init__(self, tasks: list[str], manager, limit: int | None) -> None:
+    def __init__(self, tasks: list[str], manager, limit: int | None,
+                 include: Sequence[str] = ()) -> None:
         self.tasks, self.manager, self.limit = tasks, manager, limit
+        self.include = [str(d) for d in include]
         self.results: dict[str, dict] = {}
 
     @classmethod
@@ -140,7 +240,7 @@ class ZeroShot:
             raise ConfigError(f"--tasks-limit must be a positive integer, got {limit!r}")
         if not names and (include or limit is not None):
             raise ConfigError("--tasks-include and --tasks-limit need --tasks")
-        return cls(names, task_manager(names, list(include)) if names else None, limit)
+        return cls(names, task_manager(names, list(include)) if names else None, limit, include)
 
     def measure(self, bench, label: str, log=print) -> None:
         if not self.tasks:
@@ -152,4 +252,6 @@ class ZeroShot:
 
     def as_dict(self) -> dict:
         return {"tasks": self.tasks, "limit": self.limit, "num_fewshot": 0,
+                "include": self.include,
+                "sources": task_sources(self.tasks, self.manager) if self.manager else {},
                 "results": self.results}

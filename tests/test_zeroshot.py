@@ -108,3 +108,79 @@ def test_an_unknown_task_fails_before_the_model_loads(tmp_path, capsys):
                  "--tasks", "boolq,no_such_task", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "lm-eval knows no task no_such_task" in err and "absent" not in err
+
+
+def _local_task(directory, name: str, extra: str = "", rows: int = 4):
+    """A tiny local multiple-choice task (JSON lines beside its YAML)."""
+    data = directory / f"{name}.jsonl"
+    data.write_text("".join(json.dumps({"context": f"a b {i}", "choices": [" c", " d"],
+                                        "label": i % 2}) + "\n" for i in range(rows)))
+    (directory / f"{name}.yaml").write_text(
+        f"task: {name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}\n"
+        "test_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{context}}'\n"
+        "doc_to_choice: '{{choices}}'\ndoc_to_target: '{{label}}'\nmetric_list:\n"
+        "  - metric: acc\n" + extra)
+
+
+def test_broken_or_shadowing_local_tasks_fail_before_the_model_loads(tmp_path):
+    """Issue #22: a task file that does not parse was reported as an unknown task; a local
+    `boolq` silently replaced lm-eval's; a task whose !function does not import, or whose data
+    file is empty, failed only after pruning. Each is one error before any model loads (the
+    checks one by one on one task index: building lm-eval's takes ~20 s)."""
+    pytest.importorskip("lm_eval")
+    from lm_eval.tasks import TaskManager
+
+    from pruner_zero.zeroshot import ZeroShot, _build_tasks, _refuse_shadowing, _unparsable_yaml
+
+    dirs = {name: tmp_path / name for name in ("broken", "shadow", "bad", "ok")}
+    for d in dirs.values():
+        d.mkdir()
+    (dirs["broken"] / "mine.yaml").write_text("task: [mine\n")
+    _local_task(dirs["shadow"], "boolq")
+    _local_task(dirs["bad"], "pz_no_import", "process_docs: !function absent_module.docs\n")
+    _local_task(dirs["bad"], "pz_empty", rows=0)
+    _local_task(dirs["ok"], "pz_fine")
+    include = [str(d) for d in dirs.values()]
+    manager = TaskManager(include_path=include)
+    assert "mine" not in manager.all_tasks
+    assert [b.split(" (")[0] for b in _unparsable_yaml(include)] == [str(dirs["broken"] / "mine.yaml")]
+    with pytest.raises(ConfigError, match="defines boolq, which lm-eval also defines"):
+        _refuse_shadowing(["pz_fine", "boolq"], manager, include)
+    _refuse_shadowing(["pz_fine", "arc_easy"], manager, include)  # lm-eval's own: fine
+    for name in ("pz_no_import", "pz_empty"):
+        with pytest.raises(ConfigError, match=f"lm-eval task {name} cannot be built"):
+            _build_tasks([name], manager)
+    _build_tasks(["pz_fine"], manager)
+    # the whole check, as prune and eval run it: an unknown name says which files do not parse
+    with pytest.raises(ConfigError, match="knows no task mine.*do not parse: .*mine.yaml"):
+        ZeroShot.checked("mine", [str(dirs["broken"]), str(dirs["ok"])])
+    record = ZeroShot(["pz_fine"], manager, None, [str(dirs["ok"])]).as_dict()
+    assert record["include"] == [str(dirs["ok"])]
+    assert record["sources"] == {"pz_fine": str(dirs["ok"] / "pz_fine.yaml")}
+
+
+def test_a_task_failing_after_pruning_still_saves_and_reports(tiny_dir, monkeypatch):
+    """Issue #22: zero-shot failing on the pruned model lost --save and --report. They are
+    written, the report says what failed, and the failure is one error naming what was kept."""
+    from pruner_zero import pruning, zeroshot
+    from pruner_zero.zeroshot import ZeroShot
+
+    calls = []
+
+    def scored(model, tokenizer, tasks, manager, batch_size, limit):
+        calls.append(1)
+        if len(calls) == 2:
+            raise ConfigError("lm-eval failed on pz: IndexError: list index out of range")
+        return {"pz": {"acc": 0.5, "acc_stderr": 0.1, "samples": 4}}
+
+    monkeypatch.setattr(zeroshot, "zero_shot", scored)
+    save, report = tiny_dir / "saved", tiny_dir / "report.json"
+    with pytest.raises(ConfigError, match="zero-shot of the pruned model failed: .*IndexError.*"
+                                          "the pruned model .*saved and the report .*written"):
+        pruning.prune(str(tiny_dir / "tiny-llama"), "magnitude", save=save, report=report,
+                      zero_shot=ZeroShot(["pz"], None, None), nsamples=2, seqlen=16,
+                      data_dir=str(tiny_dir / "data"), device="cpu", log=lambda m: None)
+    written = json.loads(report.read_text())
+    assert written["ppl"] > 0 and written["zero_shot"]["results"]["dense"]["pz"]["acc"] == 0.5
+    assert "IndexError" in written["zero_shot"]["error"]
+    assert (save / "pruning.json").is_file()
