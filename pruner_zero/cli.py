@@ -209,7 +209,11 @@ def cmd_eval(a: argparse.Namespace) -> int:
     windows = bench.report_windows()
     ppl = bench.perplexity(windows)
     _log(f"perplexity on {bench.windows_note(windows.shape[0])}")
-    zero_shot.measure(bench, "model", _log)
+    late = None
+    try:  # the perplexity is finished: a task failing now does not cost the report
+        zero_shot.measure(bench, "model", _log)
+    except PrunerZeroError as exc:
+        late = exc
     print(f"{ppl:.4f}")
     _print_zero_shot(zero_shot)
     if a.report is not None:
@@ -217,7 +221,12 @@ def cmd_eval(a: argparse.Namespace) -> int:
                   **bench.source_record()}
         if zero_shot.tasks:
             report["zero_shot"] = zero_shot.as_dict()
+            if late is not None:
+                report["zero_shot"]["error"] = str(late)
         atomic_write_json(a.report, report)
+    if late is not None:
+        raise type(late)(f"zero-shot failed: {late}"
+                         + ("" if a.report is None else f"; the report {a.report} was written"))
     return 0
 
 

@@ -184,3 +184,23 @@ def test_a_task_failing_after_pruning_still_saves_and_reports(tiny_dir, monkeypa
     assert written["ppl"] > 0 and written["zero_shot"]["results"]["dense"]["pz"]["acc"] == 0.5
     assert "IndexError" in written["zero_shot"]["error"]
     assert (save / "pruning.json").is_file()
+
+
+def test_eval_keeps_its_report_when_a_task_fails(tiny_dir, capsys, monkeypatch):
+    from pruner_zero import zeroshot
+    from pruner_zero.zeroshot import ZeroShot
+
+    def failing(*a, **k):
+        raise ConfigError("lm-eval failed on pz: KeyError: 'label'")
+
+    monkeypatch.setattr(zeroshot, "zero_shot", failing)
+    monkeypatch.setattr(ZeroShot, "checked", classmethod(lambda cls, *a: cls(["pz"], None, None)))
+    report = tiny_dir / "eval.json"
+    code = main(["eval", "--model", str(tiny_dir / "tiny-llama"), "--data-dir",
+                 str(tiny_dir / "data"), "--seqlen", "16", "--device", "cpu", "--quiet",
+                 "--tasks", "pz", "--report", str(report)])
+    err = capsys.readouterr().err
+    assert code == 2 and "zero-shot failed: lm-eval failed on pz: KeyError" in err
+    assert f"the report {report} was written" in err
+    written = json.loads(report.read_text())
+    assert written["ppl"] > 0 and "KeyError" in written["zero_shot"]["error"]
