@@ -132,14 +132,21 @@ def _prune(model, metric, sparsity, structure, compare, save, report, dense, all
         if late is not None:
             result["zero_shot"]["error"] = str(late)
     if save is not None:
-        result["saved_to"] = str(user_path(save))
         how = {k: result[k] for k in ("metric", "metric_spec", "structure", "requested_sparsity",
                                       "sparsity", "protocol", "model_source") if k in result}
-        save_pruned(bench.model, bench.tokenizer, save, {**how, "versions": versions()})
-        log(f"saved pruned model to {save}")
+        try:
+            save_pruned(bench.model, bench.tokenizer, save, {**how, "versions": versions()})
+        except Exception as exc:  # a full disk: OSError, or safetensors' own error type
+            result["save_error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            late = ConfigError(f"cannot save the pruned model to {save}: {result['save_error']}")
+        else:
+            result["saved_to"] = str(user_path(save))
+            log(f"saved pruned model to {save}")
     result["seconds"] = round(time.time() - started, 2)
     if report is not None:
         atomic_write_json(report, result)
+    if late is not None and "save_error" in result:
+        raise ConfigError(f"{late}" + (f"; the report {report} was written" if report else ""))
     if late is not None:
         kept = [f"{what} {path}" for what, path in (("the pruned model", save),
                                                       ("the report", report)) if path is not None]

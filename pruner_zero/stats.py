@@ -257,9 +257,14 @@ def get_stats(model: nn.Module, linears: dict[str, nn.Linear], calib: torch.Tens
             return cached
     path = Path(cache_dir) / f"stats-{key}.safetensors"
     stats = compute_stats(model, linears, calib, progress, which, device)
-    save_stats(stats, path, {"key": key, "model": model_id, "nsamples": str(calib.shape[0]),
-                             "seqlen": str(calib.shape[1]), "statistics": ",".join(which)})
-    log(f"statistics: cached in {path}")
+    try:  # the cache is optional: a full disk never costs the statistics just measured
+        save_stats(stats, path, {"key": key, "model": model_id, "nsamples": str(calib.shape[0]),
+                                 "seqlen": str(calib.shape[1]), "statistics": ",".join(which)})
+    except Exception as exc:  # OSError, or safetensors' own error type on a full disk
+        log(f"warning: statistics not cached in {cache_dir} ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:200]}); going on without the cache")
+    else:
+        log(f"statistics: cached in {path}")
     return placed(stats, device, dtype)
 
 

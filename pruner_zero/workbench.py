@@ -267,7 +267,12 @@ class Workbench:
                     return cached["ppl"]
                 self.log(f"warning: {path} is not the dense perplexity of this model; measuring again")
         ppl = self.perplexity(windows)
-        atomic_write_json(path, {"key": key, "model": p.model, "split": p.eval_split, "ppl": ppl})
+        try:  # the cache is optional: a full disk never costs the measurement
+            atomic_write_json(path, {"key": key, "model": p.model, "split": p.eval_split,
+                                     "ppl": ppl})
+        except OSError as exc:
+            self.log(f"warning: dense perplexity not cached in {self.cache_dir} "
+                     f"({exc.strerror or exc}); going on without the cache")
         return ppl
 
     def perplexity(self, windows: torch.Tensor | None = None, stop=None,

@@ -72,3 +72,39 @@ def test_a_second_prune_to_the_same_save_is_refused_before_its_work(tiny_dir, mo
     pruning.prune(str(tiny_dir / "tiny-llama"), "magnitude", save=save, nsamples=2, seqlen=16,
                   data_dir=str(tiny_dir / "data"), device="cpu", log=lambda m: None)
     assert [p.name for p in save.parent.iterdir()] == ["pruned"]  # no claim file left
+
+
+def test_a_full_disk_costs_the_cache_never_the_result(tiny_dir, monkeypatch):
+    """Issue #22: `prune --cache-dir` on a full filesystem died in safetensors with no report;
+    `--save` out of space was a traceback. The cache is optional (a warning, the run goes on);
+    a save that fails is one error, and the report is still written."""
+    import json
+
+    from safetensors import SafetensorError
+
+    from pruner_zero import pruning, stats
+    from pruner_zero.errors import ConfigError
+
+    def full(*a, **k):
+        raise SafetensorError("Error while serializing: IoError(No space left on device)")
+
+    from pruner_zero.workbench import Protocol, Workbench
+
+    monkeypatch.setattr(stats, "save_stats", full)
+    logged, report = [], tiny_dir / "r.json"
+    bench = Workbench(Protocol(model=str(tiny_dir / "tiny-llama"), data_dir=str(tiny_dir / "data"),
+                               nsamples=2, seqlen=16, device="cpu"),
+                      cache_dir=tiny_dir / "cache", progress=False, log=logged.append)
+    result = pruning.prune(bench, "wanda", report=report, log=logged.append)
+    assert result["ppl"] > 0 and json.loads(report.read_text())["ppl"] == result["ppl"]
+    assert any("warning: statistics not cached" in m and "No space left" in m for m in logged)
+    monkeypatch.setattr(pruning, "save_pruned", full)
+    report.unlink()
+    with pytest.raises(ConfigError, match="cannot save the pruned model to .*No space left.*"
+                                          "the report .* was written"):
+        pruning.prune(str(tiny_dir / "tiny-llama"), "magnitude", save=tiny_dir / "saved",
+                      report=report, nsamples=2, seqlen=16, data_dir=str(tiny_dir / "data"),
+                      device="cpu", log=lambda m: None)
+    written = json.loads(report.read_text())
+    assert written["ppl"] > 0 and "No space left" in written["save_error"]
+    assert "saved_to" not in written
