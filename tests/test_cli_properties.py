@@ -156,3 +156,72 @@ def _call(argv: list[str]) -> tuple[int, str, str]:
         except SystemExit as exc:
             code = exc.code
     return code, out.getvalue(), err.getvalue()
+
+
+# ------------------------------------------------- issue #22: tasks YAML and --calib-data files
+
+TASK_KEYS_AND_OTHERS = ["model", "data_dir", "calib_split", "fitness_split", "report_split",
+                        "nsamples", "seqlen", "seed", "sparsity", "structure", "calibration",
+                        "calib_data", "text_join", "weight", "name", "colour", "Model", ""]
+task_values = st.one_of(
+    st.none(), st.booleans(), st.integers(-10**20, 10**20),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["valid", "validation", "test", "./test", "train", "2:4", "0:4", "row",
+                     "sequential", "dense", "concat", "docs", "c4", "1.0e+308", "1e-320", "-1",
+                     "0.5", "absent-model", "../x", "", " "]),
+    st.text(max_size=10), st.lists(st.integers(0, 3), max_size=2))
+
+
+@st.composite
+def task_files(draw):
+    """YAML lists of task mappings with random keys and values; one mapping may be reused (a
+    YAML alias), and the text may be cut or mangled."""
+    import yaml
+
+    tasks = draw(st.lists(st.dictionaries(st.sampled_from(TASK_KEYS_AND_OTHERS), task_values,
+                                          max_size=6), min_size=0, max_size=4))
+    if tasks and draw(st.booleans()):
+        tasks.append(tasks[0])  # dumped as an anchor and an alias
+    doc = draw(st.one_of(st.just(tasks), st.just({"tasks": tasks}), json_values))
+    text = yaml.safe_dump(doc, allow_unicode=True)
+    return draw(st.one_of(st.just(text), mangled(st.just(text))))
+
+
+@given(task_files())
+def test_search_with_random_tasks_files_is_a_result_or_one_error(tmp_path_factory, text):
+    root = tmp_path_factory.mktemp("t")
+    path = root / "tasks.yaml"
+    path.write_text(text, encoding="utf-8")
+    code, out, err = _call(["search", "--tasks", str(path), "--out", str(root / "run"), "--quiet",
+                            "--no-cache", "--model", str(root / "absent-model")])
+    assert code == 2  # the absent model, if nothing before it
+    assert_result_or_one_error(code, out, err)
+    assert not (root / "run").exists()
+
+
+calib_lines = st.one_of(
+    st.dictionaries(st.sampled_from(["text", "Text", "content", ""]),
+                    st.one_of(st.text(max_size=60), st.integers(), st.none(), st.lists(st.text(max_size=5))),
+                    max_size=3).map(json.dumps),
+    json_values.map(json.dumps), st.text(max_size=40))
+
+
+@given(st.one_of(st.lists(calib_lines, max_size=6).map(lambda ls: "\n".join(ls).encode()),
+                 st.binary(max_size=300)),
+       st.sampled_from([".jsonl", ".jsonl.gz"]))
+def test_random_calibration_corpora_give_windows_or_one_data_error(tmp_path_factory, data, suffix):
+    """A --calib-data file of random JSON lines or bytes (named .gz or not): windows, or a
+    PrunerZeroError (one `error:` line in the CLI), never another exception."""
+    from conftest import word_tokenizer
+
+    from pruner_zero.data import document_windows, load_documents
+    from pruner_zero.errors import PrunerZeroError
+
+    path = tmp_path_factory.mktemp("c") / f"corpus{suffix}"
+    path.write_bytes(data)
+    try:
+        docs = load_documents(str(path))
+        windows = document_windows(word_tokenizer(), docs, 2, 4, 0)
+    except PrunerZeroError:
+        return
+    assert tuple(windows.shape) == (2, 4)
