@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .errors import ConfigError, MetricError
+from .errors import ConfigError, MetricError, describe
 from .measure import SPARSEGPT, Runtime, mean_std, verdict
 from .report import save_png
 from .files import atomic_write_text, check_writable_dir, user_path
@@ -187,9 +187,8 @@ def compare(metrics: str | Sequence[str], tasks: Sequence[Task], seeds: int = 3,
             try:  # a plot never costs the measurements: the table and CSV are already made
                 plot_leaderboard(summary, task_list, seeds, png_path)
             except Exception as exc:  # matplotlib raises many kinds on odd labels and fonts
-                log(f"leaderboard.png skipped: the plot failed ({type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); "
-                    f"{CSV_NAME} was written")
+                log(f"leaderboard.png skipped: the plot failed ({describe(exc)}); {CSV_NAME} "
+                    "was written")
             else:
                 result["files"]["png"] = str(png_path)
     return result

@@ -156,6 +156,8 @@ class Engine:
             raise ValueError("sequential calibration needs the calibration windows")
         if self.keep not in KEEPS:
             raise ValueError(f"keep must be one of {KEEPS}, got {self.keep!r}")
+        if self.keep == "copy" and self.dense is None:
+            self.dense = {}  # filled at the first prune
 
     # -- public --------------------------------------------------------------------------
     def check(self, tree, formula: str = "metric") -> None:
@@ -166,28 +168,15 @@ class Engine:
 
     def fingerprint(self, tree, formula: str = "metric") -> str:
         """The fingerprint of the masks ``prune`` would apply; the model is left as it was."""
-        if self.calibration == "sequential":  # X depends on the blocks pruned before
-            try:
-                return self.prune(tree, formula)
-            finally:
-                self.restore()
         fp = Fingerprint()
-        for name in self.linears:
-            fp.add(name, self._layer_mask(name, tree, formula, self.stats[name]))
+        self._masks_into(tree, formula, fp)
         return fp.hexdigest()
 
     def packed_masks(self, tree, formula: str = "metric") -> PackedMasks:
         """The masks ``prune`` would apply, packed, and their fingerprint; the model is left as
         it was. ``prune_with`` applies them without scoring again (1/32 of a float32 model)."""
         fp = Fingerprint(keep_packed=True)
-        if self.calibration == "sequential":  # X depends on the blocks pruned before
-            try:
-                self._prune_into(tree, formula, fp)
-            finally:
-                self.restore()
-        else:
-            for name in self.linears:
-                fp.add(name, self._layer_mask(name, tree, formula, self.stats[name]))
+        self._masks_into(tree, formula, fp)
         return PackedMasks(fp.hexdigest(), fp.packed)
 
     @torch.no_grad()
@@ -232,6 +221,17 @@ class Engine:
         return measure_sparsity(self.linears)
 
     # -- internals -----------------------------------------------------------------------
+    def _masks_into(self, tree, formula: str, fp: Fingerprint) -> None:
+        """Every layer's mask into ``fp``, the model left as it was."""
+        if self.calibration == "sequential":  # X depends on the blocks pruned before
+            try:
+                self._prune_into(tree, formula, fp)
+            finally:
+                self.restore()
+            return
+        for name in self.linears:
+            fp.add(name, self._layer_mask(name, tree, formula, self.stats[name]))
+
     def _layer_mask(self, name: str, tree, formula: str, stats: LayerStats) -> torch.Tensor:
         from .metric.tree import check_scores
 
@@ -262,8 +262,6 @@ class Engine:
         if self.keep == "host":
             self._undo[name] = _Undo(packed, lin.weight[mask].cpu(), mask.shape)
         elif self.keep == "copy":
-            if self.dense is None:
-                self.dense = {}
             if not self.dense:  # filled once, by the first engine of the model that prunes
                 self.dense.update(dense_copy(self.linears))
             self._pruned.append(name)

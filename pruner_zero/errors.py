@@ -21,6 +21,14 @@ class ConfigError(PrunerZeroError):
     """An option is out of range or inconsistent with the model."""
 
 
+def describe(exc: BaseException) -> str:
+    """An exception in one line, for a message that goes on: its type and the start of its text
+    (the first two lines: the first alone often ends in a colon)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = " ".join(lines[:2])[:300]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 CANDIDATE_ERRORS = (PrunerZeroError, RuntimeError, ValueError, ArithmeticError)
 """What evaluating one candidate metric may raise: the candidate is then invalid (its reason
 recorded), the search goes on. Anything else is a bug and ends the run."""

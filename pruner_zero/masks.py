@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -84,11 +85,12 @@ def lowest_per_row(scores: torch.Tensor, k: int) -> torch.Tensor:
     give, from a selection instead of a sort. The k-th value is each row's threshold; a row with
     no tie at it keeps exactly the scores up to it, and in a row with ties the scores below it
     are in and the leftmost of those equal to it fill the rest."""
-    at_most = scores <= _kth_per_row(scores, k)
+    threshold = _kth_per_row(scores, k)
+    at_most = scores <= threshold
     extra = at_most.sum(dim=1) - k  # > 0 only where the threshold is tied
     tied_rows = extra.nonzero().flatten()
     if tied_rows.numel():
-        at_most[tied_rows] = _leftmost_ties(scores[tied_rows], k)
+        at_most[tied_rows] = _leftmost_ties(scores[tied_rows], threshold[tied_rows], k)
     return at_most
 
 
@@ -111,15 +113,13 @@ def _kth_per_row(scores: torch.Tensor, k: int) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def _leftmost_ties(scores: torch.Tensor, k: int) -> torch.Tensor:
-    threshold = scores.kthvalue(k, dim=1, keepdim=True).values
+def _leftmost_ties(scores: torch.Tensor, threshold: torch.Tensor, k: int) -> torch.Tensor:
     below = scores < threshold
     tied = scores == threshold
     return below | (tied & (tied.cumsum(dim=1) <= k - below.sum(dim=1, keepdim=True)))
 
 
 _NUMPY_SELECT = (torch.float32, torch.float64)
-_POOL: list[ThreadPoolExecutor] = []
 
 
 def _row_spans(rows: int, threads: int) -> list[tuple[int, int]]:
@@ -128,11 +128,10 @@ def _row_spans(rows: int, threads: int) -> list[tuple[int, int]]:
     return list(zip(edges[:-1], edges[1:]))
 
 
+@lru_cache(maxsize=None)
 def _select_pool() -> ThreadPoolExecutor:
-    if not _POOL:
-        _POOL.append(ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads()),
-                                        thread_name_prefix="pruner-zero-select"))
-    return _POOL[0]
+    return ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads()),
+                              thread_name_prefix="pruner-zero-select")
 
 
 def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:

@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import ConfigError, ModelError
+from .errors import ConfigError, ModelError, describe
 from .files import looks_like_path, user_path
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -66,7 +66,7 @@ def load_model(name_or_path: str, device: str = "auto", dtype: str = "auto",
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **hub)
     except Exception as exc:
-        raise ModelError(f"cannot load the tokenizer of {name_or_path!r}: {_first_line(exc)}") from exc
+        raise ModelError(f"cannot load the tokenizer of {name_or_path!r}: {describe(exc)}") from exc
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
@@ -75,7 +75,7 @@ def load_model(name_or_path: str, device: str = "auto", dtype: str = "auto",
         model, info = AutoModelForCausalLM.from_pretrained(source, output_loading_info=True,
                                                            **kwargs)
     except Exception as exc:
-        raise ModelError(f"cannot load model {name_or_path!r}: {_first_line(exc)}") from exc
+        raise ModelError(f"cannot load model {name_or_path!r}: {describe(exc)}") from exc
     finally:
         hf_logging.set_verbosity(level)
     if not device_map:
@@ -131,12 +131,6 @@ def check_hub_reachable(repo_id: str, revision: str | None = None, timeout: floa
 
 def _at(revision: str | None) -> str:
     return f" (revision {revision!r})" if revision else ""
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    text = " ".join(lines[:2])[:300]  # the first line alone often ends in a colon
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def check_model_files(path: Path) -> None:

@@ -7,7 +7,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from .engine import Engine, measure_sparsity
-from .errors import ConfigError, MetricError
+from .errors import ConfigError, MetricError, describe
 from .files import RunLock, atomic_write_json, check_writable_dir, check_writable_file, user_path
 from .masks import Structure, check_fits, parse_structure
 from .metric.registry import statistics_read
@@ -24,7 +24,8 @@ def sparsegpt_structure(shape: Structure) -> str:
     """How SparseGPT's masks are chosen, as reports record it (not --compare's row or layer)."""
     if shape.is_nm:
         return shape.describe()
-    return f"unstructured {shape.sparsity:g} per block of {SPARSEGPT_BLOCK} input columns (SparseGPT)"
+    return (f"unstructured {shape.sparsity:g} per block of {SPARSEGPT_BLOCK} input columns "
+            "(SparseGPT)")
 
 
 def resolve(metric: str):
@@ -46,12 +47,25 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
     """Prune with `metric` (built-in name, metric file, formula, or "sparsegpt") and return the
     report: dense and pruned perplexity, achieved sparsity, formula, seconds and protocol; with
     `tasks` (lm-eval task names), zero-shot accuracy of the dense (unless not `dense`) and the
-    pruned model, scored in memory. ``save`` is claimed first: a second prune to the same
-    directory is refused at once, not after all its work."""
-    check_output_paths(save, report)  # unusable paths: their own message, before the claim
+    pruned model, scored in memory. ``save`` is claimed before the model loads: a second
+    prune to the same directory is refused at once, not after all its work."""
+    started = time.time()
+    shape = parse_structure(structure, sparsity, compare)
+    formula, tree = resolve(metric)  # a bad metric fails before any model is loaded
+    if tree is None and shape.compare != "row":
+        raise ConfigError("sparsegpt selects its own masks (by the OBS error, per block of "
+                          f"{SPARSEGPT_BLOCK} input columns over all rows): --compare "
+                          f"{shape.compare} does not apply to it")
+    check_output_paths(save, report)
+    if zero_shot is None:  # unknown tasks fail here, before any model is loaded
+        zero_shot = ZeroShot.checked(tasks, tasks_include, tasks_limit)
     with _claim(save):
-        return _prune(model, metric, sparsity, structure, compare, save, report, dense,
-                      allow_partial, log, tasks, tasks_include, tasks_limit, zero_shot, **protocol)
+        check_output_paths(save, report)  # again: a prune that held the claim may have saved
+        bench = model if isinstance(model, Workbench) else \
+            Workbench(Protocol(model=model, **protocol), log=log)
+        return _pruned(bench, metric, formula, tree, shape, save=save, report=report,
+                       dense=dense, allow_partial=allow_partial, log=log, zero_shot=zero_shot,
+                       started=started)
 
 
 def _claim(save: str | Path | None):
@@ -63,25 +77,15 @@ def _claim(save: str | Path | None):
     return RunLock(p.parent, "prune --save", name=f".{p.name}.saving", subject=save, remove=True)
 
 
-def _prune(model, metric, sparsity, structure, compare, save, report, dense, allow_partial, log,
-           tasks, tasks_include, tasks_limit, zero_shot, **protocol) -> dict:
-    started = time.time()
-    shape = parse_structure(structure, sparsity, compare)
-    formula, tree = resolve(metric)  # a bad metric fails before any model is loaded
-    if tree is None and shape.compare != "row":
-        raise ConfigError("sparsegpt selects its own masks (by the OBS error, per block of "
-                          f"{SPARSEGPT_BLOCK} input columns over all rows): --compare "
-                          f"{shape.compare} does not apply to it")
-    check_output_paths(save, report)
-    if zero_shot is None:  # unknown tasks fail here, before any model is loaded
-        zero_shot = ZeroShot.checked(tasks, tasks_include, tasks_limit)
-    bench = model if isinstance(model, Workbench) else Workbench(Protocol(model=model, **protocol),
-                                                                 log=log)
-    result: dict = {"metric": formula, "metric_spec": metric, "structure": shape.describe(),
+def _pruned(bench: Workbench, metric: str, formula: str, tree, shape: Structure, *, save,
+            report, dense: bool, allow_partial: bool, log, zero_shot: ZeroShot,
+            started: float) -> dict:
+    """The work of ``prune`` once its inputs are checked and its --save path is claimed."""
+    structure_done = shape.describe() if tree is not None else sparsegpt_structure(shape)
+    result: dict = {"metric": formula, "metric_spec": metric, "structure": structure_done,
                     "requested_sparsity": shape.sparsity, "protocol": bench.protocol.as_dict(),
                     **bench.source_record()}
-    if tree is None:  # what SparseGPT does, whatever the options say
-        result["structure"] = sparsegpt_structure(shape)
+    if tree is None:  # what SparseGPT does, whatever --calibration says
         result["protocol"]["calibration"] = "sequential"
     windows = bench.report_windows()  # a missing or too short evaluation split fails here
     result["windows"] = int(windows.shape[0])
@@ -131,28 +135,35 @@ def _prune(model, metric, sparsity, structure, compare, save, report, dense, all
         result["zero_shot"] = zero_shot.as_dict()
         if late is not None:
             result["zero_shot"]["error"] = str(late)
+    save_error = None
     if save is not None:
         how = {k: result[k] for k in ("metric", "metric_spec", "structure", "requested_sparsity",
                                       "sparsity", "protocol", "model_source") if k in result}
         try:
             save_pruned(bench.model, bench.tokenizer, save, {**how, "versions": versions()})
         except Exception as exc:  # a full disk: OSError, or safetensors' own error type
-            result["save_error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
-            late = ConfigError(f"cannot save the pruned model to {save}: {result['save_error']}")
+            save_error = result["save_error"] = describe(exc)
         else:
             result["saved_to"] = str(user_path(save))
             log(f"saved pruned model to {save}")
     result["seconds"] = round(time.time() - started, 2)
     if report is not None:
         atomic_write_json(report, result)
-    if late is not None and "save_error" in result:
-        raise ConfigError(f"{late}" + (f"; the report {report} was written" if report else ""))
+    if save_error is not None:
+        raise ConfigError(f"cannot save the pruned model to {save}: {save_error}"
+                          + _written([("the report", report)]))
     if late is not None:
-        kept = [f"{what} {path}" for what, path in (("the pruned model", save),
-                                                      ("the report", report)) if path is not None]
         raise ConfigError(f"zero-shot of the pruned model failed: {late}"
-                          + (f"; {' and '.join(kept)} were written" if kept else ""))
+                          + _written([("the pruned model", save), ("the report", report)]))
     return result
+
+
+def _written(outputs: list[tuple[str, str | Path | None]]) -> str:
+    """'; the report R was written' (or 'X and Y were'), for the outputs that were given."""
+    kept = [f"{what} {path}" for what, path in outputs if path is not None]
+    if not kept:
+        return ""
+    return f"; {' and '.join(kept)} {'was' if len(kept) == 1 else 'were'} written"
 
 
 def check_output_paths(save: str | Path | None, report: str | Path | None) -> None:

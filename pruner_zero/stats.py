@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .errors import describe
 from .files import atomic_write_with, user_path
 
 
@@ -261,8 +262,8 @@ def get_stats(model: nn.Module, linears: dict[str, nn.Linear], calib: torch.Tens
         save_stats(stats, path, {"key": key, "model": model_id, "nsamples": str(calib.shape[0]),
                                  "seqlen": str(calib.shape[1]), "statistics": ",".join(which)})
     except Exception as exc:  # OSError, or safetensors' own error type on a full disk
-        log(f"warning: statistics not cached in {cache_dir} ({type(exc).__name__}: "
-            f"{' '.join(str(exc).split())[:200]}); going on without the cache")
+        log(f"warning: statistics not cached in {cache_dir} ({describe(exc)}); going on "
+            "without the cache")
     else:
         log(f"statistics: cached in {path}")
     return placed(stats, device, dtype)

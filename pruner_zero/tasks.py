@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .masks import Structure, parse_structure
 from .files import looks_like_path, user_path
 from .sampling import Sampling
@@ -269,7 +269,6 @@ def _text_id(data_dir: str | None, split: str) -> tuple[str | None, str]:
     """Which text a split of a task reads: (None, split) on the hub, else (the file, ""): roles
     compare files, so `./valid` or `sub/../valid` is the same text as `valid`."""
     from .data import resolve_data_dir
-    from .errors import DataError
 
     split = SPLIT_ALIASES.get(split, split)
     try:
@@ -303,7 +302,6 @@ def _check_split_files(t: Task, where: str, selection: bool) -> None:
     """A local data dir must hold every split a task reads; known before any model loads, so a
     misspelt report split does not fail after the whole search."""
     from .data import HUB_SPLITS, check_calib_data, check_text_join, resolve_data_dir
-    from .errors import DataError
 
     try:
         data_dir = resolve_data_dir(t.data_dir)

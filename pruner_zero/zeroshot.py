@@ -9,9 +9,10 @@ work. lm-eval is imported only when tasks are asked for.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import ConfigError
+from .errors import ConfigError, describe
 
 PAPER_TASKS = ("boolq", "rte", "hellaswag", "winogrande", "arc_easy", "arc_challenge", "openbookqa")
 """The seven tasks of the Wanda and Pruner-Zero zero-shot tables."""
@@ -41,8 +42,6 @@ def task_manager(tasks: Sequence[str], include: Sequence[str] = ()) -> Any:
     except ImportError:
         raise ConfigError("--tasks needs lm-eval, an optional extra: pip install "
                           "'pruner-zero[zeroshot]' (or pip install lm-eval)") from None
-    from pathlib import Path
-
     for d in include:
         if not Path(d).is_dir():
             raise ConfigError(f"--tasks-include {d}: not a directory of lm-eval task YAML files")
@@ -72,8 +71,6 @@ def task_sources(tasks: Sequence[str], manager: Any) -> dict[str, str | None]:
 
 
 def _local(path: str | None, include: Sequence[str]) -> bool:
-    from pathlib import Path
-
     if path is None:
         return False
     p = Path(path).resolve()
@@ -96,8 +93,6 @@ def _refuse_shadowing(tasks: Sequence[str], manager: Any, include: Sequence[str]
 def _builtin_task_names() -> set[str]:
     """The `task:` names in lm-eval's own YAML files (a scan: its index takes ~40 s to build)."""
     import re
-    from pathlib import Path
-
     import lm_eval.tasks
 
     pattern = re.compile(r"^task:\s*['\"]?([^'\"\s#]+)", re.M)
@@ -113,8 +108,6 @@ def _builtin_task_names() -> set[str]:
 def _unparsable_yaml(include: Sequence[str]) -> list[str]:
     """Task files in the include directories that are not YAML (lm-eval skips them quietly);
     its own tags (!function) are allowed."""
-    from pathlib import Path
-
     import yaml
 
     class Tolerant(yaml.SafeLoader):
@@ -140,13 +133,7 @@ def _build_tasks(tasks: Sequence[str], manager: Any) -> None:
         try:
             manager.load([t]) if hasattr(manager, "load") else get_task_dict([t], manager)
         except Exception as exc:  # lm-eval and datasets raise many kinds on a broken task
-            raise ConfigError(f"lm-eval task {t} cannot be built: {type(exc).__name__}: "
-                              f"{_first_line(exc)}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else "(no message)"
+            raise ConfigError(f"lm-eval task {t} cannot be built: {describe(exc)}") from None
 
 
 def zero_shot(model: Any, tokenizer: Any, tasks: Sequence[str], manager: Any,
@@ -166,8 +153,7 @@ def zero_shot(model: Any, tokenizer: Any, tasks: Sequence[str], manager: Any,
         results = lm_eval.simple_evaluate(model=lm, tasks=list(tasks), task_manager=manager,
                                           num_fewshot=0, limit=limit, log_samples=False)
     except Exception as exc:  # a task's data or code failing mid-way: one line, not a traceback
-        raise ConfigError(f"lm-eval failed on {', '.join(tasks)}: {type(exc).__name__}: "
-                          f"{_first_line(exc)}") from None
+        raise ConfigError(f"lm-eval failed on {', '.join(tasks)}: {describe(exc)}") from None
     finally:
         quiet.setLevel(level)
     out: dict[str, dict[str, float | None]] = {}
