@@ -2,7 +2,7 @@
 metrics x calibration seeds, then the perplexity of N windows spread evenly (window floor(i*W/N))
 for several N: the window-subset error against the whole split, beside the calibration-seed
 spread, and whether each metric's verdict against the reference (better / worse / tie, the tie
-rule of ``measure.verdict``) is the whole split's.
+rule of ``spread.verdict``) is the whole split's.
 
     python experiments/tail_budget.py [--seqlen 64] [--sparsity 0.5] [--out FILE.json]
 
@@ -51,7 +51,7 @@ def main() -> None:
     a = p.parse_args()
 
     from pruner_zero.data import spread_indices
-    from pruner_zero.measure import mean_std, verdict
+    from pruner_zero.spread import mean_std, verdict
     from pruner_zero.engine import Engine
     from pruner_zero.masks import Structure
     from pruner_zero.metric.io import resolve_metric

@@ -16,17 +16,31 @@ except FileNotFoundError:
     sys.exit("error: the working directory no longer exists; cd to an existing directory "
              "and run again")
 
-from .search.api import search  # noqa: E402
-from .search.config import SearchConfig  # noqa: E402
+from . import search as _search_package  # noqa: E402,F401  (light; see ``search`` below)
 
 __all__ = ["SearchConfig", "prune", "search"]
 
 
-def __getattr__(name: str) -> Any:
-    """``prune`` on first use: it brings torch and transformers, which ``import pruner_zero``
-    (and every CLI start) should not pay for."""
-    if name == "prune":
-        from .pruning import prune
+def search(model: Any = None, out: Any = None, **options: Any) -> Any:
+    """Run a search: ``pruner_zero.search.api.search``, imported on the first call so that
+    ``import pruner_zero`` (and every CLI start) does not pay for torch. Defined after the
+    subpackage is imported, so this function, not the subpackage, is ``pruner_zero.search``."""
+    from .search.api import search as run
 
-        return prune
+    return run(model, out, **options)
+
+
+def prune(*args: Any, **kwargs: Any) -> Any:
+    """Prune and measure: ``pruner_zero.pruning.prune``, imported on the first call (torch)."""
+    from .pruning import prune as run
+
+    return run(*args, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    """``SearchConfig`` on first use: it checks options with the metric language (torch)."""
+    if name == "SearchConfig":
+        from .search.config import SearchConfig
+
+        return SearchConfig
     raise AttributeError(f"module 'pruner_zero' has no attribute {name!r}")

@@ -3,7 +3,7 @@
 Every metric is measured on every task for several calibration seeds (the task's seed and the
 next ones); each cell is the perplexity's mean ± sample std over those seeds. The dense model's
 perplexity (one value: it needs no calibration) is the first row. A cell within the seed spread
-of the best cell of its task (``measure.verdict`` says ``tie``) is marked as a tie: the
+of the best cell of its task (``spread.verdict`` says ``tie``) is marked as a tie: the
 difference is calibration noise, not a win.
 
 Everything that can be wrong with the input (metrics, tasks, sparsity, splits, paths) is checked
@@ -12,7 +12,6 @@ with ``out``, ``leaderboard.csv`` and ``leaderboard.png`` (the plot needs matplo
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import math
@@ -22,7 +21,18 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .errors import ConfigError, MetricError, describe
-from .measure import SPARSEGPT, Runtime, mean_std, verdict
+from .measure import TaskBenches, grid
+from .metric.builtin import BUILTINS
+from .metric.io import (format_formula, load_metric_file, parse_formula, resolve_metric,
+                        split_metric_list)
+from .metric.registry import statistics_read
+from .metric.tree import leaves
+from .spread import mean_std, verdict
+from .runtime import Runtime
+from .search.options import MAX_SEEDS
+from .search.layout import BEST_JSON
+from .sparsegpt import SPARSEGPT
+from .windows import window_budget, windows_note
 from .report import save_png
 from .files import atomic_write_text, check_writable_dir, user_path
 from .tasks import Task, check_tasks, name_tasks
@@ -32,7 +42,6 @@ PNG_NAME = "leaderboard.png"
 CSV_FIELDS = ["metric", "formula", "task", "split", "windows", "seeds", "ppl_mean", "ppl_std", "ppl_dense",
               "rel_dense", "per_seed"]
 TIE_MARK = "≈"
-RUN_BEST = "best_metric.json"
 PLOT_HINT = ("leaderboard.png skipped: the plot needs matplotlib "
              "(pip install 'pruner-zero[plot]'); leaderboard.csv was written")
 
@@ -53,8 +62,6 @@ class MetricSpec:
 
 
 def _is_formula(text: str) -> bool:
-    from .metric.io import parse_formula
-
     try:
         parse_formula(text)
     except MetricError:
@@ -65,18 +72,15 @@ def _is_formula(text: str) -> bool:
 def resolve_metric_spec(spec: str) -> MetricSpec:
     """A built-in name, formula, metric JSON file, ``sparsegpt``, or a search run directory
     (its best_metric.json, labelled ``<dirname>:best``)."""
-    from .metric.builtin import BUILTINS
-    from .metric.io import format_formula, load_metric_file, resolve_metric
-
     spec = spec.strip() if isinstance(spec, str) else spec
     if spec == SPARSEGPT:
         return MetricSpec(SPARSEGPT, "", SPARSEGPT)
     if isinstance(spec, str) and spec and spec not in BUILTINS and user_path(spec).is_dir() \
             and not _is_formula(spec):  # the rule of metric files: a formula wins
         path = user_path(spec)
-        best = path / RUN_BEST
+        best = path / BEST_JSON
         if not best.is_file():
-            raise MetricError(f"metric {spec} is a directory without {RUN_BEST}: not a finished "
+            raise MetricError(f"metric {spec} is a directory without {BEST_JSON}: not a finished "
                               "search run (give the run directory of a search that has ended, "
                               "or a metric file)")
         tree = load_metric_file(best)
@@ -89,8 +93,6 @@ def resolve_metric_spec(spec: str) -> MetricSpec:
 def resolve_metric_specs(specs: str | Sequence[str]) -> list[MetricSpec]:
     """Every spec resolved (the first bad one raises); the same metric listed twice is kept
     once, different metrics with the same label get ``#2``, ``#3``."""
-    from .metric.io import split_metric_list
-
     names = split_metric_list(specs, "--metrics")
     if not names:
         raise ConfigError("--metrics is empty: give metrics separated by commas, e.g. "
@@ -121,19 +123,13 @@ def compare(metrics: str | Sequence[str], tasks: Sequence[Task], seeds: int = 3,
     "dense" (task -> ppl), "metrics", "tasks", "seeds", "files"}``; with ``out`` writes
     leaderboard.csv and (with matplotlib) leaderboard.png there.
     """
-    from .measure import TaskBenches, grid
-
     if isinstance(tasks, Task) or not all(isinstance(t, Task) for t in tasks):
         raise ConfigError("tasks must be a list of Task (pruner_zero.tasks.Task), e.g. "
                           "[Task(model='...', sparsity=0.5)]")
-    from .data import window_budget
-
     eval_windows = window_budget(eval_windows, "--eval-windows")
     if runtime is not None and not isinstance(runtime, Runtime):
-        raise ConfigError(f"runtime must be a pruner_zero.measure.Runtime, got {runtime!r}")
+        raise ConfigError(f"runtime must be a pruner_zero.runtime.Runtime, got {runtime!r}")
     specs = resolve_metric_specs(metrics)
-    from .search.api import MAX_SEEDS
-
     if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
         raise ConfigError(f"--seeds must be an integer from 1 to {MAX_SEEDS}, got {seeds!r}")
     task_list = name_tasks(list(tasks))
@@ -145,13 +141,10 @@ def compare(metrics: str | Sequence[str], tasks: Sequence[Task], seeds: int = 3,
     check_tasks(task_list, compare, selection=False)  # compare selects nothing
     out_dir = None if out is None else check_writable_dir(out, "--out")
 
+    needed = statistics_read(set().union(*(leaves(s.metric) for s in specs
+                                           if s.metric != SPARSEGPT)))
     benches = TaskBenches(runtime or Runtime(), None if cache_dir is None else Path(cache_dir),
-                          progress, log)
-    from .metric.registry import statistics_read
-    from .metric.tree import leaves
-
-    benches.needed = statistics_read(set().union(*(leaves(s.metric) for s in specs
-                                                   if s.metric != SPARSEGPT)))
+                          progress, log, needed=needed)
     benches.prepare(task_list, compare, "report_split", allow_partial=allow_partial)
     dense: dict[str, float] = {}
     shared: dict[tuple, float] = {}
@@ -262,8 +255,6 @@ def markdown_table(summary: Sequence[dict[str, Any]], tasks: Sequence[Task], see
     where = (f"the report split ({splits[0]})" if len(splits) == 1 else
              "each task's report split (" + ", ".join(f"{t.name}: {t.report_split}"
                                                       for t in tasks) + ")")
-    from .data import windows_note
-
     counts = {c["task"]: c.get("windows") for c in summary}
     if len(set(counts.values())) == 1 and None not in counts.values():
         where += ": " + windows_note("it", budget, next(iter(counts.values())))
@@ -376,59 +367,3 @@ def plot_leaderboard(summary: Sequence[dict[str, Any]], tasks: Sequence[Task], s
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="task",
               title_fontsize=8)
     save_png(fig, path, bbox_inches="tight")
-
-
-# ----------------------------------------------------------------------------- CLI
-def cmd_compare(a: argparse.Namespace) -> int:
-    """Entry point of `pruner-zero compare`: the markdown leaderboard on stdout."""
-    from .search.api import build_tasks
-    from .workbench import default_cache_dir
-
-    resolve_metric_specs(a.metrics)  # a bad metric is the first error, before the tasks
-    if not a.model and not a.tasks:
-        raise ConfigError("compare needs --model (repeatable) or --tasks tasks.yaml")
-    tasks = build_tasks(a.model, a.sparsity, a.tasks, structure=a.structure,
-                        data_dir=a.data_dir, calib_split=a.calib_split,
-                        fitness_split=a.fitness_split, report_split=a.report_split,
-                        nsamples=a.nsamples, seqlen=a.seqlen, seed=a.seed,
-                        calibration=a.calibration, calib_data=a.calib_data,
-                        text_join=a.text_join)
-    cache = None if a.no_cache else Path(a.cache_dir) if a.cache_dir else default_cache_dir()
-    runtime = Runtime(device=a.device, dtype=a.dtype, batch_size=a.batch_size,
-                      device_map=a.device_map, revision=a.revision,
-                      trust_remote_code=a.trust_remote_code, stats_device=a.stats_device,
-                      stats_dtype=a.stats_dtype)
-    result = compare(a.metrics, tasks, seeds=a.seeds, compare=a.compare, runtime=runtime,
-                     cache_dir=cache, out=a.out, progress=not a.quiet, log=_stderr,
-                     allow_partial=a.allow_partial, eval_windows=a.eval_windows)
-    print(result["markdown"], flush=True)
-    for kind in ("csv", "png"):
-        if kind in result["files"]:
-            _stderr(f"wrote {result['files'][kind]}")
-    return 0
-
-
-def add_compare_parser(sub: argparse._SubParsersAction) -> None:
-    """Register `compare` on the main CLI's subparsers (cli.py needs one line)."""
-    from .cli import add_task_args
-
-    p = sub.add_parser(
-        "compare", help="leaderboard of metrics x tasks on the report split",
-        description="Measure metrics on tasks (models x sparsities, or --tasks) on the report "
-                    "split, over several calibration seeds, and print a markdown table of "
-                    "perplexity mean ± std; with --out also leaderboard.csv and leaderboard.png.")
-    p.add_argument("--metrics", required=True,
-                   help="comma-separated metrics: built-in names (magnitude, wanda, gblm, "
-                        "pruner-zero), sparsegpt, formulas such as 'mul(W, sqrt(X))' (their "
-                        "commas stay inside parentheses), metric .json files, or search run "
-                        "directories (their best_metric.json)")
-    add_task_args(p)
-    g = p.add_argument_group("compare")
-    from .cli import add_eval_windows_flag
-
-    add_eval_windows_flag(g, what="each task's report split")
-    g.add_argument("--seeds", type=int, default=3,
-                   help="calibration seeds per task: the task's seed and the next ones (default 3)")
-    g.add_argument("--out", default=None, metavar="DIR",
-                   help="also write leaderboard.csv and leaderboard.png here")
-    p.set_defaults(func=cmd_compare)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import ConfigError, DataError
+from .errors import DataError
 from .files import user_path
 
 ENV_DATA = "PRUNER_ZERO_DATA"
@@ -187,27 +187,9 @@ def calibration_starts(n_tokens: int, nsamples: int, seqlen: int, seed: int) -> 
     return [rng.randint(0, n_tokens - seqlen - 1) for _ in range(nsamples)]
 
 
-def window_budget(value: int | None, name: str) -> int | None:
-    """A window budget as every front end reads it: None or 0 = every window of the split, a
-    positive integer N = N windows spread evenly over it."""
-    if value is None or (value == 0 and not isinstance(value, bool)):
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(f"{name} must be a positive number of windows (0 or None: all), "
-                          f"got {value!r}")
-    return value
-
-
 def spread_indices(n: int, total: int) -> torch.Tensor:
     """Window floor(i * total / n), i = 0..n-1: n of ``total`` windows spread evenly."""
     return torch.arange(n) * total // n
-
-
-def windows_note(split: str, budget: int | None, measured: int | None = None) -> str:
-    """Which windows a perplexity rests on, in words, for logs and reports."""
-    if budget is None or (measured is not None and measured < budget):
-        return f"all {'' if measured is None else f'{measured} '}windows of {split}"
-    return f"{budget} windows spread evenly over {split}"
 
 
 def eval_windows(ids: torch.Tensor, seqlen: int, limit: int | None = None,

@@ -22,8 +22,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import ConfigError
+from .layerwise import accumulate_inputs, block_linears, walk
 from .masks import Structure, make_mask
-from .stats import LayerStats
+from .metric.tree import check_scores, score_metric
+from .model import layers_prefix
+from .stats import LayerStats, SquaredInputMean
 
 
 @dataclass
@@ -53,8 +57,6 @@ def metric_scores(tree, weight: torch.Tensor, stats: LayerStats) -> torch.Tensor
     """The metric on one layer: W enters as |W| in float32 (as in the original code), the
     statistics by their terminal names, moved to the weight's device for this layer only (so
     statistics may live on the host) and computed in float32 whatever they are stored in."""
-    from .metric.tree import score_metric
-
     return score_metric(tree, {"W": weight.detach().abs().float(),
                                **{k: v.to(weight.device, torch.float32) for k, v in stats.items()}})
 
@@ -63,8 +65,6 @@ CALIBRATIONS = ("dense", "sequential")
 
 
 def check_calibration(mode: str) -> str:
-    from .errors import ConfigError
-
     if mode not in CALIBRATIONS:
         raise ConfigError(f"--calibration must be dense or sequential, got {mode!r}")
     return mode
@@ -233,8 +233,6 @@ class Engine:
             fp.add(name, self._layer_mask(name, tree, formula, self.stats[name]))
 
     def _layer_mask(self, name: str, tree, formula: str, stats: LayerStats) -> torch.Tensor:
-        from .metric.tree import check_scores
-
         scores = metric_scores(tree, self.linears[name].weight, stats)
         check_scores(scores, formula)
         return make_mask(scores, self.structure)
@@ -268,10 +266,6 @@ class Engine:
         lin.weight.masked_fill_(mask, 0)
 
     def _sequential(self, tree, formula: str, fp: Fingerprint) -> None:
-        from .layerwise import accumulate_inputs, block_linears, walk
-        from .model import layers_prefix
-        from .stats import SquaredInputMean
-
         prefix = layers_prefix(self.model)
 
         def visit(i: int, block: nn.Module, run) -> None:

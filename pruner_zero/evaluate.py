@@ -8,14 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
+from .model import input_device
 
 
 @torch.no_grad()
 def window_nll(model: nn.Module, windows: torch.Tensor, batch_size: int = 8,
                progress: bool = False, desc: str = "perplexity") -> Iterator[tuple[float, int]]:
     """Yield (summed NLL, predicted tokens) per batch, so callers can stop early (racing)."""
-    from .model import input_device
-
     dev = input_device(model)
     for start in tqdm(range(0, windows.shape[0], batch_size), desc=desc, unit="batch",
                       disable=not progress, leave=False):

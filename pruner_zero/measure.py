@@ -4,53 +4,40 @@ and statistics (cached on disk like any other); a metric is applied and undone i
 from __future__ import annotations
 
 import math
-import statistics
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from .data import resolve_calib_data
-from .tasks import Task
+from .data import resolve_calib_data, resolve_data_dir
+from .engine import Engine, undo_kind, weights_kept_on_host
+from .errors import ConfigError, MetricError
+from .evaluate import perplexity
 from .files import user_path
-
-SPARSEGPT = "sparsegpt"
-
-
-@dataclass(frozen=True)
-class Runtime:
-    """Where and how models run: the same for every task of a search."""
-
-    device: str = "auto"
-    dtype: str = "auto"
-    batch_size: int = 8
-    device_map: str | None = None
-    revision: str | None = None  # of every hub model of the run
-    trust_remote_code: bool = False
-    stats_device: str | None = None  # where X and G live (None: beside each weight)
-    stats_dtype: str = "float32"  # what G is stored in
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+from .masks import check_fits
+from .metric.io import format_formula
+from .model import check_linear_share
+from .runtime import Runtime
+from .sparsegpt import SPARSEGPT, sparsegpt_prune
+from .tasks import Task
+from .workbench import Protocol, Workbench
 
 
 class TaskBenches:
     """Loaded models and their per-(task, seed) workbenches and engines."""
 
     def __init__(self, runtime: Runtime, cache_dir: Path | None = None, progress: bool = True,
-                 log: Callable[[str], None] = print, preloaded: Any = None) -> None:
+                 log: Callable[[str], None] = print, preloaded: Any = None,
+                 needed: set[str] | None = None) -> None:
         self.runtime, self.cache_dir, self.progress, self.log = runtime, cache_dir, progress, log
         self._models: dict[str, Any] = {}  # model -> a Workbench holding it
         self._benches: dict[tuple, Any] = {}
         self._engines: dict[tuple, Any] = {}
         self._dense: dict[int, dict] = {}  # model -> its dense weights, for every engine's undo
-        self.needed: set[str] | None = None  # the statistics the metrics read (None: all)
+        self.needed = needed  # the statistics the metrics read (None: all)
         if preloaded is not None:
             self._models[preloaded.protocol.model] = preloaded
 
     def bench(self, task: Task, seed: int | None = None) -> Any:
         """The Workbench of ``task`` calibrated with ``seed`` (default the task's own)."""
-        from .workbench import Protocol, Workbench
-
         seed = task.seed if seed is None else seed
         key = _bench_key(task, task.seqlen, seed)
         if key in self._benches:
@@ -84,10 +71,6 @@ class TaskBenches:
         share of the decoder its linears hold (``model.check_linear_share``), N:M widths, the
         split each task reads in this phase (``split_role``, e.g. "fitness_split") and its
         calibration (with ``with_stats``, the statistics themselves)."""
-        from .errors import ConfigError
-        from .masks import check_fits
-        from .model import check_linear_share
-
         for t in tasks:
             bench = self.bench(t)
             try:
@@ -113,8 +96,6 @@ class TaskBenches:
         return self._models.get(resolved)
 
     def engine(self, task: Task, seed: int | None, compare: str = "row") -> Any:
-        from .engine import Engine, undo_kind
-
         bench = self.bench(task, seed)
         shape = task.shape(compare)
         key = (id(bench), shape, task.calibration)
@@ -145,15 +126,9 @@ class TaskBenches:
         the dense model); the dense weights are restored afterwards."""
         import torch
 
-        from .evaluate import perplexity
-        from .metric.io import format_formula
-
         bench = self.bench(task, seed)
         engine = self.engine(task, seed, compare)
         if metric == SPARSEGPT:  # it updates the weights it keeps, too: a whole copy on the host
-            from .engine import weights_kept_on_host
-            from .sparsegpt import sparsegpt_prune
-
             with weights_kept_on_host(bench.linears):
                 sparsegpt_prune(bench.model, bench.calib, engine.structure, False)
                 with torch.no_grad():
@@ -191,29 +166,8 @@ def _bench_key(task: Task, seqlen: int | None, seed: int) -> tuple:
 
 def _resolved_dir(data_dir: str | None) -> str | None:
     """A data dir as a Workbench stores it (absolute), None for the hub."""
-    from .data import resolve_data_dir
-
     path = resolve_data_dir(data_dir)
     return None if path is None else str(path.resolve())
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value); inf when any value is."""
-    vals = [float(v) for v in values]
-    if not vals or any(not math.isfinite(v) for v in vals):
-        return math.inf, math.inf
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
-
-
-def verdict(a: Sequence[float], b: Sequence[float]) -> str:
-    """``better``/``worse`` when a's mean differs from b's by more than the larger seed spread
-    (std over calibration seeds) of the two, else ``tie``: a smaller difference is noise."""
-    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
-    if not (math.isfinite(ma) and math.isfinite(mb)):
-        return "better" if math.isfinite(ma) else "worse" if math.isfinite(mb) else "tie"
-    if abs(ma - mb) <= max(sa, sb):
-        return "tie"
-    return "better" if ma < mb else "worse"
 
 
 def seeds_for(task: Task, count: int) -> list[int]:
@@ -231,7 +185,6 @@ def grid(benches: TaskBenches, metrics: Iterable[tuple[str, Any]], tasks: Sequen
 
     from tqdm.auto import tqdm
 
-    from .errors import MetricError
 
     metrics = list(metrics)
     jobs = [(name, m, t, s) for t in tasks for s in seeds_for(t, seeds) for name, m in metrics]

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError, ModelError, describe
-from .files import looks_like_path, user_path
+from .files import atomic_write_json, looks_like_path, publish_dir, read_json, user_path
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -136,8 +136,6 @@ def _at(revision: str | None) -> str:
 def check_model_files(path: Path) -> None:
     """Read the small files of a local model and the headers of its weight files, so a damaged
     file is named with what is wrong with it (loaders report such damage in their own words)."""
-    from .files import read_json
-
     config = read_json(path / "config.json", "model config", ModelError)
     if not isinstance(config, dict):
         raise ModelError(f"the model config {path / 'config.json'} must be a JSON object, got "
@@ -283,8 +281,6 @@ def save_pruned(model: nn.Module, tokenizer, out_dir: str | Path, how: dict | No
     """save_pretrained as safetensors, tokenizer beside it, and `pruning.json` (how the model was
     made), written into a temporary directory renamed to `out_dir` only when all are complete:
     a save that is killed half-way never leaves a directory that loads as if it were whole."""
-    from .files import atomic_write_json, publish_dir
-
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

@@ -10,14 +10,13 @@ from .engine import Engine, measure_sparsity
 from .errors import ConfigError, MetricError, describe
 from .files import RunLock, atomic_write_json, check_writable_dir, check_writable_file, user_path
 from .masks import Structure, check_fits, parse_structure
+from .metric.io import format_formula, resolve_metric
 from .metric.registry import statistics_read
 from .metric.tree import leaves
 from .model import PRUNING_JSON, check_linear_share, decoder_parameters, save_pruned, versions
-from .sparsegpt import BLOCKSIZE as SPARSEGPT_BLOCK
+from .sparsegpt import BLOCKSIZE as SPARSEGPT_BLOCK, SPARSEGPT, sparsegpt_prune
 from .workbench import Protocol, Workbench
 from .zeroshot import ZeroShot
-
-SPARSEGPT = "sparsegpt"
 
 
 def sparsegpt_structure(shape: Structure) -> str:
@@ -32,7 +31,6 @@ def resolve(metric: str):
     """(display formula, tree) for a metric spec; SparseGPT is a method, not a tree: (name, None)."""
     if metric == SPARSEGPT:
         return SPARSEGPT, None
-    from .metric.io import format_formula, resolve_metric
 
     name, tree = resolve_metric(metric)
     return format_formula(tree), tree
@@ -107,8 +105,6 @@ def _pruned(bench: Workbench, metric: str, formula: str, tree, shape: Structure,
         log(f"dense perplexity: {result['ppl_dense']:.3f} (on {result['windows_note']})")
         zero_shot.measure(bench, "dense", log)
     if tree is None:
-        from .sparsegpt import sparsegpt_prune
-
         sparsegpt_prune(bench.model, bench.calib, shape, bench.progress)
     else:
         engine.prune(tree, formula)

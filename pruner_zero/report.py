@@ -7,7 +7,6 @@ geometric mean over tasks of ppl(candidate) / ppl(reference metric).
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -18,6 +17,7 @@ from typing import Any, Iterable
 
 from .errors import ConfigError
 from .files import atomic_write_text, atomic_write_with, check_writable_dir
+from .search.layout import (BASELINES, BEST_TXT, CONFIG, EVALUATIONS, HALL_OF_FAME, HISTORY)
 
 FITNESS_MEANING = "fitness = weighted geo-mean over tasks of ppl / ppl({ref})  (lower is better)"
 _TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?")
@@ -276,8 +276,8 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"run directory {run_dir} does not exist")
-    if not any((run_dir / name).is_file() for name in ("history.csv", "evaluations.jsonl",
-                                                          "config.json")):
+    if not any((run_dir / name).is_file() for name in (HISTORY, EVALUATIONS,
+                                                          CONFIG)):
         raise ConfigError(f"{run_dir} is not a search run: it has no config.json, history.csv "
                           "or evaluations.jsonl")
     try:
@@ -288,21 +288,21 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> Path:
     out_dir = check_writable_dir(Path(out_dir) if out_dir is not None else run_dir, "--out")
 
     try:
-        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8-sig"))
+        config = json.loads((run_dir / CONFIG).read_text(encoding="utf-8-sig"))
         config = config if isinstance(config, dict) else {}
     except (OSError, ValueError, RecursionError):
         config = {}
     reference = str(config.get("reference") or "wanda")
-    history = _read_csv(run_dir / "history.csv")
-    evals = read_evaluations(run_dir / "evaluations.jsonl")
-    baselines = _read_csv(run_dir / "baselines.csv")
+    history = _read_csv(run_dir / HISTORY)
+    evals = read_evaluations(run_dir / EVALUATIONS)
+    baselines = _read_csv(run_dir / BASELINES)
     base: dict[str, float] = {}
     try:
         base = baseline_fitness(baselines or [], reference, _task_weights(config))
     except DAMAGE:
         pass  # the baselines section below says what is wrong
-    hof = _read_csv(run_dir / "hall_of_fame.csv")
-    best_txt = run_dir / "best_metric.txt"
+    hof = _read_csv(run_dir / HALL_OF_FAME)
+    best_txt = run_dir / BEST_TXT
 
     md = ["# Search run report", "", f"Run directory: `{run_dir.resolve()}`", "",
           FITNESS_MEANING.format(ref=reference) + ".", ""]
@@ -357,12 +357,12 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> Path:
         return lines + _table(["metric", "task", "phase", "ppl", "seeds"], _baseline_summary(baselines))
 
     if hof:
-        md += _section(hall_of_fame, "hall_of_fame.csv")
+        md += _section(hall_of_fame, HALL_OF_FAME)
     md += ["## Fitness per generation", ""]
-    md += _section(fitness, "history.csv") if history else \
+    md += _section(fitness, HISTORY) if history else \
         ["_history.csv missing: no fitness plot or history table._", ""]
     md += ["## Size vs fitness", ""]
-    md += _section(front, "evaluations.jsonl") if evals is not None else \
+    md += _section(front, EVALUATIONS) if evals is not None else \
         ["_evaluations.jsonl missing: no front plot._", ""]
     md += ["## Baselines", ""]
     md += _section(baseline_tables, "baselines.csv or config.json") if baselines else \
@@ -371,25 +371,3 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> Path:
     path = out_dir / "report.md"
     atomic_write_text(path, "\n".join(md))
     return path
-
-
-# ----------------------------------------------------------------------------- CLI
-def cmd_report(a: argparse.Namespace) -> int:
-    """Entry point of `pruner-zero report`: print where report.md is, for scripts to pick up."""
-    try:
-        path = write_report(Path(a.run), Path(a.out) if a.out else None)
-    except OSError as exc:  # an unwritable --out or run dir: one line, nothing else lost
-        raise ConfigError(f"cannot write the report: {exc.strerror or exc} "
-                          f"({exc.filename or a.out or a.run})") from exc
-    print(path)
-    return 0
-
-
-def add_report_parser(sub: argparse._SubParsersAction) -> None:
-    """Register `report` on the main CLI's subparsers (kept here so cli.py needs one line)."""
-    p = sub.add_parser("report", help="plot and summarise a search run directory",
-                       description="Write fitness.png, front.png and report.md for a finished or "
-                                   "running search run directory.")
-    p.add_argument("run", help="the search run directory (--out of pruner-zero search)")
-    p.add_argument("--out", default=None, help="write the report here (default: the run directory)")
-    p.set_defaults(func=cmd_report)

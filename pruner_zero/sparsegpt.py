@@ -10,6 +10,8 @@ from .layerwise import accumulate_inputs, block_linears, walk
 from .masks import Structure
 
 
+SPARSEGPT = "sparsegpt"
+"""The method's name wherever a metric is named (prune, compare): a method, not a formula."""
 BLOCKSIZE = 128
 """Input columns whose masks SparseGPT chooses together (over all rows), as published."""
 

@@ -18,8 +18,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .errors import describe
+from .errors import ConfigError, describe
 from .files import atomic_write_with, user_path
+from .model import input_device
 
 
 LayerStats = dict[str, torch.Tensor]
@@ -66,8 +67,6 @@ STATS_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16":
 
 def check_placement(device: str | None, dtype: str) -> None:
     """--stats-device / --stats-dtype, refused by name before any model loads."""
-    from .errors import ConfigError
-
     if dtype not in STATS_DTYPES:
         raise ConfigError(f"--stats-dtype must be one of {', '.join(STATS_DTYPES)}, got {dtype!r}")
     if device is not None:
@@ -99,8 +98,6 @@ def compute_stats(model: nn.Module, linears: dict[str, nn.Linear], calib: torch.
     soon as backward has made it and then dropped, so the gradients of the whole model are
     never held at once. ``device``: where X and G are accumulated (None: beside each weight;
     "cpu": host memory, the accelerator then holds the model alone)."""
-    from .model import input_device
-
     which = set(which)
     unknown = which - set(COMPUTED)
     if unknown:

@@ -12,9 +12,12 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from .data import (HUB_SPLITS, check_calib_data, check_text_join, resolve_calib_data,
+                   resolve_data_dir)
+from .engine import check_calibration
 from .errors import ConfigError, DataError
-from .masks import Structure, parse_structure
-from .files import looks_like_path, user_path
+from .files import looks_like_path, read_yaml, user_path
+from .masks import Structure, check_fits, parse_structure
 from .sampling import Sampling
 
 TASK_KEYS = ("model", "data_dir", "calib_split", "fitness_split", "report_split", "nsamples",
@@ -38,8 +41,6 @@ class Task(Sampling):
     name: str = ""
 
     def __post_init__(self) -> None:
-        from .engine import check_calibration
-
         check_calibration(self.calibration)
         self.check_sampling(f"task {self.name or self.model}: ")
         for name in ("sparsity", "weight"):
@@ -55,8 +56,6 @@ class Task(Sampling):
     def located(self) -> "Task":
         """The task with its local paths absolute, as a run stores it: a resume from another
         directory then reads the same files (a relative --calib-data read another file)."""
-        from .data import resolve_calib_data
-
         changes: dict[str, Any] = {}
         if user_path(self.model).exists():
             changes["model"] = str(user_path(self.model).resolve())
@@ -134,8 +133,6 @@ def cross_tasks(models: Sequence[str], sparsities: Sequence[float | None], **com
 
 def load_tasks_file(path: str | Path, defaults: dict[str, Any]) -> list[Task]:
     """tasks.yaml: a list of mappings; omitted keys take ``defaults`` (the command line)."""
-    from .files import read_yaml
-
     raw = read_yaml(path, "--tasks")
     if not isinstance(raw, list) or not raw:
         raise ConfigError(f"--tasks {path} must be a non-empty YAML list of tasks (mappings)")
@@ -151,11 +148,11 @@ def load_tasks_file(path: str | Path, defaults: dict[str, Any]) -> list[Task]:
         merged = {**{k: v for k, v in defaults.items() if k in TASK_KEYS and v is not None}, **item}
         if not merged.get("model"):
             raise ConfigError(f"{where}: no model (give `model:` in the task or --model)")
-        tasks.append(_typed(merged, where))
+        tasks.append(typed_task(merged, where))
     return tasks
 
 
-def _typed(d: dict[str, Any], where: str) -> Task:
+def typed_task(d: dict[str, Any], where: str) -> Task:
     def as_int(key: str, minimum: int) -> int | None:
         v = d.get(key)
         if v is None:
@@ -219,8 +216,6 @@ def check_tasks(tasks: Sequence[Task], compare: str = "row", selection: bool = T
     """Everything that can be checked before a model is loaded, one clear error for the first
     problem: sparsity and structure, splits (report never used for selection, when the tasks
     select anything: ``selection``), N:M widths."""
-    from .masks import check_fits
-
     if not tasks:
         raise ConfigError("no task: give --model (repeatable) or --tasks tasks.yaml")
     text_id = _text_ids()
@@ -268,8 +263,6 @@ def _text_ids() -> Callable[[str | None, str], tuple[str | None, str]]:
 def _text_id(data_dir: str | None, split: str) -> tuple[str | None, str]:
     """Which text a split of a task reads: (None, split) on the hub, else (the file, ""): roles
     compare files, so `./valid` or `sub/../valid` is the same text as `valid`."""
-    from .data import resolve_data_dir
-
     split = SPLIT_ALIASES.get(split, split)
     try:
         local = resolve_data_dir(data_dir)
@@ -301,8 +294,6 @@ def check_roles_across(tasks: Sequence[Task], text_id: Callable | None = None) -
 def _check_split_files(t: Task, where: str, selection: bool) -> None:
     """A local data dir must hold every split a task reads; known before any model loads, so a
     misspelt report split does not fail after the whole search."""
-    from .data import HUB_SPLITS, check_calib_data, check_text_join, resolve_data_dir
-
     try:
         data_dir = resolve_data_dir(t.data_dir)
         check_text_join(t.text_join, data_dir)
@@ -339,3 +330,32 @@ def geometric_fitness(ratios: Iterable[float], weights: Iterable[float]) -> floa
         num += w * math.log(r)
         den += w
     return math.exp(num / den) if den > 0 else math.inf
+
+
+def build_tasks(model: Any = None, sparsity: Any = None, tasks: Any = None, *,
+                structure: str = "unstructured", **protocol: Any) -> list[Any]:
+    """The tasks of a search from ``--tasks`` (a YAML path or a list of mappings/Tasks) or from
+    the cross product of models x sparsities; ``protocol`` gives every key a task omits."""
+    common = {k: v for k, v in protocol.items() if k in TASK_KEYS and v is not None}
+    common["structure"] = structure
+    models = [model] if isinstance(model, str) else list(model or [])
+    if tasks is not None:
+        defaults = dict(common)
+        if len(models) > 1:
+            raise ConfigError("with --tasks, --model gives at most one default model; list the "
+                              "models in the tasks file")
+        if len(models) == 1:
+            defaults["model"] = models[0]
+        sparsities = parse_sparsities(sparsity)
+        if len(sparsities) > 1:
+            raise ConfigError("with --tasks, --sparsity gives one default value; list each "
+                              "task's sparsity in the tasks file")
+        if len(sparsities) == 1 and sparsities[0] is not None:
+            defaults["sparsity"] = sparsities[0]
+        if isinstance(tasks, (str, Path)):
+            out = load_tasks_file(tasks, defaults)
+        else:
+            out = [t if isinstance(t, Task) else typed_task({**defaults, **t}, "task") for t in tasks]
+    else:
+        out = cross_tasks(models, parse_sparsities(sparsity), **common)
+    return name_tasks(out)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Iterable
@@ -10,11 +10,16 @@ from typing import Iterable
 import torch
 
 from . import data as data_mod
+from .engine import check_calibration
 from .errors import ConfigError
-from .files import check_writable_dir, user_path
-from .model import load_model, max_positions, prunable_linears
+from .evaluate import perplexity
+from .files import atomic_write_json, check_writable_dir, read_json, user_path
+from .gguf import checkpoint_for, find_gguf
+from .model import input_device, load_model, max_positions, prunable_linears
+from .runtime import Runtime
 from .sampling import Sampling
-from .stats import COMPUTED, LayerStats, check_placement, get_stats
+from .stats import COMPUTED, LayerStats, cache_key, check_placement, get_stats, model_identity
+from .windows import window_budget, windows_note
 
 ENV_CACHE = "PRUNER_ZERO_CACHE"
 
@@ -26,52 +31,38 @@ def default_cache_dir() -> Path:
 
 
 @dataclass(frozen=True)
-class Protocol(Sampling):
+class Protocol(Runtime, Sampling):
     """Everything a perplexity number depends on; written into every report: the model and its
-    calibration (``Sampling``), the split measured, and where and how the model runs."""
+    calibration (``Sampling``), where and how the model runs (``Runtime``) and the split
+    measured."""
 
     eval_split: str = "test"
     eval_windows: int | None = None  # None: every window of eval_split; N: N spread evenly over it
-    device: str = "auto"
-    dtype: str = "auto"
-    batch_size: int = 8
-    device_map: str | None = None
-    revision: str | None = None  # hub branch, tag or commit of the model
-    trust_remote_code: bool = False
-    stats_device: str | None = None  # where X and G live (None: beside each weight; "cpu": host)
-    stats_dtype: str = "float32"  # what G is stored in (X stays float32)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def runtime(self) -> Runtime:
+        return Runtime(**{f.name: getattr(self, f.name) for f in fields(Runtime)})
+
     def check_types(self) -> None:
         """The Python API's arguments, as strictly as the CLI's."""
         self.check_sampling()
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int):
-            raise ConfigError(f"batch_size must be an integer, got {self.batch_size!r}")
-        if not isinstance(self.trust_remote_code, bool):
-            raise ConfigError(f"trust_remote_code must be True or False, got "
-                              f"{self.trust_remote_code!r}")
-        for name in ("eval_split", "device", "dtype", "stats_dtype") + \
-                tuple(n for n in ("device_map", "revision", "stats_device")
-                      if getattr(self, n) is not None):
-            if not isinstance(getattr(self, name), str):
-                raise ConfigError(f"{name} must be a string, got {getattr(self, name)!r}")
+        Runtime.check_types(self)
+        if not isinstance(self.eval_split, str):
+            raise ConfigError(f"eval_split must be a string, got {self.eval_split!r}")
 
 
 class Workbench:
     def __init__(self, protocol: Protocol, cache_dir: Path | None = None,
                  progress: bool = True, log=print):
         protocol.check_types()
-        protocol = replace(protocol, eval_windows=data_mod.window_budget(protocol.eval_windows,
+        protocol = replace(protocol, eval_windows=window_budget(protocol.eval_windows,
                                                                          "eval_windows"))
         if protocol.nsamples < 1:
             raise ConfigError(f"--nsamples must be at least 1, got {protocol.nsamples}")
         if protocol.seqlen is not None and protocol.seqlen < 2:
             raise ConfigError(f"--seqlen must be at least 2, got {protocol.seqlen}")
-        if protocol.batch_size < 1:
-            raise ConfigError(f"--batch-size must be at least 1, got {protocol.batch_size}")
-        from .engine import check_calibration
 
         check_calibration(protocol.calibration)
         check_placement(protocol.stats_device, protocol.stats_dtype)
@@ -91,7 +82,6 @@ class Workbench:
             from transformers.utils import logging as hf_logging
 
             hf_logging.disable_progress_bar()
-        from .gguf import find_gguf
 
         gguf_file, scratch = find_gguf(protocol.model), None
         self.source = None  # a GGUF model's source record (gguf.GgufSource)
@@ -128,8 +118,6 @@ class Workbench:
 
     def _gguf_source(self, gguf_file: Path, where: Path):
         """The checkpoint of a GGUF model in ``where`` (converted on first use), logged."""
-        from .gguf import checkpoint_for
-
         source = checkpoint_for(gguf_file, where, self.log)
         self.log(f"model: {source.describe()}")
         return source
@@ -207,7 +195,7 @@ class Workbench:
         return self.eval_windows(self.protocol.eval_windows, spread=True)
 
     def windows_note(self, measured: int) -> str:
-        return data_mod.windows_note(self.protocol.eval_split, self.protocol.eval_windows, measured)
+        return windows_note(self.protocol.eval_split, self.protocol.eval_windows, measured)
 
     def split_windows(self, split: str, limit: int | None = None, spread: bool = False,
                       skip_spread: int | None = None) -> torch.Tensor:
@@ -243,10 +231,6 @@ class Workbench:
         """The unpruned model's perplexity on the evaluation split, from the cache directory when
         this model, dtype, device, batch size and exact evaluation tokens were measured before
         (a prune of a 7B model saves one whole evaluation)."""
-        from .files import atomic_write_json, read_json
-        from .model import input_device
-        from .stats import cache_key, model_identity
-
         windows = self.report_windows()
         if self.cache_dir is None:
             return self.perplexity(windows)
@@ -277,8 +261,6 @@ class Workbench:
 
     def perplexity(self, windows: torch.Tensor | None = None, stop=None,
                    progress: bool | None = None) -> float:
-        from .evaluate import perplexity
-
         w = self.report_windows() if windows is None else windows
         show = self.progress if progress is None else progress
         return perplexity(self.model, w, self.protocol.batch_size, show, stop)

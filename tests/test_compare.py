@@ -1,7 +1,6 @@
 """`pruner-zero compare`: the leaderboard of metrics x tasks on the report split (tiny model)."""
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import io
@@ -14,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from conftest import write_tiny_assets
-from pruner_zero.compare import (CSV_FIELDS, TIE_MARK, MetricSpec, add_compare_parser, compare,
+from pruner_zero.cli import main
+from pruner_zero.compare import (CSV_FIELDS, TIE_MARK, MetricSpec, compare,
                                  markdown_table, resolve_metric_specs, summarize)
-from pruner_zero.errors import MetricError, PrunerZeroError
-from pruner_zero.measure import Runtime
+from pruner_zero.errors import MetricError
+from pruner_zero.runtime import Runtime
 from pruner_zero.tasks import Task
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -25,22 +25,8 @@ FORMULA = "mul(abs(W), sqrt(X))"  # commas inside parentheses: one metric, not t
 
 
 def run_cli(argv: list[str]) -> int:
-    """``pruner-zero compare ...`` through cli.main once it registers `compare`, else through a
-    parser built here with the same error handling (one `error:` line, exit code 2)."""
-    from pruner_zero import cli
-
-    parser = cli.build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if "compare" in sub.choices:
-        return cli.main(argv)
-    parser = argparse.ArgumentParser(prog="pruner-zero")
-    add_compare_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except PrunerZeroError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    """``pruner-zero ...`` as the command line runs it."""
+    return main(argv)
 
 
 @pytest.fixture(scope="module")

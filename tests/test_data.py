@@ -67,7 +67,8 @@ def test_confirmation_windows_are_not_fitness_windows():
 
 
 def test_window_budgets_are_read_alike_everywhere():
-    from pruner_zero.data import spread_indices, window_budget, windows_note
+    from pruner_zero.data import spread_indices
+    from pruner_zero.windows import window_budget, windows_note
     from pruner_zero.errors import ConfigError
 
     assert window_budget(None, "n") is None and window_budget(0, "n") is None

@@ -6,7 +6,8 @@ from pruner_zero.tasks import Task
 
 
 def test_tasks_of_one_model_at_other_seqlens_get_their_own_workbench(tiny_dir):
-    from pruner_zero.measure import Runtime, TaskBenches
+    from pruner_zero.measure import TaskBenches
+    from pruner_zero.runtime import Runtime
 
     model, data = str(tiny_dir / "tiny-llama"), str(tiny_dir / "data")
     benches = TaskBenches(Runtime(device="cpu"), None, False, lambda m: None)

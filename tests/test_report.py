@@ -1,7 +1,6 @@
 """`pruner-zero report`: plots and markdown from a synthetic run directory (no model needed)."""
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -10,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from pruner_zero.errors import ConfigError
-from pruner_zero.report import (add_report_parser, baseline_fitness, formula_size, pareto_front,
+from pruner_zero.cli import main
+from pruner_zero.report import (baseline_fitness, formula_size, pareto_front,
                                 read_evaluations, write_report)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -159,10 +159,7 @@ def test_missing_matplotlib_is_a_config_error(tmp_path: Path, monkeypatch) -> No
 def test_cli_subcommand_prints_report_path(tmp_path: Path, capsys) -> None:
     pytest.importorskip("matplotlib")
     run = make_run(tmp_path)
-    parser = argparse.ArgumentParser()
-    add_report_parser(parser.add_subparsers(dest="command", required=True))
-    a = parser.parse_args(["report", str(run), "--out", str(tmp_path / "r")])
-    assert a.func(a) == 0
+    assert main(["report", str(run), "--out", str(tmp_path / "r")]) == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "r" / "report.md")
 
 

@@ -144,11 +144,11 @@ def test_test_never_reaches_fitness_or_selection_and_baselines_are_in_every_resu
     """Split roles: fitness and the choice of the best read only the selection split (valid);
     test is read only by the final report. Baselines are measured at the start and the end."""
     import pruner_zero
-    from pruner_zero import measure
+    from pruner_zero.search import api
     from pruner_zero.workbench import Workbench
 
     calls: list = []
-    split_windows, grid = Workbench.split_windows, measure.grid
+    split_windows, grid = Workbench.split_windows, api.grid
 
     def spy_windows(self, split, *a, **k):
         calls.append(split)
@@ -159,7 +159,7 @@ def test_test_never_reaches_fitness_or_selection_and_baselines_are_in_every_resu
         return grid(benches, metrics, tasks, seeds, split_of, *a, **k)
 
     monkeypatch.setattr(Workbench, "split_windows", spy_windows)
-    monkeypatch.setattr(measure, "grid", spy_grid)
+    monkeypatch.setattr(api, "grid", spy_grid)
     out = tiny_dir / "runs" / "roles"
     pruner_zero.search(str(tiny_dir / "tiny-llama"), out, generations=1, population=4, seed=0,
                        space="small", fitness_windows=4, final_top=2, hof_size=3, confirm_seeds=2,
@@ -208,7 +208,7 @@ def test_search_that_fails_its_checks_leaves_no_run_behind(tiny_dir, capsys):
 
 
 def test_tasks_file_refuses_several_models_or_sparsities_from_the_command_line(tmp_path):
-    from pruner_zero.search.api import build_tasks
+    from pruner_zero.tasks import build_tasks
 
     path = write_tasks_yaml(tmp_path, "- model: X\n")
     with pytest.raises(ConfigError, match="list the models in the tasks file"):

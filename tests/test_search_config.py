@@ -10,6 +10,7 @@ import pytest
 from conftest import protocol, run_main, unfinished_after_generation_0
 
 from pruner_zero.cli import build_parser, main
+from pruner_zero.cli.search import config_from_args
 from pruner_zero.errors import ConfigError
 from pruner_zero.search.config import CONFIG_VERSION, SearchConfig
 from pruner_zero.search.rundir import CONFIG
@@ -72,7 +73,7 @@ def test_a_version_3_config_keeps_its_whole_split_tail():
 
 
 def test_a_new_search_has_bounded_window_budgets_and_zero_means_the_whole_split(tmp_path):
-    from pruner_zero.search.config import DEFAULT_CONFIRM_WINDOWS, DEFAULT_REPORT_WINDOWS
+    from pruner_zero.search.options import DEFAULT_CONFIRM_WINDOWS, DEFAULT_REPORT_WINDOWS
 
     config = SearchConfig(out=tmp_path / "x", model="m").checked()
     assert (config.confirm_windows, config.eval_windows) == (DEFAULT_CONFIRM_WINDOWS,
@@ -175,7 +176,7 @@ def test_cli_flags_map_to_fields_and_the_resume_rule_names_flags(tmp_path, capsy
     args = parser.parse_args(["search", "--model", "m", "--out", "r", "--population", "8",
                               "--no-fingerprint-cache", "--baselines", "wanda", "--seed", "2",
                               "--gp-seed", "5", "--fitness-windows", "0"])
-    config = SearchConfig.from_args(args)
+    config = config_from_args(args)
     assert (config.model, config.out, config.population) == (["m"], "r", 8)
     assert config.fingerprint_cache is False and config.canonical_cache is True
     assert (config.seed, config.calib_seed) == (5, 2) and config.baselines == "wanda"

@@ -15,11 +15,11 @@ from typing import Any, Sequence
 from deap import gp
 
 from pruner_zero.errors import MetricError
-from pruner_zero.metric.builtin import BUILTINS
+from pruner_zero.files import atomic_write_json, looks_like_path, read_json, user_path
 from pruner_zero.metric import registry
+from pruner_zero.metric.builtin import BUILTINS
 from pruner_zero.metric.space import full_pset
 from pruner_zero.metric.tree import Constant, format_number, is_constant, label
-from pruner_zero.files import looks_like_path, user_path
 
 _TOKEN = re.compile(
     r"\s*(?:(?P<num>-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
@@ -247,8 +247,6 @@ def to_paper_json(tree: gp.PrimitiveTree) -> dict[str, Any]:
 
 def load_metric_file(path: str | Path) -> gp.PrimitiveTree:
     """Load a ``.json`` metric: paper format, or ``{"formula": "..."}``."""
-    from pruner_zero.files import read_json
-
     path = Path(path)
     if not _is_file(str(path)):
         raise MetricError(f"metric file not found: {str(path)[:200]}")
@@ -269,8 +267,6 @@ def load_metric_file(path: str | Path) -> gp.PrimitiveTree:
 
 def save_metric_json(tree: gp.PrimitiveTree, path: str | Path) -> None:
     """Write the metric in the paper's JSON format (readable by the original code too)."""
-    from pruner_zero.files import atomic_write_json
-
     atomic_write_json(path, to_paper_json(tree))
 
 

@@ -68,6 +68,17 @@ TERMINALS: dict[str, Terminal] = {}
 _version = [0]  # bumped on every change, so caches built from the table (psets) are rebuilt
 
 
+def shape_class(expr: sympy.Expr) -> int:
+    """Shape class implied by the terminals an expression still contains (0: a scalar)."""
+    return max((TERMINALS[s.name].shape for s in expr.free_symbols if s.name in TERMINALS),
+               default=0)
+
+
+def shaped(fn: type[sympy.Function], expr: sympy.Expr, cls: int) -> sympy.Expr:
+    """``fn(expr)``, plus the broadcast class when it differs from the symbols'."""
+    return fn(expr) if shape_class(expr) == cls else fn(expr, sympy.Integer(cls))
+
+
 def version() -> int:
     return _version[0]
 
@@ -170,18 +181,18 @@ for _op in (
     Op("skp", 1, ops.skp, lambda a, c: a[0], lambda x: x, IF_FIRST, "identity"),
     Op("mms", 1, ops.mms, lambda a, c: sf.MMS(a[0]), None, ALWAYS,
        "min-max scaling over the layer (a scalar's is NaN: never folded)"),
-    Op("zsn", 1, ops.zsn, lambda a, c: sf.shaped(sf.ZSN, a[0], c), None, NEVER,
+    Op("zsn", 1, ops.zsn, lambda a, c: shaped(sf.ZSN, a[0], c), None, NEVER,
        "z-score over the layer", reads_shape=True),
     # beyond the paper's set (search space "extended"): RIA's relative importance
-    Op("rown", 1, ops.rown, lambda a, c: sf.shaped(sf.RowN, a[0], c), None, IF_FIRST,
+    Op("rown", 1, ops.rown, lambda a, c: shaped(sf.RowN, a[0], c), None, IF_FIRST,
        "x / sum of |x| along its row", reads_shape=True),
-    Op("coln", 1, ops.coln, lambda a, c: sf.shaped(sf.ColN, a[0], c), None, IF_FIRST,
+    Op("coln", 1, ops.coln, lambda a, c: shaped(sf.ColN, a[0], c), None, IF_FIRST,
        "x / sum of |x| down its column", reads_shape=True),
     # binary
     Op("add", 2, ops.add, lambda a, c: a[0] + a[1], lambda x, y: x + y, IF_ALL, "x + y"),
     Op("sub", 2, ops.sub, lambda a, c: a[0] - a[1], lambda x, y: x - y, NEVER, "x - y"),
     Op("mul", 2, ops.mul, lambda a, c: a[0] * a[1], lambda x, y: x * y, IF_ALL, "x · y"),
-    Op("div", 2, ops.div, lambda a, c: a[0] / sf.shaped(sf.Norm, a[1], c), _float_div, IF_FIRST,
+    Op("div", 2, ops.div, lambda a, c: a[0] / shaped(sf.Norm, a[1], c), _float_div, IF_FIRST,
        "x / ‖y‖ (Frobenius norm of the broadcast divisor)"),
 ):
     register_op(_op)

@@ -13,7 +13,8 @@ from sympy import Rational
 
 from pruner_zero.errors import MetricError
 from pruner_zero.metric import registry
-from pruner_zero.metric.sympy_forms import ExpC, Log3, MMS, Norm, ZSN, shape_class
+from pruner_zero.metric.registry import shape_class
+from pruner_zero.metric.sympy_forms import ExpC, Log3, MMS, Norm, ZSN
 from pruner_zero.metric.tree import format_number, is_constant, label
 
 W, G, X = (registry.symbol(n) for n in ("W", "G", "X"))

@@ -16,17 +16,9 @@ metrics whose scores differ.
 from __future__ import annotations
 
 import sympy
-from sympy import Abs, Function, Integer, Rational, S
+from sympy import Abs, Function, Rational, S
 
 from pruner_zero.metric.ops import EXP_CLAMP, LOG_EPS
-
-
-def shape_class(expr: sympy.Expr) -> int:
-    """Shape class implied by the terminals an expression still contains (0: a scalar)."""
-    from pruner_zero.metric.registry import TERMINALS
-
-    return max((TERMINALS[s.name].shape for s in expr.free_symbols if s.name in TERMINALS),
-               default=0)
 
 
 def _with_exp(latex: str, exp) -> str:  # type: ignore[no-untyped-def]
@@ -192,8 +184,3 @@ class RowN(_Relative):
 
 class ColN(_Relative):
     latex_form = r"\operatorname{coln}\left(%s\right)"
-
-
-def shaped(fn: type[Function], expr: sympy.Expr, cls: int) -> sympy.Expr:
-    """``fn(expr)``, plus the broadcast class when it differs from the symbols'."""
-    return fn(expr) if shape_class(expr) == cls else fn(expr, Integer(cls))

@@ -1,9 +1,12 @@
-"""Genetic-programming search for pruning metrics.
+"""Genetic-programming search for pruning metrics, floors from the bottom up.
 
-Modules: ``operators`` (DEAP gen/cx/mut/sel functions wired into one toolbox),
-``loop`` (the generational loop, I/O only through a run directory),
-``rundir`` (files of a run, atomic checkpoints, resume), ``fitness`` (the
-"evaluate this metric" call with caches and racing), ``api`` (``search``).
+``layout`` (the run directory's file names and words), ``options`` (every option, declared
+once), ``settings`` (the GP's settings), ``results`` (what the tail measured), ``stored``
+(config.json's versions): light, read by the command line. ``config`` (options checked),
+``operators`` (DEAP gen/cx/mut/sel in one toolbox), ``rundir`` (the run's files, atomic
+checkpoints, resume), ``loop`` (the generational loop, I/O only through the run directory),
+``fitness`` (evaluate a metric: caches, racing), ``evaluators`` (a run's evaluators, built
+alike in the driver and the workers), ``workers`` (a Ray pool), ``api`` (``search``).
 
-Kept free of heavy imports so that ``import pruner_zero`` stays fast.
+Kept free of imports so that ``import pruner_zero`` stays fast.
 """

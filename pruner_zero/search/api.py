@@ -1,68 +1,36 @@
-"""``search``: discover a pruning metric by GP and write the run directory (the CLI is a shell over it).
+"""``search``: discover a pruning metric by GP and write the run directory (the CLI is a shell
+over it). Orchestration only: the settings (``config``), the GP (``loop``), the evaluators
+(``evaluators``, ``fitness``, ``workers``), the run directory (``rundir``) and what the tail
+measured (``results``) live in their own modules.
 
-Heavy modules (torch, deap, sympy) are imported inside the functions so that
-``import pruner_zero`` stays cheap for the other commands.
+``import pruner_zero`` does not import this module (it brings torch) until ``search`` is called.
 """
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
 from pruner_zero.errors import ConfigError, MetricError
-from pruner_zero.search.rundir import HallOfFameEntry, RunDir, best_entry
 from pruner_zero.files import user_path
-
-from pruner_zero.search.config import (  # noqa: F401  (re-exported: the names callers know)
-    CONFIG_VERSION, DEFAULT_BASELINES, DEFAULT_CONFIRM_SEEDS, DEFAULT_FINAL_TOP,
-    DEFAULT_FITNESS_WINDOWS, DEFAULT_REFERENCE, DEFAULT_SPACE, FREE_ON_RESUME, MAX_SEEDS,
-    SearchConfig, _metric_tree, _seed_trees)
-from pruner_zero.data import windows_note
-
-
-def _fitness_note(config: dict[str, Any]) -> str:
-    """What the fitness column measures, for best_metric.txt."""
-    n = config["fitness"]["fitness_windows"]
-    splits = sorted({t["fitness_split"] for t in config["tasks"]})
-    windows = "all windows of" if n is None else f"{n} windows spread evenly over"
-    many = "weighted geometric mean over tasks of " if len(config["tasks"]) > 1 else ""
-    return (f"{many}ppl / ppl({config['reference']}), on {windows} the selection split "
-            f"({', '.join(splits)})")
-
-
-
-def build_tasks(model: Any = None, sparsity: Any = None, tasks: Any = None, *,
-                structure: str = "unstructured", **protocol: Any) -> list[Any]:
-    """The tasks of a search from ``--tasks`` (a YAML path or a list of mappings/Tasks) or from
-    the cross product of models x sparsities; ``protocol`` gives every key a task omits."""
-    from pruner_zero.tasks import TASK_KEYS, Task, cross_tasks, load_tasks_file, name_tasks, \
-        parse_sparsities, _typed
-
-    common = {k: v for k, v in protocol.items() if k in TASK_KEYS and v is not None}
-    common["structure"] = structure
-    models = [model] if isinstance(model, str) else list(model or [])
-    if tasks is not None:
-        defaults = dict(common)
-        if len(models) > 1:
-            raise ConfigError("with --tasks, --model gives at most one default model; list the "
-                              "models in the tasks file")
-        if len(models) == 1:
-            defaults["model"] = models[0]
-        sparsities = parse_sparsities(sparsity)
-        if len(sparsities) > 1:
-            raise ConfigError("with --tasks, --sparsity gives one default value; list each "
-                              "task's sparsity in the tasks file")
-        if len(sparsities) == 1 and sparsities[0] is not None:
-            defaults["sparsity"] = sparsities[0]
-        if isinstance(tasks, (str, Path)):
-            out = load_tasks_file(tasks, defaults)
-        else:
-            out = [t if isinstance(t, Task) else _typed({**defaults, **t}, "task") for t in tasks]
-    else:
-        out = cross_tasks(models, parse_sparsities(sparsity), **common)
-    return name_tasks(out)
+from pruner_zero.measure import TaskBenches, grid, seeds_for
+from pruner_zero.metric.io import format_formula, parse_formula
+from pruner_zero.metric.registry import statistics_read
+from pruner_zero.metric.tree import leaves
+from pruner_zero.runtime import Runtime
+from pruner_zero.search.config import FREE_ON_RESUME, SearchConfig, metric_tree, seed_trees
+from pruner_zero.search.evaluators import run_evaluator
+from pruner_zero.search.layout import CHECKPOINT, CONFIG
+from pruner_zero.search.loop import run_gp
+from pruner_zero.search.results import FinalResults, Selection, fitness_note, report_lines
+from pruner_zero.search.rundir import HallOfFameEntry, RunDir, best_entry
+from pruner_zero.search.workers import WorkerPool, require_ray
+from pruner_zero.spread import mean_std
+from pruner_zero.tasks import Task, build_tasks, check_tasks, geometric_fitness
+from pruner_zero.windows import windows_note
+from pruner_zero.workbench import Workbench
 
 
 def search(model: Any = None, out: str | Path | None = None, **options: Any) -> list[HallOfFameEntry]:
@@ -93,10 +61,6 @@ def run_search(config: SearchConfig, baseline: SearchConfig | None = None,
                ) -> list[HallOfFameEntry]:
     """``search`` of one config; a resume is checked against ``baseline`` (the front end's
     value of every option left out) and names what it refuses with ``names``."""
-    from pruner_zero.measure import TaskBenches
-    from pruner_zero.tasks import Task
-    from pruner_zero.workbench import Workbench
-
     if config.out is None:
         raise ConfigError("search needs an output directory (--out).")
     if not isinstance(config.out, (str, Path)):
@@ -104,8 +68,6 @@ def run_search(config: SearchConfig, baseline: SearchConfig | None = None,
     preloaded = config.model if isinstance(config.model, Workbench) else None
     if config.resume:
         config.check_resume(baseline, how, names)
-        from pruner_zero.search.workers import require_ray
-
         require_ray(config.workers, config.ray_address)
     else:
         config = config.checked()
@@ -113,7 +75,7 @@ def run_search(config: SearchConfig, baseline: SearchConfig | None = None,
     with run.lock("--resume" if config.resume else "--out"):  # one process per run directory; a killed holder's lock is taken over
         if config.resume:
             config = SearchConfig.from_dict(  # the run's options, and how to run it now
-                run.read_config(), run.path / "config.json",
+                run.read_config(), run.path / CONFIG,
                 **{name: getattr(config, name) for name in FREE_ON_RESUME})
         else:
             run.check_new()
@@ -122,8 +84,8 @@ def run_search(config: SearchConfig, baseline: SearchConfig | None = None,
         settings = config.gp_settings(space_obj)
         benches = TaskBenches(config.runtime(),
                               None if config.cache_dir is None else Path(config.cache_dir),
-                              config.progress, config.log, preloaded)
-        benches.needed = _statistics_needed(config, space_obj)
+                              config.progress, config.log, preloaded,
+                              needed=_statistics_needed(config, space_obj))
         if not config.resume:
             # models, widths, data, statistics: before the run dir exists
             benches.prepare(list(config.task_list), config.compare, "fitness_split",
@@ -144,9 +106,6 @@ def _pool_factory(config: SearchConfig) -> Callable[[dict[str, Any], Any], Any] 
     """How to start the run's Ray workers, or None to measure in this process."""
     if not config.workers and config.ray_address is None:
         return None
-    from pruner_zero.search.workers import WorkerPool
-    from pruner_zero.workbench import Workbench
-
     if isinstance(config.model, Workbench):
         raise ConfigError("workers load their own model: give a model id or directory, not a "
                           "loaded Workbench, with workers")
@@ -163,11 +122,6 @@ def _pool_factory(config: SearchConfig) -> Callable[[dict[str, Any], Any], Any] 
 
 def _resolved_tasks(config: SearchConfig, preloaded: Any) -> SearchConfig:
     """A new run's tasks (checked before any model loads), runtime and cache directory."""
-    from dataclasses import fields
-
-    from pruner_zero.measure import Runtime
-    from pruner_zero.tasks import check_tasks
-
     protocol = config.protocol()
     model = config.model
     if preloaded is not None:
@@ -194,58 +148,8 @@ def _resolved_tasks(config: SearchConfig, preloaded: Any) -> SearchConfig:
 
 def _statistics_needed(config: SearchConfig, space: Any) -> set[str]:
     """What the space's terminals and the run's named metrics (reference, baselines, seeds) read."""
-    from pruner_zero.metric.registry import statistics_read
-    from pruner_zero.metric.tree import leaves
-
     names = [config.reference, *config.baselines, *config.seed_metrics]
-    return statistics_read(set(space.terminals).union(*(leaves(_metric_tree(n)) for n in names)))
-
-
-def task_evaluators(benches: Any, tasks: list[Any], config: dict[str, Any]) -> list[Any]:
-    """One fitness evaluator per task (its fitness windows, structure, engine): the driver's
-    and each worker's, built alike from config.json."""
-    from pruner_zero.search.fitness import FitnessEvaluator
-
-    fit = config["fitness"]
-    evaluators = []
-    for t in tasks:
-        bench = benches.bench(t)
-        windows = bench.split_windows(t.fitness_split, fit["fitness_windows"], spread=True)
-        evaluators.append(FitnessEvaluator(
-            bench, t.shape(config["compare"]), fit["fitness_windows"], fit["race_factor"],
-            fit["race_chunk"], fit["canonical_cache"], fit["fingerprint_cache"], windows=windows,
-            engine=benches.engine(t, t.seed, config["compare"])))
-    return evaluators
-
-
-def _evaluator(benches: Any, tasks: list[Any], config: dict[str, Any], log: Callable[[str], None],
-               start_rows: list[dict[str, Any]] | None = None):
-    """The multi-task evaluator, with the reference measured on every task's fitness windows;
-    also returns the baselines' fitness-window rows (measured here, at the start). A resumed run
-    passes the rows its checkpoint kept: fitness values stay on the scale they were measured on."""
-    from pruner_zero.search.fitness import MultiTaskEvaluator
-
-    evaluators = task_evaluators(benches, tasks, config)
-    rows, refs = [], []
-    names = list(dict.fromkeys([config["reference"], *config["baselines"]]))
-    for t, ev in zip(tasks, evaluators):
-        for name in names:
-            tree = _metric_tree(name)
-            ppl = ev.measure_ppl(tree)
-            rows.append({"phase": "fitness", "task": t.name, "metric": name, "formula": str(tree),
-                         "seed": t.seed,
-                         "split": t.fitness_split, "windows": int(ev.windows.shape[0]), "ppl": ppl})
-            if name == config["reference"]:
-                refs.append(ppl)
-        log(f"task {t.name}: reference {config['reference']} ppl {refs[-1]:.4f} on "
-            f"{ev.windows.shape[0]} {t.fitness_split} windows")
-    bad = [t.name for t, r in zip(tasks, refs) if not (r > 0 and math.isfinite(r))]
-    if bad:
-        raise ConfigError(f"the reference {config['reference']} has no finite perplexity on "
-                          f"{', '.join(bad)}; choose another --reference")
-    evaluator = MultiTaskEvaluator([t.name for t in tasks], evaluators, refs,
-                                   [t.weight for t in tasks], start_rows=rows)
-    return evaluator, rows
+    return statistics_read(set(space.terminals).union(*(leaves(metric_tree(n)) for n in names)))
 
 
 def _run(run: RunDir, config: dict[str, Any], space: Any, settings: Any, benches: Any,
@@ -253,52 +157,47 @@ def _run(run: RunDir, config: dict[str, Any], space: Any, settings: Any, benches
          pool: Callable[[dict[str, Any], Any], Any] | None = None) -> list[HallOfFameEntry]:
     """Run or resume the GP, confirm the best over calibration seeds, report, write outputs.
     ``pool(config, needed)`` starts the workers that measure the GP's candidates (None: here)."""
-    from pruner_zero.search.loop import run_gp
-
     state = run.load_checkpoint()
     if state is not None:  # every formula it holds must parse before any work is redone
-        from pruner_zero.metric.io import parse_formula
-
         for d in state["population"] + state["hall_of_fame"]:
             try:
                 parse_formula(d["formula"], space.pset())
             except MetricError as exc:
-                raise ConfigError(f"{run.path / 'checkpoint.json'} is damaged ({exc}); restore "
+                raise ConfigError(f"{run.path / CHECKPOINT} is damaged ({exc}); restore "
                                   "the file, or start a new run with --out") from exc
     if state is not None and state.get("finished"):
         log(f"{run.path}: the search already finished; rewriting its final outputs")
         try:
-            entries = _entries(state["hall_of_fame"], state["final"], space.pset())
+            final = FinalResults.from_dict(state["final"])
+            entries = _entries(state["hall_of_fame"], final, space.pset())
         except (KeyError, TypeError, ValueError, MetricError) as exc:
-            raise ConfigError(f"{run.path / 'checkpoint.json'} is damaged ({type(exc).__name__}: "
+            raise ConfigError(f"{run.path / CHECKPOINT} is damaged ({type(exc).__name__}: "
                               f"{exc}); restore the file, or start a new run with --out") from exc
-        run.write_outputs(entries, _fitness_note(config), state["final"], config)
+        run.write_outputs(entries, fitness_note(config), final, config)
         return entries
-    kept = (state or {}).get("evaluator", {}).get("start_rows")
-    evaluator, start_rows = _evaluator(benches, tasks, config, log, kept)
-    run.write_baselines(start_rows)
-    seeds = _seed_trees(config["seed_metrics"], space)
+    workers = None if pool is None else pool(config, benches.needed)
+    evaluator = None
     try:
-        if pool is not None:
-            evaluator.pool = pool(config, benches.needed)
-        result = run_gp(space, evaluator, settings, run, seeds, progress, log)
+        evaluator, start_rows = run_evaluator(benches, tasks, config, log, workers)
+        run.write_baselines(start_rows)
+        result = run_gp(space, evaluator, settings, run, seed_trees(config["seed_metrics"], space),
+                        progress, log)
     finally:
         run.close()
-        if evaluator.pool is not None:
-            again = sum(ev.remeasured for ev in evaluator.evaluators)
+        if workers is not None:
+            again = 0 if evaluator is None else sum(ev.remeasured for ev in evaluator.evaluators)
             if again:
                 log(f"workers: {again} measurement(s) pruned masks that differ from this "
                     "process's (scores tied up to rounding); measured again here")
-            evaluator.pool.close()
-            evaluator.pool = None
+            workers.close()
     state = run.load_checkpoint()
     assert state is not None
-    final = _confirm(benches, tasks, config, result.hall_of_fame, progress, log)
-    final["baselines_fitness"] = start_rows
-    state.update(finished=True, final=final)
+    final = replace(_confirm(benches, tasks, config, result.hall_of_fame, progress, log),
+                    baselines_fitness=start_rows)
+    state.update(finished=True, final=final.as_dict())
     run.save_checkpoint(state)
     entries = _entries(state["hall_of_fame"], final, space.pset())
-    run.write_outputs(entries, _fitness_note(config), final, config)
+    run.write_outputs(entries, fitness_note(config), final, config)
     if entries:
         best = best_entry(entries)
         log(f"best metric: {best.formula}  (rank {best.rank})  fitness {best.fitness:.4f}"
@@ -313,18 +212,14 @@ def _run(run: RunDir, config: dict[str, Any], space: Any, settings: Any, benches
 
 
 def _confirm(benches: Any, tasks: list[Any], config: dict[str, Any], hof: list[Any],
-             progress: bool, log: Callable[[str], None]) -> dict[str, Any]:
+             progress: bool, log: Callable[[str], None]) -> FinalResults:
     """Re-measure the top metrics and the baselines over ``confirm_seeds`` calibration seeds on
     the selection split (the best = lowest mean score), then the best and the baselines on the
     report split. Every number is a plain record, kept in the checkpoint."""
-    from pruner_zero.measure import grid, mean_std, seeds_for
-    from pruner_zero.metric.io import format_formula
-    from pruner_zero.tasks import geometric_fitness
-
     k, compare = config["confirm_seeds"], config["compare"]
     top = [format_formula(ind) for ind in hof[:config["final_top"]]]
     names = list(dict.fromkeys([config["reference"], *config["baselines"]]))
-    base = [(n, _metric_tree(n)) for n in names]
+    base = [(n, metric_tree(n)) for n in names]
     cand = [(f"#{i}", ind) for i, ind in enumerate(hof[:config["final_top"]], start=1)]
     if cand:
         log(f"confirming the top {len(cand)} and {len(base)} baselines over {k} calibration "
@@ -348,8 +243,8 @@ def _confirm(benches: Any, tasks: list[Any], config: dict[str, Any], hof: list[A
             [(name, name) for name in names]:
         per_seed = scores(label)
         m, s = mean_std(per_seed)
-        selection[key] = {"score": m, "std": s, "scores": per_seed}
-    finite = [(selection[f]["score"], i) for i, f in enumerate(top) if math.isfinite(selection[f]["score"])]
+        selection[key] = Selection(m, s, per_seed)
+    finite = [(selection[f].score, i) for i, f in enumerate(top) if math.isfinite(selection[f].score)]
     best_i = min(finite)[1] if finite else 0
     best = [("best", hof[best_i])] if hof else []
     log(f"reporting {'the best (' + format_formula(hof[best_i]) + ') and ' if hof else ''}"
@@ -365,53 +260,18 @@ def _confirm(benches: Any, tasks: list[Any], config: dict[str, Any], hof: list[A
             r["metric"] = r["formula"]
     for rows in (sel, report_rows):
         for r in rows:
-            r.setdefault("formula", format_formula(_metric_tree(r["metric"])))
-    return {"selection_rows": [{"phase": "selection", **r} for r in sel],
-            "report_rows": [{"phase": "report", **r} for r in report_rows],
-            "selection": selection, "best_rank": best_i + 1 if hof else None,
-            "best": format_formula(hof[best_i]) if hof else None, "top": top,
-            "baseline_names": names, "seeds": {t.name: seeds_for(t, k) for t in tasks}}
+            r.setdefault("formula", format_formula(metric_tree(r["metric"])))
+    return FinalResults(selection_rows=[{"phase": "selection", **r} for r in sel],
+                        report_rows=[{"phase": "report", **r} for r in report_rows],
+                        selection=selection, best_rank=best_i + 1 if hof else None,
+                        best=format_formula(hof[best_i]) if hof else None, top=top,
+                        baseline_names=names, seeds={t.name: seeds_for(t, k) for t in tasks})
 
 
-def report_lines(final: dict[str, Any], config: dict[str, Any]) -> list[str]:
-    """The report split, per task: the best metric and each baseline, mean ± std over the
-    calibration seeds, and whether the best wins, loses or ties (within the seed spread)."""
-    from pruner_zero.measure import mean_std, verdict
-
-    rows = final.get("report_rows", [])
-    if not rows:
-        return []
-    by: dict[tuple[str, str], list[float]] = {}
-    for r in rows:
-        by.setdefault((r["task"], r["metric"]), []).append(r["ppl"])
-    names, best = final["baseline_names"], final["best"]
-    out = []
-    for t in config["tasks"]:
-        task, split = t["name"], t["report_split"]
-        seeds = len(by[(task, names[0])])
-        windows = next((r.get("windows") for r in rows if r["task"] == task), None)
-        where = split if windows is None else f"{split}, {windows} windows"
-        if seeds < 2 and not out:
-            out.append("(one calibration seed: no spread is measured, so better/worse below "
-                       "are not tested against calibration noise; use --confirm-seeds 3)")
-        if best is None:
-            out.append(f"report [{task}, {where}, {seeds} seeds] no valid metric was found")
-        else:
-            m, s = mean_std(by[(task, best)])
-            out.append(f"report [{task}, {where}, {seeds} seeds] best {m:.4f} ± {s:.4f}")
-        for n in names:
-            bm, bs = mean_std(by[(task, n)])
-            than = "" if best is None else f"  -> best is {verdict(by[(task, best)], by[(task, n)])}"
-            out.append(f"    {n:<12} {bm:.4f} ± {bs:.4f}{than}")
-    return out
-
-
-def _entries(hof: list[dict[str, Any]], final: dict[str, Any] | None, pset: Any) -> list[HallOfFameEntry]:
+def _entries(hof: list[dict[str, Any]], final: FinalResults | None, pset: Any) -> list[HallOfFameEntry]:
     """Hall-of-fame entries from checkpoint records and the confirmation's selection scores."""
-    from pruner_zero.metric.io import parse_formula
-
-    selection = (final or {}).get("selection", {})
-    top = (final or {}).get("top", [])
+    selection = final.selection if final else {}
+    top = final.top if final else []
     out = []
     for rank, rec in enumerate(hof, start=1):
         tree = parse_formula(rec["formula"], pset)
@@ -419,8 +279,8 @@ def _entries(hof: list[dict[str, Any]], final: dict[str, Any] | None, pset: Any)
         conf = selection.get(rec["formula"]) if measured else None
         out.append(HallOfFameEntry(
             rank=rank, formula=rec["formula"], fitness=float(rec["fitness"]),
-            score=conf["score"] if conf else None, score_std=conf["std"] if conf else None,
+            score=conf.score if conf else None, score_std=conf.std if conf else None,
             size=len(tree), height=tree.height, key=rec.get("key"), tree=tree,
-            chosen=final is not None and final.get("best_rank") == rank))
+            chosen=final is not None and final.best_rank == rank))
     return out
 

@@ -28,11 +28,14 @@ from typing import Any
 import torch
 
 from ..engine import Engine, PackedMasks, undo_kind
-from ..errors import MetricError
+from ..errors import CANDIDATE_ERRORS, MetricError
 from ..evaluate import perplexity
 from ..masks import Structure
-
+from ..metric.io import format_formula, parse_formula
+from ..metric.symbolic import canonical_key
 from .rundir import INVALID, OK, STOPPED
+from ..tasks import geometric_fitness
+
 
 
 MASK_MEMO_BYTES = 1 << 30
@@ -91,9 +94,6 @@ class FitnessEvaluator:
 
     # -- public --------------------------------------------------------------------------
     def evaluate(self, tree, race_bound: float | None = None, key: str | None = None) -> Evaluation:
-        from ..metric.io import format_formula
-        from ..metric.symbolic import canonical_key
-
         started = time.perf_counter()
         formula = format_formula(tree)
         key = canonical_key(tree) if key is None else key
@@ -123,8 +123,6 @@ class FitnessEvaluator:
         everything else here. The caches are consulted and filled in the same order as
         ``evaluate`` would, and the racing bound is the same for the whole list, so the results
         are those of evaluating one tree after another: only who measures changes."""
-        from ..metric.io import format_formula
-
         formulas = [format_formula(t) for t in trees]
         fps = [key if isinstance(key, BaseException)  # its key failed: the caller records it
                else self._fingerprint_or_error(tree, formula)
@@ -235,8 +233,6 @@ class FitnessEvaluator:
 
     def measure_formula(self, formula: str, race_bound: float | None) -> tuple:
         """Prune with a formula, measure, restore: a worker's part of ``evaluate_many``."""
-        from ..metric.io import parse_formula
-
         started = time.perf_counter()
         fp = self._prune(parse_formula(formula), formula)
         try:
@@ -249,16 +245,12 @@ class FitnessEvaluator:
         """The mask fingerprint of a metric, or None when it yields no valid masks. The search
         uses it to tell rank-equivalent metrics apart from new ones before evaluating them; an
         `evaluate` of the same formula then finds a fingerprint-cache hit without scoring again."""
-        from ..metric.io import format_formula
-
         fp = self._fingerprint_or_error(tree, format_formula(tree))
         return None if isinstance(fp, BaseException) else fp
 
     def measure_ppl(self, tree) -> float:
         """Perplexity on the fitness windows, without racing or caches: what a baseline is
         compared with (same windows and batches as every candidate)."""
-        from ..metric.io import format_formula
-
         self.engine.prune(tree, format_formula(tree))
         try:
             return self._measure(None)[0]
@@ -379,21 +371,19 @@ class MultiTaskEvaluator:
     """
 
     def __init__(self, names: list[str], evaluators: list[FitnessEvaluator],
-                 references: list[float], weights: list[float], start_rows: list[dict] | None = None):
+                 references: list[float], weights: list[float], start_rows: list[dict] | None = None,
+                 pool: Any = None):
         if not (len(names) == len(evaluators) == len(references) == len(weights)) or not names:
             raise ValueError("one name, evaluator, reference and weight per task")
         self.names, self.evaluators = list(names), list(evaluators)
         self.references, self.weights = list(references), list(weights)
         self.race_factor = evaluators[0].race_factor
         self.start_rows = list(start_rows or [])  # baselines on the fitness windows, for a resume
-        self.pool = None  # a WorkerPool: evaluate_many's measurements are made there
+        self.pool = pool  # a WorkerPool: evaluate_many's measurements are made there (None: here)
         self._prefetched: dict[tuple[int, str, float | None], int] = {}  # job -> pool ticket
         self._prefetched_masks: set[str] = set()
 
     def evaluate(self, tree, race_bound: float | None = None) -> Evaluation:
-        from ..metric.io import format_formula
-        from ..metric.symbolic import canonical_key
-
         started = time.perf_counter()
         tally = _Tally(format_formula(tree), canonical_key(tree), len(self.names))
         for t, (name, ev, ref) in enumerate(zip(self.names, self.evaluators, self.references)):
@@ -416,10 +406,6 @@ class MultiTaskEvaluator:
             self._prefetched_masks.clear()
 
     def _evaluate_many(self, trees: list, race_bound: float | None) -> list[Evaluation]:
-        from ..errors import CANDIDATE_ERRORS
-        from ..metric.io import format_formula
-        from ..metric.symbolic import canonical_key
-
         n = len(trees)
         keys: list[Any] = []
         for t in trees:
@@ -452,10 +438,6 @@ class MultiTaskEvaluator:
         of (task, formula, bound), so a wrong guess costs a measurement, never a result."""
         if self.pool is None:
             return
-        from ..errors import CANDIDATE_ERRORS
-        from ..metric.io import format_formula
-        from ..metric.symbolic import canonical_key
-
         try:
             key = canonical_key(tree)
         except CANDIDATE_ERRORS:
@@ -485,8 +467,6 @@ class MultiTaskEvaluator:
         ev = self.evaluators[task]
 
         def here(formulas: list[str]) -> list:
-            from ..errors import CANDIDATE_ERRORS
-
             out = []
             for f in formulas:
                 try:
@@ -542,8 +522,6 @@ class _Tally:
                           r.partial, tasks=self.per)
 
     def finished(self, names: list[str], weights: list[float], seconds: float) -> Evaluation:
-        from ..tasks import geometric_fitness
-
         fitness = geometric_fitness([self.per[n]["ratio"] for n in names], weights)
         cached = None if any(k is None for k in self.kinds) else \
             ("canonical" if all(k == "canonical" for k in self.kinds) else "fingerprint")

@@ -19,19 +19,18 @@ from pruner_zero.errors import ConfigError
 from pruner_zero.files import RunLock, atomic_write_bytes, atomic_write_text, check_writable_dir, \
     dumps_json, read_json
 
-OK, INVALID, STOPPED = "ok", "invalid", "stopped_early"
-"""The status of an evaluated candidate (evaluations.jsonl, checkpoint.json)."""
-CONFIG = "config.json"
-CHECKPOINT = "checkpoint.json"
-EVALUATIONS = "evaluations.jsonl"
-BEST_JSON = "best_metric.json"
-BEST_TXT = "best_metric.txt"
-HALL_OF_FAME = "hall_of_fame.csv"
-BASELINES = "baselines.csv"
-HISTORY = "history.csv"
-CHECKPOINT_VERSION = 2
-BASELINE_FIELDS = ["phase", "task", "metric", "formula", "seed", "split", "windows", "ppl"]
-HISTORY_FIELDS = ["generation", "best", "median", "evaluated", "valid", "cached", "seconds", "polish"]
+from pruner_zero.metric.io import to_paper_json
+from pruner_zero.metric.symbolic import to_latex, to_sympy
+from pruner_zero.search.layout import (BASELINE_FIELDS, BASELINES, BEST_JSON, BEST_TXT, CHECKPOINT,
+                                       CHECKPOINT_VERSION, CONFIG, EVALUATIONS, HALL_OF_FAME,
+                                       HISTORY, HISTORY_FIELDS, INVALID, OK, STOPPED)
+from pruner_zero.search.results import FinalResults, report_lines
+from pruner_zero.spread import by_task_metric, mean_std
+from pruner_zero.windows import windows_note
+
+__all__ = ["BASELINES", "BEST_JSON", "BEST_TXT", "CHECKPOINT", "CONFIG", "EVALUATIONS",
+           "HALL_OF_FAME", "HISTORY", "INVALID", "OK", "STOPPED", "HallOfFameEntry", "RunDir",
+           "best_entry", "best_metric_text", "checkpoint_problem", "revive_infinities"]
 
 
 @dataclass
@@ -179,13 +178,10 @@ class RunDir:
         atomic_write_text(self.path / BASELINES, _csv(BASELINE_FIELDS, rows))
 
     def write_outputs(self, entries: list[HallOfFameEntry], fitness_note: str,
-                      final: dict[str, Any] | None = None, config: dict[str, Any] | None = None) -> None:
+                      final: FinalResults | None = None, config: dict[str, Any] | None = None) -> None:
         """best_metric.json/.txt, hall_of_fame.csv and baselines.csv from the final results."""
-        from pruner_zero.metric.io import to_paper_json
-
-        final = final or {}
-        names = final.get("baseline_names", [])
-        sel_rows = final.get("selection_rows", [])
+        names = final.baseline_names if final else []
+        sel_rows = final.selection_rows if final else []
         tasks = list(dict.fromkeys(r["task"] for r in sel_rows))
         means = _means(sel_rows)
         head = ["rank", "fitness", "selection", "selection_std"]
@@ -203,8 +199,8 @@ class RunDir:
             writer.writerow([e.rank, _num(e.fitness), _opt(e.score), _opt(e.score_std), *cells,
                              int(e.chosen), e.size, e.height, e.formula])
         atomic_write_text(self.path / HALL_OF_FAME, buf.getvalue())
-        baseline_rows = [r for r in final.get("baselines_fitness", []) +
-                         [r for r in sel_rows + final.get("report_rows", []) if r["metric"] in names]]
+        baseline_rows = [] if final is None else final.baselines_fitness + \
+            [r for r in sel_rows + final.report_rows if r["metric"] in names]
         if baseline_rows:
             self.write_baselines(baseline_rows)
         if not entries:
@@ -262,13 +258,7 @@ def checkpoint_problem(state: dict[str, Any]) -> str | None:
                                  and all(isinstance(t, str) for t in state["tried"])):
         return "'tried' has the wrong type"
     if state.get("finished"):
-        final = state.get("final")
-        if not isinstance(final, dict):
-            return "a finished run without its 'final' results"
-        for key, kind in (("selection_rows", list), ("report_rows", list), ("selection", dict),
-                          ("top", list), ("baseline_names", list)):
-            if not isinstance(final.get(key), kind):
-                return f"'final.{key}' is missing or has the wrong type"
+        return FinalResults.problem(state.get("final"))
     return None
 
 
@@ -316,17 +306,7 @@ def revive_infinities(state: dict[str, Any]) -> dict[str, Any]:
             for k in ("best", "median"):
                 if k in h:
                     h[k] = _inf(h[k])
-    final = state.get("final")
-    if isinstance(final, dict):
-        for key in ("selection_rows", "report_rows", "baselines_fitness"):
-            _revive_rows(final.get(key))
-        for sel in (final.get("selection") or {}).values():
-            if isinstance(sel, dict):
-                for k in ("score", "std"):
-                    if k in sel:
-                        sel[k] = _inf(sel[k])
-                if isinstance(sel.get("scores"), list):
-                    sel["scores"] = [_inf(v) for v in sel["scores"]]
+    FinalResults.revive(state.get("final"))
     return state
 
 
@@ -341,12 +321,7 @@ def _csv(fields: list[str], rows: list[dict[str, Any]]) -> str:
 
 def _means(rows: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
     """(task, metric) -> mean ppl over seeds (inf when any seed is)."""
-    from pruner_zero.measure import mean_std
-
-    by: dict[tuple[str, str], list[float]] = {}
-    for r in rows:
-        by.setdefault((r["task"], r["metric"]), []).append(r["ppl"])
-    return {k: mean_std(v)[0] for k, v in by.items()}
+    return {k: mean_std(v)[0] for k, v in by_task_metric(rows).items()}
 
 
 def _opt(value: float | None) -> str:
@@ -375,17 +350,14 @@ def _remeasured(entries: list[HallOfFameEntry]) -> list[HallOfFameEntry]:
 
 
 def best_metric_text(best: HallOfFameEntry, fitness_note: str, entries: list[HallOfFameEntry],
-                     final: dict[str, Any] | None = None, config: dict[str, Any] | None = None) -> str:
+                     final: FinalResults | None = None, config: dict[str, Any] | None = None) -> str:
     """Human-readable summary of the best metric: formula, sympy, LaTeX, fitness, the selection
     score over calibration seeds, and per task its report-split perplexity beside the baselines."""
-    from pruner_zero.metric.symbolic import to_latex, to_sympy
-    from pruner_zero.data import windows_note
-
     try:
         sym, latex = str(to_sympy(best.tree)), to_latex(best.tree)
     except Exception as exc:  # noqa: BLE001 -- a display problem must not lose the result
         sym = latex = f"unavailable ({type(exc).__name__}: {exc})"
-    final, config = final or {}, config or {}
+    config = config or {}
     measured = len(_remeasured(entries))
     seeds = config.get("confirm_seeds", 1)
     ref = config.get("reference", "the reference")
@@ -404,9 +376,7 @@ def best_metric_text(best: HallOfFameEntry, fitness_note: str, entries: list[Hal
             f"selection: {score}\n"
             f"size:      {best.size}\n"
             f"height:    {best.height}\n")
-    from pruner_zero.search.api import report_lines
-
-    lines = report_lines(final, config) if final.get("report_rows") else []
+    lines = report_lines(final, config) if final is not None else []
     if lines:
         text += ("\nreport split (never used for fitness or selection), perplexity mean ± std over "
                  "calibration seeds; a difference within the larger std is a tie:\n")

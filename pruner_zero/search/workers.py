@@ -15,26 +15,14 @@ from __future__ import annotations
 import os
 from typing import Any, Callable
 
+import torch
+
 from pruner_zero.errors import CANDIDATE_ERRORS, ConfigError
-
-RAY_HINT = "pip install 'pruner-zero[ray]' (or ray>=2.9)"
-
-
-def require_ray(workers: int, address: str | None) -> None:
-    """Refuse --workers/--ray-address by name when Ray is not installed, before any work."""
-    if not workers and address is None:
-        return
-    import importlib.util
-
-    try:
-        found = importlib.util.find_spec("ray") is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
-        raise ConfigError(f"search --workers/--ray-address evaluate on Ray, which is not "
-                          f"installed: {RAY_HINT}; or leave --workers out to evaluate in this "
-                          "process")
-
+from pruner_zero.measure import TaskBenches
+from pruner_zero.runtime import Runtime
+from pruner_zero.search.config import require_ray
+from pruner_zero.search.evaluators import task_evaluators
+from pruner_zero.tasks import Task
 
 def gpus_per_worker(requested: float | None, device: str, device_map: str | None,
                     cluster_gpus: float, workers: int) -> float:
@@ -60,18 +48,11 @@ class EvaluationWorker:
     """What one actor holds and does (a plain class; ``WorkerPool`` makes it a Ray actor)."""
 
     def __init__(self, config: dict[str, Any], needed: list[str], threads: int | None) -> None:
-        import torch
-
-        from pruner_zero.measure import Runtime, TaskBenches
-        from pruner_zero.search.api import task_evaluators
-        from pruner_zero.tasks import Task
-
         if threads:
             torch.set_num_threads(threads)
         cache = config.get("cache_dir")
         benches = TaskBenches(Runtime(**config["runtime"]), None if cache is None else cache,
-                              progress=False, log=lambda msg: None)
-        benches.needed = set(needed)
+                              progress=False, log=lambda msg: None, needed=set(needed))
         tasks = [Task.from_dict(t) for t in config["tasks"]]
         self.evaluators = task_evaluators(benches, tasks, config)
 

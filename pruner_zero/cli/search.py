@@ -1,0 +1,134 @@
+"""`pruner-zero search`: flags -> ``SearchConfig`` -> ``run_search``, and the JSON result line.
+
+The search group's flags are generated from ``SearchConfig``'s field metadata, so a flag, its
+default and its help live beside the option they set."""
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import ConfigError
+from ..search.options import SearchOptions, resume_refusal
+from .common import add_task_args, cache_from, finite_float, log, runtime_from, window_count
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("search", help="discover a pruning metric by genetic programming",
+                       description="Discover a pruning metric by genetic programming and write "
+                                   "config.json, checkpoint.json, evaluations.jsonl, "
+                                   "hall_of_fame.csv and best_metric.json/.txt into --out.")
+    add_task_args(p)
+    g = p.add_argument_group("search")
+    g.add_argument("--out", default=None, help="new run directory, e.g. runs/NAME")
+    g.add_argument("--resume", default=None, metavar="DIR",
+                   help="continue the run in DIR (its config.json gives every other option)")
+    add_search_flags(g)
+    p.set_defaults(func=run, _search_parser=p)
+
+
+def add_search_flags(group: Any) -> None:
+    """One flag per ``SearchConfig`` field that declares one."""
+    types = {"finite_float": finite_float, "window_count": window_count}
+    for f in fields(SearchOptions):
+        kwargs = dict(f.metadata)
+        if "flag" not in kwargs:
+            continue
+        flag = kwargs.pop("flag")
+        kwargs["type"] = types.get(kwargs.get("type"), kwargs.get("type"))
+        if kwargs["type"] is None:
+            del kwargs["type"]
+        if "action" not in kwargs:
+            kwargs["default"] = kwargs.pop("cli_default", f.default)
+        group.add_argument(flag, **kwargs)
+
+
+def _dest(f: Any) -> str:
+    return f.metadata["flag"][2:].replace("-", "_")
+
+
+def config_from_args(a: argparse.Namespace):
+    """The one place the search's flags become options (a ``SearchConfig``). The statistics
+    cache defaults to $PRUNER_ZERO_CACHE (or ~/.cache/pruner_zero) on the command line, to none
+    in Python."""
+    from ..search.config import SearchConfig
+    from ..workbench import default_cache_dir
+
+    searched = {f.name: getattr(a, _dest(f)) for f in fields(SearchOptions) if "flag" in f.metadata}
+    searched["seed"] = a.seed if a.gp_seed is None else a.gp_seed
+    return SearchConfig(
+        out=a.resume if a.resume is not None else a.out, resume=a.resume is not None,
+        model=a.model, tasks=a.tasks, sparsity=a.sparsity, structure=a.structure,
+        compare=a.compare, calib_seed=a.seed, cache_dir=cache_from(a, default_cache_dir()),
+        allow_partial=a.allow_partial, data_dir=a.data_dir, calib_split=a.calib_split,
+        fitness_split=a.fitness_split, report_split=a.report_split, nsamples=a.nsamples,
+        seqlen=a.seqlen, calibration=a.calibration, calib_data=a.calib_data,
+        text_join=a.text_join, progress=not a.quiet, log=log, **runtime_from(a).as_dict(),
+        **searched)
+
+
+def cli_names(a: argparse.Namespace, parser: argparse.ArgumentParser) -> Callable[[list[str]], list[str]]:
+    """Options named as the command line's flags: of the flags that set a field, those given."""
+    feeds = {f.name: [f.metadata["flag"]] for f in fields(SearchOptions) if "flag" in f.metadata}
+    feeds.update(seed=["--seed", "--gp-seed"], calib_seed=["--seed"],
+                 cache_dir=["--cache-dir", "--no-cache"], progress=["--quiet"])
+
+    def names(changed: list[str]) -> list[str]:
+        out: list[str] = []
+        for name in changed:
+            flags = feeds.get(name, [f"--{name.replace('_', '-')}"])
+            given = [fl for fl in flags if getattr(a, fl[2:].replace("-", "_"))
+                     != parser.get_default(fl[2:].replace("-", "_"))]
+            out += [fl for fl in given or flags[:1] if fl not in out]
+        return sorted(out)
+    return names
+
+
+def run(a: argparse.Namespace) -> int:
+    from ..files import dumps_json
+    from ..search.api import run_search
+
+    parser = a._search_parser
+    if a.resume is not None and a.out is not None:  # the run's directory is named twice
+        raise resume_refusal("--resume", ["--out"])
+    if a.resume is None:
+        if not a.model and not a.tasks:
+            raise ConfigError("search needs --model or --tasks (or --resume DIR to continue a run).")
+        if not a.out:
+            raise ConfigError("search needs --out DIR for its results (e.g. --out runs/NAME).")
+    config = config_from_args(a)
+    entries = run_search(config, config_from_args(parser.parse_args([])), "--resume",
+                         cli_names(a, parser))
+    print(dumps_json(search_summary(Path(config.out), entries)))
+    return 0
+
+
+def search_summary(out: Path, entries: list) -> dict:
+    """The CLI's JSON line: the best metric, which split each number is on, report per task."""
+    from ..search.results import read_final
+    from ..search.rundir import best_entry
+    from ..spread import by_task_metric, mean_std
+
+    best = best_entry(entries) if entries else None
+    summary = {"out": str(out), "best": best and best.formula, "hall_of_fame": len(entries),
+               "fitness": best and best.fitness, "fitness_on": "fitness windows of the selection split",
+               "selection": best and best.score, "selection_std": best and best.score_std,
+               "selection_on": "selection split, mean over calibration seeds", "report": {}}
+    final = read_final(out)
+    counts = sorted({r.get("windows") for r in final.selection_rows}, key=str) if final else []
+    if counts and None not in counts:  # per seed, when the calibration windows are left out
+        summary["selection_on"] = (f"{'/'.join(map(str, counts))} windows of the selection "
+                                   "split, mean over calibration seeds")
+    elif counts:  # a run made before the window budgets
+        summary["selection_on"] = "whole selection split, mean over calibration seeds"
+    rows = final.report_rows if final else []
+    for r in rows:
+        summary["report"].setdefault(r["task"], {"split": r["split"], "windows": r.get("windows")})
+    for (task, metric), values in by_task_metric(rows).items():
+        m, sd = mean_std(values)
+        label = "best" if best is not None and metric == best.formula else metric
+        summary["report"][task][label] = [m if math.isfinite(m) else None,
+                                          sd if math.isfinite(sd) else None]
+    return summary
