@@ -130,7 +130,7 @@ def main() -> None:
         times.append(time.perf_counter() - t)
     figures["forward_s"] = statistics.median(times)
 
-    ev = FitnessEvaluator(bench, structure, a.windows, canonical_cache=False, fingerprint_cache=False)
+    ev = FitnessEvaluator(bench, structure, fitness_windows=a.windows, canonical_cache=False, fingerprint_cache=False)
     cand, invalid = [], 0
     for tree in random_metrics(a.candidates, a.seed):
         sync(a.device)
@@ -141,7 +141,7 @@ def main() -> None:
         else:
             invalid += 1
     # as the GP loop meets a candidate: fingerprinted first (novelty), then evaluated
-    looped = FitnessEvaluator(bench, structure, a.windows, canonical_cache=False,
+    looped = FitnessEvaluator(bench, structure, fitness_windows=a.windows, canonical_cache=False,
                               fingerprint_cache=False, windows=ev.windows)
     in_loop = []
     for tree in random_metrics(a.candidates, a.seed):

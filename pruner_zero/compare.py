@@ -13,29 +13,26 @@ with ``out``, ``leaderboard.csv`` and ``leaderboard.png`` (the plot needs matplo
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .errors import ConfigError, MetricError, describe
+from .errors import ConfigError, describe
+from .files import atomic_write_text, check_writable_dir
 from .measure import TaskBenches, grid
-from .metric.builtin import BUILTINS
-from .metric.io import (format_formula, load_metric_file, parse_formula, resolve_metric,
-                        split_metric_list)
+from .methods import MetricSpec, resolve_metric_specs
 from .metric.registry import statistics_read
 from .metric.tree import leaves
-from .spread import mean_std, verdict
+from .report import save_png
 from .runtime import Runtime
 from .search.options import MAX_SEEDS
-from .search.layout import BEST_JSON
 from .sparsegpt import SPARSEGPT
-from .windows import window_budget, windows_note
-from .report import save_png
-from .files import atomic_write_text, check_writable_dir, user_path
+from .spread import mean_std, verdict
 from .tasks import Task, check_tasks, name_tasks
+from .windows import window_budget, windows_note
 
 CSV_NAME = "leaderboard.csv"
 PNG_NAME = "leaderboard.png"
@@ -50,68 +47,8 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-# ----------------------------------------------------------------------------- metrics
-@dataclass(frozen=True)
-class MetricSpec:
-    """One row of the leaderboard: its label, formula text ('' for SparseGPT) and what
-    ``TaskBenches.ppl`` applies (a tree, or the string SPARSEGPT)."""
-
-    label: str
-    formula: str
-    metric: Any
-
-
-def _is_formula(text: str) -> bool:
-    try:
-        parse_formula(text)
-    except MetricError:
-        return False
-    return True
-
-
-def resolve_metric_spec(spec: str) -> MetricSpec:
-    """A built-in name, formula, metric JSON file, ``sparsegpt``, or a search run directory
-    (its best_metric.json, labelled ``<dirname>:best``)."""
-    spec = spec.strip() if isinstance(spec, str) else spec
-    if spec == SPARSEGPT:
-        return MetricSpec(SPARSEGPT, "", SPARSEGPT)
-    if isinstance(spec, str) and spec and spec not in BUILTINS and user_path(spec).is_dir() \
-            and not _is_formula(spec):  # the rule of metric files: a formula wins
-        path = user_path(spec)
-        best = path / BEST_JSON
-        if not best.is_file():
-            raise MetricError(f"metric {spec} is a directory without {BEST_JSON}: not a finished "
-                              "search run (give the run directory of a search that has ended, "
-                              "or a metric file)")
-        tree = load_metric_file(best)
-        name = path.resolve().name or str(path)
-        return MetricSpec(f"{name}:best", format_formula(tree), tree)
-    label, tree = resolve_metric(spec)
-    return MetricSpec(label, format_formula(tree), tree)
-
-
-def resolve_metric_specs(specs: str | Sequence[str]) -> list[MetricSpec]:
-    """Every spec resolved (the first bad one raises); the same metric listed twice is kept
-    once, different metrics with the same label get ``#2``, ``#3``."""
-    names = split_metric_list(specs, "--metrics")
-    if not names:
-        raise ConfigError("--metrics is empty: give metrics separated by commas, e.g. "
-                          "magnitude,wanda,'mul(W, sqrt(X))'")
-    out: list[MetricSpec] = []
-    for name in names:
-        m = resolve_metric_spec(name)
-        if any(o.label == m.label and o.formula == m.formula for o in out):
-            continue
-        label, k = m.label, 1
-        while any(o.label == label for o in out):
-            k += 1
-            label = f"{m.label}#{k}"
-        out.append(MetricSpec(label, m.formula, m.metric))
-    return out
-
-
 # ----------------------------------------------------------------------------- measuring
-def compare(metrics: str | Sequence[str], tasks: Sequence[Task], seeds: int = 3,
+def compare(metrics: str | Sequence[str], tasks: Sequence[Task], *, seeds: int = 3,
             compare: str = "row", runtime: Runtime | None = None,
             cache_dir: str | Path | None = None, out: str | Path | None = None,
             progress: bool = True, log: Callable[[str], None] = _stderr,
@@ -132,13 +69,7 @@ def compare(metrics: str | Sequence[str], tasks: Sequence[Task], seeds: int = 3,
     specs = resolve_metric_specs(metrics)
     if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
         raise ConfigError(f"--seeds must be an integer from 1 to {MAX_SEEDS}, got {seeds!r}")
-    task_list = name_tasks(list(tasks))
-    for t in task_list:  # every task's option errors before any task's path errors
-        try:
-            t.shape(compare)
-        except ConfigError as exc:
-            raise ConfigError(f"task {t.name}: {exc}") from None
-    check_tasks(task_list, compare, selection=False)  # compare selects nothing
+    task_list = _checked_tasks(tasks, compare)
     out_dir = None if out is None else check_writable_dir(out, "--out")
 
     needed = statistics_read(set().union(*(leaves(s.metric) for s in specs
@@ -146,18 +77,11 @@ def compare(metrics: str | Sequence[str], tasks: Sequence[Task], seeds: int = 3,
     benches = TaskBenches(runtime or Runtime(), None if cache_dir is None else Path(cache_dir),
                           progress, log, needed=needed)
     benches.prepare(task_list, compare, "report_split", allow_partial=allow_partial)
-    dense: dict[str, float] = {}
-    shared: dict[tuple, float] = {}
-    for t in task_list:  # tasks differing only in sparsity share one dense number
-        b = benches.bench(t)
-        key = (b.protocol.model, b.protocol.data_dir, b.protocol.seqlen, t.report_split)
-        if key not in shared:
-            shared[key] = benches.dense_ppl(t, t.report_split, eval_windows)
-        dense[t.name] = shared[key]
+    dense = _dense_ppls(benches, task_list, eval_windows)
     log(f"measuring {len(specs)} metrics x {len(task_list)} tasks x {seeds} calibration seeds "
         "on the report split")
     rows = grid(benches, [(m.label, m.metric) for m in specs], task_list, seeds,
-                lambda t: t.report_split, compare, progress, eval_windows)
+                lambda t: t.report_split, compare=compare, progress=progress, budget=eval_windows)
     formulas = {m.label: m.formula for m in specs}
     for r in rows:
         r["formula"] = formulas[r["metric"]]
@@ -168,23 +92,54 @@ def compare(metrics: str | Sequence[str], tasks: Sequence[Task], seeds: int = 3,
         "metrics": [{"label": m.label, "formula": m.formula} for m in specs],
         "tasks": [t.as_dict() for t in task_list], "files": {}}
     if out_dir is not None:
-        csv_path = out_dir / CSV_NAME
-        atomic_write_text(csv_path, leaderboard_csv(summary))
-        result["files"]["csv"] = str(csv_path)
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            log(PLOT_HINT)
-        else:
-            png_path = out_dir / PNG_NAME
-            try:  # a plot never costs the measurements: the table and CSV are already made
-                plot_leaderboard(summary, task_list, seeds, png_path)
-            except Exception as exc:  # matplotlib raises many kinds on odd labels and fonts
-                log(f"leaderboard.png skipped: the plot failed ({describe(exc)}); {CSV_NAME} "
-                    "was written")
-            else:
-                result["files"]["png"] = str(png_path)
+        result["files"] = write_leaderboard(summary, task_list, seeds, out_dir, log)
     return result
+
+
+def _checked_tasks(tasks: Sequence[Task], compare: str) -> list[Task]:
+    """The tasks named, every task's option errors before any task's path errors."""
+    task_list = name_tasks(list(tasks))
+    for t in task_list:
+        try:
+            t.shape(compare)
+        except ConfigError as exc:
+            raise ConfigError(f"task {t.name}: {exc}") from None
+    check_tasks(task_list, compare, selection=False)  # compare selects nothing
+    return task_list
+
+
+def _dense_ppls(benches: TaskBenches, tasks: Sequence[Task],
+                eval_windows: int | None) -> dict[str, float]:
+    """task -> the dense model's perplexity; tasks differing only in sparsity share one."""
+    dense: dict[str, float] = {}
+    shared: dict[tuple, float] = {}
+    for t in tasks:
+        b = benches.bench(t)
+        key = (b.protocol.model, b.protocol.data_dir, b.protocol.seqlen, t.report_split)
+        if key not in shared:
+            shared[key] = benches.dense_ppl(t, t.report_split, eval_windows)
+        dense[t.name] = shared[key]
+    return dense
+
+
+def write_leaderboard(summary: Sequence[dict[str, Any]], tasks: Sequence[Task], seeds: int,
+                      out_dir: Path, log: Callable[[str], None]) -> dict[str, str]:
+    """leaderboard.csv, then leaderboard.png (with matplotlib): a plot never costs the CSV."""
+    files = {}
+    csv_path = out_dir / CSV_NAME
+    atomic_write_text(csv_path, leaderboard_csv(summary))
+    files["csv"] = str(csv_path)
+    if importlib.util.find_spec("matplotlib") is None:
+        log(PLOT_HINT)
+        return files
+    png_path = out_dir / PNG_NAME
+    try:
+        plot_leaderboard(summary, tasks, seeds, png_path)
+    except Exception as exc:  # matplotlib raises many kinds on odd labels and fonts
+        log(f"leaderboard.png skipped: the plot failed ({describe(exc)}); {CSV_NAME} was written")
+    else:
+        files["png"] = str(png_path)
+    return files
 
 
 def summarize(rows: Sequence[dict[str, Any]], specs: Sequence[MetricSpec],

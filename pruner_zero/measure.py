@@ -176,7 +176,7 @@ def seeds_for(task: Task, count: int) -> list[int]:
 
 
 def grid(benches: TaskBenches, metrics: Iterable[tuple[str, Any]], tasks: Sequence[Task],
-         seeds: int, split_of: Callable[[Task], str], compare: str = "row",
+         seeds: int, split_of: Callable[[Task], str], *, compare: str = "row",
          progress: bool = True, budget: int | None = None,
          skip: int | None = None) -> list[dict[str, Any]]:
     """One row per (metric, task, seed): perplexity on ``split_of(task)``, all its windows or

@@ -10,7 +10,7 @@ from .engine import Engine, measure_sparsity
 from .errors import ConfigError, MetricError, describe
 from .files import RunLock, atomic_write_json, check_writable_dir, check_writable_file, user_path
 from .masks import Structure, check_fits, parse_structure
-from .metric.io import format_formula, resolve_metric
+from .methods import resolve_metric_spec
 from .metric.registry import statistics_read
 from .metric.tree import leaves
 from .model import PRUNING_JSON, check_linear_share, decoder_parameters, save_pruned, versions
@@ -28,16 +28,16 @@ def sparsegpt_structure(shape: Structure) -> str:
 
 
 def resolve(metric: str):
-    """(display formula, tree) for a metric spec; SparseGPT is a method, not a tree: (name, None)."""
-    if metric == SPARSEGPT:
+    """(display formula, tree) for a metric argument; SparseGPT is a method, not a tree:
+    (its name, None)."""
+    spec = resolve_metric_spec(metric)
+    if spec.metric == SPARSEGPT:
         return SPARSEGPT, None
-
-    name, tree = resolve_metric(metric)
-    return format_formula(tree), tree
+    return spec.formula, spec.metric
 
 
 def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
-          structure: str = "unstructured", compare: str = "row", save: str | Path | None = None,
+          structure: str = "unstructured", compare: str = "row", *, save: str | Path | None = None,
           report: str | Path | None = None, dense: bool = True, allow_partial: bool = False,
           log=print, tasks: str | list[str] | None = None, tasks_include: list[str] = (),
           tasks_limit: int | None = None, zero_shot: "ZeroShot | None" = None,
@@ -90,33 +90,16 @@ def _pruned(bench: Workbench, metric: str, formula: str, tree, shape: Structure,
     result["windows_note"] = bench.windows_note(result["windows"])
     check_fits((m.in_features for m in bench.linears.values()), shape)
     result["linear_share"] = check_linear_share(bench.model, bench.linears, allow_partial, log)
-    if tree is not None:  # a metric that cannot score fails before the long evaluations
-        stats = bench.statistics(statistics_read(leaves(tree)))  # only what the metric reads
-        # a prune that stays: each layer is scored, masked and pruned in place, nothing is kept
-        # to restore (no copy of the model); the dense perplexity is measured before it
-        engine = Engine(bench.model, bench.linears, stats, shape, bench.protocol.calibration,
-                        bench.calib if bench.protocol.calibration == "sequential" else None,
-                        bench.progress, keep=None)
-        engine.check(tree, formula)
-    else:
-        _ = bench.calib  # a missing calibration split fails before the dense evaluation
+    engine = _engine(bench, tree, formula, shape)  # a metric that cannot score fails now
     if dense:
         result["ppl_dense"] = bench.dense_perplexity()
         log(f"dense perplexity: {result['ppl_dense']:.3f} (on {result['windows_note']})")
         zero_shot.measure(bench, "dense", log)
-    if tree is None:
+    if engine is None:
         sparsegpt_prune(bench.model, bench.calib, shape, bench.progress)
     else:
         engine.prune(tree, formula)
-    achieved = measure_sparsity(bench.linears)
-    result["sparsity"] = achieved.overall
-    result["decoder_sparsity"] = achieved.zeros / max(decoder_parameters(bench.model), 1)
-    result["sparsity_per_layer"] = achieved.per_layer
-    log(f"sparsity: {achieved.overall:.4f} over {len(achieved.per_layer)} layers "
-        f"({achieved.zeros}/{achieved.total} weights)")
-    if achieved.zeros == 0 or abs(achieved.overall - shape.sparsity) > 0.01:
-        log(f"warning: {shape.sparsity:g} was asked for and {achieved.overall:.4f} was achieved "
-            "(a row prunes a whole number of its weights)")
+    result.update(_achieved(bench, shape, log))
     ppl = bench.perplexity(windows)
     if not math.isfinite(ppl):
         log("warning: the pruned model's perplexity is not finite")
@@ -131,6 +114,42 @@ def _pruned(bench: Workbench, metric: str, formula: str, tree, shape: Structure,
         result["zero_shot"] = zero_shot.as_dict()
         if late is not None:
             result["zero_shot"]["error"] = str(late)
+    return _outputs(bench, result, save=save, report=report, late=late, log=log,
+                    started=started)
+
+
+def _engine(bench: Workbench, tree, formula: str, shape: Structure) -> Engine | None:
+    """The engine of a metric's prune, checked on the first layer (None for SparseGPT, whose
+    calibration is loaded instead): either fails before the long evaluations."""
+    if tree is None:
+        _ = bench.calib
+        return None
+    stats = bench.statistics(statistics_read(leaves(tree)))  # only what the metric reads
+    # a prune that stays: each layer is scored, masked and pruned in place, nothing is kept
+    # to restore (no copy of the model); the dense perplexity is measured before it
+    engine = Engine(bench.model, bench.linears, stats, shape, bench.protocol.calibration,
+                    bench.calib if bench.protocol.calibration == "sequential" else None,
+                    bench.progress, keep=None)
+    engine.check(tree, formula)
+    return engine
+
+
+def _achieved(bench: Workbench, shape: Structure, log) -> dict:
+    """The sparsity the prune reached, overall, over the decoder and per layer."""
+    achieved = measure_sparsity(bench.linears)
+    log(f"sparsity: {achieved.overall:.4f} over {len(achieved.per_layer)} layers "
+        f"({achieved.zeros}/{achieved.total} weights)")
+    if achieved.zeros == 0 or abs(achieved.overall - shape.sparsity) > 0.01:
+        log(f"warning: {shape.sparsity:g} was asked for and {achieved.overall:.4f} was achieved "
+            "(a row prunes a whole number of its weights)")
+    return {"sparsity": achieved.overall,
+            "decoder_sparsity": achieved.zeros / max(decoder_parameters(bench.model), 1),
+            "sparsity_per_layer": achieved.per_layer}
+
+
+def _outputs(bench: Workbench, result: dict, *, save, report, late: Exception | None, log,
+             started: float) -> dict:
+    """--save, then --report (written whatever happened to the save), then the late errors."""
     save_error = None
     if save is not None:
         how = {k: result[k] for k in ("metric", "metric_spec", "structure", "requested_sparsity",

@@ -8,10 +8,12 @@ geometric mean over tasks of ppl(candidate) / ppl(reference metric).
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import math
 import re
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -276,98 +278,120 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ConfigError(f"run directory {run_dir} does not exist")
-    if not any((run_dir / name).is_file() for name in (HISTORY, EVALUATIONS,
-                                                          CONFIG)):
+    if not any((run_dir / name).is_file() for name in (HISTORY, EVALUATIONS, CONFIG)):
         raise ConfigError(f"{run_dir} is not a search run: it has no config.json, history.csv "
                           "or evaluations.jsonl")
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError as exc:
-        raise ConfigError("pruner-zero report needs matplotlib: "
-                          "pip install 'pruner-zero[plot]'") from exc
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ConfigError("pruner-zero report needs matplotlib: pip install 'pruner-zero[plot]'")
     out_dir = check_writable_dir(Path(out_dir) if out_dir is not None else run_dir, "--out")
+    run = _read_run(run_dir, out_dir)
+    md = _head(run)
+    if run.hof:
+        md += _section(lambda: _hall_of_fame(run), HALL_OF_FAME)
+    md += ["## Fitness per generation", ""]
+    md += _section(lambda: _fitness(run), HISTORY) if run.history else \
+        ["_history.csv missing: no fitness plot or history table._", ""]
+    md += ["## Size vs fitness", ""]
+    md += _section(lambda: _front(run), EVALUATIONS) if run.evals is not None else \
+        ["_evaluations.jsonl missing: no front plot._", ""]
+    md += ["## Baselines", ""]
+    md += _section(lambda: _baseline_tables(run), "baselines.csv or config.json") \
+        if run.baselines else ["_baselines.csv missing: no baseline lines or table._", ""]
+    path = out_dir / "report.md"
+    atomic_write_text(path, "\n".join(md))
+    return path
 
+
+@dataclass
+class _Run:
+    """What a report reads of a run directory (None or empty: missing or unreadable)."""
+
+    path: Path
+    out_dir: Path
+    config: dict[str, Any]
+    reference: str
+    history: list[dict[str, str]] | None
+    evals: tuple[list[dict[str, Any]], int] | None
+    baselines: list[dict[str, str]] | None
+    base: dict[str, float]
+    hof: list[dict[str, str]] | None
+
+
+def _read_run(run_dir: Path, out_dir: Path) -> _Run:
     try:
         config = json.loads((run_dir / CONFIG).read_text(encoding="utf-8-sig"))
         config = config if isinstance(config, dict) else {}
     except (OSError, ValueError, RecursionError):
         config = {}
     reference = str(config.get("reference") or "wanda")
-    history = _read_csv(run_dir / HISTORY)
-    evals = read_evaluations(run_dir / EVALUATIONS)
     baselines = _read_csv(run_dir / BASELINES)
     base: dict[str, float] = {}
     try:
         base = baseline_fitness(baselines or [], reference, _task_weights(config))
     except DAMAGE:
-        pass  # the baselines section below says what is wrong
-    hof = _read_csv(run_dir / HALL_OF_FAME)
-    best_txt = run_dir / BEST_TXT
+        pass  # the baselines section says what is wrong
+    return _Run(run_dir, out_dir, config, reference, _read_csv(run_dir / HISTORY),
+                read_evaluations(run_dir / EVALUATIONS), baselines, base,
+                _read_csv(run_dir / HALL_OF_FAME))
 
-    md = ["# Search run report", "", f"Run directory: `{run_dir.resolve()}`", "",
-          FITNESS_MEANING.format(ref=reference) + ".", ""]
-    if not config:
+
+def _head(run: _Run) -> list[str]:
+    md = ["# Search run report", "", f"Run directory: `{run.path.resolve()}`", "",
+          FITNESS_MEANING.format(ref=run.reference) + ".", ""]
+    if not run.config:
         md += ["_config.json missing or unreadable: reference assumed to be wanda, "
                "task weights 1._", ""]
     md += ["## Best metric", ""]
+    best_txt = run.path / BEST_TXT
     if best_txt.is_file():
         md += ["```", best_txt.read_text(encoding="utf-8", errors="replace").rstrip(), "```", ""]
     else:
         md += ["_best_metric.txt missing (run not finished?)._", ""]
+    return md
 
-    def hall_of_fame() -> list[str]:
-        return ["Hall of fame, top 5:", ""] + _table(
-            ["rank", "fitness", "formula"],
-            [[r.get("rank", ""), _fmt(_float(r.get("fitness"))), f"`{r.get('formula', '')}`"]
-             for r in hof[:5]])
 
-    def fitness() -> list[str]:
-        plot_fitness(history, base, reference, out_dir / "fitness.png")
-        return ["![fitness per generation](fitness.png)", ""] + _table(
-            ["generation", "best", "median", "valid/evaluated", "cache hits", "seconds"], [
-                [r["generation"] + (" (polish)" if r.get("polish", "0").strip() == "1" else ""),
-                 _fmt(_float(r.get("best"))), _fmt(_float(r.get("median"))),
-                 f"{r.get('valid', '?')}/{r.get('evaluated', '?')}", r.get("cached", "?"),
-                 _fmt(_float(r.get("seconds")), 1)] for r in history])
+def _hall_of_fame(run: _Run) -> list[str]:
+    return ["Hall of fame, top 5:", ""] + _table(
+        ["rank", "fitness", "formula"],
+        [[r.get("rank", ""), _fmt(_float(r.get("fitness"))), f"`{r.get('formula', '')}`"]
+         for r in (run.hof or [])[:5]])
 
-    def front() -> list[str]:
-        records, bad = evals
-        points = []
-        for e in records:
-            fit = _float(e.get("fitness"))
-            if e.get("status") == "ok" and math.isfinite(fit):
-                size = e.get("size")
-                points.append((int(size) if isinstance(size, (int, float))
-                               else formula_size(str(e.get("formula", ""))), fit))
-        statuses = {s: sum(e.get("status") == s for e in records)
-                    for s in sorted({str(e.get("status")) for e in records})}
-        lines = [f"{len(records)} evaluations: " + ", ".join(f"{n} {s}" for s, n in statuses.items())
-                 + (f"; {bad} unreadable lines skipped" if bad else "") + ".", ""]
-        if not points:
-            return lines + ["_no valid evaluation: no front plot._", ""]
-        plot_front(points, base, reference, out_dir / "front.png")
-        return lines + ["![size vs fitness](front.png)", ""]
 
-    def baseline_tables() -> list[str]:
-        lines = []
-        if base:
-            lines += [f"Fitness of each baseline on the fitness windows (reference {reference}):", ""]
-            lines += _table(["metric", "fitness"], [[m, _fmt(v)] for m, v in sorted(base.items())])
-        lines += ["Perplexity, mean ± std over seeds:", ""]
-        return lines + _table(["metric", "task", "phase", "ppl", "seeds"], _baseline_summary(baselines))
+def _fitness(run: _Run) -> list[str]:
+    plot_fitness(run.history or [], run.base, run.reference, run.out_dir / "fitness.png")
+    return ["![fitness per generation](fitness.png)", ""] + _table(
+        ["generation", "best", "median", "valid/evaluated", "cache hits", "seconds"], [
+            [r["generation"] + (" (polish)" if r.get("polish", "0").strip() == "1" else ""),
+             _fmt(_float(r.get("best"))), _fmt(_float(r.get("median"))),
+             f"{r.get('valid', '?')}/{r.get('evaluated', '?')}", r.get("cached", "?"),
+             _fmt(_float(r.get("seconds")), 1)] for r in run.history or []])
 
-    if hof:
-        md += _section(hall_of_fame, HALL_OF_FAME)
-    md += ["## Fitness per generation", ""]
-    md += _section(fitness, HISTORY) if history else \
-        ["_history.csv missing: no fitness plot or history table._", ""]
-    md += ["## Size vs fitness", ""]
-    md += _section(front, EVALUATIONS) if evals is not None else \
-        ["_evaluations.jsonl missing: no front plot._", ""]
-    md += ["## Baselines", ""]
-    md += _section(baseline_tables, "baselines.csv or config.json") if baselines else \
-        ["_baselines.csv missing: no baseline lines or table._", ""]
 
-    path = out_dir / "report.md"
-    atomic_write_text(path, "\n".join(md))
-    return path
+def _front(run: _Run) -> list[str]:
+    records, bad = run.evals or ([], 0)
+    points = []
+    for e in records:
+        fit = _float(e.get("fitness"))
+        if e.get("status") == "ok" and math.isfinite(fit):
+            size = e.get("size")
+            points.append((int(size) if isinstance(size, (int, float))
+                           else formula_size(str(e.get("formula", ""))), fit))
+    statuses = {s: sum(e.get("status") == s for e in records)
+                for s in sorted({str(e.get("status")) for e in records})}
+    lines = [f"{len(records)} evaluations: " + ", ".join(f"{n} {s}" for s, n in statuses.items())
+             + (f"; {bad} unreadable lines skipped" if bad else "") + ".", ""]
+    if not points:
+        return lines + ["_no valid evaluation: no front plot._", ""]
+    plot_front(points, run.base, run.reference, run.out_dir / "front.png")
+    return lines + ["![size vs fitness](front.png)", ""]
+
+
+def _baseline_tables(run: _Run) -> list[str]:
+    lines = []
+    if run.base:
+        lines += [f"Fitness of each baseline on the fitness windows (reference {run.reference}):",
+                  ""]
+        lines += _table(["metric", "fitness"], [[m, _fmt(v)] for m, v in sorted(run.base.items())])
+    lines += ["Perplexity, mean ± std over seeds:", ""]
+    return lines + _table(["metric", "task", "phase", "ppl", "seeds"],
+                          _baseline_summary(run.baselines or []))

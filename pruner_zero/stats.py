@@ -231,7 +231,7 @@ def load_stats(path: Path, linears: dict[str, nn.Linear], which: Iterable[str] =
 
 
 def get_stats(model: nn.Module, linears: dict[str, nn.Linear], calib: torch.Tensor,
-              model_id: str, cache_dir: Path | None, progress: bool = True,
+              model_id: str, cache_dir: Path | None, *, progress: bool = True,
               log=print, revision: str | None = None,
               which: Iterable[str] = COMPUTED, device: str | None = None,
               dtype: str = "float32") -> dict[str, LayerStats]:

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass, fields, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Iterable
 
 import torch
+from transformers.utils import logging as hf_logging
 
 from . import data as data_mod
 from .engine import check_calibration
@@ -56,16 +59,7 @@ class Protocol(Runtime, Sampling):
 class Workbench:
     def __init__(self, protocol: Protocol, cache_dir: Path | None = None,
                  progress: bool = True, log=print):
-        protocol.check_types()
-        protocol = replace(protocol, eval_windows=window_budget(protocol.eval_windows,
-                                                                         "eval_windows"))
-        if protocol.nsamples < 1:
-            raise ConfigError(f"--nsamples must be at least 1, got {protocol.nsamples}")
-        if protocol.seqlen is not None and protocol.seqlen < 2:
-            raise ConfigError(f"--seqlen must be at least 2, got {protocol.seqlen}")
-
-        check_calibration(protocol.calibration)
-        check_placement(protocol.stats_device, protocol.stats_dtype)
+        protocol = self._checked(protocol)
         self.data_dir = data_mod.resolve_data_dir(protocol.data_dir)
         data_mod.check_text_join(protocol.text_join, self.data_dir)
         protocol = replace(protocol, calib_data=data_mod.resolve_calib_data(protocol.calib_data))
@@ -79,31 +73,8 @@ class Workbench:
         self.progress = progress
         self.log = log
         if not progress:
-            from transformers.utils import logging as hf_logging
-
             hf_logging.disable_progress_bar()
-
-        gguf_file, scratch = find_gguf(protocol.model), None
-        self.source = None  # a GGUF model's source record (gguf.GgufSource)
-        try:
-            if gguf_file is not None:
-                if cache_dir is None:  # no cache: the conversion serves this load only
-                    import tempfile
-
-                    scratch = Path(tempfile.mkdtemp(prefix="pruner-zero-gguf-"))
-                self.source = self._gguf_source(gguf_file, cache_dir or scratch)
-                protocol = replace(protocol, model=self.source.file)
-            self.model, self.tokenizer = load_model(
-                protocol.model if self.source is None else self.source.checkpoint,
-                protocol.device, protocol.dtype, protocol.device_map, protocol.revision,
-                protocol.trust_remote_code)
-        finally:
-            if scratch is not None:
-                import shutil
-
-                shutil.rmtree(scratch, ignore_errors=True)
-                if self.source is not None:
-                    self.source = replace(self.source, checkpoint=None)  # gone: nothing to name
+        protocol = self._load(protocol, cache_dir)
         limit = max_positions(self.model)
         if protocol.seqlen is None:
             protocol = replace(protocol, seqlen=min(2048, limit or 2048))
@@ -115,6 +86,42 @@ class Workbench:
         self._token_cache: dict[tuple[str, str], torch.Tensor] = {}
         self._documents: dict[str, list[str]] = {}
         self._statistics: dict[frozenset, dict[str, LayerStats]] = {}
+
+    @staticmethod
+    def _checked(protocol: Protocol) -> Protocol:
+        """Every option of the protocol checked before anything loads."""
+        protocol.check_types()
+        protocol = replace(protocol, eval_windows=window_budget(protocol.eval_windows,
+                                                                "eval_windows"))
+        if protocol.nsamples < 1:
+            raise ConfigError(f"--nsamples must be at least 1, got {protocol.nsamples}")
+        if protocol.seqlen is not None and protocol.seqlen < 2:
+            raise ConfigError(f"--seqlen must be at least 2, got {protocol.seqlen}")
+        check_calibration(protocol.calibration)
+        check_placement(protocol.stats_device, protocol.stats_dtype)
+        return protocol
+
+    def _load(self, protocol: Protocol, cache_dir: Path | None) -> Protocol:
+        """The model and tokenizer; a GGUF file is converted first (into the cache, or into a
+        scratch directory gone after the load). Returns the protocol naming the source."""
+        gguf_file, scratch = find_gguf(protocol.model), None
+        self.source = None  # a GGUF model's source record (gguf.GgufSource)
+        try:
+            if gguf_file is not None:
+                if cache_dir is None:  # no cache: the conversion serves this load only
+                    scratch = Path(tempfile.mkdtemp(prefix="pruner-zero-gguf-"))
+                self.source = self._gguf_source(gguf_file, cache_dir or scratch)
+                protocol = replace(protocol, model=self.source.file)
+            self.model, self.tokenizer = load_model(
+                protocol.model if self.source is None else self.source.checkpoint,
+                protocol.device, protocol.dtype, protocol.device_map, protocol.revision,
+                protocol.trust_remote_code)
+        finally:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+                if self.source is not None:
+                    self.source = replace(self.source, checkpoint=None)  # gone: nothing to name
+        return protocol
 
     def _gguf_source(self, gguf_file: Path, where: Path):
         """The checkpoint of a GGUF model in ``where`` (converted on first use), logged."""
@@ -221,10 +228,10 @@ class Workbench:
             held.insert(0, self.__dict__["stats"])
         if held:
             return {n: {k: v for k, v in s.items() if k in want} for n, s in held[0].items()}
-        self._statistics[want] = get_stats(self.model, self.linears, self.calib,
-                                           self.protocol.model, self.cache_dir, self.progress,
-                                           self.log, self.protocol.revision, want,
-                                           self.protocol.stats_device, self.protocol.stats_dtype)
+        self._statistics[want] = get_stats(
+            self.model, self.linears, self.calib, self.protocol.model, self.cache_dir,
+            progress=self.progress, log=self.log, revision=self.protocol.revision, which=want,
+            device=self.protocol.stats_device, dtype=self.protocol.stats_dtype)
         return self._statistics[want]
 
     def dense_perplexity(self) -> float:

@@ -86,12 +86,18 @@ def test_save_refuses_a_non_empty_directory(tiny_dir, capsys):
     assert (tiny_dir / "taken" / "keep.txt").read_text() == "precious"
 
 
-def test_sparsegpt_prunes_and_updates_weights(tiny_dir, capsys):
-    report = tiny_dir / "sgpt.json"
-    code, out, err = run_main(capsys, "prune", *base_args(tiny_dir), "--metric", "sparsegpt",
-                         "--sparsity", "0.5", "--report", str(report))
+def pruned_report(capsys, tiny_dir, *options: str) -> tuple[str, str, dict]:
+    """`prune` with --report: its standard output and error, and the report (the prune must
+    succeed)."""
+    report = tiny_dir / "prune-report.json"
+    code, out, err = run_main(capsys, "prune", *base_args(tiny_dir), *options,
+                              "--report", str(report))
     assert code == 0, err
-    rep = json.loads(report.read_text())
+    return out, err, json.loads(report.read_text())
+
+
+def test_sparsegpt_prunes_and_updates_weights(tiny_dir, capsys):
+    _, _, rep = pruned_report(capsys, tiny_dir, "--metric", "sparsegpt", "--sparsity", "0.5")
     assert rep["sparsity"] == pytest.approx(0.5, abs=0.02) and rep["metric"] == "sparsegpt"
     # issue #22: the report records what SparseGPT did, not the options it cannot follow
     assert rep["structure"] == "unstructured 0.5 per block of 128 input columns (SparseGPT)"
@@ -432,11 +438,8 @@ def test_eval_windows_measures_that_many_spread_windows_and_the_report_says_so(t
     from pruner_zero.data import eval_windows, tokenize
     from pruner_zero.workbench import Protocol, Workbench
 
-    report = tiny_dir / "r.json"
-    code, out, err = run_main(capsys, "prune", *base_args(tiny_dir), "--metric", "magnitude",
-                              "--eval-windows", "5", "--report", str(report))
-    assert code == 0, err
-    result = json.loads(report.read_text())
+    out, err, result = pruned_report(capsys, tiny_dir, "--metric", "magnitude",
+                                     "--eval-windows", "5")
     assert result["windows"] == 5 and result["protocol"]["eval_windows"] == 5
     assert result["windows_note"] == "5 windows spread evenly over test"
     assert "(on 5 windows spread evenly over test)" in err

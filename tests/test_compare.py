@@ -14,8 +14,8 @@ import pytest
 
 from conftest import write_tiny_assets
 from pruner_zero.cli import main
-from pruner_zero.compare import (CSV_FIELDS, TIE_MARK, MetricSpec, compare,
-                                 markdown_table, resolve_metric_specs, summarize)
+from pruner_zero.compare import CSV_FIELDS, TIE_MARK, compare, markdown_table, summarize
+from pruner_zero.methods import MetricSpec, resolve_metric_specs
 from pruner_zero.errors import MetricError
 from pruner_zero.runtime import Runtime
 from pruner_zero.tasks import Task
@@ -222,7 +222,7 @@ def test_bad_metric_is_metric_error():
 
 
 def test_a_directory_named_like_a_formula_does_not_replace_the_formula(tmp_path, monkeypatch):
-    from pruner_zero.compare import resolve_metric_spec
+    from pruner_zero.methods import resolve_metric_spec
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "X").mkdir()

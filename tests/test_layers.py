@@ -53,8 +53,11 @@ def _graph() -> tuple[dict[str, set[str]], list[tuple[str, int, str]]]:
         in_function = {id(n) for f in ast.walk(tree)
                        if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
                        for n in ast.walk(f) if isinstance(n, (ast.Import, ast.ImportFrom))}
+        for_types = {id(n) for f in ast.walk(tree)  # annotations only: never imported at run time
+                     if isinstance(f, ast.If) and "TYPE_CHECKING" in ast.unparse(f.test)
+                     for n in ast.walk(f)}
         for node in ast.walk(tree):
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in for_types:
                 for target in _targets(module, path, node, known):
                     graph[module].add(target)
                     if id(node) in in_function:
@@ -115,6 +118,34 @@ def test_the_library_imports_the_library_at_the_top_of_its_modules():
     late = [f"{m}:{line} imports {t}" for m, line, t in inner
             if m not in ENTRY_POINTS and not m.startswith("pruner_zero.cli")]
     assert late == []
+
+
+FLOORS = {
+    0: ["errors", "files", "runtime", "sampling", "windows", "spread", "search", "search.layout",
+        "search.options", "search.settings", "search.stored", "search.results"],
+    1: ["metric", "metric.builtin", "metric.ops", "metric.sympy_forms", "metric.registry",
+        "metric.tree", "metric.space", "metric.io", "metric.symbolic", "metric.simplify"],
+    2: ["model", "gguf", "data", "stats", "masks", "layerwise", "evaluate", "sparsegpt",
+        "zeroshot"],
+    3: ["engine", "workbench", "tasks", "methods", "measure", "pruning"],
+    4: ["search.config", "search.operators", "search.checkpoint", "search.rundir", "search.loop",
+        "search.fitness", "search.multitask", "search.evaluators", "search.workers",
+        "search.api"],
+    5: ["report", "compare"],
+    6: ["", "__main__", "cli", "cli.common", "cli.prune", "cli.search", "cli.compare",
+        "cli.report", "cli.tools"],
+}
+"""The floors of docs/ARCHITECTURE.md, bottom up: a module imports its own floor or lower ones."""
+
+
+def test_every_module_is_on_a_floor_and_imports_only_its_floor_or_lower():
+    floor = {("pruner_zero." + m).rstrip("."): f for f, ms in FLOORS.items() for m in ms}
+    graph, _ = _graph()
+    assert sorted(set(graph) - set(floor)) == [], "place the new modules on a floor"
+    upward = [f"{m} (floor {floor[m]}) imports {t} (floor {floor[t]})"
+              for m, targets in graph.items() for t in targets
+              if t in floor and floor[t] > floor[m]]
+    assert upward == []
 
 
 def _run(code: str) -> subprocess.CompletedProcess:

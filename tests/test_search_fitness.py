@@ -127,7 +127,8 @@ def test_several_tasks_race_each_against_the_bound_in_its_own_perplexity(tiny_di
     ppl exceeds race_factor x bound x reference_t. A cache hit replays that decision exactly."""
     import math
 
-    from pruner_zero.search.fitness import FitnessEvaluator, MultiTaskEvaluator
+    from pruner_zero.search.fitness import FitnessEvaluator
+    from pruner_zero.search.multitask import MultiTaskEvaluator
     from pruner_zero.workbench import Protocol, Workbench
 
     bench = Workbench(Protocol(model=str(tiny_dir / "tiny-llama"), data_dir=str(tiny_dir / "data"),
@@ -183,7 +184,8 @@ class InProcessPool:
 def test_prefetched_measurements_are_those_evaluate_many_uses(tiny_dir):
     """Candidates handed to the pool while the generation is still varied (MultiTaskEvaluator
     .prefetch) are the measurements evaluate_many uses, and its records are one-by-one's."""
-    from pruner_zero.search.fitness import FitnessEvaluator, MultiTaskEvaluator
+    from pruner_zero.search.fitness import FitnessEvaluator
+    from pruner_zero.search.multitask import MultiTaskEvaluator
     from pruner_zero.workbench import Protocol, Workbench
 
     bench = Workbench(Protocol(model=str(tiny_dir / "tiny-llama"), data_dir=str(tiny_dir / "data"),
@@ -217,7 +219,8 @@ def test_prefetched_measurements_are_those_evaluate_many_uses(tiny_dir):
 
 
 def test_a_wrong_prefetch_is_dropped_and_changes_nothing(tiny_dir):
-    from pruner_zero.search.fitness import FitnessEvaluator, MultiTaskEvaluator
+    from pruner_zero.search.fitness import FitnessEvaluator
+    from pruner_zero.search.multitask import MultiTaskEvaluator
     from pruner_zero.workbench import Protocol, Workbench
 
     bench = Workbench(Protocol(model=str(tiny_dir / "tiny-llama"), data_dir=str(tiny_dir / "data"),

@@ -197,7 +197,7 @@ def test_bad_settings_are_one_clear_config_error(kwargs, message):
 
 
 def test_shrink_neighbours_replace_one_operator_by_one_of_its_arguments():
-    from pruner_zero.search.loop import shrink_neighbours
+    from pruner_zero.search.operators import shrink_neighbours
 
     tree = parse_formula("mul(sqrt(mul(mul(X, G), W)), W)")
     got = [str(t) for t in shrink_neighbours(tree)]

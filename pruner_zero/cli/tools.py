@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import MetricError, ModelError
+from ..errors import ModelError
 from .common import log
 
 
@@ -23,13 +23,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def run_show(a: argparse.Namespace) -> int:
-    from ..metric.io import format_formula, resolve_metric
+    from ..methods import metric_tree
+    from ..metric.io import format_formula
     from ..metric.symbolic import to_latex, to_sympy
-    from ..sparsegpt import SPARSEGPT
 
-    if a.metric == SPARSEGPT:
-        raise MetricError("sparsegpt is a pruning method with a weight update, not a formula")
-    _, tree = resolve_metric(a.metric)
+    tree = metric_tree(a.metric, "a formula")
     print(f"formula: {format_formula(tree)}")
     print(f"sympy:   {to_sympy(tree)}")
     print(f"latex:   {to_latex(tree)}")

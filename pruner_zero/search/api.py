@@ -20,6 +20,7 @@ from pruner_zero.metric.io import format_formula, parse_formula
 from pruner_zero.metric.registry import statistics_read
 from pruner_zero.metric.tree import leaves
 from pruner_zero.runtime import Runtime
+from pruner_zero.search.checkpoint import checked_formulas
 from pruner_zero.search.config import FREE_ON_RESUME, SearchConfig, metric_tree, seed_trees
 from pruner_zero.search.evaluators import run_evaluator
 from pruner_zero.search.layout import CHECKPOINT, CONFIG
@@ -99,7 +100,7 @@ def run_search(config: SearchConfig, baseline: SearchConfig | None = None,
                              created=time.strftime("%Y-%m-%dT%H:%M:%S"))
             run.create(config.to_dict())
         return _run(run, config.to_dict(), space_obj, settings, benches, list(config.task_list),
-                    config.progress, config.log, _pool_factory(config))
+                    progress=config.progress, log=config.log, pool=_pool_factory(config))
 
 
 def _pool_factory(config: SearchConfig) -> Callable[[dict[str, Any], Any], Any] | None:
@@ -153,28 +154,15 @@ def _statistics_needed(config: SearchConfig, space: Any) -> set[str]:
 
 
 def _run(run: RunDir, config: dict[str, Any], space: Any, settings: Any, benches: Any,
-         tasks: list[Any], progress: bool, log: Callable[[str], None],
+         tasks: list[Any], *, progress: bool, log: Callable[[str], None],
          pool: Callable[[dict[str, Any], Any], Any] | None = None) -> list[HallOfFameEntry]:
     """Run or resume the GP, confirm the best over calibration seeds, report, write outputs.
     ``pool(config, needed)`` starts the workers that measure the GP's candidates (None: here)."""
     state = run.load_checkpoint()
     if state is not None:  # every formula it holds must parse before any work is redone
-        for d in state["population"] + state["hall_of_fame"]:
-            try:
-                parse_formula(d["formula"], space.pset())
-            except MetricError as exc:
-                raise ConfigError(f"{run.path / CHECKPOINT} is damaged ({exc}); restore "
-                                  "the file, or start a new run with --out") from exc
+        checked_formulas(state, space.pset(), run.path)
     if state is not None and state.get("finished"):
-        log(f"{run.path}: the search already finished; rewriting its final outputs")
-        try:
-            final = FinalResults.from_dict(state["final"])
-            entries = _entries(state["hall_of_fame"], final, space.pset())
-        except (KeyError, TypeError, ValueError, MetricError) as exc:
-            raise ConfigError(f"{run.path / CHECKPOINT} is damaged ({type(exc).__name__}: "
-                              f"{exc}); restore the file, or start a new run with --out") from exc
-        run.write_outputs(entries, fitness_note(config), final, config)
-        return entries
+        return _rewritten(run, state, config, space, log)
     workers = None if pool is None else pool(config, benches.needed)
     evaluator = None
     try:
@@ -211,6 +199,20 @@ def _run(run: RunDir, config: dict[str, Any], space: Any, settings: Any, benches
     return entries
 
 
+def _rewritten(run: RunDir, state: dict[str, Any], config: dict[str, Any], space: Any,
+               log: Callable[[str], None]) -> list[HallOfFameEntry]:
+    """A finished run resumed: its final outputs written again from its checkpoint."""
+    log(f"{run.path}: the search already finished; rewriting its final outputs")
+    try:
+        final = FinalResults.from_dict(state["final"])
+        entries = _entries(state["hall_of_fame"], final, space.pset())
+    except (KeyError, TypeError, ValueError, MetricError) as exc:
+        raise ConfigError(f"{run.path / CHECKPOINT} is damaged ({type(exc).__name__}: "
+                          f"{exc}); restore the file, or start a new run with --out") from exc
+    run.write_outputs(entries, fitness_note(config), final, config)
+    return entries
+
+
 def _confirm(benches: Any, tasks: list[Any], config: dict[str, Any], hof: list[Any],
              progress: bool, log: Callable[[str], None]) -> FinalResults:
     """Re-measure the top metrics and the baselines over ``confirm_seeds`` calibration seeds on
@@ -225,8 +227,9 @@ def _confirm(benches: Any, tasks: list[Any], config: dict[str, Any], hof: list[A
         log(f"confirming the top {len(cand)} and {len(base)} baselines over {k} calibration "
             f"seeds on {windows_note('the selection split', config['confirm_windows'])}, "
             "none of them a fitness window")
-    sel = grid(benches, cand + base, tasks, k, lambda t: t.fitness_split, compare, progress,
-               config["confirm_windows"], config["fitness"]["fitness_windows"])
+    sel = grid(benches, cand + base, tasks, k, lambda t: t.fitness_split, compare=compare,
+               progress=progress, budget=config["confirm_windows"],
+               skip=config["fitness"]["fitness_windows"])
     ppl = {(r["metric"], r["task"], r["seed"]): r["ppl"] for r in sel}
 
     def scores(metric: str) -> list[float]:
@@ -249,8 +252,8 @@ def _confirm(benches: Any, tasks: list[Any], config: dict[str, Any], hof: list[A
     best = [("best", hof[best_i])] if hof else []
     log(f"reporting {'the best (' + format_formula(hof[best_i]) + ') and ' if hof else ''}"
         f"the baselines on {windows_note('the report split', config['eval_windows'])}")
-    report_rows = grid(benches, best + base, tasks, k, lambda t: t.report_split, compare, progress,
-                       config["eval_windows"])
+    report_rows = grid(benches, best + base, tasks, k, lambda t: t.report_split,
+                       compare=compare, progress=progress, budget=config["eval_windows"])
     for r in report_rows:
         if r["metric"] == "best":
             r["metric"] = r["formula"] = format_formula(hof[best_i])

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from pruner_zero.errors import ConfigError, MetricError
-from pruner_zero.metric.io import format_formula, parse_formula, resolve_metric, split_metric_list
+from pruner_zero.methods import metric_tree as resolved_tree
+from pruner_zero.metric.io import format_formula, parse_formula, split_metric_list
 from pruner_zero.metric.space import SearchSpace, load_space
 from pruner_zero.runtime import Runtime
 from pruner_zero.search.options import (DEFAULT_SPACE, FREE_ON_RESUME, MAX_SEEDS, SearchOptions,
@@ -90,6 +91,19 @@ class SearchConfig(SearchOptions):
                 raise ConfigError(f"{name(key)} must be true or false, got {getattr(self, key)!r}.")
         if self.compare not in ("row", "layer"):
             raise ConfigError(f"{name('compare')} must be row or layer, got {self.compare!r}.")
+        self._check_workers(name)
+        require_ray(self.workers, self.ray_address)
+        if not isinstance(self.reference, str):
+            raise ConfigError(f"{name('reference')} must be a metric, got {self.reference!r}.")
+        bases = tuple(split_metric_list(self.baselines, "--baselines"))
+        for metric in [*bases, self.reference]:
+            metric_tree(metric)
+        return replace(self, seed_metrics=seeds, baselines=bases, **budgets,
+                       max_height=settings.max_height, polish=settings.polish,
+                       space_definition=_definition(space_obj))
+
+    def _check_workers(self, name: Callable[[str], str]) -> None:
+        """Where the candidates are measured: the options of the Ray pool."""
         if not _count(self.workers, 0):
             raise ConfigError(f"workers must be a non-negative integer, got {self.workers!r}.")
         if self.ray_address is not None and not isinstance(self.ray_address, str):
@@ -105,15 +119,6 @@ class SearchConfig(SearchOptions):
         if self.worker_gpus is not None and str(self.device).startswith("cpu"):
             raise ConfigError(f"{name('worker_gpus')} with --device {self.device}: a CPU run uses "
                               "no GPU; leave it out, or run on a GPU.")
-        require_ray(self.workers, self.ray_address)
-        if not isinstance(self.reference, str):
-            raise ConfigError(f"{name('reference')} must be a metric, got {self.reference!r}.")
-        bases = tuple(split_metric_list(self.baselines, "--baselines"))
-        for metric in [*bases, self.reference]:
-            metric_tree(metric)
-        return replace(self, seed_metrics=seeds, baselines=bases, **budgets,
-                       max_height=settings.max_height, polish=settings.polish,
-                       space_definition=_definition(space_obj))
 
     def _check_types(self, stored: bool) -> None:
         """The Python API's arguments, checked as the CLI's are: one clear error, not a
@@ -297,17 +302,18 @@ def _definition(space: Any) -> dict[str, Any]:
 
 
 def metric_tree(spec: str) -> Any:
+    """A named metric of a search (baseline, reference): its tree; SparseGPT is refused."""
     if spec == SPARSEGPT:
         raise ConfigError("sparsegpt is a pruning method, not a metric; it cannot be a search "
                           "baseline or reference (compare it with `pruner-zero compare`)")
-    return resolve_metric(spec)[1]
+    return resolved_tree(spec)
 
 
 def seed_trees(names: Sequence[str], space: Any) -> list[Any]:
     """Built-in or user metrics that start in the initial population, parsed over the space's ops."""
     trees = []
     for name in names:
-        _, tree = resolve_metric(name)
+        tree = resolved_tree(name, "a seed metric")
         try:
             trees.append(parse_formula(format_formula(tree), space.pset()))
         except MetricError as exc:

@@ -10,7 +10,8 @@ from ..errors import ConfigError
 from ..measure import TaskBenches
 from ..tasks import Task
 from .config import metric_tree
-from .fitness import FitnessEvaluator, MultiTaskEvaluator
+from .fitness import FitnessEvaluator
+from .multitask import MultiTaskEvaluator
 
 
 def task_evaluators(benches: TaskBenches, tasks: list[Task], config: dict[str, Any]
@@ -22,9 +23,10 @@ def task_evaluators(benches: TaskBenches, tasks: list[Task], config: dict[str, A
         bench = benches.bench(t)
         windows = bench.split_windows(t.fitness_split, fit["fitness_windows"], spread=True)
         evaluators.append(FitnessEvaluator(
-            bench, t.shape(config["compare"]), fit["fitness_windows"], fit["race_factor"],
-            fit["race_chunk"], fit["canonical_cache"], fit["fingerprint_cache"], windows=windows,
-            engine=benches.engine(t, t.seed, config["compare"])))
+            bench, t.shape(config["compare"]), fitness_windows=fit["fitness_windows"],
+            race_factor=fit["race_factor"], race_chunk=fit["race_chunk"],
+            canonical_cache=fit["canonical_cache"], fingerprint_cache=fit["fingerprint_cache"],
+            windows=windows, engine=benches.engine(t, t.seed, config["compare"])))
     return evaluators
 
 

@@ -13,18 +13,19 @@ import random
 import statistics
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
 from deap import gp, tools
 
-from pruner_zero.errors import CANDIDATE_ERRORS, ConfigError, MetricError
-from pruner_zero.metric.io import format_formula, parse_formula
+from pruner_zero.errors import CANDIDATE_ERRORS, ConfigError
+from pruner_zero.metric.io import format_formula
 from pruner_zero.metric.space import SearchSpace
 from pruner_zero.metric.symbolic import canonical_key
-from pruner_zero.search.operators import build_toolbox, make_individual
-from pruner_zero.search.rundir import CHECKPOINT, INVALID, OK, RunDir
+from pruner_zero.search.operators import build_toolbox, make_individual, shrink_neighbours
+from pruner_zero.search.checkpoint import (generation_record, new_hof, random_state_kept,
+                                           restore_generation)
+from pruner_zero.search.rundir import INVALID, OK, RunDir
 from pruner_zero.search.settings import GPSettings
 
 
@@ -77,13 +78,6 @@ def _invalidate(ind: Any) -> None:
     ind.key = ind.fingerprint = ind.status = None
 
 
-def same_metric(a: Any, b: Any) -> bool:
-    """Hall-of-fame duplicates: equal canonical keys, or equal masks (same pruned model)."""
-    if a.key is not None and a.key == b.key:
-        return True
-    return a.fingerprint is not None and a.fingerprint == b.fingerprint
-
-
 def eligible(population: Iterable[Any]) -> list[Any]:
     """Individuals that may enter the hall of fame: fully measured, finite fitness.
 
@@ -91,68 +85,6 @@ def eligible(population: Iterable[Any]) -> list[Any]:
     """
     return [i for i in population
             if i.fitness.valid and i.status == OK and math.isfinite(i.fitness.values[0])]
-
-
-def _ind_state(ind: Any) -> dict[str, Any]:
-    return {"formula": format_formula(ind), "fitness": ind.fitness.values[0] if ind.fitness.valid else None,
-            "status": ind.status, "key": ind.key, "fingerprint": ind.fingerprint}
-
-
-def _ind_from_state(d: dict[str, Any], pset: gp.PrimitiveSet) -> Any:
-    ind = make_individual(parse_formula(d["formula"], pset))
-    if d.get("fitness") is not None:
-        ind.fitness.values = (float(d["fitness"]),)
-    ind.status, ind.key, ind.fingerprint = d.get("status"), d.get("key"), d.get("fingerprint")
-    return ind
-
-
-def _new_hof(size: int) -> tools.HallOfFame:
-    return tools.HallOfFame(size, similar=same_metric)
-
-
-def _restore_hof(size: int, items: list[Any]) -> tools.HallOfFame:
-    """A HallOfFame holding ``items`` (best first) in exactly the saved order."""
-    hof = _new_hof(size)
-    hof.items = list(items)
-    hof.keys = [i.fitness for i in reversed(hof.items)]
-    return hof
-
-
-# ------------------------------------------------------------------ random
-
-@contextmanager
-def _random_state_kept() -> Iterator[None]:
-    """Whatever runs inside leaves Python's global random stream (the GP's) as it found it."""
-    state = random.getstate()
-    try:
-        yield
-    finally:
-        random.setstate(state)
-
-
-def _random_state() -> list[Any]:
-    version, internal, gauss = random.getstate()
-    return [version, list(internal), gauss]
-
-
-def _set_random_state(state: list[Any]) -> None:
-    random.setstate((state[0], tuple(state[1]), state[2]))
-
-
-def _torch_state() -> list[int] | None:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return None
-    return torch.get_rng_state().tolist()
-
-
-def _set_torch_state(state: list[int] | None) -> None:
-    if state is None:
-        return
-    import torch
-
-    torch.set_rng_state(torch.tensor(state, dtype=torch.uint8))
 
 
 # --------------------------------------------------------------- evaluation
@@ -164,7 +96,7 @@ def evaluate_candidate(evaluator: Evaluator, ind: Any, race_bound: float | None)
     restored afterwards so the evaluator can never shift the search.
     """
     started = time.perf_counter()
-    with _random_state_kept():
+    with random_state_kept():
         try:
             record = dict(evaluator.evaluate(ind, race_bound).as_dict())
         except CANDIDATE_ERRORS as exc:
@@ -203,7 +135,7 @@ def _evaluate(generation: int, individuals: list[Any], toolbox: Any, evaluator: 
     if getattr(evaluator, "pool", None) is not None and todo:
         # a pool of workers measures the generation's candidates side by side; the bound is
         # this generation's for all of them, so every record is what one-by-one would give
-        with _random_state_kept():
+        with random_state_kept():
             records = [_set_fitness(ind, _failed(ind, e, 0.0) if isinstance(e, BaseException)
                                     else dict(e.as_dict()))
                        for ind, e in zip(todo, evaluator.evaluate_many(todo, race_bound))]
@@ -244,7 +176,7 @@ def _prefetch(evaluator: Any, bound: float | None) -> Callable[[Any], None] | No
 
     def ready(ind: Any) -> None:
         if not ind.fitness.valid:
-            with _random_state_kept():
+            with random_state_kept():
                 evaluator.prefetch(ind, bound)
     return ready
 
@@ -290,23 +222,6 @@ def _vary(toolbox: Any, parents: list[Any], cx_prob: float, mut_prob: float,
         if ready is not None:  # final: no later step changes it
             ready(offspring[i])
     return offspring
-
-
-def shrink_neighbours(tree: gp.PrimitiveTree) -> list[gp.PrimitiveTree]:
-    """Every tree made by replacing one operator node with one of its argument subtrees, in node
-    order: the simpler metrics next to a good one (W^1.5*sqrt(G*X) has W*sqrt(G*X) among them).
-    GP reaches a good region fast but rarely takes the one step back to its simplest member."""
-    out = []
-    for i, node in enumerate(tree):
-        if not isinstance(node, gp.Primitive):
-            continue
-        end = tree.searchSubtree(i).stop
-        child = i + 1
-        for _ in range(node.arity):
-            span = tree.searchSubtree(child)
-            out.append(gp.PrimitiveTree(tree[:i] + tree[span] + tree[end:]))
-            child = span.stop
-    return out
 
 
 def _polish_candidates(toolbox: Any, hof: tools.HallOfFame, top: int, tried: set[str],
@@ -400,60 +315,38 @@ def run_gp(space: SearchSpace, evaluator: Evaluator, settings: GPSettings, run: 
                                time.perf_counter() - session_start, left))
         else:
             log(_progress_line("polish", stats))
-        run.save_checkpoint({
-            "generation": g, "polished": polished is not None, "population": [_ind_state(i) for i in pop],
-            "hall_of_fame": [_ind_state(i) for i in hof], "random_state": _random_state(),
-            "torch_rng_state": _torch_state(), "evaluator": evaluator.state_dict(),
-            "evaluations_lines": run.evaluation_lines, "history": history, "finished": False,
-            "tried": sorted(tried),
-        })
+        run.save_checkpoint(generation_record(
+            g, pop, hof, evaluator=evaluator.state_dict(), evaluations_lines=run.evaluation_lines,
+            history=history, tried=tried, polished=polished is not None))
         run.write_history(history)
 
-    with _random_state_kept():  # the search owns the global stream only while it runs
+    with random_state_kept():  # the search owns the global stream only while it runs
         try:
-            return _loop(settings, toolbox, pset, evaluator, run, seeds, progress,
-                         finish_generation, log)
+            return _loop(settings, toolbox, evaluator, run, pset=pset, seeds=seeds, progress=progress,
+                         finish_generation=finish_generation, log=log)
         finally:
             run.close()
 
 
-def _loop(settings: GPSettings, toolbox: Any, pset: gp.PrimitiveSet, evaluator: Evaluator, run: RunDir,
-          seeds: list[gp.PrimitiveTree], progress: bool, finish_generation: Callable[..., None],
+def _loop(settings: GPSettings, toolbox: Any, evaluator: Evaluator, run: RunDir, *,
+          pset: gp.PrimitiveSet, seeds: list[gp.PrimitiveTree], progress: bool, finish_generation: Callable[..., None],
           log: Callable[[str], None]) -> GPResult:
-    """Generation 0 (or the checkpoint), then the remaining generations."""
+    """Generation 0 (or the checkpoint), then the remaining generations, then the polish."""
     state = run.load_checkpoint()
     if state is None:
-        started = time.perf_counter()
-        run.truncate_evaluations(0)
-        random.seed(settings.seed)
-        pop = [make_individual(t) for t in seeds] + toolbox.population(n=settings.population - len(seeds))
-        tried = set().union(*(_identity(toolbox, i, evaluator) for i in pop))
-        hof = _new_hof(settings.hof_size)
-        history: list[dict[str, Any]] = []
-        counts = _evaluate(0, pop, toolbox, evaluator, run, None, progress)
-        finish_generation(0, pop, hof, history, counts, started, tried)
+        pop, hof, history, tried = _first_generation(settings, toolbox, evaluator, run, seeds,
+                                                     progress, finish_generation)
         done = 0
     else:
         done = int(state["generation"])
-        try:  # the structure was checked on load; what is left is the values inside it
-            _set_random_state(state["random_state"])
-            _set_torch_state(state.get("torch_rng_state"))
-            evaluator.load_state_dict(state["evaluator"])
-            pop = [_ind_from_state(d, pset) for d in state["population"]]
-            hof = _restore_hof(settings.hof_size,
-                               [_ind_from_state(d, pset) for d in state["hall_of_fame"]])
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError,
-                MetricError) as exc:
-            raise ConfigError(f"{run.path / CHECKPOINT} is damaged ({type(exc).__name__}: "
-                              f"{exc}); nothing was changed: restore the file, or start a new "
-                              "run with --out") from exc
+        pop, hof = restore_generation(state, pset, settings.hof_size,
+                                      evaluator.load_state_dict, run.path)
         run.truncate_evaluations(int(state["evaluations_lines"]))
         tried = set(state["tried"]) if "tried" in state else \
             set().union(*(_identity(toolbox, i, evaluator) for i in pop))
         history = list(state.get("history", []))
         if done < settings.generations:
             log(f"resuming {run.path} after generation {done}/{settings.generations}")
-
     for g in range(done + 1, settings.generations + 1):
         started = time.perf_counter()
         elites = [toolbox.clone(h) for h in hof[:settings.elite]]
@@ -473,3 +366,19 @@ def _loop(settings: GPSettings, toolbox: Any, pset: gp.PrimitiveSet, evaluator: 
         counts = _evaluate(last + 1, candidates, toolbox, evaluator, run, bound, progress, "polish")
         finish_generation(last, pop, hof, history, counts, started, tried, polished=candidates)
     return GPResult(list(hof), last, history)
+
+
+def _first_generation(settings: GPSettings, toolbox: Any, evaluator: Evaluator, run: RunDir,
+                      seeds: list[gp.PrimitiveTree], progress: bool,
+                      finish_generation: Callable[..., None]) -> tuple:
+    """Generation 0: the seeds, then ramped half-and-half trees, evaluated and checkpointed."""
+    started = time.perf_counter()
+    run.truncate_evaluations(0)
+    random.seed(settings.seed)
+    pop = [make_individual(t) for t in seeds] + toolbox.population(n=settings.population - len(seeds))
+    tried = set().union(*(_identity(toolbox, i, evaluator) for i in pop))
+    hof = new_hof(settings.hof_size)
+    history: list[dict[str, Any]] = []
+    counts = _evaluate(0, pop, toolbox, evaluator, run, None, progress)
+    finish_generation(0, pop, hof, history, counts, started, tried)
+    return pop, hof, history, tried

@@ -72,6 +72,23 @@ def simplify_individual(individual: Any, pset: gp.PrimitiveSet) -> Any:
     return individual
 
 
+def shrink_neighbours(tree: gp.PrimitiveTree) -> list[gp.PrimitiveTree]:
+    """Every tree made by replacing one operator node with one of its argument subtrees, in node
+    order: the simpler metrics next to a good one (W^1.5*sqrt(G*X) has W*sqrt(G*X) among them).
+    GP reaches a good region fast but rarely takes the one step back to its simplest member."""
+    out = []
+    for i, node in enumerate(tree):
+        if not isinstance(node, gp.Primitive):
+            continue
+        end = tree.searchSubtree(i).stop
+        child = i + 1
+        for _ in range(node.arity):
+            span = tree.searchSubtree(child)
+            out.append(gp.PrimitiveTree(tree[:i] + tree[span] + tree[end:]))
+            child = span.stop
+    return out
+
+
 def build_toolbox(space: SearchSpace, tournament: int, max_height: int, max_size: int) -> base.Toolbox:
     """All operators of one search, wired in one place, with static height/size limits."""
     pset = space.pset()
