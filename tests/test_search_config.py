@@ -12,7 +12,8 @@ from conftest import protocol, run_main, unfinished_after_generation_0
 from pruner_zero.cli import build_parser, main
 from pruner_zero.cli.search import config_from_args
 from pruner_zero.errors import ConfigError
-from pruner_zero.search.config import CONFIG_VERSION, SearchConfig
+from pruner_zero.search.config import SearchConfig
+from pruner_zero.search.stored import CONFIG_VERSION, check_resume, config_dict, read_config
 from pruner_zero.search.rundir import CONFIG
 
 
@@ -47,7 +48,7 @@ def version_2_config() -> dict:
 
 def test_a_version_2_config_is_migrated_to_the_current_version():
     old = version_2_config()
-    config = SearchConfig.from_dict(copy.deepcopy(old), out="runs/x")
+    config = read_config(copy.deepcopy(old), out="runs/x")
     assert config.population == 6 and config.seed == 3 and config.fitness_windows == 16
     assert config.baselines == ("wanda",) and config.task_list[0].nsamples == 32
     assert config.runtime().device == "cpu" and config.cache_dir == "/root/.cache/pruner_zero"
@@ -57,8 +58,8 @@ def test_a_version_2_config_is_migrated_to_the_current_version():
     migrated["runtime"].update(stats_device=None, stats_dtype="float32")
     migrated.update(confirm_windows=None, eval_windows=None)
     assert config.confirm_windows is None and config.eval_windows is None
-    assert config.to_dict() == migrated
-    assert SearchConfig.from_dict(config.to_dict(), out="runs/x").to_dict() == migrated
+    assert config_dict(config) == migrated
+    assert config_dict(read_config(config_dict(config), out="runs/x")) == migrated
     assert CONFIG_VERSION == 4
 
 
@@ -67,9 +68,9 @@ def test_a_version_3_config_keeps_its_whole_split_tail():
     old = version_2_config()
     old["version"] = 3
     old["runtime"].update(stats_device=None, stats_dtype="float32")
-    config = SearchConfig.from_dict(copy.deepcopy(old), out="runs/x")
+    config = read_config(copy.deepcopy(old), out="runs/x")
     assert (config.confirm_windows, config.eval_windows) == (None, None)
-    assert config.to_dict() == {**old, "version": 4, "confirm_windows": None, "eval_windows": None}
+    assert config_dict(config) == {**old, "version": 4, "confirm_windows": None, "eval_windows": None}
 
 
 def test_a_new_search_has_bounded_window_budgets_and_zero_means_the_whole_split(tmp_path):
@@ -87,16 +88,16 @@ def test_a_new_search_has_bounded_window_budgets_and_zero_means_the_whole_split(
     stored.update(version=4, confirm_windows=0, eval_windows=None)
     stored["runtime"].update(stats_device=None, stats_dtype="float32")
     with pytest.raises(ConfigError, match="'confirm_windows' must be a positive integer or null"):
-        SearchConfig.from_dict(stored, out="runs/x")
+        read_config(stored, out="runs/x")
 
 
 def test_round_trip_and_free_options_are_not_stored():
-    config = SearchConfig.from_dict(version_2_config(), out="runs/x")
-    other = SearchConfig.from_dict(config.to_dict(), out="runs/y", workers=4,
+    config = read_config(version_2_config(), out="runs/x")
+    other = read_config(config_dict(config), out="runs/y", workers=4,
                                    ray_address="ray://head:10001", progress=False)
-    assert other.to_dict() == config.to_dict()
-    assert "workers" not in json.dumps(other.to_dict())
-    assert "ray_address" not in json.dumps(other.to_dict())
+    assert config_dict(other) == config_dict(config)
+    assert "workers" not in json.dumps(config_dict(other))
+    assert "ray_address" not in json.dumps(config_dict(other))
     assert (other.workers, other.ray_address) == (4, "ray://head:10001")
 
 
@@ -104,7 +105,7 @@ def test_another_config_version_is_refused():
     old = version_2_config()
     old["version"] = 1
     with pytest.raises(ConfigError, match="older pruner-zero .config version 1"):
-        SearchConfig.from_dict(old, Path("runs/x") / CONFIG)
+        read_config(old, Path("runs/x") / CONFIG)
 
 
 @pytest.mark.parametrize("key, value, named", [
@@ -124,7 +125,7 @@ def test_a_stored_value_is_checked_as_an_option_is(key, value, named):
         where = where[k]
     where[last] = value
     with pytest.raises(ConfigError, match="config.json is damaged") as err:
-        SearchConfig.from_dict(d, Path("runs/x") / CONFIG)
+        read_config(d, Path("runs/x") / CONFIG)
     assert named in str(err.value)
 
 
@@ -163,12 +164,12 @@ def test_an_unknown_search_option_is_refused_by_name(tmp_path):
 
 
 def test_the_resume_rule_refuses_changed_options_and_frees_where_and_how():
-    SearchConfig(out="r", resume=True, progress=False, log=print, workers=8,
-                 ray_address="auto").check_resume()
+    check_resume(SearchConfig(out="r", resume=True, progress=False, log=print, workers=8,
+                              ray_address="auto"))
     for options, named in (({"generations": 30}, "generations"), ({"workers": 2, "elite": 1}, "elite"),
                            ({"model": "other"}, "model"), ({"nsamples": 4}, "nsamples")):
         with pytest.raises(ConfigError, match=f"resume=True continues .*; drop {named} "):
-            SearchConfig(out="r", resume=True, **options).check_resume()
+            check_resume(SearchConfig(out="r", resume=True, **options))
 
 
 def test_cli_flags_map_to_fields_and_the_resume_rule_names_flags(tmp_path, capsys):
@@ -206,7 +207,7 @@ def test_resume_of_a_real_run_python_and_cli(small_run, capsys):
     from pruner_zero import search
 
     stored = (small_run / CONFIG).read_text()
-    config = SearchConfig.from_dict(json.loads(stored), small_run / CONFIG, out=small_run)
+    config = read_config(json.loads(stored), small_run / CONFIG, out=small_run)
     assert config.space == "small" and config.population == 4 and config.baselines == ()
     with pytest.raises(ConfigError, match="drop population "):
         search(out=small_run, resume=True, population=5)

@@ -21,12 +21,14 @@ from pruner_zero.metric.registry import statistics_read
 from pruner_zero.metric.tree import leaves
 from pruner_zero.runtime import Runtime
 from pruner_zero.search.checkpoint import checked_formulas
-from pruner_zero.search.config import FREE_ON_RESUME, SearchConfig, metric_tree, seed_trees
+from pruner_zero.search.config import SearchConfig, metric_tree, seed_trees
 from pruner_zero.search.evaluators import run_evaluator
 from pruner_zero.search.layout import CHECKPOINT, CONFIG
 from pruner_zero.search.loop import run_gp
+from pruner_zero.search.options import FREE_ON_RESUME
 from pruner_zero.search.results import FinalResults, Selection, fitness_note, report_lines
 from pruner_zero.search.rundir import HallOfFameEntry, RunDir, best_entry
+from pruner_zero.search.stored import check_resume, config_dict, read_config
 from pruner_zero.search.workers import WorkerPool, require_ray
 from pruner_zero.spread import mean_std
 from pruner_zero.tasks import Task, build_tasks, check_tasks, geometric_fitness
@@ -46,7 +48,7 @@ def search(model: Any = None, out: str | Path | None = None, **options: Any) -> 
     defaults of every task. ``seed`` seeds the GP and, unless ``calib_seed`` is given, the
     calibration sampling. ``resume=True`` continues the run in ``out`` from its config.json and
     checkpoint.json; any other option given a value other than its default is refused, as on
-    the command line (``SearchConfig.check_resume``).
+    the command line (``stored.check_resume``).
     """
     if isinstance(model, SearchConfig):
         if out is not None or options:
@@ -68,14 +70,14 @@ def run_search(config: SearchConfig, baseline: SearchConfig | None = None,
         raise ConfigError(f"out must be a directory path, got {config.out!r}")
     preloaded = config.model if isinstance(config.model, Workbench) else None
     if config.resume:
-        config.check_resume(baseline, how, names)
+        check_resume(config, baseline, how, names)
         require_ray(config.workers, config.ray_address)
     else:
         config = config.checked()
     run = RunDir(config.out)
     with run.lock("--resume" if config.resume else "--out"):  # one process per run directory; a killed holder's lock is taken over
         if config.resume:
-            config = SearchConfig.from_dict(  # the run's options, and how to run it now
+            config = read_config(  # the run's options, and how to run it now
                 run.read_config(), run.path / CONFIG,
                 **{name: getattr(config, name) for name in FREE_ON_RESUME})
         else:
@@ -98,12 +100,12 @@ def run_search(config: SearchConfig, baseline: SearchConfig | None = None,
                                                 "data_dir": p.data_dir, "seqlen": p.seqlen}))
             config = replace(config, task_list=tuple(resolved),
                              created=time.strftime("%Y-%m-%dT%H:%M:%S"))
-            run.create(config.to_dict())
-        return _run(run, config.to_dict(), space_obj, settings, benches, list(config.task_list),
+            run.create(config_dict(config))
+        return _run(run, config, space_obj, settings, benches, list(config.task_list),
                     progress=config.progress, log=config.log, pool=_pool_factory(config))
 
 
-def _pool_factory(config: SearchConfig) -> Callable[[dict[str, Any], Any], Any] | None:
+def _pool_factory(config: SearchConfig) -> Callable[[SearchConfig, Any], Any] | None:
     """How to start the run's Ray workers, or None to measure in this process."""
     if not config.workers and config.ray_address is None:
         return None
@@ -111,8 +113,8 @@ def _pool_factory(config: SearchConfig) -> Callable[[dict[str, Any], Any], Any] 
         raise ConfigError("workers load their own model: give a model id or directory, not a "
                           "loaded Workbench, with workers")
 
-    def start(stored: dict[str, Any], needed: Any) -> Any:
-        if stored.get("cache_dir") is None:
+    def start(stored: SearchConfig, needed: Any) -> Any:
+        if stored.cache_dir is None:
             config.log("warning: no statistics cache (--cache-dir): every worker computes the "
                        "statistics again")
         return WorkerPool(stored, needed, config.workers or 1, config.ray_address,
@@ -153,9 +155,9 @@ def _statistics_needed(config: SearchConfig, space: Any) -> set[str]:
     return statistics_read(set(space.terminals).union(*(leaves(metric_tree(n)) for n in names)))
 
 
-def _run(run: RunDir, config: dict[str, Any], space: Any, settings: Any, benches: Any,
+def _run(run: RunDir, config: SearchConfig, space: Any, settings: Any, benches: Any,
          tasks: list[Any], *, progress: bool, log: Callable[[str], None],
-         pool: Callable[[dict[str, Any], Any], Any] | None = None) -> list[HallOfFameEntry]:
+         pool: Callable[[SearchConfig, Any], Any] | None = None) -> list[HallOfFameEntry]:
     """Run or resume the GP, confirm the best over calibration seeds, report, write outputs.
     ``pool(config, needed)`` starts the workers that measure the GP's candidates (None: here)."""
     state = run.load_checkpoint()
@@ -168,7 +170,7 @@ def _run(run: RunDir, config: dict[str, Any], space: Any, settings: Any, benches
     try:
         evaluator, start_rows = run_evaluator(benches, tasks, config, log, workers)
         run.write_baselines(start_rows)
-        result = run_gp(space, evaluator, settings, run, seed_trees(config["seed_metrics"], space),
+        result = run_gp(space, evaluator, settings, run, seed_trees(config.seed_metrics, space),
                         progress, log)
     finally:
         run.close()
@@ -191,7 +193,7 @@ def _run(run: RunDir, config: dict[str, Any], space: Any, settings: Any, benches
         log(f"best metric: {best.formula}  (rank {best.rank})  fitness {best.fitness:.4f}"
             + ("" if best.score is None else
                f"  selection {best.score:.4f} ± {best.score_std:.4f} over "
-               f"{config['confirm_seeds']} seeds"))
+               f"{config.confirm_seeds} seeds"))
     else:
         log("warning: no candidate metric was valid; the hall of fame is empty")
     for line in report_lines(final, config):
@@ -199,7 +201,7 @@ def _run(run: RunDir, config: dict[str, Any], space: Any, settings: Any, benches
     return entries
 
 
-def _rewritten(run: RunDir, state: dict[str, Any], config: dict[str, Any], space: Any,
+def _rewritten(run: RunDir, state: dict[str, Any], config: SearchConfig, space: Any,
                log: Callable[[str], None]) -> list[HallOfFameEntry]:
     """A finished run resumed: its final outputs written again from its checkpoint."""
     log(f"{run.path}: the search already finished; rewriting its final outputs")
@@ -213,23 +215,23 @@ def _rewritten(run: RunDir, state: dict[str, Any], config: dict[str, Any], space
     return entries
 
 
-def _confirm(benches: Any, tasks: list[Any], config: dict[str, Any], hof: list[Any],
+def _confirm(benches: Any, tasks: list[Any], config: SearchConfig, hof: list[Any],
              progress: bool, log: Callable[[str], None]) -> FinalResults:
     """Re-measure the top metrics and the baselines over ``confirm_seeds`` calibration seeds on
     the selection split (the best = lowest mean score), then the best and the baselines on the
     report split. Every number is a plain record, kept in the checkpoint."""
-    k, compare = config["confirm_seeds"], config["compare"]
-    top = [format_formula(ind) for ind in hof[:config["final_top"]]]
-    names = list(dict.fromkeys([config["reference"], *config["baselines"]]))
+    tail, compare = config.confirm_settings(), config.compare
+    k = tail.confirm_seeds
+    top = [format_formula(ind) for ind in hof[:tail.final_top]]
+    names = list(dict.fromkeys([config.reference, *config.baselines]))
     base = [(n, metric_tree(n)) for n in names]
-    cand = [(f"#{i}", ind) for i, ind in enumerate(hof[:config["final_top"]], start=1)]
+    cand = [(f"#{i}", ind) for i, ind in enumerate(hof[:tail.final_top], start=1)]
     if cand:
         log(f"confirming the top {len(cand)} and {len(base)} baselines over {k} calibration "
-            f"seeds on {windows_note('the selection split', config['confirm_windows'])}, "
+            f"seeds on {windows_note('the selection split', tail.confirm_windows)}, "
             "none of them a fitness window")
     sel = grid(benches, cand + base, tasks, k, lambda t: t.fitness_split, compare=compare,
-               progress=progress, budget=config["confirm_windows"],
-               skip=config["fitness"]["fitness_windows"])
+               progress=progress, budget=tail.confirm_windows, skip=config.fitness_windows)
     ppl = {(r["metric"], r["task"], r["seed"]): r["ppl"] for r in sel}
 
     def scores(metric: str) -> list[float]:
@@ -237,7 +239,7 @@ def _confirm(benches: Any, tasks: list[Any], config: dict[str, Any], hof: list[A
         out = []
         for j in range(k):
             ratios = [ppl[(metric, t.name, seeds_for(t, k)[j])] /
-                      ppl[(config["reference"], t.name, seeds_for(t, k)[j])] for t in tasks]
+                      ppl[(config.reference, t.name, seeds_for(t, k)[j])] for t in tasks]
             out.append(geometric_fitness(ratios, [t.weight for t in tasks]))
         return out
 
@@ -251,9 +253,9 @@ def _confirm(benches: Any, tasks: list[Any], config: dict[str, Any], hof: list[A
     best_i = min(finite)[1] if finite else 0
     best = [("best", hof[best_i])] if hof else []
     log(f"reporting {'the best (' + format_formula(hof[best_i]) + ') and ' if hof else ''}"
-        f"the baselines on {windows_note('the report split', config['eval_windows'])}")
+        f"the baselines on {windows_note('the report split', tail.eval_windows)}")
     report_rows = grid(benches, best + base, tasks, k, lambda t: t.report_split,
-                       compare=compare, progress=progress, budget=config["eval_windows"])
+                       compare=compare, progress=progress, budget=tail.eval_windows)
     for r in report_rows:
         if r["metric"] == "best":
             r["metric"] = r["formula"] = format_formula(hof[best_i])

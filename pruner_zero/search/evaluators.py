@@ -1,5 +1,5 @@
 """The fitness evaluators of a run, built alike in the driver and in each Ray worker from the
-run's config.json: one ``FitnessEvaluator`` per task, and the multi-task one over them with its
+run's stored config: one ``FitnessEvaluator`` per task, and the multi-task one over them with its
 reference measured and its measuring backend (this process, or a pool of workers) given."""
 from __future__ import annotations
 
@@ -9,28 +9,28 @@ from typing import Any, Callable
 from ..errors import ConfigError
 from ..measure import TaskBenches
 from ..tasks import Task
-from .config import metric_tree
+from .config import SearchConfig, metric_tree
 from .fitness import FitnessEvaluator
 from .multitask import MultiTaskEvaluator
 
 
-def task_evaluators(benches: TaskBenches, tasks: list[Task], config: dict[str, Any]
+def task_evaluators(benches: TaskBenches, tasks: list[Task], config: SearchConfig
                     ) -> list[FitnessEvaluator]:
     """One fitness evaluator per task: its fitness windows, structure and engine."""
-    fit = config["fitness"]
+    fit = config.fitness_settings()
     evaluators = []
     for t in tasks:
         bench = benches.bench(t)
-        windows = bench.split_windows(t.fitness_split, fit["fitness_windows"], spread=True)
+        windows = bench.split_windows(t.fitness_split, fit.fitness_windows, spread=True)
         evaluators.append(FitnessEvaluator(
-            bench, t.shape(config["compare"]), fitness_windows=fit["fitness_windows"],
-            race_factor=fit["race_factor"], race_chunk=fit["race_chunk"],
-            canonical_cache=fit["canonical_cache"], fingerprint_cache=fit["fingerprint_cache"],
-            windows=windows, engine=benches.engine(t, t.seed, config["compare"])))
+            bench, t.shape(config.compare), fitness_windows=fit.fitness_windows,
+            race_factor=fit.race_factor, race_chunk=fit.race_chunk,
+            canonical_cache=fit.canonical_cache, fingerprint_cache=fit.fingerprint_cache,
+            windows=windows, engine=benches.engine(t, t.seed, config.compare)))
     return evaluators
 
 
-def run_evaluator(benches: TaskBenches, tasks: list[Task], config: dict[str, Any],
+def run_evaluator(benches: TaskBenches, tasks: list[Task], config: SearchConfig,
                   log: Callable[[str], None], pool: Any = None
                   ) -> tuple[MultiTaskEvaluator, list[dict[str, Any]]]:
     """The multi-task evaluator, with the reference measured on every task's fitness windows,
@@ -38,7 +38,7 @@ def run_evaluator(benches: TaskBenches, tasks: list[Task], config: dict[str, Any
     workers that measure the GP's candidates (None: this process)."""
     evaluators = task_evaluators(benches, tasks, config)
     rows, refs = [], []
-    names = list(dict.fromkeys([config["reference"], *config["baselines"]]))
+    names = list(dict.fromkeys([config.reference, *config.baselines]))
     for t, ev in zip(tasks, evaluators):
         for name in names:
             tree = metric_tree(name)
@@ -46,13 +46,13 @@ def run_evaluator(benches: TaskBenches, tasks: list[Task], config: dict[str, Any
             rows.append({"phase": "fitness", "task": t.name, "metric": name, "formula": str(tree),
                          "seed": t.seed,
                          "split": t.fitness_split, "windows": int(ev.windows.shape[0]), "ppl": ppl})
-            if name == config["reference"]:
+            if name == config.reference:
                 refs.append(ppl)
-        log(f"task {t.name}: reference {config['reference']} ppl {refs[-1]:.4f} on "
+        log(f"task {t.name}: reference {config.reference} ppl {refs[-1]:.4f} on "
             f"{ev.windows.shape[0]} {t.fitness_split} windows")
     bad = [t.name for t, r in zip(tasks, refs) if not (r > 0 and math.isfinite(r))]
     if bad:
-        raise ConfigError(f"the reference {config['reference']} has no finite perplexity on "
+        raise ConfigError(f"the reference {config.reference} has no finite perplexity on "
                           f"{', '.join(bad)}; choose another --reference")
     evaluator = MultiTaskEvaluator([t.name for t in tasks], evaluators, refs,
                                    [t.weight for t in tasks], start_rows=rows, pool=pool)

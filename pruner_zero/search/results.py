@@ -7,11 +7,14 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ..files import read_json
 from ..spread import by_task_metric, mean_std, verdict
 from .layout import CHECKPOINT
+
+if TYPE_CHECKING:
+    from .config import SearchConfig
 
 
 @dataclass(frozen=True)
@@ -115,17 +118,17 @@ def _number_or_null(v: Any) -> bool:
     return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
-def fitness_note(config: Mapping[str, Any]) -> str:
+def fitness_note(config: SearchConfig) -> str:
     """What the fitness column measures, for best_metric.txt."""
-    n = config["fitness"]["fitness_windows"]
-    splits = sorted({t["fitness_split"] for t in config["tasks"]})
+    n, tasks = config.fitness_windows, config.task_list or ()
+    splits = sorted({t.fitness_split for t in tasks})
     windows = "all windows of" if n is None else f"{n} windows spread evenly over"
-    many = "weighted geometric mean over tasks of " if len(config["tasks"]) > 1 else ""
-    return (f"{many}ppl / ppl({config['reference']}), on {windows} the selection split "
+    many = "weighted geometric mean over tasks of " if len(tasks) > 1 else ""
+    return (f"{many}ppl / ppl({config.reference}), on {windows} the selection split "
             f"({', '.join(splits)})")
 
 
-def report_lines(final: FinalResults, config: Mapping[str, Any]) -> list[str]:
+def report_lines(final: FinalResults, config: SearchConfig) -> list[str]:
     """The report split, per task: the best metric and each baseline, mean ± std over the
     calibration seeds, and whether the best wins, loses or ties (within the seed spread)."""
     rows = final.report_rows
@@ -134,8 +137,8 @@ def report_lines(final: FinalResults, config: Mapping[str, Any]) -> list[str]:
     by = by_task_metric(rows)
     names, best = final.baseline_names, final.best
     out = []
-    for t in config["tasks"]:
-        task, split = t["name"], t["report_split"]
+    for t in config.task_list or ():
+        task, split = t.name, t.report_split
         seeds = len(by[(task, names[0])])
         windows = next((r.get("windows") for r in rows if r["task"] == task), None)
         where = split if windows is None else f"{split}, {windows} windows"

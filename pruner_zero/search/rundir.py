@@ -13,7 +13,7 @@ import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, TYPE_CHECKING, Any, Iterator
 
 from pruner_zero.errors import ConfigError
 from pruner_zero.files import RunLock, atomic_write_bytes, atomic_write_text, check_writable_dir, \
@@ -27,6 +27,9 @@ from pruner_zero.search.layout import (BASELINE_FIELDS, BASELINES, BEST_JSON, BE
 from pruner_zero.search.results import FinalResults, report_lines
 from pruner_zero.spread import by_task_metric, mean_std
 from pruner_zero.windows import windows_note
+
+if TYPE_CHECKING:
+    from pruner_zero.search.config import SearchConfig
 
 __all__ = ["BASELINES", "BEST_JSON", "BEST_TXT", "CHECKPOINT", "CONFIG", "EVALUATIONS",
            "HALL_OF_FAME", "HISTORY", "INVALID", "OK", "STOPPED", "HallOfFameEntry", "RunDir",
@@ -178,7 +181,7 @@ class RunDir:
         atomic_write_text(self.path / BASELINES, _csv(BASELINE_FIELDS, rows))
 
     def write_outputs(self, entries: list[HallOfFameEntry], fitness_note: str,
-                      final: FinalResults | None = None, config: dict[str, Any] | None = None) -> None:
+                      final: FinalResults | None = None, config: SearchConfig | None = None) -> None:
         """best_metric.json/.txt, hall_of_fame.csv and baselines.csv from the final results."""
         names = final.baseline_names if final else []
         sel_rows = final.selection_rows if final else []
@@ -350,23 +353,22 @@ def _remeasured(entries: list[HallOfFameEntry]) -> list[HallOfFameEntry]:
 
 
 def best_metric_text(best: HallOfFameEntry, fitness_note: str, entries: list[HallOfFameEntry],
-                     final: FinalResults | None = None, config: dict[str, Any] | None = None) -> str:
+                     final: FinalResults | None = None, config: SearchConfig | None = None) -> str:
     """Human-readable summary of the best metric: formula, sympy, LaTeX, fitness, the selection
     score over calibration seeds, and per task its report-split perplexity beside the baselines."""
     try:
         sym, latex = str(to_sympy(best.tree)), to_latex(best.tree)
     except Exception as exc:  # noqa: BLE001 -- a display problem must not lose the result
         sym = latex = f"unavailable ({type(exc).__name__}: {exc})"
-    config = config or {}
     measured = len(_remeasured(entries))
-    seeds = config.get("confirm_seeds", 1)
-    ref = config.get("reference", "the reference")
+    seeds = 1 if config is None else config.confirm_seeds
+    ref = "the reference" if config is None else config.reference
     why = (f"lowest mean selection score of the {measured} re-measured" if measured
            else "best fitness; none re-measured on the selection split")
     score = "not measured" if best.score is None else \
         f"{_num(best.score)} ± {_num(best.score_std or 0.0)} (mean ± std over {seeds} calibration " \
         f"seeds of ppl / ppl({ref}) on " \
-        f"{windows_note('the selection split', config.get('confirm_windows'))}, geometric " \
+        f"{windows_note('the selection split', None if config is None else config.confirm_windows)}, geometric " \
         "mean over tasks)"
     text = (f"formula:   {best.formula}\n"
             f"sympy:     {sym}\n"
@@ -376,7 +378,7 @@ def best_metric_text(best: HallOfFameEntry, fitness_note: str, entries: list[Hal
             f"selection: {score}\n"
             f"size:      {best.size}\n"
             f"height:    {best.height}\n")
-    lines = report_lines(final, config) if final is not None else []
+    lines = report_lines(final, config) if final is not None and config is not None else []
     if lines:
         text += ("\nreport split (never used for fitness or selection), perplexity mean ± std over "
                  "calibration seeds; a difference within the larger std is a tie:\n")

@@ -1,11 +1,18 @@
-"""The GP loop's settings, self-validating and light (no torch, no deap): ``SearchConfig`` builds
-them from its options and checks them against the search space."""
+"""A search's settings by role, each self-validating and light (no torch, no deap): the GP
+loop (``GPSettings``), how a candidate is measured (``FitnessSettings``) and the search's tail
+(``ConfirmSettings``). ``SearchConfig`` is composed of them: it builds each from its options
+(one flag each) and lets each check its own."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
-from typing import TYPE_CHECKING, Any
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from pruner_zero.errors import ConfigError
+from pruner_zero.search.options import (DEFAULT_CONFIRM_SEEDS, DEFAULT_CONFIRM_WINDOWS,
+                                        DEFAULT_FINAL_TOP, DEFAULT_FITNESS_WINDOWS,
+                                        DEFAULT_REPORT_WINDOWS, MAX_SEEDS)
+from pruner_zero.windows import window_budget
 
 if TYPE_CHECKING:
     from pruner_zero.metric.space import SearchSpace
@@ -59,3 +66,76 @@ class GPSettings:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def whole_number(v: Any, low: int, high: int | None = None) -> bool:
+    """An int (not a bool) from ``low`` to ``high`` (None: no upper bound)."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low and (high is None or v <= high)
+
+
+def flag_name(name: str) -> str:
+    """An option as the command line names it by default."""
+    return f"--{name.replace('_', '-')}"
+
+
+@dataclass(frozen=True)
+class FitnessSettings:
+    """How a candidate is measured: its windows of the selection split (spread evenly; None:
+    all), racing against the hall of fame, and the two exact caches."""
+
+    fitness_windows: int | None = DEFAULT_FITNESS_WINDOWS
+    race_factor: float | None = None
+    race_chunk: int = 16
+    canonical_cache: bool = True
+    fingerprint_cache: bool = True
+
+    def checked(self, name: Callable[[str], str] = flag_name) -> "FitnessSettings":
+        """A copy with the window budget normalised (0: None); ConfigError for the first bad
+        value, named by ``name`` (a flag, or a config.json key)."""
+        race = self.race_factor
+        if race is not None and not (isinstance(race, (int, float)) and not isinstance(race, bool)
+                                     and math.isfinite(race) and race >= 1.0):
+            raise ConfigError(f"{name('race_factor')} must be at least 1 (or left off), got {race}.")
+        if not whole_number(self.race_chunk, 1):
+            raise ConfigError(f"{name('race_chunk')} must be a positive integer, got "
+                              f"{self.race_chunk!r}.")
+        budget = window_budget(self.fitness_windows, name("fitness_windows"))
+        for key in ("canonical_cache", "fingerprint_cache"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"{name(key)} must be true or false, got {getattr(self, key)!r}.")
+        return replace(self, fitness_windows=budget)
+
+    def as_dict(self) -> dict[str, Any]:
+        """config.json's 'fitness' (the windows are always spread: said for the reader)."""
+        return {"fitness_windows": self.fitness_windows, "windows_spread": True,
+                "race_factor": self.race_factor, "race_chunk": self.race_chunk,
+                "canonical_cache": self.canonical_cache,
+                "fingerprint_cache": self.fingerprint_cache}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "FitnessSettings":
+        """config.json's 'fitness' (unchecked: ``checked`` names what is wrong)."""
+        return cls(**{f.name: d.get(f.name) for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class ConfirmSettings:
+    """A search's tail: the top ``final_top`` hall-of-fame metrics re-measured over
+    ``confirm_seeds`` calibration seeds on ``confirm_windows`` of the selection split, then the
+    best and the baselines on ``eval_windows`` of the report split (None: every window)."""
+
+    final_top: int = DEFAULT_FINAL_TOP
+    confirm_seeds: int = DEFAULT_CONFIRM_SEEDS
+    confirm_windows: int | None = DEFAULT_CONFIRM_WINDOWS
+    eval_windows: int | None = DEFAULT_REPORT_WINDOWS
+
+    def checked(self, name: Callable[[str], str] = flag_name) -> "ConfirmSettings":
+        """A copy with the window budgets normalised; ConfigError for the first bad value."""
+        if not whole_number(self.final_top, 0):
+            raise ConfigError(f"{name('final_top')} must be a non-negative integer, got "
+                              f"{self.final_top!r}.")
+        if not whole_number(self.confirm_seeds, 1, MAX_SEEDS):
+            raise ConfigError(f"{name('confirm_seeds')} must be an integer from 1 to {MAX_SEEDS}, "
+                              f"got {self.confirm_seeds!r}.")
+        return replace(self, **{key: window_budget(getattr(self, key), name(key))
+                                for key in ("confirm_windows", "eval_windows")})

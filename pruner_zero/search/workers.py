@@ -13,16 +13,16 @@ Ray is an optional extra: nothing here imports it until a pool is started.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from pruner_zero.errors import CANDIDATE_ERRORS, ConfigError
 from pruner_zero.measure import TaskBenches
-from pruner_zero.runtime import Runtime
-from pruner_zero.search.config import require_ray
+from pruner_zero.search.config import SearchConfig, require_ray
 from pruner_zero.search.evaluators import task_evaluators
-from pruner_zero.tasks import Task
+from pruner_zero.search.stored import config_dict, read_config
 
 def gpus_per_worker(requested: float | None, device: str, device_map: str | None,
                     cluster_gpus: float, workers: int) -> float:
@@ -47,14 +47,14 @@ def gpus_per_worker(requested: float | None, device: str, device_map: str | None
 class EvaluationWorker:
     """What one actor holds and does (a plain class; ``WorkerPool`` makes it a Ray actor)."""
 
-    def __init__(self, config: dict[str, Any], needed: list[str], threads: int | None) -> None:
+    def __init__(self, stored: dict[str, Any], needed: list[str], threads: int | None) -> None:
         if threads:
             torch.set_num_threads(threads)
-        cache = config.get("cache_dir")
-        benches = TaskBenches(Runtime(**config["runtime"]), None if cache is None else cache,
-                              progress=False, log=lambda msg: None, needed=set(needed))
-        tasks = [Task.from_dict(t) for t in config["tasks"]]
-        self.evaluators = task_evaluators(benches, tasks, config)
+        config = read_config(stored)  # the run's config.json, as the driver read it
+        cache = None if config.cache_dir is None else Path(config.cache_dir)
+        benches = TaskBenches(config.runtime(), cache, progress=False,
+                              log=lambda msg: None, needed=set(needed))
+        self.evaluators = task_evaluators(benches, list(config.task_list), config)
 
     def measure(self, task: int, formula: str, bound: float | None) -> tuple:
         return self.evaluators[task].measure_formula(formula, bound)
@@ -66,7 +66,7 @@ class EvaluationWorker:
 class WorkerPool:
     """``workers`` actors measuring (task, formula, bound) jobs; results in the jobs' order."""
 
-    def __init__(self, config: dict[str, Any], needed: set[str], workers: int,
+    def __init__(self, config: SearchConfig, needed: set[str], workers: int,
                  address: str | None = None, cpus_per_worker: int | None = None,
                  requested_gpus: float | None = None, progress: bool = False,
                  log: Callable[[str], None] = print) -> None:
@@ -75,7 +75,8 @@ class WorkerPool:
 
         if workers < 1:
             raise ConfigError(f"--workers must be at least 1 with a pool, got {workers}")
-        self.config, self.needed, self.log, self.progress = config, sorted(needed), log, progress
+        self.stored, self.needed, self.log = config_dict(config), sorted(needed), log
+        self.progress = progress
         self.started_ray = not ray.is_initialized()
         if self.started_ray:
             if address is None:  # a local cluster of this machine's cores
@@ -86,10 +87,10 @@ class WorkerPool:
             else:
                 ray.init(address=address, log_to_driver=False, configure_logging=False)
         resources = ray.cluster_resources()
-        runtime = config["runtime"]
+        runtime = config.runtime()
         try:  # a pool that cannot start leaves no Ray behind
-            gpus = gpus_per_worker(requested_gpus, runtime.get("device", "auto"),
-                                   runtime.get("device_map"), resources.get("GPU", 0), workers)
+            gpus = gpus_per_worker(requested_gpus, runtime.device, runtime.device_map,
+                                   resources.get("GPU", 0), workers)
             if gpus and gpus * workers > resources.get("GPU", 0):
                 raise ConfigError(f"--workers {workers} need {gpus * workers:g} GPUs and the Ray "
                                   f"cluster has {resources.get('GPU', 0):g}; use at most "
@@ -115,7 +116,7 @@ class WorkerPool:
             f"{f', {gpus:g} GPU' if gpus else ''} each)")
 
     def _start(self):
-        return self._actor.remote(self.config, self.needed, self._threads)
+        return self._actor.remote(self.stored, self.needed, self._threads)
 
     def measure(self, jobs: list[tuple[int, str, float | None]]) -> list[Any]:
         """Every job measured once by some live actor, the results in the jobs' order."""
