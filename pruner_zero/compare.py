@@ -30,7 +30,7 @@ from .report import save_png
 from .runtime import Runtime
 from .search.options import MAX_SEEDS
 from .sparsegpt import SPARSEGPT
-from .spread import mean_std, verdict
+from .spread import grouped, mean_std, verdict
 from .tasks import Task, check_tasks, name_tasks
 from .windows import window_budget, windows_note
 
@@ -146,9 +146,7 @@ def summarize(rows: Sequence[dict[str, Any]], specs: Sequence[MetricSpec],
               tasks: Sequence[Task], dense: dict[str, float], seeds: int) -> list[dict[str, Any]]:
     """One record per (metric, task), metrics in the given order: mean ± std over seeds, the
     per-seed values in seed order, relative to dense, and ``best``/``tie`` flags per task."""
-    by: dict[tuple[str, str], list[tuple[int, float]]] = {}
-    for r in rows:
-        by.setdefault((r["metric"], r["task"]), []).append((r["seed"], r["ppl"]))
+    by = grouped(rows, lambda r: (r["metric"], r["task"]), lambda r: (r["seed"], r["ppl"]))
     windows = {r["task"]: r.get("windows") for r in rows}
     out = []
     for m in specs:

@@ -20,6 +20,7 @@ from typing import Any, Iterable
 from .errors import ConfigError
 from .files import atomic_write_text, atomic_write_with, check_writable_dir
 from .search.layout import (BASELINES, BEST_TXT, CONFIG, EVALUATIONS, HALL_OF_FAME, HISTORY)
+from .spread import grouped
 
 FITNESS_MEANING = "fitness = weighted geo-mean over tasks of ppl / ppl({ref})  (lower is better)"
 _TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?")
@@ -246,10 +247,8 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def _baseline_summary(rows: list[dict[str, str]]) -> list[list[str]]:
     """metric x task x phase: mean ± std of ppl over seeds (the spread calibration seeds add)."""
-    groups: dict[tuple[str, str, str], list[float]] = {}
-    for r in rows:
-        groups.setdefault((r.get("metric", "?"), r.get("task", "?"), r.get("phase", "?")),
-                          []).append(_float(r.get("ppl")))
+    groups = grouped(rows, lambda r: (r.get("metric", "?"), r.get("task", "?"),
+                                      r.get("phase", "?")), lambda r: _float(r.get("ppl")))
     out = []
     order = {"fitness": 0, "selection": 1, "report": 2}  # the order a run measures them in
     for (m, t, p), v in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1],

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Hashable, Iterable, Sequence, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -26,9 +29,16 @@ def verdict(a: Sequence[float], b: Sequence[float]) -> str:
     return "better" if ma < mb else "worse"
 
 
+def grouped(rows: Iterable[Any], key: Callable[[Any], K], value: Callable[[Any], V]
+            ) -> dict[K, list[V]]:
+    """Rows grouped by ``key`` (groups in first-seen order, rows in their order), each as
+    ``value``: every table of means over calibration seeds starts here."""
+    out: dict[K, list[V]] = {}
+    for r in rows:
+        out.setdefault(key(r), []).append(value(r))
+    return out
+
+
 def by_task_metric(rows: Iterable[dict[str, Any]]) -> dict[tuple[str, str], list[float]]:
     """Measurement rows (task, metric, ppl; seed order kept) as (task, metric) -> perplexities."""
-    out: dict[tuple[str, str], list[float]] = {}
-    for r in rows:
-        out.setdefault((r["task"], r["metric"]), []).append(r["ppl"])
-    return out
+    return grouped(rows, lambda r: (r["task"], r["metric"]), lambda r: r["ppl"])

@@ -153,6 +153,9 @@ def test_resume_of_something_that_is_not_a_directory_names_resume(tmp_path, caps
 def test_a_checkpoint_with_infinities_resumes_with_them(tmp_path):
     """Strict JSON writes inf as null; the checkpoint reads back exactly what was saved, so a
     resumed run goes on as the uninterrupted one (an unevaluated individual stays unevaluated)."""
+    from pruner_zero.files import dumps_json
+    from pruner_zero.search.layout import CHECKPOINT_VERSION
+    from pruner_zero.search.results import FinalResults
     from pruner_zero.search.rundir import CHECKPOINT, RunDir
 
     inf = float("inf")
@@ -177,12 +180,16 @@ def test_a_checkpoint_with_infinities_resumes_with_them(tmp_path):
                   "top": ["W"], "baseline_names": []},
     }
     run = RunDir(tmp_path)
-    run.save_checkpoint(json.loads(json.dumps(state)))
+    (tmp_path / CHECKPOINT).write_text(dumps_json({"version": CHECKPOINT_VERSION, **state}))
     text = (tmp_path / CHECKPOINT).read_text()
     assert "Infinity" not in text and strict_loads(text)["population"][0]["fitness"] is None
     loaded = run.load_checkpoint()
-    loaded.pop("version")
-    assert loaded == state
+    for key in ("population", "hall_of_fame", "evaluator", "history", "random_state"):
+        assert getattr(loaded, key) == state[key], key
+    assert loaded.final == FinalResults.from_dict(state["final"])
+    assert loaded.final.selection["W"].scores == [inf, 2.0]
+    run.save_checkpoint(loaded)  # and what is saved again reads back the same
+    assert run.load_checkpoint() == loaded
 
 
 def test_the_best_metric_is_the_lowest_mean_selection_score_of_those_re_measured():

@@ -20,7 +20,7 @@ from pruner_zero.metric.io import format_formula, parse_formula
 from pruner_zero.metric.registry import statistics_read
 from pruner_zero.metric.tree import leaves
 from pruner_zero.runtime import Runtime
-from pruner_zero.search.checkpoint import checked_formulas
+from pruner_zero.search.checkpoint import Checkpoint, checked_formulas
 from pruner_zero.search.config import SearchConfig, metric_tree, seed_trees
 from pruner_zero.search.evaluators import run_evaluator
 from pruner_zero.search.layout import CHECKPOINT, CONFIG
@@ -163,7 +163,7 @@ def _run(run: RunDir, config: SearchConfig, space: Any, settings: Any, benches: 
     state = run.load_checkpoint()
     if state is not None:  # every formula it holds must parse before any work is redone
         checked_formulas(state, space.pset(), run.path)
-    if state is not None and state.get("finished"):
+    if state is not None and state.finished:
         return _rewritten(run, state, config, space, log)
     workers = None if pool is None else pool(config, benches.needed)
     evaluator = None
@@ -184,9 +184,8 @@ def _run(run: RunDir, config: SearchConfig, space: Any, settings: Any, benches: 
     assert state is not None
     final = replace(_confirm(benches, tasks, config, result.hall_of_fame, progress, log),
                     baselines_fitness=start_rows)
-    state.update(finished=True, final=final.as_dict())
-    run.save_checkpoint(state)
-    entries = _entries(state["hall_of_fame"], final, space.pset())
+    run.save_checkpoint(state.finished_with(final))
+    entries = _entries(state.hall_of_fame, final, space.pset())
     run.write_outputs(entries, fitness_note(config), final, config)
     if entries:
         best = best_entry(entries)
@@ -201,13 +200,13 @@ def _run(run: RunDir, config: SearchConfig, space: Any, settings: Any, benches: 
     return entries
 
 
-def _rewritten(run: RunDir, state: dict[str, Any], config: SearchConfig, space: Any,
+def _rewritten(run: RunDir, state: Checkpoint, config: SearchConfig, space: Any,
                log: Callable[[str], None]) -> list[HallOfFameEntry]:
     """A finished run resumed: its final outputs written again from its checkpoint."""
     log(f"{run.path}: the search already finished; rewriting its final outputs")
     try:
-        final = FinalResults.from_dict(state["final"])
-        entries = _entries(state["hall_of_fame"], final, space.pset())
+        final = state.final
+        entries = _entries(state.hall_of_fame, final, space.pset())
     except (KeyError, TypeError, ValueError, MetricError) as exc:
         raise ConfigError(f"{run.path / CHECKPOINT} is damaged ({type(exc).__name__}: "
                           f"{exc}); restore the file, or start a new run with --out") from exc

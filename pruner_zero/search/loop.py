@@ -338,13 +338,13 @@ def _loop(settings: GPSettings, toolbox: Any, evaluator: Evaluator, run: RunDir,
                                                      progress, finish_generation)
         done = 0
     else:
-        done = int(state["generation"])
+        done = state.generation
         pop, hof = restore_generation(state, pset, settings.hof_size,
                                       evaluator.load_state_dict, run.path)
-        run.truncate_evaluations(int(state["evaluations_lines"]))
-        tried = set(state["tried"]) if "tried" in state else \
+        run.truncate_evaluations(state.evaluations_lines)
+        tried = set(state.tried) if state.tried is not None else \
             set().union(*(_identity(toolbox, i, evaluator) for i in pop))
-        history = list(state.get("history", []))
+        history = list(state.history)
         if done < settings.generations:
             log(f"resuming {run.path} after generation {done}/{settings.generations}")
     for g in range(done + 1, settings.generations + 1):
@@ -358,7 +358,7 @@ def _loop(settings: GPSettings, toolbox: Any, evaluator: Evaluator, run: RunDir,
         pop = elites + offspring
         finish_generation(g, pop, hof, history, counts, started, tried)
     last = max(done, settings.generations)
-    if settings.polish and not (state is not None and state.get("polished")):
+    if settings.polish and not (state is not None and state.polished):
         # after the last generation: evaluations.jsonl lists the polish as generation last + 1
         started = time.perf_counter()
         candidates = _polish_candidates(toolbox, hof, settings.polish, tried, evaluator)

@@ -18,11 +18,11 @@ from typing import IO, TYPE_CHECKING, Any, Iterator
 from pruner_zero.errors import ConfigError
 from pruner_zero.files import RunLock, atomic_write_bytes, atomic_write_text, check_writable_dir, \
     dumps_json, read_json
-
 from pruner_zero.metric.io import to_paper_json
 from pruner_zero.metric.symbolic import to_latex, to_sympy
+from pruner_zero.search.checkpoint import Checkpoint
 from pruner_zero.search.layout import (BASELINE_FIELDS, BASELINES, BEST_JSON, BEST_TXT, CHECKPOINT,
-                                       CHECKPOINT_VERSION, CONFIG, EVALUATIONS, HALL_OF_FAME,
+                                       CONFIG, EVALUATIONS, HALL_OF_FAME,
                                        HISTORY, HISTORY_FIELDS, INVALID, OK, STOPPED)
 from pruner_zero.search.results import FinalResults, report_lines
 from pruner_zero.spread import by_task_metric, mean_std
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BASELINES", "BEST_JSON", "BEST_TXT", "CHECKPOINT", "CONFIG", "EVALUATIONS",
            "HALL_OF_FAME", "HISTORY", "INVALID", "OK", "STOPPED", "HallOfFameEntry", "RunDir",
-           "best_entry", "best_metric_text", "checkpoint_problem", "revive_infinities"]
+           "best_entry", "best_metric_text"]
 
 
 @dataclass
@@ -122,28 +122,19 @@ class RunDir:
             self._log = None
 
     # ----------------------------------------------------------- checkpoint
-    def load_checkpoint(self) -> dict[str, Any] | None:
+    def load_checkpoint(self) -> Checkpoint | None:
         """The last checkpoint, or None when no generation finished yet."""
         path = self.path / CHECKPOINT
         if not path.exists():
             return None
-        state = read_json(path, "checkpoint")
-        if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
-            raise ConfigError(f"{path} is not a checkpoint this version can resume "
-                              f"(expected version {CHECKPOINT_VERSION}).")
-        problem = checkpoint_problem(state)
-        if problem:
-            raise ConfigError(f"{path} is damaged ({problem}); nothing was changed in "
-                              f"{self.path}: restore the file, or start a new run with --out")
-        return revive_infinities(state)
+        return Checkpoint.from_dict(read_json(path, "checkpoint"), path)
 
-    def save_checkpoint(self, state: dict[str, Any]) -> None:
+    def save_checkpoint(self, state: Checkpoint) -> None:
         """Atomically replace the checkpoint; the log is flushed first so its count is true."""
         if self._log is not None:
             self._log.flush()
-        state = {"version": CHECKPOINT_VERSION, **state}
         self.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.path / CHECKPOINT, dumps_json(state) + "\n")
+        atomic_write_text(self.path / CHECKPOINT, dumps_json(state.as_dict()) + "\n")
 
     # ------------------------------------------------------- evaluation log
     def truncate_evaluations(self, lines: int) -> None:
@@ -214,103 +205,6 @@ class RunDir:
         atomic_write_text(self.path / BEST_JSON, dumps_json(to_paper_json(best.tree), indent=2) + "\n")
         atomic_write_text(self.path / BEST_TXT, best_metric_text(best, fitness_note, entries,
                                                                  final, config))
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _individuals_problem(items: Any, key: str) -> str | None:
-    if not isinstance(items, list):
-        return f"'{key}' must be a list"
-    for i, d in enumerate(items):
-        if not isinstance(d, dict) or not isinstance(d.get("formula"), str):
-            return f"'{key}'[{i}] has no formula"
-        if d.get("fitness") is not None and not _is_num(d["fitness"]):
-            return f"'{key}'[{i}] has a fitness that is not a number"
-    return None
-
-
-def checkpoint_problem(state: dict[str, Any]) -> str | None:
-    """What is wrong with a checkpoint's structure, or None: a hand-edited or damaged file is
-    refused by name before anything of the run is touched."""
-    need = {"generation": _is_int, "evaluations_lines": _is_int,
-            "population": lambda v: isinstance(v, list), "hall_of_fame": lambda v: isinstance(v, list),
-            "evaluator": lambda v: isinstance(v, dict), "history": lambda v: isinstance(v, list),
-            "random_state": lambda v: isinstance(v, list) and len(v) == 3 and _is_int(v[0])
-            and isinstance(v[1], list) and all(_is_int(x) for x in v[1])
-            and (v[2] is None or _is_num(v[2]))}
-    for key, ok in need.items():
-        if key not in state:
-            return f"missing '{key}'"
-        if not ok(state[key]):
-            return f"'{key}' has the wrong type or value"
-    for key in ("population", "hall_of_fame"):
-        problem = _individuals_problem(state[key], key)
-        if problem:
-            return problem
-    torch_state = state.get("torch_rng_state")
-    if torch_state is not None and not (isinstance(torch_state, list)
-                                        and all(_is_int(x) and x < 256 for x in torch_state)):
-        return "'torch_rng_state' has the wrong type or value"
-    if "tried" in state and not (isinstance(state["tried"], list)
-                                 and all(isinstance(t, str) for t in state["tried"])):
-        return "'tried' has the wrong type"
-    if state.get("finished"):
-        return FinalResults.problem(state.get("final"))
-    return None
-
-
-def _inf(value: Any) -> Any:
-    return math.inf if value is None else value
-
-
-def _revive_rows(rows: Any) -> None:
-    for r in rows if isinstance(rows, list) else ():
-        if isinstance(r, dict) and "ppl" in r:
-            r["ppl"] = _inf(r["ppl"])
-
-
-def _revive_stored(stored: Any) -> None:
-    """An evaluator's cached result: every one was measured, so a null fitness was inf; a
-    null running perplexity in its racing trace too (the trace is replayed on a resume)."""
-    if not isinstance(stored, dict):
-        return
-    stored["fitness"] = _inf(stored.get("fitness"))
-    if stored.get("status") == STOPPED:
-        stored["partial"] = _inf(stored.get("partial"))
-    if isinstance(stored.get("trace"), list):
-        stored["trace"] = [[t[0], _inf(t[1])] if isinstance(t, list) and len(t) == 2 else t
-                           for t in stored["trace"]]
-
-
-def revive_infinities(state: dict[str, Any]) -> dict[str, Any]:
-    """The checkpoint as it was before strict JSON wrote its infinities as null: a resumed run
-    must go on exactly as the uninterrupted one. Only numbers that are never legitimately
-    absent are revived (an individual's fitness is absent until it is evaluated: its status
-    says whether it was)."""
-    for key in ("population", "hall_of_fame"):
-        for d in state.get(key, []):
-            if isinstance(d, dict) and d.get("fitness") is None and d.get("status") is not None:
-                d["fitness"] = math.inf
-    evaluator = state.get("evaluator", {})
-    per_task = evaluator.get("tasks") if isinstance(evaluator.get("tasks"), dict) else {"": evaluator}
-    for ev in per_task.values():
-        for table in ("by_key", "by_fingerprint"):
-            for stored in (ev.get(table) or {}).values() if isinstance(ev, dict) else ():
-                _revive_stored(stored)
-    _revive_rows(evaluator.get("start_rows"))
-    for h in state.get("history", []):
-        if isinstance(h, dict):
-            for k in ("best", "median"):
-                if k in h:
-                    h[k] = _inf(h[k])
-    FinalResults.revive(state.get("final"))
-    return state
 
 
 def _csv(fields: list[str], rows: list[dict[str, Any]]) -> str:
