@@ -102,6 +102,43 @@ def test_driver_killed_mid_search_resumes_with_workers_to_the_same_end(tiny_dir,
     assert outcome(killed) == outcome(ref)
 
 
+@pytest.mark.slow
+def test_a_killed_search_leaves_no_ray_process_behind(tiny_dir, ray_installed):
+    """Issue #22: SIGKILL of the search alone (not its process group) left Ray's dashboard
+    and runtime-env agents running, reparented to init, for about a minute. Its watcher kills
+    every process the search started, as soon as the search is gone."""
+    import time
+
+    from pruner_zero.search.reaper import _stat, descendants
+
+    out = tiny_dir / "runs" / "killed-alone"
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.Popen([sys.executable, "-m", "pruner_zero",
+                             *args(tiny_dir, out, "--workers", "1", "--worker-cpus", "1",
+                                   generations=50)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                            start_new_session=True)
+    ours: dict[int, int] = {}
+    try:
+        deadline = time.time() + 300
+        while proc.poll() is None and time.time() < deadline and not (out / CHECKPOINT).is_file():
+            time.sleep(0.2)
+        ours = descendants(proc.pid)  # Ray's processes and the watcher, while the search runs
+        assert any("ray" in (Path("/proc") / str(p) / "cmdline").read_bytes().decode(errors="replace")
+                   for p in ours if _stat(p)), "no Ray process was started"
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.time() + 20  # Ray's own agents linger ~55 s after their raylet dies
+    left = ours
+    while left and time.time() < deadline:
+        time.sleep(0.5)
+        left = {p: t for p, t in ours.items() if (_stat(p) or (0, None))[1] == t}
+    for pid in left:  # leave nothing behind for the next test either
+        os.kill(pid, signal.SIGKILL)
+    assert left == {}
+
+
 def test_without_ray_workers_are_one_clear_error_and_nothing_else_changes(tiny_dir, capsys,
                                                                         monkeypatch):
     import importlib.util

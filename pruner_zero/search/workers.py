@@ -22,6 +22,7 @@ from pruner_zero.errors import CANDIDATE_ERRORS, ConfigError
 from pruner_zero.measure import TaskBenches
 from pruner_zero.search.config import SearchConfig, require_ray
 from pruner_zero.search.evaluators import task_evaluators
+from pruner_zero.search.reaper import Reaper
 from pruner_zero.search.stored import config_dict, read_config
 
 def gpus_per_worker(requested: float | None, device: str, device_map: str | None,
@@ -78,12 +79,16 @@ class WorkerPool:
         self.stored, self.needed, self.log = config_dict(config), sorted(needed), log
         self.progress = progress
         self.started_ray = not ray.is_initialized()
+        self.reaper = None
         if self.started_ray:
-            if address is None:  # a local cluster of this machine's cores
+            if address is None:  # a local cluster of this machine's cores, none of it left behind
+                self.reaper = Reaper.start()
                 cpus = os.cpu_count() or 1
                 per = cpus_per_worker or max(1, cpus // workers)
                 ray.init(num_cpus=max(cpus, per * workers), include_dashboard=False,
                          log_to_driver=False, configure_logging=False)
+                if self.reaper is not None:
+                    self.reaper.watch_children()
             else:
                 ray.init(address=address, log_to_driver=False, configure_logging=False)
         resources = ray.cluster_resources()
@@ -102,6 +107,8 @@ class WorkerPool:
         self._actor = ray.remote(num_cpus=per, num_gpus=gpus, max_restarts=0)(EvaluationWorker)
         self._threads = per if not gpus else None
         self.actors = [self._start() for _ in range(workers)]
+        if self.reaper is not None:  # the agents started with the cluster; actors die with it
+            self.reaper.watch_children()
         self._idle = list(self.actors)
         self._queue: list[int] = []  # tickets waiting for an actor
         self._running: dict[Any, tuple[int, Any]] = {}  # ref -> (ticket, actor)
@@ -246,3 +253,6 @@ class WorkerPool:
             self.actors = []
             if self.started_ray:
                 ray.shutdown()
+            if getattr(self, "reaper", None) is not None:
+                self.reaper.close()
+                self.reaper = None
