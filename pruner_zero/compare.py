@@ -17,12 +17,14 @@ import importlib.util
 import io
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .errors import ConfigError, describe
 from .files import atomic_write_text, check_writable_dir
 from .measure import TaskBenches, grid
+from .measurement import Measurement
 from .methods import MetricSpec, resolve_metric_specs
 from .metric.registry import statistics_read
 from .metric.tree import leaves
@@ -83,12 +85,11 @@ def compare(metrics: str | Sequence[str], tasks: Sequence[Task], *, seeds: int =
     rows = grid(benches, [(m.label, m.metric) for m in specs], task_list, seeds,
                 lambda t: t.report_split, compare=compare, progress=progress, budget=eval_windows)
     formulas = {m.label: m.formula for m in specs}
-    for r in rows:
-        r["formula"] = formulas[r["metric"]]
+    rows = [replace(r, formula=formulas[r.metric]) for r in rows]
     summary = summarize(rows, specs, task_list, dense, seeds)
     result: dict[str, Any] = {
         "markdown": markdown_table(summary, task_list, seeds, eval_windows),
-        "rows": rows, "summary": summary, "dense": dense, "seeds": seeds,
+        "rows": [r.as_dict() for r in rows], "summary": summary, "dense": dense, "seeds": seeds,
         "metrics": [{"label": m.label, "formula": m.formula} for m in specs],
         "tasks": [t.as_dict() for t in task_list], "files": {}}
     if out_dir is not None:
@@ -142,12 +143,12 @@ def write_leaderboard(summary: Sequence[dict[str, Any]], tasks: Sequence[Task], 
     return files
 
 
-def summarize(rows: Sequence[dict[str, Any]], specs: Sequence[MetricSpec],
+def summarize(rows: Sequence[Measurement], specs: Sequence[MetricSpec],
               tasks: Sequence[Task], dense: dict[str, float], seeds: int) -> list[dict[str, Any]]:
     """One record per (metric, task), metrics in the given order: mean ± std over seeds, the
     per-seed values in seed order, relative to dense, and ``best``/``tie`` flags per task."""
-    by = grouped(rows, lambda r: (r["metric"], r["task"]), lambda r: (r["seed"], r["ppl"]))
-    windows = {r["task"]: r.get("windows") for r in rows}
+    by = grouped(rows, lambda r: (r.metric, r.task), lambda r: (r.seed, r.ppl))
+    windows = {r.task: r.windows for r in rows}
     out = []
     for m in specs:
         for t in tasks:

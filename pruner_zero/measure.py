@@ -4,8 +4,11 @@ and statistics (cached on disk like any other); a metric is applied and undone i
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
+
+from tqdm.auto import tqdm
 
 from .data import resolve_calib_data, resolve_data_dir
 from .engine import Engine, undo_kind, weights_kept_on_host
@@ -13,6 +16,7 @@ from .errors import ConfigError, MetricError
 from .evaluate import perplexity
 from .files import user_path
 from .masks import check_fits
+from .measurement import Measurement
 from .metric.io import format_formula
 from .model import check_linear_share
 from .runtime import Runtime
@@ -178,29 +182,24 @@ def seeds_for(task: Task, count: int) -> list[int]:
 def grid(benches: TaskBenches, metrics: Iterable[tuple[str, Any]], tasks: Sequence[Task],
          seeds: int, split_of: Callable[[Task], str], *, compare: str = "row",
          progress: bool = True, budget: int | None = None,
-         skip: int | None = None) -> list[dict[str, Any]]:
+         skip: int | None = None) -> list[Measurement]:
     """One row per (metric, task, seed): perplexity on ``split_of(task)``, all its windows or
     ``budget`` of them spread evenly (the row says how many), not the ``skip`` spread ones."""
-    import sys
-
-    from tqdm.auto import tqdm
-
-
     metrics = list(metrics)
     jobs = [(name, m, t, s) for t in tasks for s in seeds_for(t, seeds) for name, m in metrics]
     rows = []
     for name, metric, task, seed in tqdm(jobs, desc=f"measuring {len(metrics)} metrics", unit="run",
                                          disable=not progress, leave=False, file=sys.stderr):
         windows = benches.windows(task, seed, split_of(task), budget, skip)
-        row = {"metric": name, "task": task.name, "seed": seed, "split": split_of(task),
-               "windows": int(windows.shape[0])}
+        where = dict(metric=name, task=task.name, seed=seed, split=split_of(task),
+                     windows=int(windows.shape[0]))
         try:
-            row["ppl"] = benches.ppl_on(task, seed, metric, windows, compare)
+            row = Measurement(**where, ppl=benches.ppl_on(task, seed, metric, windows, compare))
         except (MetricError, RuntimeError, ValueError, ArithmeticError) as exc:
             # a metric valid under one calibration can be NaN/constant under another: that cell
             # is inf (it loses every comparison), the rest of the table is still measured
-            row["ppl"], row["error"] = math.inf, f"{type(exc).__name__}: {exc}"
-            benches.log(f"warning: {name} on {task.name} (seed {seed}): {row['error']}")
+            row = Measurement(**where, ppl=math.inf, error=f"{type(exc).__name__}: {exc}")
+            benches.log(f"warning: {name} on {task.name} (seed {seed}): {row.error}")
         rows.append(row)
         if (task, seed) != (jobs[-1][2], jobs[-1][3]) and name == metrics[-1][0]:
             benches.release(task, seed)  # this (task, seed) is done: one seed's statistics at a time

@@ -6,6 +6,8 @@ import math
 import statistics
 from typing import Any, Callable, Hashable, Iterable, Sequence, TypeVar
 
+from .measurement import Measurement
+
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
@@ -39,6 +41,6 @@ def grouped(rows: Iterable[Any], key: Callable[[Any], K], value: Callable[[Any],
     return out
 
 
-def by_task_metric(rows: Iterable[dict[str, Any]]) -> dict[tuple[str, str], list[float]]:
-    """Measurement rows (task, metric, ppl; seed order kept) as (task, metric) -> perplexities."""
-    return grouped(rows, lambda r: (r["task"], r["metric"]), lambda r: r["ppl"])
+def by_task_metric(rows: Iterable[Measurement]) -> dict[tuple[str, str], list[float]]:
+    """Measurements (seed order kept) as (task, metric) -> perplexities."""
+    return grouped(rows, lambda r: (r.task, r.metric), lambda r: r.ppl)

@@ -15,6 +15,7 @@ import pytest
 from conftest import write_tiny_assets
 from pruner_zero.cli import main
 from pruner_zero.compare import CSV_FIELDS, TIE_MARK, compare, markdown_table, summarize
+from pruner_zero.measurement import Measurement
 from pruner_zero.methods import MetricSpec, resolve_metric_specs
 from pruner_zero.errors import MetricError
 from pruner_zero.runtime import Runtime
@@ -155,7 +156,7 @@ def test_best_and_tie_marks():
     specs = [MetricSpec(n, n, None) for n in ("a", "b", "c")]
     task = Task(model="m", name="t")
     per = {"a": [10.0, 10.4], "b": [10.3, 10.4], "c": [11.0, 11.1]}
-    rows = [{"metric": m, "task": "t", "seed": s, "ppl": v}
+    rows = [Measurement(metric=m, task="t", seed=s, split="test", ppl=v)
             for m, vals in per.items() for s, v in enumerate(vals)]
     summary = summarize(rows, specs, [task], {"t": 9.0}, 2)
     flags = {c["metric"]: (c["best"], c["tie"]) for c in summary}

@@ -121,8 +121,8 @@ def test_the_library_imports_the_library_at_the_top_of_its_modules():
 
 
 FLOORS = {
-    0: ["errors", "files", "runtime", "sampling", "windows", "spread", "search", "search.layout",
-        "search.options", "search.settings", "search.results", "search.reaper"],
+    0: ["errors", "files", "runtime", "sampling", "windows", "measurement", "spread", "search",
+        "search.layout", "search.options", "search.settings", "search.results", "search.reaper"],
     1: ["metric", "metric.builtin", "metric.ops", "metric.sympy_forms", "metric.registry",
         "metric.tree", "metric.space", "metric.io", "metric.symbolic", "metric.simplify"],
     2: ["model", "gguf", "data", "stats", "masks", "layerwise", "evaluate", "sparsegpt",
@@ -156,7 +156,7 @@ def _run(code: str) -> subprocess.CompletedProcess:
 
 LIGHT = ["pruner_zero", "pruner_zero.cli", "pruner_zero.errors", "pruner_zero.files",
          "pruner_zero.runtime", "pruner_zero.windows", "pruner_zero.spread",
-         "pruner_zero.sampling", "pruner_zero.search.layout", "pruner_zero.search.options",
+         "pruner_zero.measurement", "pruner_zero.sampling", "pruner_zero.search.layout", "pruner_zero.search.options",
          "pruner_zero.search.settings", "pruner_zero.search.results", "pruner_zero.search.reaper"]
 
 

@@ -171,11 +171,11 @@ def test_a_checkpoint_with_infinities_resumes_with_them(tmp_path):
                           "fingerprint": "a"}],
         "evaluator": {"tasks": {"t": {"by_key": {"k": stored}, "by_fingerprint": {"f": stored},
                                       "counts": {"evaluated": 1}}},
-                      "start_rows": [{"metric": "wanda", "ppl": inf}]},
+                      "start_rows": [{"metric": "wanda", "task": "t", "seed": 0, "ppl": inf}]},
         "history": [{"generation": 0, "best": inf, "median": inf}],
         "final": {"selection_rows": [{"metric": "W", "task": "t", "seed": 0, "ppl": inf}],
                   "report_rows": [{"metric": "W", "task": "t", "seed": 0, "ppl": inf}],
-                  "baselines_fitness": [{"metric": "wanda", "ppl": inf}],
+                  "baselines_fitness": [{"metric": "wanda", "task": "t", "seed": 0, "ppl": inf}],
                   "selection": {"W": {"score": inf, "std": inf, "scores": [inf, 2.0]}},
                   "top": ["W"], "baseline_names": []},
     }
@@ -188,6 +188,7 @@ def test_a_checkpoint_with_infinities_resumes_with_them(tmp_path):
         assert getattr(loaded, key) == state[key], key
     assert loaded.final == FinalResults.from_dict(state["final"])
     assert loaded.final.selection["W"].scores == [inf, 2.0]
+    assert loaded.final.report_rows[0].ppl == inf and loaded.final.baselines_fitness[0].ppl == inf
     run.save_checkpoint(loaded)  # and what is saved again reads back the same
     assert run.load_checkpoint() == loaded
 

@@ -117,7 +117,7 @@ def search_summary(out: Path, entries: list) -> dict:
                "selection": best and best.score, "selection_std": best and best.score_std,
                "selection_on": "selection split, mean over calibration seeds", "report": {}}
     final = read_final(out)
-    counts = sorted({r.get("windows") for r in final.selection_rows}, key=str) if final else []
+    counts = sorted({r.windows for r in final.selection_rows}, key=str) if final else []
     if counts and None not in counts:  # per seed, when the calibration windows are left out
         summary["selection_on"] = (f"{'/'.join(map(str, counts))} windows of the selection "
                                    "split, mean over calibration seeds")
@@ -125,7 +125,7 @@ def search_summary(out: Path, entries: list) -> dict:
         summary["selection_on"] = "whole selection split, mean over calibration seeds"
     rows = final.report_rows if final else []
     for r in rows:
-        summary["report"].setdefault(r["task"], {"split": r["split"], "windows": r.get("windows")})
+        summary["report"].setdefault(r.task, {"split": r.split, "windows": r.windows})
     for (task, metric), values in by_task_metric(rows).items():
         m, sd = mean_std(values)
         label = "best" if best is not None and metric == best.formula else metric

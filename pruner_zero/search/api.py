@@ -16,6 +16,7 @@ from typing import Any, Callable
 from pruner_zero.errors import ConfigError, MetricError
 from pruner_zero.files import user_path
 from pruner_zero.measure import TaskBenches, grid, seeds_for
+from pruner_zero.measurement import Measurement
 from pruner_zero.metric.io import format_formula, parse_formula
 from pruner_zero.metric.registry import statistics_read
 from pruner_zero.metric.tree import leaves
@@ -231,7 +232,7 @@ def _confirm(benches: Any, tasks: list[Any], config: SearchConfig, hof: list[Any
             "none of them a fitness window")
     sel = grid(benches, cand + base, tasks, k, lambda t: t.fitness_split, compare=compare,
                progress=progress, budget=tail.confirm_windows, skip=config.fitness_windows)
-    ppl = {(r["metric"], r["task"], r["seed"]): r["ppl"] for r in sel}
+    ppl = {(r.metric, r.task, r.seed): r.ppl for r in sel}
 
     def scores(metric: str) -> list[float]:
         """Per seed: the weighted geometric mean over tasks of ppl / reference ppl."""
@@ -255,18 +256,16 @@ def _confirm(benches: Any, tasks: list[Any], config: SearchConfig, hof: list[Any
         f"the baselines on {windows_note('the report split', tail.eval_windows)}")
     report_rows = grid(benches, best + base, tasks, k, lambda t: t.report_split,
                        compare=compare, progress=progress, budget=tail.eval_windows)
-    for r in report_rows:
-        if r["metric"] == "best":
-            r["metric"] = r["formula"] = format_formula(hof[best_i])
-    for r in sel:
-        if r["metric"].startswith("#"):
-            r["formula"] = top[int(r["metric"][1:]) - 1]
-            r["metric"] = r["formula"]
-    for rows in (sel, report_rows):
-        for r in rows:
-            r.setdefault("formula", format_formula(metric_tree(r["metric"])))
-    return FinalResults(selection_rows=[{"phase": "selection", **r} for r in sel],
-                        report_rows=[{"phase": "report", **r} for r in report_rows],
+    def named(r: Measurement, phase: str, labels: dict[str, str]) -> Measurement:
+        """A row under the formula it measured (the ranks and 'best' only labelled the grid)."""
+        formula = labels.get(r.metric) or format_formula(metric_tree(r.metric))
+        return replace(r, phase=phase, metric=formula if r.metric in labels else r.metric,
+                       formula=formula)
+
+    ranks = {f"#{i}": formula for i, formula in enumerate(top, start=1)}
+    chosen = {"best": format_formula(hof[best_i])} if hof else {}
+    return FinalResults(selection_rows=[named(r, "selection", ranks) for r in sel],
+                        report_rows=[named(r, "report", chosen) for r in report_rows],
                         selection=selection, best_rank=best_i + 1 if hof else None,
                         best=format_formula(hof[best_i]) if hof else None, top=top,
                         baseline_names=names, seeds={t.name: seeds_for(t, k) for t in tasks})

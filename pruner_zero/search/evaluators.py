@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from ..errors import ConfigError
 from ..measure import TaskBenches
+from ..measurement import Measurement
 from ..tasks import Task
 from .config import SearchConfig, metric_tree
 from .fitness import FitnessEvaluator
@@ -32,7 +33,7 @@ def task_evaluators(benches: TaskBenches, tasks: list[Task], config: SearchConfi
 
 def run_evaluator(benches: TaskBenches, tasks: list[Task], config: SearchConfig,
                   log: Callable[[str], None], pool: Any = None
-                  ) -> tuple[MultiTaskEvaluator, list[dict[str, Any]]]:
+                  ) -> tuple[MultiTaskEvaluator, list[Measurement]]:
     """The multi-task evaluator, with the reference measured on every task's fitness windows,
     and the baselines' fitness-window rows measured with it (at the start). ``pool``: the
     workers that measure the GP's candidates (None: this process)."""
@@ -43,9 +44,9 @@ def run_evaluator(benches: TaskBenches, tasks: list[Task], config: SearchConfig,
         for name in names:
             tree = metric_tree(name)
             ppl = ev.measure_ppl(tree)
-            rows.append({"phase": "fitness", "task": t.name, "metric": name, "formula": str(tree),
-                         "seed": t.seed,
-                         "split": t.fitness_split, "windows": int(ev.windows.shape[0]), "ppl": ppl})
+            rows.append(Measurement(phase="fitness", task=t.name, metric=name, formula=str(tree),
+                                    seed=t.seed, split=t.fitness_split,
+                                    windows=int(ev.windows.shape[0]), ppl=ppl))
             if name == config.reference:
                 refs.append(ppl)
         log(f"task {t.name}: reference {config.reference} ppl {refs[-1]:.4f} on "

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import CANDIDATE_ERRORS
+from ..measurement import Measurement
 from ..metric.io import format_formula
 from ..metric.symbolic import canonical_key
 from ..tasks import geometric_fitness
@@ -28,7 +29,7 @@ class MultiTaskEvaluator:
     """
 
     def __init__(self, names: list[str], evaluators: list[FitnessEvaluator],
-                 references: list[float], weights: list[float], start_rows: list[dict] | None = None,
+                 references: list[float], weights: list[float], start_rows: list[Measurement] | None = None,
                  pool: Any = None):
         if not (len(names) == len(evaluators) == len(references) == len(weights)) or not names:
             raise ValueError("one name, evaluator, reference and weight per task")
@@ -139,7 +140,7 @@ class MultiTaskEvaluator:
 
     def state_dict(self) -> dict:
         return {"tasks": {n: ev.state_dict() for n, ev in zip(self.names, self.evaluators)},
-                "start_rows": self.start_rows}
+                "start_rows": [r.as_dict() for r in self.start_rows]}
 
     def load_state_dict(self, state: dict) -> None:
         for n, ev in zip(self.names, self.evaluators):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from ..files import read_json
+from ..measurement import Measurement
 from ..spread import by_task_metric, mean_std, verdict
 from .layout import CHECKPOINT
 
@@ -31,31 +32,41 @@ class Selection:
 class FinalResults:
     """The confirmation over calibration seeds on the selection split, and the report split.
 
-    Rows are measurement records (phase, task, metric, formula, seed, split, windows, ppl)."""
+    Rows are ``Measurement`` records (phase selection, report, fitness)."""
 
-    selection_rows: list[dict[str, Any]]
-    report_rows: list[dict[str, Any]]
+    selection_rows: list[Measurement]
+    report_rows: list[Measurement]
     selection: dict[str, Selection]  # formula or baseline name -> its score
     top: list[str]  # the hall-of-fame formulas re-measured, in rank order
     baseline_names: list[str]  # the reference first
     best: str | None = None  # the chosen formula (None: no valid metric)
     best_rank: int | None = None
     seeds: dict[str, list[int]] = field(default_factory=dict)  # task -> its calibration seeds
-    baselines_fitness: list[dict[str, Any]] = field(default_factory=list)  # at the start
+    baselines_fitness: list[Measurement] = field(default_factory=list)  # at the start
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """checkpoint.json's 'final'."""
+        return {"selection_rows": [r.as_dict() for r in self.selection_rows],
+                "report_rows": [r.as_dict() for r in self.report_rows],
+                "selection": {k: asdict(v) for k, v in self.selection.items()},
+                "top": list(self.top), "baseline_names": list(self.baseline_names),
+                "best": self.best, "best_rank": self.best_rank,
+                "seeds": {k: list(v) for k, v in self.seeds.items()},
+                "baselines_fitness": [r.as_dict() for r in self.baselines_fitness]}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "FinalResults":
         """A checkpoint's 'final', checked by ``problem`` and revived by ``revive`` first."""
         selection = {k: Selection(v["score"], v["std"], list(v.get("scores") or []))
                      for k, v in d["selection"].items()}
-        return cls(selection_rows=list(d["selection_rows"]), report_rows=list(d["report_rows"]),
+        def rows(key: str) -> list[Measurement]:
+            return [Measurement.from_dict(r) for r in d.get(key) or []]
+
+        return cls(selection_rows=rows("selection_rows"), report_rows=rows("report_rows"),
                    selection=selection, top=list(d["top"]),
                    baseline_names=list(d["baseline_names"]), best=d.get("best"),
                    best_rank=d.get("best_rank"), seeds=dict(d.get("seeds") or {}),
-                   baselines_fitness=list(d.get("baselines_fitness") or []))
+                   baselines_fitness=rows("baselines_fitness"))
 
     @staticmethod
     def revive(d: Any) -> None:
@@ -87,6 +98,7 @@ class FinalResults:
         for key in ("selection_rows", "report_rows", "baselines_fitness"):
             for i, r in enumerate(d.get(key) or []):
                 if not (isinstance(r, dict) and isinstance(r.get("metric"), str)
+                        and isinstance(r.get("task"), str) and isinstance(r.get("seed"), int)
                         and _number_or_null(r.get("ppl"))):
                     return f"'final.{key}'[{i}] is not a measurement"
         for k, v in d["selection"].items():
@@ -140,7 +152,7 @@ def report_lines(final: FinalResults, config: SearchConfig) -> list[str]:
     for t in config.task_list or ():
         task, split = t.name, t.report_split
         seeds = len(by[(task, names[0])])
-        windows = next((r.get("windows") for r in rows if r["task"] == task), None)
+        windows = next((r.windows for r in rows if r.task == task), None)
         where = split if windows is None else f"{split}, {windows} windows"
         if seeds < 2 and not out:
             out.append("(one calibration seed: no spread is measured, so better/worse below "

@@ -18,6 +18,7 @@ from typing import IO, TYPE_CHECKING, Any, Iterator
 from pruner_zero.errors import ConfigError
 from pruner_zero.files import RunLock, atomic_write_bytes, atomic_write_text, check_writable_dir, \
     dumps_json, read_json
+from pruner_zero.measurement import Measurement
 from pruner_zero.metric.io import to_paper_json
 from pruner_zero.metric.symbolic import to_latex, to_sympy
 from pruner_zero.search.checkpoint import Checkpoint
@@ -167,16 +168,16 @@ class RunDir:
                 for h in history]
         atomic_write_text(self.path / HISTORY, _csv(HISTORY_FIELDS, rows))
 
-    def write_baselines(self, rows: list[dict[str, Any]]) -> None:
+    def write_baselines(self, rows: list[Measurement]) -> None:
         """baselines.csv: every baseline measurement (fitness windows, selection, report)."""
-        atomic_write_text(self.path / BASELINES, _csv(BASELINE_FIELDS, rows))
+        atomic_write_text(self.path / BASELINES, _csv(BASELINE_FIELDS, [r.as_dict() for r in rows]))
 
     def write_outputs(self, entries: list[HallOfFameEntry], fitness_note: str,
                       final: FinalResults | None = None, config: SearchConfig | None = None) -> None:
         """best_metric.json/.txt, hall_of_fame.csv and baselines.csv from the final results."""
         names = final.baseline_names if final else []
         sel_rows = final.selection_rows if final else []
-        tasks = list(dict.fromkeys(r["task"] for r in sel_rows))
+        tasks = list(dict.fromkeys(r.task for r in sel_rows))
         means = _means(sel_rows)
         head = ["rank", "fitness", "selection", "selection_std"]
         per_task = [f"{t}:ppl" for t in tasks] + [f"{t}:/{n}" for t in tasks for n in names]
@@ -194,7 +195,7 @@ class RunDir:
                              int(e.chosen), e.size, e.height, e.formula])
         atomic_write_text(self.path / HALL_OF_FAME, buf.getvalue())
         baseline_rows = [] if final is None else final.baselines_fitness + \
-            [r for r in sel_rows + final.report_rows if r["metric"] in names]
+            [r for r in sel_rows + final.report_rows if r.metric in names]
         if baseline_rows:
             self.write_baselines(baseline_rows)
         if not entries:
@@ -216,7 +217,7 @@ def _csv(fields: list[str], rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def _means(rows: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
+def _means(rows: list[Measurement]) -> dict[tuple[str, str], float]:
     """(task, metric) -> mean ppl over seeds (inf when any seed is)."""
     return {k: mean_std(v)[0] for k, v in by_task_metric(rows).items()}
 
