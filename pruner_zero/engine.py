@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 import numpy as np
@@ -147,6 +147,7 @@ class Engine:
     progress: bool = False
     keep: str | None = "host"
     dense: dict[str, torch.Tensor] | None = field(default=None, repr=False)  # may start empty
+    sparsities: dict[str, float] | None = None  # per linear (an allocation); None: structure's
     _undo: dict[str, _Undo] = field(default_factory=dict, init=False, repr=False)
     _pruned: list[str] = field(default_factory=list, init=False, repr=False)
 
@@ -235,7 +236,9 @@ class Engine:
     def _layer_mask(self, name: str, tree, formula: str, stats: LayerStats) -> torch.Tensor:
         scores = metric_scores(tree, self.linears[name].weight, stats)
         check_scores(scores, formula)
-        return make_mask(scores, self.structure)
+        structure = self.structure if self.sparsities is None else \
+            replace(self.structure, sparsity=self.sparsities[name])
+        return make_mask(scores, structure)
 
     def _prune_into(self, tree, formula: str, fp: Fingerprint) -> None:
         self.restore()

@@ -6,6 +6,7 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
+from .allocation import Allocation, block_index, block_sparsities, per_linear
 from .engine import Engine, measure_sparsity
 from .errors import ConfigError, MetricError, describe
 from .files import RunLock, atomic_write_json, check_writable_dir, check_writable_file, user_path
@@ -13,7 +14,8 @@ from .masks import Structure, check_fits, parse_structure
 from .methods import resolve_metric_spec
 from .metric.registry import statistics_read
 from .metric.tree import leaves
-from .model import PRUNING_JSON, check_linear_share, decoder_parameters, save_pruned, versions
+from .model import (PRUNING_JSON, check_linear_share, decoder_parameters, layers_prefix,
+                    save_pruned, versions)
 from .sparsegpt import BLOCKSIZE as SPARSEGPT_BLOCK, SPARSEGPT, sparsegpt_prune
 from .workbench import Protocol, Workbench
 from .zeroshot import ZeroShot
@@ -41,12 +43,13 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
           report: str | Path | None = None, dense: bool = True, allow_partial: bool = False,
           log=print, tasks: str | list[str] | None = None, tasks_include: list[str] = (),
           tasks_limit: int | None = None, zero_shot: "ZeroShot | None" = None,
-          **protocol) -> dict:
+          allocation: Allocation | None = None, **protocol) -> dict:
     """Prune with `metric` (built-in name, metric file, formula, or "sparsegpt") and return the
     report: dense and pruned perplexity, achieved sparsity, formula, seconds and protocol; with
     `tasks` (lm-eval task names), zero-shot accuracy of the dense (unless not `dense`) and the
-    pruned model, scored in memory. ``save`` is claimed before the model loads: a second
-    prune to the same directory is refused at once, not after all its work."""
+    pruned model, scored in memory. ``allocation`` spreads the sparsity over the blocks (None:
+    uniform). ``save`` is claimed before the model loads: a second prune to the same directory
+    is refused at once, not after all its work."""
     started = time.time()
     shape = parse_structure(structure, sparsity, compare)
     formula, tree = resolve(metric)  # a bad metric fails before any model is loaded
@@ -54,6 +57,7 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
         raise ConfigError("sparsegpt selects its own masks (by the OBS error, per block of "
                           f"{SPARSEGPT_BLOCK} input columns over all rows): --compare "
                           f"{shape.compare} does not apply to it")
+    allocation = checked_allocation(allocation, shape, tree is None)
     check_output_paths(save, report)
     if zero_shot is None:  # unknown tasks fail here, before any model is loaded
         zero_shot = ZeroShot.checked(tasks, tasks_include, tasks_limit)
@@ -63,7 +67,21 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
             Workbench(Protocol(model=model, **protocol), log=log)
         return _pruned(bench, metric, formula, tree, shape, save=save, report=report,
                        dense=dense, allow_partial=allow_partial, log=log, zero_shot=zero_shot,
-                       started=started)
+                       started=started, allocation=allocation)
+
+
+def checked_allocation(allocation: Allocation | None, shape: Structure, sparsegpt: bool
+                       ) -> Allocation:
+    """The allocation, refused where it has no meaning: N:M fixes every block's sparsity, and
+    SparseGPT chooses its own masks."""
+    allocation = (allocation or Allocation()).checked()
+    if not allocation.uniform and shape.is_nm:
+        raise ConfigError(f"--allocation {allocation.kind} spreads an unstructured sparsity over "
+                          f"the blocks; {shape.describe()} fixes every block's")
+    if not allocation.uniform and sparsegpt:
+        raise ConfigError(f"--allocation {allocation.kind} applies to a metric's masks; "
+                          "sparsegpt chooses its own (uniform)")
+    return allocation
 
 
 def _claim(save: str | Path | None):
@@ -77,7 +95,7 @@ def _claim(save: str | Path | None):
 
 def _pruned(bench: Workbench, metric: str, formula: str, tree, shape: Structure, *, save,
             report, dense: bool, allow_partial: bool, log, zero_shot: ZeroShot,
-            started: float) -> dict:
+            started: float, allocation: Allocation) -> dict:
     """The work of ``prune`` once its inputs are checked and its --save path is claimed."""
     structure_done = shape.describe() if tree is not None else sparsegpt_structure(shape)
     result: dict = {"metric": formula, "metric_spec": metric, "structure": structure_done,
@@ -90,7 +108,10 @@ def _pruned(bench: Workbench, metric: str, formula: str, tree, shape: Structure,
     result["windows_note"] = bench.windows_note(result["windows"])
     check_fits((m.in_features for m in bench.linears.values()), shape)
     result["linear_share"] = check_linear_share(bench.model, bench.linears, allow_partial, log)
-    engine = _engine(bench, tree, formula, shape)  # a metric that cannot score fails now
+    engine = _engine(bench, tree, formula, shape, allocation)  # a bad metric fails now
+    if engine is not None and engine.sparsities is not None:
+        result["allocation"] = _allocation_record(allocation, engine.sparsities,
+                                                  layers_prefix(bench.model), log)
     if dense:
         result["ppl_dense"] = bench.dense_perplexity()
         log(f"dense perplexity: {result['ppl_dense']:.3f} (on {result['windows_note']})")
@@ -118,20 +139,39 @@ def _pruned(bench: Workbench, metric: str, formula: str, tree, shape: Structure,
                     started=started)
 
 
-def _engine(bench: Workbench, tree, formula: str, shape: Structure) -> Engine | None:
+def _engine(bench: Workbench, tree, formula: str, shape: Structure,
+            allocation: Allocation) -> Engine | None:
     """The engine of a metric's prune, checked on the first layer (None for SparseGPT, whose
     calibration is loaded instead): either fails before the long evaluations."""
     if tree is None:
         _ = bench.calib
         return None
-    stats = bench.statistics(statistics_read(leaves(tree)))  # only what the metric reads
+    needed = statistics_read(leaves(tree)) | (set() if allocation.uniform else {"X"})
+    stats = bench.statistics(needed)  # only what the metric and the allocation read
+    sparsities = None
+    if not allocation.uniform:
+        prefix = layers_prefix(bench.model)
+        blocks = block_sparsities(allocation, shape.sparsity, bench.linears, stats, prefix)
+        sparsities = per_linear(blocks, bench.linears, prefix)
     # a prune that stays: each layer is scored, masked and pruned in place, nothing is kept
     # to restore (no copy of the model); the dense perplexity is measured before it
     engine = Engine(bench.model, bench.linears, stats, shape, bench.protocol.calibration,
                     bench.calib if bench.protocol.calibration == "sequential" else None,
-                    bench.progress, keep=None)
+                    bench.progress, keep=None, sparsities=sparsities)
     engine.check(tree, formula)
     return engine
+
+
+def _allocation_record(allocation: Allocation, sparsities: dict[str, float], prefix: str,
+                       log) -> dict:
+    """What the report says of an allocation: its options and each block's sparsity (their
+    mean is the requested sparsity)."""
+    blocks = {block_index(n, prefix): s for n, s in sparsities.items()}
+    per_block = [blocks[b] for b in sorted(blocks)]
+    mean = math.fsum(per_block) / len(per_block)
+    log(f"allocation: {allocation.describe()}: block sparsities {min(per_block):.4f} to "
+        f"{max(per_block):.4f}, mean {mean:.6f}")
+    return {**allocation.as_dict(), "block_sparsity": per_block, "mean_block_sparsity": mean}
 
 
 def _achieved(bench: Workbench, shape: Structure, log) -> dict:

@@ -159,6 +159,18 @@ def add_prune_shape(p: argparse.ArgumentParser) -> None:
                         "sparsegpt always walks layer by layer)")
 
 
+def add_allocation_args(p: argparse.ArgumentParser) -> None:
+    """How the sparsity is spread over the decoder's blocks (prune)."""
+    p.add_argument("--allocation", default="uniform", choices=["uniform", "owl"],
+                   help="uniform: every block at --sparsity (default); owl: blocks with more "
+                        "outlier Wanda scores keep more weights, the mean stays --sparsity "
+                        "(OWL, Yin et al. 2024; unstructured metrics only)")
+    p.add_argument("--owl-m", type=finite_float, default=5.0,
+                   help="OWL's M: a score above M x its block's mean is an outlier (default 5)")
+    p.add_argument("--owl-lambda", type=finite_float, default=0.08,
+                   help="OWL's lambda: block sparsities span 2*lambda (default 0.08)")
+
+
 def add_allow_partial(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-partial", action="store_true",
                    help="prune even when nn.Linear weights hold under 90%% of the decoder's "
