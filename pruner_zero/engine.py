@@ -27,6 +27,7 @@ from .layerwise import accumulate_inputs, block_linears, walk
 from .masks import Structure, make_mask
 from .metric.tree import check_scores, score_metric
 from .model import layers_prefix
+from .sparsegpt import HessianAccumulator, sparsegpt_weight
 from .stats import LayerStats, SquaredInputMean
 
 
@@ -136,7 +137,12 @@ class Engine:
     ``keep="host"`` keeps what each prune zeroes in host memory (a search: ``restore`` brings the
     dense model back); ``keep="copy"`` restores from a dense copy of the linear weights (``dense``,
     made at the first prune unless given: engines of one model share it); ``keep=None`` keeps
-    nothing (a prune that stays: no copy at all). ``undo_kind`` chooses between the first two."""
+    nothing (a prune that stays: no copy at all). ``undo_kind`` chooses between the first two.
+
+    ``update="obs"``: each layer is pruned with the metric's mask and its kept weights are
+    reconstructed by SparseGPT's solver under that mask, block after block on the calibration
+    windows (each layer sees the pruned and updated blocks before it); X comes from that walk
+    with ``"sequential"``, from the dense model with ``"dense"``."""
 
     model: nn.Module
     linears: dict[str, nn.Linear]
@@ -148,6 +154,7 @@ class Engine:
     keep: str | None = "host"
     dense: dict[str, torch.Tensor] | None = field(default=None, repr=False)  # may start empty
     sparsities: dict[str, float] | None = None  # per linear (an allocation); None: structure's
+    update: str | None = None  # "obs": the kept weights reconstructed under the metric's masks
     _undo: dict[str, _Undo] = field(default_factory=dict, init=False, repr=False)
     _pruned: list[str] = field(default_factory=list, init=False, repr=False)
 
@@ -159,6 +166,13 @@ class Engine:
             raise ValueError(f"keep must be one of {KEEPS}, got {self.keep!r}")
         if self.keep == "copy" and self.dense is None:
             self.dense = {}  # filled at the first prune
+        if self.update not in UPDATES:
+            raise ValueError(f"update must be one of {UPDATES}, got {self.update!r}")
+        if self.update is not None and self.calib is None:
+            raise ValueError("an update walks the blocks: it needs the calibration windows")
+        if self.update is not None and self.keep == "host":
+            raise ValueError("an update changes the kept weights: undo it from a copy "
+                             "(keep='copy'), not from the zeroed values")
 
     # -- public --------------------------------------------------------------------------
     def check(self, tree, formula: str = "metric") -> None:
@@ -193,6 +207,8 @@ class Engine:
     @torch.no_grad()
     def prune_with(self, masks: PackedMasks) -> str:
         """Prune with masks ``packed_masks`` made: the model ``prune`` of that metric gives."""
+        if self.update is not None:
+            raise ValueError("masks alone do not give an updated model: prune with the metric")
         self.restore()
         fp = Fingerprint()
         try:
@@ -224,7 +240,8 @@ class Engine:
     # -- internals -----------------------------------------------------------------------
     def _masks_into(self, tree, formula: str, fp: Fingerprint) -> None:
         """Every layer's mask into ``fp``, the model left as it was."""
-        if self.calibration == "sequential":  # X depends on the blocks pruned before
+        if self.calibration == "sequential" or self.update is not None:
+            # X (or the Hessian) depends on the blocks pruned before
             try:
                 self._prune_into(tree, formula, fp)
             finally:
@@ -243,7 +260,7 @@ class Engine:
     def _prune_into(self, tree, formula: str, fp: Fingerprint) -> None:
         self.restore()
         try:
-            if self.calibration == "sequential":
+            if self.calibration == "sequential" or self.update is not None:
                 self._sequential(tree, formula, fp)
             else:
                 for name, lin in self.linears.items():
@@ -273,16 +290,49 @@ class Engine:
 
         def visit(i: int, block: nn.Module, run) -> None:
             linears = {f"{prefix}.{i}.{n}": m for n, m in block_linears(block).items()}
-            xs = accumulate_inputs(linears, lambda m: SquaredInputMean(m.in_features, m.weight.device),
-                                   run)
+            inputs = accumulate_inputs(linears, lambda m: _BlockInputs(m, self.update), run)
             for name, lin in linears.items():
-                stats = {**self.stats[name], "X": xs[name].value()}
-                self._prune_layer(name, lin, self._layer_mask(name, tree, formula, stats), fp)
+                stats = self.stats[name] if self.calibration == "dense" else \
+                    {**self.stats[name], "X": inputs[name].x.value()}
+                mask = self._layer_mask(name, tree, formula, stats)
+                if self.update is None:
+                    self._prune_layer(name, lin, mask, fp)
+                else:
+                    self._update_layer(name, lin, mask, inputs[name].hessian.H, fp)
 
-        walk(self.model, self.calib, visit, self.progress, desc="sequential calibration")
+        desc = "sequential calibration" if self.update is None else "pruning and updating"
+        walk(self.model, self.calib, visit, self.progress, desc=desc)
+
+    def _update_layer(self, name: str, lin: nn.Linear, mask: torch.Tensor, H: torch.Tensor,
+                      fp: Fingerprint) -> None:
+        """The layer pruned with ``mask`` and its kept weights reconstructed (OBS, SparseGPT's
+        solver under the fixed mask)."""
+        fp.add(name, mask)
+        if self.keep == "copy":
+            if not self.dense:
+                self.dense.update(dense_copy(self.linears))
+            self._pruned.append(name)
+        lin.weight.copy_(sparsegpt_weight(lin.weight, H, self.structure, mask=mask)
+                         .to(lin.weight.dtype))
 
 
 KEEPS = ("host", "copy", None)
+UPDATES = (None, "obs")
+
+
+class _BlockInputs:
+    """What one walk through a block gathers at a linear's input: X (mean squared input, for
+    sequential calibration) and, for an update, the Hessian."""
+
+    def __init__(self, linear: nn.Linear, update: str | None) -> None:
+        self.x = SquaredInputMean(linear.in_features, linear.weight.device)
+        self.hessian = None if update is None else \
+            HessianAccumulator(linear.in_features, linear.weight.device)
+
+    def add(self, inp: torch.Tensor) -> None:
+        self.x.add(inp)
+        if self.hessian is not None:
+            self.hessian.add(inp)
 
 
 def undo_kind(linears: dict[str, nn.Linear]) -> str:

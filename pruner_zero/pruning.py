@@ -7,7 +7,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from .allocation import Allocation, block_index, block_sparsities, per_linear
-from .engine import Engine, measure_sparsity
+from .engine import UPDATES, Engine, measure_sparsity
 from .errors import ConfigError, MetricError, describe
 from .files import RunLock, atomic_write_json, check_writable_dir, check_writable_file, user_path
 from .masks import Structure, check_fits, parse_structure
@@ -43,12 +43,14 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
           report: str | Path | None = None, dense: bool = True, allow_partial: bool = False,
           log=print, tasks: str | list[str] | None = None, tasks_include: list[str] = (),
           tasks_limit: int | None = None, zero_shot: "ZeroShot | None" = None,
-          allocation: Allocation | None = None, **protocol) -> dict:
+          allocation: Allocation | None = None, update: str | None = None,
+          **protocol) -> dict:
     """Prune with `metric` (built-in name, metric file, formula, or "sparsegpt") and return the
     report: dense and pruned perplexity, achieved sparsity, formula, seconds and protocol; with
     `tasks` (lm-eval task names), zero-shot accuracy of the dense (unless not `dense`) and the
     pruned model, scored in memory. ``allocation`` spreads the sparsity over the blocks (None:
-    uniform). ``save`` is claimed before the model loads: a second prune to the same directory
+    uniform); ``update="obs"`` reconstructs the kept weights under the metric's masks.
+    ``save`` is claimed before the model loads: a second prune to the same directory
     is refused at once, not after all its work."""
     started = time.time()
     shape = parse_structure(structure, sparsity, compare)
@@ -58,6 +60,7 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
                           f"{SPARSEGPT_BLOCK} input columns over all rows): --compare "
                           f"{shape.compare} does not apply to it")
     allocation = checked_allocation(allocation, shape, tree is None)
+    update = checked_update(update, tree is None)
     check_output_paths(save, report)
     if zero_shot is None:  # unknown tasks fail here, before any model is loaded
         zero_shot = ZeroShot.checked(tasks, tasks_include, tasks_limit)
@@ -67,7 +70,18 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
             Workbench(Protocol(model=model, **protocol), log=log)
         return _pruned(bench, metric, formula, tree, shape, save=save, report=report,
                        dense=dense, allow_partial=allow_partial, log=log, zero_shot=zero_shot,
-                       started=started, allocation=allocation)
+                       started=started, allocation=allocation, update=update)
+
+
+def checked_update(update: str | None, sparsegpt: bool) -> str | None:
+    """``None`` or ``"obs"`` ("none" is None); SparseGPT updates its own weights already."""
+    update = None if update in (None, "none") else update
+    if update not in UPDATES:
+        raise ConfigError(f"--update must be none or obs, got {update!r}")
+    if update is not None and sparsegpt:
+        raise ConfigError("--update obs follows a metric's masks with SparseGPT's update; "
+                          "sparsegpt updates its own (leave --update out)")
+    return update
 
 
 def checked_allocation(allocation: Allocation | None, shape: Structure, sparsegpt: bool
@@ -95,7 +109,7 @@ def _claim(save: str | Path | None):
 
 def _pruned(bench: Workbench, metric: str, formula: str, tree, shape: Structure, *, save,
             report, dense: bool, allow_partial: bool, log, zero_shot: ZeroShot,
-            started: float, allocation: Allocation) -> dict:
+            started: float, allocation: Allocation, update: str | None) -> dict:
     """The work of ``prune`` once its inputs are checked and its --save path is claimed."""
     structure_done = shape.describe() if tree is not None else sparsegpt_structure(shape)
     result: dict = {"metric": formula, "metric_spec": metric, "structure": structure_done,
@@ -108,7 +122,9 @@ def _pruned(bench: Workbench, metric: str, formula: str, tree, shape: Structure,
     result["windows_note"] = bench.windows_note(result["windows"])
     check_fits((m.in_features for m in bench.linears.values()), shape)
     result["linear_share"] = check_linear_share(bench.model, bench.linears, allow_partial, log)
-    engine = _engine(bench, tree, formula, shape, allocation)  # a bad metric fails now
+    engine = _engine(bench, tree, formula, shape, allocation, update)  # a bad metric fails now
+    if update is not None:
+        result["update"] = update
     if engine is not None and engine.sparsities is not None:
         result["allocation"] = _allocation_record(allocation, engine.sparsities,
                                                   layers_prefix(bench.model), log)
@@ -140,7 +156,7 @@ def _pruned(bench: Workbench, metric: str, formula: str, tree, shape: Structure,
 
 
 def _engine(bench: Workbench, tree, formula: str, shape: Structure,
-            allocation: Allocation) -> Engine | None:
+            allocation: Allocation, update: str | None) -> Engine | None:
     """The engine of a metric's prune, checked on the first layer (None for SparseGPT, whose
     calibration is loaded instead): either fails before the long evaluations."""
     if tree is None:
@@ -148,18 +164,25 @@ def _engine(bench: Workbench, tree, formula: str, shape: Structure,
         return None
     needed = statistics_read(leaves(tree)) | (set() if allocation.uniform else {"X"})
     stats = bench.statistics(needed)  # only what the metric and the allocation read
-    sparsities = None
-    if not allocation.uniform:
-        prefix = layers_prefix(bench.model)
-        blocks = block_sparsities(allocation, shape.sparsity, bench.linears, stats, prefix)
-        sparsities = per_linear(blocks, bench.linears, prefix)
+    sparsities = allocated(bench, allocation, shape, stats)
     # a prune that stays: each layer is scored, masked and pruned in place, nothing is kept
     # to restore (no copy of the model); the dense perplexity is measured before it
+    walks = bench.protocol.calibration == "sequential" or update is not None
     engine = Engine(bench.model, bench.linears, stats, shape, bench.protocol.calibration,
-                    bench.calib if bench.protocol.calibration == "sequential" else None,
-                    bench.progress, keep=None, sparsities=sparsities)
+                    bench.calib if walks else None, bench.progress, keep=None,
+                    sparsities=sparsities, update=update)
     engine.check(tree, formula)
     return engine
+
+
+def allocated(bench: Workbench, allocation: Allocation, shape: Structure,
+              stats: dict) -> dict[str, float] | None:
+    """Each linear's sparsity under ``allocation`` (None: uniform, the structure's own)."""
+    if allocation.uniform:
+        return None
+    prefix = layers_prefix(bench.model)
+    blocks = block_sparsities(allocation, shape.sparsity, bench.linears, stats, prefix)
+    return per_linear(blocks, bench.linears, prefix)
 
 
 def _allocation_record(allocation: Allocation, sparsities: dict[str, float], prefix: str,

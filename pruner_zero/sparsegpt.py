@@ -33,8 +33,11 @@ class HessianAccumulator:
 
 
 def sparsegpt_weight(W: torch.Tensor, H: torch.Tensor, structure: Structure,
-                     blocksize: int = BLOCKSIZE, percdamp: float = 0.01) -> torch.Tensor:
-    """The pruned-and-updated weight (float32) for one layer; pure function of W and H."""
+                     blocksize: int = BLOCKSIZE, percdamp: float = 0.01,
+                     mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The pruned-and-updated weight (float32) for one layer; pure function of W and H. With
+    ``mask`` (True = zero), the OBS update runs under that fixed mask instead of choosing one:
+    any metric's masks, followed by SparseGPT's reconstruction of the weights it keeps."""
     W = W.detach().clone().float()
     H = H.clone()
     cols = W.shape[1]
@@ -54,7 +57,9 @@ def sparsegpt_weight(W: torch.Tensor, H: torch.Tensor, structure: Structure,
         Err1 = torch.zeros_like(W1)
         Hinv1 = Hinv[i1:i2, i1:i2]
         d1 = torch.diag(Hinv1)
-        if not structure.is_nm:
+        if mask is not None:
+            mask1 = mask[:, i1:i2].to(W1.device)
+        elif not structure.is_nm:
             tmp = W1 ** 2 / d1.reshape(1, -1) ** 2
             thresh = torch.sort(tmp.flatten())[0][int(tmp.numel() * structure.sparsity)]
             mask1 = tmp <= thresh
@@ -62,7 +67,7 @@ def sparsegpt_weight(W: torch.Tensor, H: torch.Tensor, structure: Structure,
             mask1 = torch.zeros_like(W1, dtype=torch.bool)
         for i in range(i2 - i1):
             w = W1[:, i]
-            if structure.is_nm and i % prune_m == 0:
+            if mask is None and structure.is_nm and i % prune_m == 0:
                 tmp = W1[:, i:i + prune_m] ** 2 / d1[i:i + prune_m].reshape(1, -1) ** 2
                 mask1.scatter_(1, i + torch.topk(tmp, prune_k, dim=1, largest=False)[1], True)
             q = w.clone()

@@ -171,6 +171,14 @@ def add_allocation_args(p: argparse.ArgumentParser) -> None:
                    help="OWL's lambda: block sparsities span 2*lambda (default 0.08)")
 
 
+def add_update_args(p: argparse.ArgumentParser) -> None:
+    """What the kept weights become (prune)."""
+    p.add_argument("--update", default="none", choices=["none", "obs"],
+                   help="none: the kept weights stay (default); obs: after the metric's masks, "
+                        "each layer's kept weights are reconstructed with SparseGPT's solver "
+                        "under those masks, block by block on the calibration windows")
+
+
 def add_allow_partial(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-partial", action="store_true",
                    help="prune even when nn.Linear weights hold under 90%% of the decoder's "

@@ -5,7 +5,8 @@ import argparse
 
 from ..errors import PrunerZeroError
 from .common import (CALIBRATION_FLAGS, add_allocation_args, add_allow_partial, add_model_args,
-                     add_prune_shape, add_zero_shot_args, cache_from, log, runtime_from)
+                     add_prune_shape, add_update_args, add_zero_shot_args, cache_from, log,
+                     runtime_from)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -17,6 +18,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         ".json (other text is read as a file only if it is no valid formula)")
     add_prune_shape(p)
     add_allocation_args(p)
+    add_update_args(p)
     p.add_argument("--save", default=None, help="write the pruned model here (save_pretrained)")
     p.add_argument("--report", default=None, help="write a JSON report here")
     add_allow_partial(p)
@@ -50,17 +52,18 @@ def run_prune(a: argparse.Namespace) -> int:
     from ..allocation import Allocation
     from ..files import dumps_json
     from ..masks import parse_structure
-    from ..pruning import checked_allocation, prune, resolve
+    from ..pruning import checked_allocation, checked_update, prune, resolve
     from ..zeroshot import ZeroShot
 
     shape = parse_structure(a.structure, a.sparsity, a.compare)  # cheap checks before loading
     _, tree = resolve(a.metric)
     allocation = checked_allocation(Allocation(a.allocation, a.owl_m, a.owl_lambda), shape,
                                     tree is None)
+    update = checked_update(a.update, tree is None)
     zero_shot = ZeroShot.checked(a.tasks, a.tasks_include, a.tasks_limit)  # before the model
     result = prune(workbench_from(a), a.metric, a.sparsity, a.structure, a.compare, save=a.save,
                    report=a.report, dense=not a.no_dense_ppl, allow_partial=a.allow_partial,
-                   log=log, zero_shot=zero_shot, allocation=allocation)
+                   log=log, zero_shot=zero_shot, allocation=allocation, update=update)
     print(dumps_json({k: result.get(k) for k in ("metric", "ppl_dense", "ppl", "sparsity",
                                                   "windows", "seconds")}))
     print_zero_shot(zero_shot)

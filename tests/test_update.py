@@ -1,0 +1,71 @@
+"""The OBS update under a fixed mask (`--update obs`): SparseGPT's solver run with any
+metric's masks. With nothing pruned it changes nothing; with SparseGPT's own mask it gives
+SparseGPT's weights; in the engine it keeps the metric's masks and restores exactly."""
+import json
+
+import pytest
+import torch
+from conftest import base_args, masks_of, run_main
+
+from pruner_zero.masks import Structure
+from pruner_zero.sparsegpt import sparsegpt_weight
+
+
+def _layer(seed: int, rows: int = 16, cols: int = 256):
+    g = torch.Generator().manual_seed(seed)
+    W = torch.randn(rows, cols, generator=g)
+    X = torch.randn(512, cols, generator=g)
+    return W, 2 * X.t() @ X / 512  # a Hessian with no dead column
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_an_update_with_nothing_pruned_leaves_the_weights_as_they_were(seed):
+    W, H = _layer(seed)
+    kept = sparsegpt_weight(W, H, Structure(0.5), mask=torch.zeros_like(W, dtype=torch.bool))
+    assert torch.equal(kept, W)
+
+
+@pytest.mark.parametrize("structure", [Structure(0.5), Structure(0.7), Structure(0.5, n=2, m=4)])
+def test_an_update_under_sparsegpts_own_mask_gives_sparsegpts_weights(structure):
+    W, H = _layer(7)
+    own = sparsegpt_weight(W, H, structure)
+    again = sparsegpt_weight(W, H, structure, mask=own == 0)
+    assert torch.equal(again, own)
+
+
+def test_the_engine_keeps_the_metrics_masks_updates_the_rest_and_restores_exactly(tiny_model):
+    from pruner_zero.engine import Engine
+    from pruner_zero.metric.io import resolve_metric
+    from pruner_zero.model import prunable_linears
+    from pruner_zero.stats import compute_stats
+
+    linears = prunable_linears(tiny_model)
+    calib = torch.randint(0, 64, (4, 12), generator=torch.Generator().manual_seed(0))
+    stats = compute_stats(tiny_model, linears, calib, progress=False)
+    tree = resolve_metric("magnitude")[1]  # its masks do not depend on the walk
+    dense = {n: m.weight.detach().clone() for n, m in linears.items()}
+    plain = masks_of(Engine(tiny_model, linears, stats, Structure(0.5)), tree)
+    engine = Engine(tiny_model, linears, stats, Structure(0.5), calib=calib, keep="copy",
+                    update="obs")
+    engine.prune(tree)
+    for n, m in linears.items():
+        assert torch.equal(m.weight == 0, plain[n])  # the metric's mask, nothing more
+        kept = ~plain[n]
+        assert not torch.equal(m.weight[kept], dense[n][kept])  # the kept weights moved
+    engine.restore()
+    assert all(torch.equal(m.weight, dense[n]) for n, m in linears.items())
+    with pytest.raises(ValueError, match="from a copy"):
+        Engine(tiny_model, linears, stats, Structure(0.5), calib=calib, keep="host", update="obs")
+
+
+def test_prune_update_obs_is_recorded_and_refused_with_sparsegpt(tiny_dir, capsys, tmp_path):
+    report = tmp_path / "r.json"
+    code, _, err = run_main(capsys, "prune", *base_args(tiny_dir, "--metric", "wanda",
+                                                        "--update", "obs", "--sparsity", "0.5",
+                                                        "--report", str(report)))
+    assert code == 0, err
+    r = json.loads(report.read_text())
+    assert r["update"] == "obs" and r["sparsity"] == pytest.approx(0.5, abs=0.02)
+    code, _, err = run_main(capsys, "prune", *base_args(tiny_dir, "--metric", "sparsegpt",
+                                                        "--update", "obs"))
+    assert code == 2 and "sparsegpt updates its own" in err
