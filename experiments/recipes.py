@@ -51,6 +51,14 @@ def main() -> int:
 
     shape = parse_structure("unstructured", a.sparsity)
     rows, started = [], time.time()
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def measured(row: dict) -> None:  # kept as it comes: a stopped run keeps what it measured
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        out.write_text(json.dumps({"args": vars(a), "rows": rows}, indent=2) + "\n")
+
     for seed in range(a.seeds):
         bench = Workbench(Protocol(model=a.model, data_dir=a.data_dir, calib_split=a.calib_split,
                                    eval_split=a.eval_split, eval_windows=a.eval_windows,
@@ -69,15 +77,13 @@ def main() -> int:
                     engine.prune(resolve_metric(metric)[1])
                     ppl = bench.perplexity(windows)
                     engine.restore()
-                    rows.append({"recipe": f"{metric}/{kind}/{update}", "seed": seed,
-                                 "ppl": ppl, "windows": int(windows.shape[0])})
-                    print(json.dumps(rows[-1]), flush=True)
+                    measured({"recipe": f"{metric}/{kind}/{update}", "seed": seed, "ppl": ppl,
+                              "windows": int(windows.shape[0])})
         if not a.no_sparsegpt:
             with weights_kept_on_host(bench.linears):
                 sparsegpt_prune(bench.model, bench.calib, shape, False)
-                rows.append({"recipe": "sparsegpt", "seed": seed,
-                             "ppl": bench.perplexity(windows), "windows": int(windows.shape[0])})
-            print(json.dumps(rows[-1]), flush=True)
+                measured({"recipe": "sparsegpt", "seed": seed, "ppl": bench.perplexity(windows),
+                          "windows": int(windows.shape[0])})
     table = {}
     for recipe in dict.fromkeys(r["recipe"] for r in rows):
         m, s = mean_std([r["ppl"] for r in rows if r["recipe"] == recipe])
@@ -85,8 +91,7 @@ def main() -> int:
         print(f"{recipe:>24}  {m:.3f} ± {s:.3f}")
     result = {"args": vars(a), "rows": rows, "mean_std": table,
               "seconds": round(time.time() - started, 1)}
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(result, indent=2) + "\n")
+    out.write_text(json.dumps(result, indent=2) + "\n")
     return 0
 
 

@@ -216,7 +216,8 @@ def _outputs(bench: Workbench, result: dict, *, save, report, late: Exception | 
     save_error = None
     if save is not None:
         how = {k: result[k] for k in ("metric", "metric_spec", "structure", "requested_sparsity",
-                                      "sparsity", "protocol", "model_source") if k in result}
+                                      "sparsity", "allocation", "update", "protocol",
+                                      "model_source") if k in result}
         try:
             save_pruned(bench.model, bench.tokenizer, save, {**how, "versions": versions()})
         except Exception as exc:  # a full disk: OSError, or safetensors' own error type

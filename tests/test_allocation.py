@@ -51,13 +51,15 @@ def test_allocation_options_are_checked():
 
 def test_prune_with_owl_records_block_sparsities_that_average_to_the_target(tiny_dir, capsys,
                                                                               tmp_path):
-    report = tmp_path / "r.json"
+    report, saved = tmp_path / "r.json", tmp_path / "saved"
     code, _, err = run_main(capsys, "prune", *base_args(tiny_dir, "--metric", "magnitude",
                                                         "--sparsity", "0.6", "--allocation",
                                                         "owl", "--owl-lambda", "0.1",
-                                                        "--report", str(report)))
+                                                        "--report", str(report),
+                                                        "--save", str(saved)))
     assert code == 0, err
     r = json.loads(report.read_text())
+    assert json.loads((saved / "pruning.json").read_text())["allocation"] == r["allocation"]
     blocks = r["allocation"]["block_sparsity"]
     assert r["allocation"]["kind"] == "owl" and len(blocks) == 2
     assert sum(blocks) / 2 == pytest.approx(0.6, abs=1e-12)

@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping
 from pruner_zero.errors import ConfigError, MetricError
 from pruner_zero.runtime import Runtime
 from pruner_zero.search.config import SearchConfig, config_key
+from pruner_zero.search.layout import CONFIG
 from pruner_zero.search.options import DEFAULT_SPACE, FREE_ON_RESUME, resume_refusal
 from pruner_zero.search.settings import ConfirmSettings, FitnessSettings, GPSettings
 from pruner_zero.tasks import Task, typed_task
@@ -59,7 +60,7 @@ def config_dict(config: SearchConfig) -> dict[str, Any]:
     }
 
 
-def read_config(d: Mapping[str, Any], path: Path | str = "config.json",
+def read_config(d: Mapping[str, Any], path: Path | str = CONFIG,
                 **run: Any) -> SearchConfig:
     """A run's config.json, after every value in it has passed the checks a new run's options
     pass: a hand-edited or damaged file is refused by name before any work, not hours later.
