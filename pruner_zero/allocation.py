@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -58,11 +58,20 @@ class Allocation:
         return asdict(self)
 
 
-def outlier_ratio(scores: torch.Tensor, m: float) -> float:
-    """The share of ``scores`` above ``m`` times their mean (a fraction, not OWL's percent:
-    the allocation is scale-free in it)."""
-    flat = scores.reshape(-1).to(torch.float64)
-    return float((flat > flat.mean() * m).sum()) / max(flat.numel(), 1)
+def outlier_ratio(scores: torch.Tensor | Sequence[Callable[[], torch.Tensor]], m: float) -> float:
+    """The share of the scores above ``m`` times their mean (a fraction, not OWL's percent:
+    the allocation is scale-free in it). A block's scores may come as one function per linear,
+    each called twice (for the mean, then the count): one linear's scores in memory at a time."""
+    parts = [lambda: scores] if isinstance(scores, torch.Tensor) else list(scores)
+    total, numel = 0.0, 0
+    for part in parts:
+        s = part()
+        total += float(s.sum(dtype=torch.float64))
+        numel += s.numel()
+    if numel == 0:
+        return 0.0
+    threshold = total / numel * m
+    return sum(int((part().to(torch.float64) > threshold).sum()) for part in parts) / numel
 
 
 def owl_sparsities(ratios: Sequence[float], target: float, lam: float) -> list[float]:
@@ -99,12 +108,12 @@ def block_sparsities(allocation: Allocation, target: float, linears: Mapping[str
     blocks = sorted({block_index(n, prefix) for n in linears})
     if allocation.uniform:
         return [float(target)] * len(blocks)
-    ratios = []
-    for b in blocks:
-        scores = [(linears[n].weight.detach().abs().float()
-                   * stats[n]["X"].to(linears[n].weight.device, torch.float32).sqrt()).reshape(-1)
-                  for n in linears if block_index(n, prefix) == b]
-        ratios.append(outlier_ratio(torch.cat(scores), allocation.owl_m))
+    def wanda(name: str) -> Callable[[], torch.Tensor]:
+        w = linears[name].weight
+        return lambda: w.detach().abs().float() * stats[name]["X"].to(w.device, torch.float32).sqrt()
+
+    ratios = [outlier_ratio([wanda(n) for n in linears if block_index(n, prefix) == b],
+                            allocation.owl_m) for b in blocks]
     return owl_sparsities(ratios, target, allocation.owl_lambda)
 
 

@@ -111,3 +111,11 @@ def test_an_engine_gives_each_layer_its_own_sparsity_and_a_uniform_one_changes_n
     masks = masks_of(Engine(tiny_model, linears, stats, Structure(0.5), sparsities=own), tree)
     for n, mask in masks.items():  # every row prunes floor(sparsity x its width)
         assert mask.sum(dim=1).tolist() == [int(own[n] * mask.shape[1])] * mask.shape[0]
+
+
+def test_a_blocks_outlier_ratio_is_the_same_one_linear_at_a_time():
+    g = torch.Generator().manual_seed(3)
+    parts = [torch.rand(8, 16, generator=g) ** 4, torch.rand(4, 32, generator=g) ** 4]
+    whole = torch.cat([p.reshape(-1) for p in parts])
+    for m in (1.0, 2.0, 5.0):
+        assert outlier_ratio([lambda p=p: p for p in parts], m) == outlier_ratio(whole, m)

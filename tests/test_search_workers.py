@@ -212,3 +212,27 @@ def test_a_ticket_gathered_twice_or_never_submitted_is_an_error_not_a_wait():
     assert pool.gather([2]) == ["r"]
     with pytest.raises(RuntimeError, match="nothing runs or waits"):
         pool.gather([1])  # submitted, but neither queued nor running: lost, said so
+
+
+def test_the_watcher_is_handed_ray_processes_only_never_the_callers_children():
+    """A program that calls search keeps its own children: the watcher is handed only the
+    processes started after it whose command line names Ray."""
+    import time
+
+    from pruner_zero.search.reaper import PROC, Reaper
+
+    if not PROC.is_dir():
+        pytest.skip("the watcher reads /proc (Linux only)")
+    mine = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        reaper = Reaper.start()
+        later = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        reaper.watch_children()  # neither is Ray's
+        reaper.close()
+        time.sleep(0.5)
+        assert mine.poll() is None and later.poll() is None
+    finally:
+        for p in (mine, locals().get("later")):
+            if p is not None:
+                p.kill()
+                p.wait()

@@ -267,7 +267,8 @@ def revive_infinities(state: dict[str, Any]) -> dict[str, Any]:
     per_task = evaluator.get("tasks") if isinstance(evaluator.get("tasks"), dict) else {"": evaluator}
     for ev in per_task.values():
         for table in ("by_key", "by_fingerprint"):
-            for stored in (ev.get(table) or {}).values() if isinstance(ev, dict) else ():
+            cached = ev.get(table) if isinstance(ev, dict) else None
+            for stored in cached.values() if isinstance(cached, dict) else ():
                 _revive_stored(stored)
     _revive_rows(evaluator.get("start_rows"))
     for h in state.get("history", []):

@@ -30,7 +30,7 @@ __all__ = ["SearchConfig", "config_key", "metric_tree", "require_ray", "seed_tre
 
 @dataclass(frozen=True)
 class SearchConfig(SearchOptions):
-    """``checked()`` validates and normalises; ``to_dict()`` is config.json."""
+    """``checked()`` validates and normalises; ``stored`` writes and reads it as config.json."""
 
     # ------------------------------------------------------------ validation
 

@@ -2,9 +2,11 @@
 
 A search that starts its own local Ray cluster starts this watcher first, in its own session
 (a Ctrl-C to the terminal does not reach it, a SIGKILL of the search does not kill it). The
-search hands it its Ray processes as they start (pid and start time, so a reused pid is never
-hit); when the search's end of the pipe closes, whether the search shut Ray down or died, the
-watcher kills those of them still running. Without it, Ray's dashboard and runtime-env agents
+search hands it its Ray processes as they start: the processes below it that were not there
+when the watcher started and whose command line names Ray (pid and start time, so a reused pid
+is never hit; a program that calls ``search`` keeps its own children). When the search's end of
+the pipe closes, whether the search shut Ray down or died, the watcher kills those still
+running. Without it, Ray's dashboard and runtime-env agents
 of a killed search linger, reparented to init, for about a minute.
 
 Light (no torch, no ray): run as ``python -m pruner_zero.search.reaper``. Linux only (/proc);
@@ -32,6 +34,13 @@ def _stat(pid: int) -> tuple[int, int] | None:
     return int(fields[1]), int(fields[19])
 
 
+def _names_ray(pid: int) -> bool:
+    try:
+        return b"ray" in (PROC / str(pid) / "cmdline").read_bytes().lower()
+    except OSError:
+        return False
+
+
 def descendants(root: int) -> dict[int, int]:
     """Every process below ``root``: pid -> start time."""
     children: dict[int, list[int]] = {}
@@ -53,23 +62,26 @@ def descendants(root: int) -> dict[int, int]:
 class Reaper:
     """The search's side: the watcher process and the pipe to it."""
 
-    def __init__(self, process: subprocess.Popen, pipe: IO[str]) -> None:
-        self.process, self.pipe = process, pipe
+    def __init__(self, process: subprocess.Popen, pipe: IO[str],
+                 before: dict[int, int]) -> None:
+        self.process, self.pipe, self.before = process, pipe, before
 
     @classmethod
     def start(cls) -> "Reaper | None":
         if not PROC.is_dir():
             return None
+        before = descendants(os.getpid())  # the caller's own children are never handed over
         process = subprocess.Popen([sys.executable, "-m", "pruner_zero.search.reaper"],
                                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL, text=True, start_new_session=True)
         assert process.stdin is not None
-        return cls(process, process.stdin)
+        return cls(process, process.stdin, before)
 
     def watch_children(self) -> None:
-        """Hand the watcher every process now below this one (but the watcher itself)."""
+        """Hand the watcher the Ray processes now below this one (OSError: it is gone)."""
         lines = [f"{pid} {start}\n" for pid, start in descendants(os.getpid()).items()
-                 if pid != self.process.pid]
+                 if pid != self.process.pid and self.before.get(pid) != start
+                 and _names_ray(pid)]
         self.pipe.writelines(lines)
         self.pipe.flush()
 
@@ -79,7 +91,11 @@ class Reaper:
             self.pipe.close()
         except OSError:
             pass  # the watcher is gone already: nothing is left to tell it
-        self.process.wait(timeout=30)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # the pipe is held open elsewhere: stop waiting
+            self.process.kill()
+            self.process.wait()
 
 
 def _reap(pipe: IO[str]) -> int:

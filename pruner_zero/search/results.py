@@ -95,6 +95,8 @@ class FinalResults:
                           ("top", list), ("baseline_names", list)):
             if not isinstance(d.get(key), kind):
                 return f"'final.{key}' is missing or has the wrong type"
+        if not isinstance(d.get("baselines_fitness") or [], list):
+            return "'final.baselines_fitness' has the wrong type"
         for key in ("selection_rows", "report_rows", "baselines_fitness"):
             for i, r in enumerate(d.get(key) or []):
                 if not (isinstance(r, dict) and isinstance(r.get("metric"), str)

@@ -60,11 +60,13 @@ def config_dict(config: SearchConfig) -> dict[str, Any]:
     }
 
 
-def read_config(d: Mapping[str, Any], path: Path | str = CONFIG,
+def read_config(d: Mapping[str, Any], path: Path | str = CONFIG, *, check: bool = True,
                 **run: Any) -> SearchConfig:
     """A run's config.json, after every value in it has passed the checks a new run's options
     pass: a hand-edited or damaged file is refused by name before any work, not hours later.
-    ``run`` gives the options that are free on a resume (out, progress, ...)."""
+    ``run`` gives the options that are free on a resume (out, progress, ...). ``check=False``:
+    the structure only (a worker, given what the driver checked, and where the driver's metric
+    files may not be)."""
     d = migrated(d)
     version = d.get("version") if isinstance(d, Mapping) else None
     if version != CONFIG_VERSION:
@@ -72,6 +74,8 @@ def read_config(d: Mapping[str, Any], path: Path | str = CONFIG,
                           f"version {version}); its format cannot be resumed, start a new run")
     try:
         config = SearchConfig(**run, **_options(d), created=d.get("created"))
+        if not check:
+            return config
         for key in ("fitness_windows", "confirm_windows", "eval_windows"):
             if getattr(config, key) == 0:
                 raise ConfigError(f"{config_key(key)} must be a positive integer or null")

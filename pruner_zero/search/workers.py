@@ -51,7 +51,7 @@ class EvaluationWorker:
     def __init__(self, stored: dict[str, Any], needed: list[str], threads: int | None) -> None:
         if threads:
             torch.set_num_threads(threads)
-        config = read_config(stored)  # the run's config.json, as the driver read it
+        config = read_config(stored, check=False)  # as the driver checked it
         cache = None if config.cache_dir is None else Path(config.cache_dir)
         benches = TaskBenches(config.runtime(), cache, progress=False,
                               log=lambda msg: None, needed=set(needed))
@@ -85,10 +85,13 @@ class WorkerPool:
                 self.reaper = Reaper.start()
                 cpus = os.cpu_count() or 1
                 per = cpus_per_worker or max(1, cpus // workers)
-                ray.init(num_cpus=max(cpus, per * workers), include_dashboard=False,
-                         log_to_driver=False, configure_logging=False)
-                if self.reaper is not None:
-                    self.reaper.watch_children()
+                try:
+                    ray.init(num_cpus=max(cpus, per * workers), include_dashboard=False,
+                             log_to_driver=False, configure_logging=False)
+                except BaseException:
+                    self._close_reaper()
+                    raise
+                self._watch()
             else:
                 ray.init(address=address, log_to_driver=False, configure_logging=False)
         resources = ray.cluster_resources()
@@ -107,8 +110,7 @@ class WorkerPool:
         self._actor = ray.remote(num_cpus=per, num_gpus=gpus, max_restarts=0)(EvaluationWorker)
         self._threads = per if not gpus else None
         self.actors = [self._start() for _ in range(workers)]
-        if self.reaper is not None:  # the agents started with the cluster; actors die with it
-            self.reaper.watch_children()
+        self._watch()  # the agents started with the cluster; the actors die with it
         self._idle = list(self.actors)
         self._queue: list[int] = []  # tickets waiting for an actor
         self._running: dict[Any, tuple[int, Any]] = {}  # ref -> (ticket, actor)
@@ -243,6 +245,22 @@ class WorkerPool:
 
         return ray.get([a.pid.remote() for a in self.actors])
 
+    def _watch(self) -> None:
+        """Hand the watcher the Ray processes started so far; without it, say what it costs."""
+        if self.reaper is None:
+            return
+        try:
+            self.reaper.watch_children()
+        except OSError as exc:
+            self.log(f"warning: the watcher of Ray's processes stopped ({exc}); if this search "
+                     "is killed, Ray's agents may outlive it by about a minute")
+            self._close_reaper()
+
+    def _close_reaper(self) -> None:
+        if getattr(self, "reaper", None) is not None:
+            self.reaper.close()
+            self.reaper = None
+
     def close(self) -> None:
         import ray
 
@@ -251,8 +269,8 @@ class WorkerPool:
                 ray.kill(a)
         finally:
             self.actors = []
-            if self.started_ray:
-                ray.shutdown()
-            if getattr(self, "reaper", None) is not None:
-                self.reaper.close()
-                self.reaper = None
+            try:
+                if self.started_ray:
+                    ray.shutdown()
+            finally:
+                self._close_reaper()
