@@ -207,3 +207,22 @@ def test_the_best_metric_is_the_lowest_mean_selection_score_of_those_re_measured
     assert best_entry([entry(1, 120.0), entry(2, 120.0)]).rank == 1  # a tie keeps the better fitness
     assert best_entry([entry(1, None), entry(2, None)]).rank == 1  # nothing re-measured: rank 1
     assert best_entry([entry(1, float("inf")), entry(2, 130.0)]).rank == 2
+
+
+def test_damage_inside_a_checkpoints_caches_or_final_is_an_error_not_a_traceback(tmp_path):
+    """Review: a list where the evaluator's cache is a mapping, or a number for the final
+    baselines' rows, raised AttributeError / TypeError while the checkpoint was read."""
+    from pruner_zero.errors import ConfigError
+    from pruner_zero.search.checkpoint import Checkpoint
+    from pruner_zero.search.layout import CHECKPOINT_VERSION
+
+    state = {"version": CHECKPOINT_VERSION, "generation": 0, "evaluations_lines": 0,
+             "population": [], "hall_of_fame": [], "random_state": [3, [1, 2], None],
+             "history": [], "evaluator": {"tasks": {"t": {"by_key": ["not", "a", "mapping"]}}}}
+    loaded = Checkpoint.from_dict(state, tmp_path / CHECKPOINT)  # restoring it refuses it
+    assert loaded.evaluator["tasks"]["t"]["by_key"] == ["not", "a", "mapping"]
+    final = {"selection_rows": [], "report_rows": [], "selection": {}, "top": [],
+             "baseline_names": [], "baselines_fitness": 7}
+    with pytest.raises(ConfigError, match="baselines_fitness"):
+        Checkpoint.from_dict({**state, "evaluator": {}, "finished": True, "final": final},
+                             tmp_path / CHECKPOINT)
