@@ -35,6 +35,7 @@ def main() -> int:
     p.add_argument("--updates", default="none,obs")
     p.add_argument("--no-sparsegpt", action="store_true")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--first-seed", type=int, default=0, help="calibration seeds first-seed, ...")
     p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "pruner_zero"))
     p.add_argument("--out", required=True)
     a = p.parse_args()
@@ -59,7 +60,7 @@ def main() -> int:
         print(json.dumps(row), flush=True)
         out.write_text(json.dumps({"args": vars(a), "rows": rows}, indent=2) + "\n")
 
-    for seed in range(a.seeds):
+    for seed in range(a.first_seed, a.first_seed + a.seeds):
         bench = Workbench(Protocol(model=a.model, data_dir=a.data_dir, calib_split=a.calib_split,
                                    eval_split=a.eval_split, eval_windows=a.eval_windows,
                                    nsamples=a.nsamples, seqlen=a.seqlen, seed=seed, device="cpu",
