@@ -1,5 +1,6 @@
 """How the target sparsity is spread over the decoder's blocks: the same everywhere
-(``uniform``), or OWL's outlier-weighted allocation (Yin et al., ICML 2024).
+(``uniform``), OWL's outlier-weighted allocation (Yin et al., ICML 2024), or each block's
+sparsity as given in a file (``given``: a list, or a report's ``allocation`` record).
 
 OWL, as published: per block, the share of its Wanda scores (|W|·sqrt(X), every linear of the
 block together) above M times their mean is its outlier ratio; the ratios are scaled linearly
@@ -18,24 +19,33 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from .errors import ConfigError
+from .files import read_json, user_path
 
-ALLOCATIONS = ("uniform", "owl")
+ALLOCATIONS = ("uniform", "owl", "given")
+MEAN_TOLERANCE = 1e-6
+"""How far a given allocation's mean may be from the requested sparsity (rounding in a file)."""
 OWL_M = 5.0  # the published defaults (LLaMA, 70%)
 OWL_LAMBDA = 0.08
 
 
 @dataclass(frozen=True)
 class Allocation:
-    """``kind`` uniform or owl; ``owl_m`` (M) and ``owl_lambda`` (λ) are OWL's."""
+    """``kind`` uniform, owl or given; ``owl_m`` (M) and ``owl_lambda`` (λ) are OWL's;
+    ``blocks``: a given allocation's sparsity of each block, in block order (``source``: the file
+    it was read from)."""
 
     kind: str = "uniform"
     owl_m: float = OWL_M
     owl_lambda: float = OWL_LAMBDA
+    blocks: tuple[float, ...] | None = None
+    source: str | None = None
 
     def checked(self) -> "Allocation":
         if self.kind not in ALLOCATIONS:
-            raise ConfigError(f"--allocation must be one of {', '.join(ALLOCATIONS)}, got "
-                              f"{self.kind!r}")
+            raise ConfigError(f"--allocation must be uniform, owl or a file of block sparsities, "
+                              f"got {self.kind!r}")
+        if self.kind == "given":
+            _check_blocks(self.blocks, self.source or "the given allocation")
         for flag, value in (("--owl-m", self.owl_m), ("--owl-lambda", self.owl_lambda)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
                     or not math.isfinite(value) or value <= 0:
@@ -52,10 +62,56 @@ class Allocation:
     def describe(self) -> str:
         if self.uniform:
             return "uniform"
+        if self.kind == "given":
+            return f"given ({len(self.blocks)} blocks{', ' + self.source if self.source else ''})"
         return f"owl (M {self.owl_m:g}, λ {self.owl_lambda:g})"
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if self.kind != "given":
+            del d["blocks"], d["source"]
+        else:
+            d["blocks"] = list(self.blocks)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> "Allocation":
+        """An allocation as ``as_dict`` wrote it (a recipe file, a run's config), checked."""
+        if not isinstance(d, dict) or set(d) - {"kind", "owl_m", "owl_lambda", "blocks", "source"}:
+            raise ConfigError(f"{where}: an allocation is an object with kind, owl_m, owl_lambda "
+                              f"(and blocks for a given one), got {str(d)[:200]}")
+        blocks = d.get("blocks")
+        return cls(d.get("kind", "uniform"), d.get("owl_m", OWL_M), d.get("owl_lambda", OWL_LAMBDA),
+                   tuple(blocks) if isinstance(blocks, list) else blocks, d.get("source")).checked()
+
+
+def allocation_option(value: str, owl_m: float | None = None, owl_lambda: float | None = None
+                      ) -> Allocation:
+    """``--allocation``: uniform, owl, or a JSON file of block sparsities (a list of numbers, an
+    object with ``block_sparsity``, or a prune report holding an ``allocation``), checked."""
+    m = OWL_M if owl_m is None else owl_m
+    lam = OWL_LAMBDA if owl_lambda is None else owl_lambda
+    if value in ("uniform", "owl"):
+        return Allocation(value, m, lam).checked()
+    path = user_path(value)
+    if not path.is_file():
+        raise ConfigError(f"--allocation must be uniform, owl or a file of block sparsities; "
+                          f"{value!r} is neither (no such file)")
+    obj = read_json(path, "allocation file")
+    if isinstance(obj, dict):
+        obj = obj.get("allocation", obj)
+        obj = obj.get("block_sparsity", obj) if isinstance(obj, dict) else obj
+    return Allocation("given", m, lam, tuple(obj) if isinstance(obj, list) else obj,
+                      str(value)).checked()
+
+
+def _check_blocks(blocks: Any, where: str) -> None:
+    if not isinstance(blocks, tuple) or not blocks:
+        raise ConfigError(f"{where}: give the block sparsities as a non-empty list of numbers "
+                          "(or an object with block_sparsity)")
+    for s in blocks:
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0.0 < s < 1.0:
+            raise ConfigError(f"{where}: a block sparsity must be a number in (0, 1), got {s!r}")
 
 
 def outlier_ratio(scores: torch.Tensor | Sequence[Callable[[], torch.Tensor]], m: float) -> float:
@@ -108,6 +164,9 @@ def block_sparsities(allocation: Allocation, target: float, linears: Mapping[str
     blocks = sorted({block_index(n, prefix) for n in linears})
     if allocation.uniform:
         return [float(target)] * len(blocks)
+    if allocation.kind == "given":
+        return _given(allocation, target, len(blocks))
+
     def wanda(name: str) -> Callable[[], torch.Tensor]:
         w = linears[name].weight
         return lambda: w.detach().abs().float() * stats[name]["X"].to(w.device, torch.float32).sqrt()
@@ -123,3 +182,17 @@ def per_linear(sparsities: Sequence[float], linears: Mapping[str, Any], prefix: 
     blocks = sorted({block_index(n, prefix) for n in linears})
     of = dict(zip(blocks, sparsities))
     return {n: of[block_index(n, prefix)] for n in linears}
+
+
+def _given(allocation: Allocation, target: float, blocks: int) -> list[float]:
+    """A given allocation, if it fits the model and the requested sparsity."""
+    given = [float(s) for s in allocation.blocks]
+    where = allocation.source or "the given allocation"
+    if len(given) != blocks:
+        raise ConfigError(f"{where} gives {len(given)} block sparsities; the model has {blocks} "
+                          "decoder blocks")
+    mean = math.fsum(given) / len(given)
+    if abs(mean - target) > MEAN_TOLERANCE:
+        raise ConfigError(f"{where}: the block sparsities average {mean:.6f}, not the requested "
+                          f"sparsity {target:g}")
+    return given

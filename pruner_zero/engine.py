@@ -13,20 +13,19 @@ of one model).
 from __future__ import annotations
 
 import hashlib
-import math
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Iterator
+from typing import Callable, Iterator
 
-import numpy as np
 import torch
 from torch import nn
 
 from .errors import ConfigError
 from .layerwise import accumulate_inputs, block_linears, walk
-from .masks import Structure, make_mask
+from .masks import Structure, make_mask, packbits, unpackbits
 from .metric.tree import check_scores, score_metric
 from .model import layers_prefix
+from .recipe import UPDATES
 from .sparsegpt import HessianAccumulator, sparsegpt_weight
 from .stats import LayerStats, SquaredInputMean
 
@@ -206,12 +205,14 @@ class Engine:
 
     @torch.no_grad()
     def prune_with(self, masks: PackedMasks) -> str:
-        """Prune with masks ``packed_masks`` made: the model ``prune`` of that metric gives."""
-        if self.update is not None:
-            raise ValueError("masks alone do not give an updated model: prune with the metric")
+        """Prune with masks ``packed_masks`` made: the model ``prune`` of that metric gives
+        (with an update, the walk rebuilds the kept weights under these masks)."""
         self.restore()
         fp = Fingerprint()
         try:
+            if self.update is not None:
+                self._sequential(lambda name, stats: unpackbits(*masks.layers[name]), fp)
+                return fp.hexdigest()
             for name, lin in self.linears.items():
                 packed, shape = masks.layers[name]
                 mask = unpackbits(packed, shape).to(lin.weight.device)
@@ -239,9 +240,9 @@ class Engine:
 
     # -- internals -----------------------------------------------------------------------
     def _masks_into(self, tree, formula: str, fp: Fingerprint) -> None:
-        """Every layer's mask into ``fp``, the model left as it was."""
-        if self.calibration == "sequential" or self.update is not None:
-            # X (or the Hessian) depends on the blocks pruned before
+        """Every layer's mask into ``fp``, the model left as it was. An update changes no
+        mask: with dense statistics the masks are scored without the walk."""
+        if self.calibration == "sequential":  # X depends on the blocks pruned before
             try:
                 self._prune_into(tree, formula, fp)
             finally:
@@ -261,7 +262,8 @@ class Engine:
         self.restore()
         try:
             if self.calibration == "sequential" or self.update is not None:
-                self._sequential(tree, formula, fp)
+                self._sequential(lambda name, stats: self._layer_mask(name, tree, formula, stats),
+                                 fp)
             else:
                 for name, lin in self.linears.items():
                     self._prune_layer(name, lin, self._layer_mask(name, tree, formula,
@@ -285,16 +287,21 @@ class Engine:
             self._pruned.append(name)
         lin.weight.masked_fill_(mask, 0)
 
-    def _sequential(self, tree, formula: str, fp: Fingerprint) -> None:
+    def _sequential(self, mask_of: Callable[[str, LayerStats], torch.Tensor],
+                    fp: Fingerprint) -> None:
+        """Walk the blocks: each linear is masked by ``mask_of(name, its statistics)`` (X
+        measured on this walk with sequential calibration) and pruned, or pruned and updated."""
         prefix = layers_prefix(self.model)
+        sequential = self.calibration == "sequential"
 
         def visit(i: int, block: nn.Module, run) -> None:
             linears = {f"{prefix}.{i}.{n}": m for n, m in block_linears(block).items()}
-            inputs = accumulate_inputs(linears, lambda m: _BlockInputs(m, self.update), run)
+            inputs = accumulate_inputs(linears, lambda m: _BlockInputs(m, self.update, sequential),
+                                       run)
             for name, lin in linears.items():
-                stats = self.stats[name] if self.calibration == "dense" else \
+                stats = self.stats[name] if not sequential else \
                     {**self.stats[name], "X": inputs[name].x.value()}
-                mask = self._layer_mask(name, tree, formula, stats)
+                mask = mask_of(name, stats).to(lin.weight.device)
                 if self.update is None:
                     self._prune_layer(name, lin, mask, fp)
                 else:
@@ -317,20 +324,21 @@ class Engine:
 
 
 KEEPS = ("host", "copy", None)
-UPDATES = (None, "obs")
 
 
 class _BlockInputs:
     """What one walk through a block gathers at a linear's input: X (mean squared input, for
     sequential calibration) and, for an update, the Hessian."""
 
-    def __init__(self, linear: nn.Linear, update: str | None) -> None:
-        self.x = SquaredInputMean(linear.in_features, linear.weight.device)
+    def __init__(self, linear: nn.Linear, update: str | None, sequential: bool) -> None:
+        self.x = SquaredInputMean(linear.in_features, linear.weight.device) if sequential \
+            else None
         self.hessian = None if update is None else \
             HessianAccumulator(linear.in_features, linear.weight.device)
 
     def add(self, inp: torch.Tensor) -> None:
-        self.x.add(inp)
+        if self.x is not None:
+            self.x.add(inp)
         if self.hessian is not None:
             self.hessian.add(inp)
 
@@ -365,34 +373,3 @@ def weights_kept_on_host(linears: dict[str, nn.Linear]) -> Iterator[None]:
         with torch.no_grad():
             for n, m in linears.items():
                 m.weight.copy_(saved[n])
-
-
-_SHIFTS: dict[torch.device, torch.Tensor] = {}
-
-
-def _shifts(device: torch.device) -> torch.Tensor:
-    if device not in _SHIFTS:
-        _SHIFTS[device] = torch.arange(8, device=device, dtype=torch.uint8)
-    return _SHIFTS[device]
-
-
-def packbits(mask: torch.Tensor) -> torch.Tensor:
-    """A boolean tensor as 1 bit per element (uint8, little-endian within a byte)."""
-    if mask.device.type == "cpu" and mask.dtype == torch.bool:  # numpy's: one pass, same bytes
-        return torch.from_numpy(np.packbits(mask.contiguous().numpy().reshape(-1),
-                                            bitorder="little"))
-    flat = mask.flatten().to(torch.uint8)
-    pad = (-flat.numel()) % 8
-    if pad:
-        flat = torch.cat([flat, flat.new_zeros(pad)])
-    return (flat.view(-1, 8) << _shifts(flat.device)).sum(dim=1, dtype=torch.uint8)
-
-
-def unpackbits(packed: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """The inverse of ``packbits``."""
-    if packed.device.type == "cpu":
-        n = math.prod(shape)
-        return torch.from_numpy(np.unpackbits(packed.numpy(), count=n, bitorder="little")
-                                .view(np.bool_)).view(shape)
-    bits = (packed.unsqueeze(1) >> _shifts(packed.device)) & 1
-    return bits.flatten()[:math.prod(shape)].view(shape).bool()

@@ -1,6 +1,7 @@
 """Scores -> boolean prune masks (True = zero this weight). Pure tensor functions."""
 from __future__ import annotations
 
+import math
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -150,3 +151,34 @@ def make_mask(scores: torch.Tensor, structure: Structure) -> torch.Tensor:
     if structure.is_nm:
         return nm_mask(scores, structure.n, structure.m)
     return unstructured_mask(scores, structure.sparsity, structure.compare)
+
+
+_SHIFTS: dict[torch.device, torch.Tensor] = {}
+
+
+def _shifts(device: torch.device) -> torch.Tensor:
+    if device not in _SHIFTS:
+        _SHIFTS[device] = torch.arange(8, device=device, dtype=torch.uint8)
+    return _SHIFTS[device]
+
+
+def packbits(mask: torch.Tensor) -> torch.Tensor:
+    """A boolean tensor as 1 bit per element (uint8, little-endian within a byte)."""
+    if mask.device.type == "cpu" and mask.dtype == torch.bool:  # numpy's: one pass, same bytes
+        return torch.from_numpy(np.packbits(mask.contiguous().numpy().reshape(-1),
+                                            bitorder="little"))
+    flat = mask.flatten().to(torch.uint8)
+    pad = (-flat.numel()) % 8
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    return (flat.view(-1, 8) << _shifts(flat.device)).sum(dim=1, dtype=torch.uint8)
+
+
+def unpackbits(packed: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """The inverse of ``packbits``."""
+    if packed.device.type == "cpu":
+        n = math.prod(shape)
+        return torch.from_numpy(np.unpackbits(packed.numpy(), count=n, bitorder="little")
+                                .view(np.bool_)).view(shape)
+    bits = (packed.unsqueeze(1) >> _shifts(packed.device)) & 1
+    return bits.flatten()[:math.prod(shape)].view(shape).bool()

@@ -5,13 +5,15 @@ import math
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 from .allocation import Allocation, block_index, block_sparsities, per_linear
-from .engine import UPDATES, Engine, measure_sparsity
+from .engine import Engine, measure_sparsity
 from .errors import ConfigError, MetricError, describe
 from .files import RunLock, atomic_write_json, check_writable_dir, check_writable_file, user_path
 from .masks import Structure, check_fits, parse_structure
 from .methods import resolve_metric_spec
+from .recipe import Recipe, merged
 from .metric.registry import statistics_read
 from .metric.tree import leaves
 from .model import (PRUNING_JSON, check_linear_share, decoder_parameters, layers_prefix,
@@ -29,13 +31,29 @@ def sparsegpt_structure(shape: Structure) -> str:
             "(SparseGPT)")
 
 
-def resolve(metric: str):
-    """(display formula, tree) for a metric argument; SparseGPT is a method, not a tree:
-    (its name, None)."""
+def planned(metric: str, shape: Structure, allocation: Allocation | None = None,
+            update: str | None = None) -> tuple[str, Any, Recipe]:
+    """(display formula, tree, recipe) of a prune, checked before any model loads. SparseGPT is
+    a method, not a tree: (its name, None, plain). A recipe file brings its allocation and
+    update; flags may repeat them, not contradict them."""
     spec = resolve_metric_spec(metric)
-    if spec.metric == SPARSEGPT:
-        return SPARSEGPT, None
-    return spec.formula, spec.metric
+    sparsegpt = spec.metric == SPARSEGPT
+    if sparsegpt and shape.compare != "row":
+        raise ConfigError("sparsegpt selects its own masks (by the OBS error, per block of "
+                          f"{SPARSEGPT_BLOCK} input columns over all rows): --compare "
+                          f"{shape.compare} does not apply to it")
+    recipe = merged(spec.recipe, allocation, update, where=f"the metric {metric}")
+    if recipe.update is not None and sparsegpt:
+        raise ConfigError("--update obs follows a metric's masks with SparseGPT's update; "
+                          "sparsegpt updates its own (leave --update out)")
+    kind = recipe.allocation.kind
+    if kind != "uniform" and shape.is_nm:
+        raise ConfigError(f"--allocation {kind} spreads an unstructured sparsity over the "
+                          f"blocks; {shape.describe()} fixes every block's")
+    if kind != "uniform" and sparsegpt:
+        raise ConfigError(f"--allocation {kind} applies to a metric's masks; sparsegpt "
+                          "chooses its own (uniform)")
+    return (SPARSEGPT, None, recipe) if sparsegpt else (spec.formula, spec.metric, recipe)
 
 
 def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
@@ -54,13 +72,8 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
     is refused at once, not after all its work."""
     started = time.time()
     shape = parse_structure(structure, sparsity, compare)
-    formula, tree = resolve(metric)  # a bad metric fails before any model is loaded
-    if tree is None and shape.compare != "row":
-        raise ConfigError("sparsegpt selects its own masks (by the OBS error, per block of "
-                          f"{SPARSEGPT_BLOCK} input columns over all rows): --compare "
-                          f"{shape.compare} does not apply to it")
-    allocation = checked_allocation(allocation, shape, tree is None)
-    update = checked_update(update, tree is None)
+    # a bad metric or recipe fails before any model is loaded
+    formula, tree, recipe = planned(metric, shape, allocation, update)
     check_output_paths(save, report)
     if zero_shot is None:  # unknown tasks fail here, before any model is loaded
         zero_shot = ZeroShot.checked(tasks, tasks_include, tasks_limit)
@@ -70,32 +83,7 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
             Workbench(Protocol(model=model, **protocol), log=log)
         return _pruned(bench, metric, formula, tree, shape, save=save, report=report,
                        dense=dense, allow_partial=allow_partial, log=log, zero_shot=zero_shot,
-                       started=started, allocation=allocation, update=update)
-
-
-def checked_update(update: str | None, sparsegpt: bool) -> str | None:
-    """``None`` or ``"obs"`` ("none" is None); SparseGPT updates its own weights already."""
-    update = None if update in (None, "none") else update
-    if update not in UPDATES:
-        raise ConfigError(f"--update must be none or obs, got {update!r}")
-    if update is not None and sparsegpt:
-        raise ConfigError("--update obs follows a metric's masks with SparseGPT's update; "
-                          "sparsegpt updates its own (leave --update out)")
-    return update
-
-
-def checked_allocation(allocation: Allocation | None, shape: Structure, sparsegpt: bool
-                       ) -> Allocation:
-    """The allocation, refused where it has no meaning: N:M fixes every block's sparsity, and
-    SparseGPT chooses its own masks."""
-    allocation = (allocation or Allocation()).checked()
-    if not allocation.uniform and shape.is_nm:
-        raise ConfigError(f"--allocation {allocation.kind} spreads an unstructured sparsity over "
-                          f"the blocks; {shape.describe()} fixes every block's")
-    if not allocation.uniform and sparsegpt:
-        raise ConfigError(f"--allocation {allocation.kind} applies to a metric's masks; "
-                          "sparsegpt chooses its own (uniform)")
-    return allocation
+                       started=started, recipe=recipe)
 
 
 def _claim(save: str | Path | None):
@@ -109,7 +97,7 @@ def _claim(save: str | Path | None):
 
 def _pruned(bench: Workbench, metric: str, formula: str, tree, shape: Structure, *, save,
             report, dense: bool, allow_partial: bool, log, zero_shot: ZeroShot,
-            started: float, allocation: Allocation, update: str | None) -> dict:
+            started: float, recipe: Recipe) -> dict:
     """The work of ``prune`` once its inputs are checked and its --save path is claimed."""
     structure_done = shape.describe() if tree is not None else sparsegpt_structure(shape)
     result: dict = {"metric": formula, "metric_spec": metric, "structure": structure_done,
@@ -122,11 +110,11 @@ def _pruned(bench: Workbench, metric: str, formula: str, tree, shape: Structure,
     result["windows_note"] = bench.windows_note(result["windows"])
     check_fits((m.in_features for m in bench.linears.values()), shape)
     result["linear_share"] = check_linear_share(bench.model, bench.linears, allow_partial, log)
-    engine = _engine(bench, tree, formula, shape, allocation, update)  # a bad metric fails now
-    if update is not None:
-        result["update"] = update
+    engine = _engine(bench, tree, formula, shape, recipe)  # a bad metric fails now
+    if recipe.update is not None:
+        result["update"] = recipe.update
     if engine is not None and engine.sparsities is not None:
-        result["allocation"] = _allocation_record(allocation, engine.sparsities,
+        result["allocation"] = _allocation_record(recipe.allocation, engine.sparsities,
                                                   layers_prefix(bench.model), log)
     if dense:
         result["ppl_dense"] = bench.dense_perplexity()
@@ -156,13 +144,14 @@ def _pruned(bench: Workbench, metric: str, formula: str, tree, shape: Structure,
 
 
 def _engine(bench: Workbench, tree, formula: str, shape: Structure,
-            allocation: Allocation, update: str | None) -> Engine | None:
+            recipe: Recipe) -> Engine | None:
     """The engine of a metric's prune, checked on the first layer (None for SparseGPT, whose
     calibration is loaded instead): either fails before the long evaluations."""
     if tree is None:
         _ = bench.calib
         return None
-    needed = statistics_read(leaves(tree)) | (set() if allocation.uniform else {"X"})
+    allocation, update = recipe.allocation, recipe.update
+    needed = statistics_read(leaves(tree)) | ({"X"} if allocation.kind == "owl" else set())
     stats = bench.statistics(needed)  # only what the metric and the allocation read
     sparsities = allocated(bench, allocation, shape, stats)
     # a prune that stays: each layer is scored, masked and pruned in place, nothing is kept
@@ -271,4 +260,4 @@ def check_output_paths(save: str | Path | None, report: str | Path | None) -> No
         check_writable_file(report, "--report")
 
 
-__all__ = ["prune", "resolve", "Protocol", "Workbench", "MetricError"]
+__all__ = ["prune", "planned", "Protocol", "Workbench", "MetricError"]

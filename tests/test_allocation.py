@@ -38,7 +38,7 @@ def test_the_outlier_ratio_counts_scores_above_m_times_their_mean():
 
 
 def test_allocation_options_are_checked():
-    for bad, message in ((Allocation("lamb"), "--allocation must be one of"),
+    for bad, message in ((Allocation("lamb"), "--allocation must be uniform, owl or a file"),
                          (Allocation("owl", owl_m=0), "--owl-m must be a positive"),
                          (Allocation("owl", owl_lambda=float("nan")), "--owl-lambda must be"),
                          (Allocation("owl", owl_lambda=0.5), "below 0.5")):

@@ -125,7 +125,7 @@ FLOORS = {
         "search.layout", "search.options", "search.settings", "search.results", "search.reaper"],
     1: ["metric", "metric.builtin", "metric.ops", "metric.sympy_forms", "metric.registry",
         "metric.tree", "metric.space", "metric.io", "metric.symbolic", "metric.simplify"],
-    2: ["model", "gguf", "data", "stats", "masks", "allocation", "layerwise", "evaluate",
+    2: ["model", "gguf", "data", "stats", "masks", "allocation", "recipe", "layerwise", "evaluate",
         "sparsegpt", "zeroshot"],
     3: ["engine", "workbench", "tasks", "methods", "measure", "pruning"],
     4: ["search.config", "search.stored", "search.operators", "search.checkpoint", "search.rundir", "search.loop",

@@ -160,23 +160,38 @@ def add_prune_shape(p: argparse.ArgumentParser) -> None:
 
 
 def add_allocation_args(p: argparse.ArgumentParser) -> None:
-    """How the sparsity is spread over the decoder's blocks (prune)."""
-    p.add_argument("--allocation", default="uniform", choices=["uniform", "owl"],
+    """How the sparsity is spread over the decoder's blocks."""
+    p.add_argument("--allocation", default=None,
                    help="uniform: every block at --sparsity (default); owl: blocks with more "
                         "outlier Wanda scores keep more weights, the mean stays --sparsity "
-                        "(OWL, Yin et al. 2024; unstructured metrics only)")
-    p.add_argument("--owl-m", type=finite_float, default=5.0,
+                        "(OWL, Yin et al. 2024); or a JSON file of block sparsities (a list, "
+                        "or a prune report's allocation). Unstructured metrics only; a recipe "
+                        "file given as the metric brings its own")
+    p.add_argument("--owl-m", type=finite_float, default=None,
                    help="OWL's M: a score above M x its block's mean is an outlier (default 5)")
-    p.add_argument("--owl-lambda", type=finite_float, default=0.08,
+    p.add_argument("--owl-lambda", type=finite_float, default=None,
                    help="OWL's lambda: block sparsities span 2*lambda (default 0.08)")
 
 
+def allocation_from(a: argparse.Namespace):
+    """The --allocation flags as an Allocation, or None when --allocation is not given (the
+    recipe file's, or uniform)."""
+    from ..allocation import allocation_option
+
+    if a.allocation is None:
+        if a.owl_m is not None or a.owl_lambda is not None:
+            raise ConfigError("--owl-m and --owl-lambda are OWL's: give --allocation owl")
+        return None
+    return allocation_option(a.allocation, a.owl_m, a.owl_lambda)
+
+
 def add_update_args(p: argparse.ArgumentParser) -> None:
-    """What the kept weights become (prune)."""
-    p.add_argument("--update", default="none", choices=["none", "obs"],
+    """What the kept weights become."""
+    p.add_argument("--update", default=None, choices=["none", "obs"],
                    help="none: the kept weights stay (default); obs: after the metric's masks, "
                         "each layer's kept weights are reconstructed with SparseGPT's solver "
-                        "under those masks, block by block on the calibration windows")
+                        "under those masks, block by block on the calibration windows (a "
+                        "recipe file given as the metric brings its own)")
 
 
 def add_allow_partial(p: argparse.ArgumentParser) -> None:

@@ -5,8 +5,8 @@ import argparse
 
 from ..errors import PrunerZeroError
 from .common import (CALIBRATION_FLAGS, add_allocation_args, add_allow_partial, add_model_args,
-                     add_prune_shape, add_update_args, add_zero_shot_args, cache_from, log,
-                     runtime_from)
+                     add_prune_shape, add_update_args, add_zero_shot_args, allocation_from, cache_from,
+                     log, runtime_from)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -49,17 +49,14 @@ def workbench_from(a: argparse.Namespace):
 
 
 def run_prune(a: argparse.Namespace) -> int:
-    from ..allocation import Allocation
     from ..files import dumps_json
     from ..masks import parse_structure
-    from ..pruning import checked_allocation, checked_update, prune, resolve
+    from ..pruning import planned, prune
     from ..zeroshot import ZeroShot
 
     shape = parse_structure(a.structure, a.sparsity, a.compare)  # cheap checks before loading
-    _, tree = resolve(a.metric)
-    allocation = checked_allocation(Allocation(a.allocation, a.owl_m, a.owl_lambda), shape,
-                                    tree is None)
-    update = checked_update(a.update, tree is None)
+    allocation, update = allocation_from(a), a.update
+    planned(a.metric, shape, allocation, update)
     zero_shot = ZeroShot.checked(a.tasks, a.tasks_include, a.tasks_limit)  # before the model
     result = prune(workbench_from(a), a.metric, a.sparsity, a.structure, a.compare, save=a.save,
                    report=a.report, dense=not a.no_dense_ppl, allow_partial=a.allow_partial,

@@ -31,6 +31,8 @@ MAX_FORMULA_CHARS = 4000
 MAX_NESTING = 64
 MAX_NUMBER_CHARS = 32
 MAX_ABS_CONSTANT = 1e12
+RECIPE_KEYS = ("allocation", "update")
+"""The keys that make a metric file a recipe file (``pruner_zero.recipe`` reads those)."""
 
 
 def _shown(text: str) -> str:
@@ -250,7 +252,11 @@ def load_metric_file(path: str | Path) -> gp.PrimitiveTree:
     path = Path(path)
     if not _is_file(str(path)):
         raise MetricError(f"metric file not found: {str(path)[:200]}")
-    obj = read_json(path, "metric file", MetricError, max_depth=MAX_NESTING + 1)
+    obj = read_json(path, "metric file", MetricError, max_depth=MAX_NESTING + 4)
+    if isinstance(obj, dict) and any(k in obj for k in RECIPE_KEYS):
+        raise MetricError(f"{path} is a recipe file (a metric with its allocation and update): "
+                          "give it where a whole recipe is used (prune --metric, compare "
+                          "--metrics), not as a metric alone")
     if isinstance(obj, dict) and "formula" in obj:
         formula = obj["formula"]
         if not isinstance(formula, str):
@@ -278,6 +284,23 @@ def _is_file(spec: str) -> bool:
         return False
 
 
+def metric_file_of(spec: str) -> str | None:
+    """The file a metric argument names, by the rule of ``resolve_metric``; None for a built-in
+    name or a formula (or text that is neither and names no file)."""
+    spec = spec.strip()
+    if spec.startswith("@"):
+        return spec[1:]
+    if spec.endswith(".json"):
+        return spec
+    if spec in BUILTINS:
+        return None
+    try:
+        parse_formula(spec)
+    except MetricError:
+        return spec if _is_file(spec) else None
+    return None
+
+
 def resolve_metric(spec: str) -> tuple[str, gp.PrimitiveTree]:
     """(display name, tree) for a built-in name, a formula, or a metric file.
 
@@ -288,17 +311,14 @@ def resolve_metric(spec: str) -> tuple[str, gp.PrimitiveTree]:
     if not isinstance(spec, str) or not spec.strip():
         raise MetricError("metric is empty: give a built-in name, a .json file or a formula.")
     spec = spec.strip()
-    if spec.startswith("@"):
-        return spec[1:], load_metric_file(spec[1:])
-    if spec.endswith(".json"):
-        return spec, load_metric_file(spec)
+    path = metric_file_of(spec)
+    if path is not None:
+        return path, load_metric_file(path)
     if spec in BUILTINS:
         return spec, parse_formula(BUILTINS[spec])
     try:
         tree = parse_formula(spec)
     except MetricError as exc:
-        if _is_file(spec):
-            return spec, load_metric_file(spec)
         if looks_like_path(spec, (".json",)):
             raise MetricError(f"metric file not found: {spec}") from None
         if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", spec) and spec not in full_pset().mapping:

@@ -1,0 +1,124 @@
+"""A pruning recipe beyond its metric: how the sparsity is spread over the blocks (an
+``Allocation``) and what the kept weights become (``update``). With its metric it is what a
+search exports and ``prune`` reuses. A recipe file is a metric file with the recipe beside it;
+a plain recipe (uniform, no update) is written as a plain metric file, so the paper's format
+stays what a plain search exports.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .allocation import Allocation
+from .errors import ConfigError, MetricError
+from .files import atomic_write_json, read_json
+from .metric.io import (MAX_NESTING, RECIPE_KEYS, format_formula, from_paper_json,
+                        load_metric_file, parse_formula, to_paper_json)
+
+UPDATES = (None, "obs")
+"""None: the kept weights stay; "obs": reconstructed under the metric's masks by SparseGPT's
+solver, block after block on the calibration windows."""
+
+
+def checked_update(update: Any) -> str | None:
+    """None or "obs" ("none" is None)."""
+    update = None if update in (None, "none") else update
+    if update not in UPDATES:
+        raise ConfigError(f"--update must be none or obs, got {update!r}")
+    return update
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a prune does besides scoring: ``allocation`` and ``update``."""
+
+    allocation: Allocation = field(default_factory=Allocation)
+    update: str | None = None
+
+    def checked(self) -> "Recipe":
+        if not isinstance(self.allocation, Allocation):
+            raise ConfigError(f"a recipe's allocation must be an Allocation, got "
+                              f"{self.allocation!r}")
+        return Recipe(self.allocation.checked(), checked_update(self.update))
+
+    @property
+    def plain(self) -> bool:
+        """Uniform and no update: what a metric alone does."""
+        return self.allocation.uniform and self.update is None
+
+    def describe(self) -> str:
+        return f"{self.allocation.describe()} / update {self.update or 'none'}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"allocation": self.allocation.as_dict(), "update": self.update or "none"}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> "Recipe":
+        if not isinstance(d, dict):
+            raise ConfigError(f"{where}: a recipe is an object with allocation and update")
+        allocation = Allocation.from_dict(d.get("allocation", {"kind": "uniform"}), where)
+        try:
+            update = checked_update(d.get("update"))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        return cls(allocation, update)
+
+    def key(self) -> str:
+        """What a cache key adds for this recipe ('' when plain: a plain search's keys stay)."""
+        if self.plain:
+            return ""
+        a = self.allocation
+        parts = {"uniform": "uniform", "owl": f"owl:{a.owl_m!r}:{a.owl_lambda!r}",
+                 "given": f"given:{','.join(repr(float(s)) for s in a.blocks or ())}"}
+        return f"|{parts[a.kind]}|{self.update or 'none'}"
+
+
+def merged(found: Recipe | None, allocation: Allocation | None, update: str | None,
+           where: str = "the metric") -> Recipe:
+    """The recipe of a prune: a recipe file's, with flags that only repeat it; a flag that
+    contradicts the file is refused (which one wins would be a guess)."""
+    given = Recipe(allocation or Allocation(), checked_update(update)).checked()
+    if found is None:
+        return given
+    if allocation is not None and allocation.checked() != found.allocation:
+        raise ConfigError(f"{where} is a recipe with allocation {found.allocation.describe()}; "
+                          f"--allocation {allocation.describe()} contradicts it (leave it out)")
+    if update is not None and checked_update(update) != found.update:
+        raise ConfigError(f"{where} is a recipe with update {found.update or 'none'}; "
+                          f"--update {update} contradicts it (leave it out)")
+    return found
+
+
+def recipe_json(tree: Any, recipe: Recipe) -> dict[str, Any]:
+    """A metric file (the paper's format) for a plain recipe, else a recipe file."""
+    if recipe.plain:
+        return to_paper_json(tree)
+    return {"formula": format_formula(tree), "metric": to_paper_json(tree), **recipe.as_dict()}
+
+
+def save_recipe(tree: Any, recipe: Recipe, path: str | Path) -> None:
+    atomic_write_json(path, recipe_json(tree, recipe))
+
+
+def is_recipe_file(obj: Any) -> bool:
+    return isinstance(obj, dict) and any(k in obj for k in RECIPE_KEYS)
+
+
+def load_recipe(path: str | Path) -> tuple[Any, Recipe | None]:
+    """(tree, recipe) of a recipe file, (tree, None) of a plain metric file."""
+    obj = read_json(path, "metric file", MetricError, max_depth=MAX_NESTING + 4)
+    if not is_recipe_file(obj):
+        return load_metric_file(path), None
+    try:
+        if isinstance(obj.get("formula"), str):
+            tree = parse_formula(obj["formula"])
+        elif "metric" in obj:
+            tree = from_paper_json(obj["metric"])
+        else:
+            raise MetricError("a recipe file needs its metric: 'formula' (text) or 'metric' "
+                              "(the paper's JSON)")
+        recipe = Recipe.from_dict({k: obj[k] for k in RECIPE_KEYS if k in obj}, str(path))
+    except (MetricError, ConfigError) as exc:
+        raise MetricError(f"recipe file {path}: {exc}") from None
+    return tree, recipe

@@ -1,0 +1,108 @@
+"""recipe.py: a metric with its allocation and update, in one file that round-trips and that
+`prune --metric` reuses; a given allocation (--allocation FILE) and what it refuses."""
+import json
+
+import pytest
+from conftest import base_args, run_main
+
+from pruner_zero.allocation import Allocation, allocation_option
+from pruner_zero.errors import ConfigError, MetricError
+from pruner_zero.metric.io import format_formula, load_metric_file, resolve_metric
+from pruner_zero.recipe import Recipe, load_recipe, merged, recipe_json, save_recipe
+
+OWL_OBS = Recipe(Allocation("owl", 4.0, 0.05), "obs")
+GIVEN = Recipe(Allocation("given", blocks=(0.4, 0.8), source="a.json"), None)
+
+
+@pytest.mark.parametrize("recipe", [Recipe(), OWL_OBS, GIVEN, Recipe(update="obs")])
+def test_a_recipe_round_trips_through_its_file(tmp_path, recipe):
+    tree = resolve_metric("mul(abs(W), sqrt(X))")[1]
+    path = tmp_path / "r.json"
+    save_recipe(tree, recipe, path)
+    back, found = load_recipe(path)
+    assert format_formula(back) == format_formula(tree)
+    assert (found or Recipe()) == recipe.checked()
+    if recipe.plain:  # a plain recipe is a plain metric file, in the paper's format
+        assert format_formula(load_metric_file(path)) == format_formula(tree)
+        assert "allocation" not in json.loads(path.read_text())
+    else:  # never read as a metric alone: its allocation and update would be lost silently
+        with pytest.raises(MetricError, match="is a recipe file"):
+            load_metric_file(path)
+    assert Recipe().key() == "" and len({r.key() for r in (Recipe(), OWL_OBS, GIVEN)}) == 3
+
+
+def test_flags_may_repeat_a_recipe_file_but_not_contradict_it():
+    assert merged(OWL_OBS, None, None) == OWL_OBS
+    assert merged(OWL_OBS, Allocation("owl", 4.0, 0.05), "obs") == OWL_OBS
+    assert merged(None, None, "obs") == Recipe(update="obs")
+    with pytest.raises(ConfigError, match="contradicts"):
+        merged(OWL_OBS, None, "none")
+    with pytest.raises(ConfigError, match="contradicts"):
+        merged(OWL_OBS, Allocation("uniform"), None)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[0.5, 1.0]", "in \\(0, 1\\)"), ("[]", "non-empty list"), ('{"a": 1}', "non-empty list"),
+    ('["x", 0.5]', "in \\(0, 1\\)"), ("[0.5, true]", "in \\(0, 1\\)"), ("{", "JSON"),
+])
+def test_a_bad_allocation_file_is_one_error(tmp_path, content, message):
+    path = tmp_path / "alloc.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=message):
+        allocation_option(str(path))
+    with pytest.raises(ConfigError, match="no such file"):
+        allocation_option(str(tmp_path / "missing.json"))
+
+
+def test_prune_with_a_recipe_file_reproduces_the_prune_with_flags(tiny_dir, capsys, tmp_path):
+    flags = tmp_path / "flags.json"
+    code, _, err = run_main(capsys, "prune", *base_args(
+        tiny_dir, "--metric", "wanda", "--sparsity", "0.6", "--allocation", "owl",
+        "--owl-lambda", "0.1", "--update", "obs", "--report", str(flags)))
+    assert code == 0, err
+    by_flags = json.loads(flags.read_text())
+    recipe_file = tmp_path / "recipe.json"
+    save_recipe(resolve_metric("wanda")[1], Recipe(Allocation("owl", owl_lambda=0.1), "obs"),
+                recipe_file)
+    by_file = tmp_path / "file.json"
+    code, _, err = run_main(capsys, "prune", *base_args(
+        tiny_dir, "--metric", str(recipe_file), "--sparsity", "0.6", "--report", str(by_file)))
+    assert code == 0, err
+    again = json.loads(by_file.read_text())
+    assert again["ppl"] == by_flags["ppl"] and again["update"] == "obs"
+    assert again["allocation"] == by_flags["allocation"]
+    # the blocks OWL chose, given back as a file: the same masks, the same model
+    given = tmp_path / "given.json"
+    code, _, err = run_main(capsys, "prune", *base_args(
+        tiny_dir, "--metric", "wanda", "--sparsity", "0.6", "--allocation", str(flags),
+        "--update", "obs", "--report", str(given)))
+    assert code == 0, err
+    g = json.loads(given.read_text())
+    assert g["ppl"] == by_flags["ppl"] and g["allocation"]["kind"] == "given"
+    assert g["allocation"]["block_sparsity"] == by_flags["allocation"]["block_sparsity"]
+    code, _, err = run_main(capsys, "prune", *base_args(
+        tiny_dir, "--metric", str(recipe_file), "--sparsity", "0.6", "--update", "none"))
+    assert code == 2 and "contradicts" in err
+
+
+@pytest.mark.parametrize("blocks, sparsity, message", [
+    ([0.5, 0.7, 0.6], "0.6", "the model has 2 decoder blocks"),
+    ([0.5, 0.6], "0.6", "average 0.550000, not the requested sparsity 0.6"),
+])
+def test_a_given_allocation_that_does_not_fit_the_model_is_refused(tiny_dir, capsys, tmp_path,
+                                                                   blocks, sparsity, message):
+    path = tmp_path / "alloc.json"
+    path.write_text(json.dumps(blocks))
+    code, _, err = run_main(capsys, "prune", *base_args(
+        tiny_dir, "--metric", "wanda", "--sparsity", sparsity, "--allocation", str(path)))
+    assert code == 2 and err.startswith("error:") and message in err, err
+
+
+def test_a_recipe_is_refused_where_a_metric_alone_is_meant(tmp_path):
+    from pruner_zero.methods import metric_tree
+
+    path = tmp_path / "r.json"
+    save_recipe(resolve_metric("wanda")[1], OWL_OBS, path)
+    with pytest.raises(MetricError, match="is a recipe"):
+        metric_tree(str(path))
+    assert recipe_json(resolve_metric("wanda")[1], OWL_OBS)["update"] == "obs"
