@@ -176,6 +176,16 @@ def block_sparsities(allocation: Allocation, target: float, linears: Mapping[str
     return owl_sparsities(ratios, target, allocation.owl_lambda)
 
 
+def linear_sparsities(allocation: Allocation, target: float, linears: Mapping[str, Any],
+                      stats: Mapping[str, Mapping[str, torch.Tensor]], prefix: str
+                      ) -> dict[str, float] | None:
+    """Each linear's sparsity under ``allocation``; None when uniform (the structure's own)."""
+    if allocation.uniform:
+        return None
+    return per_linear(block_sparsities(allocation, target, linears, stats, prefix), linears,
+                      prefix)
+
+
 def per_linear(sparsities: Sequence[float], linears: Mapping[str, Any], prefix: str
                ) -> dict[str, float]:
     """Each linear's sparsity: its block's."""

@@ -28,6 +28,7 @@ from .measurement import Measurement
 from .methods import MetricSpec, resolve_metric_specs
 from .metric.registry import statistics_read
 from .metric.tree import leaves
+from .recipe import PLAIN, Recipe
 from .report import save_png
 from .runtime import Runtime
 from .search.options import MAX_SEEDS
@@ -54,9 +55,12 @@ def compare(metrics: str | Sequence[str], tasks: Sequence[Task], *, seeds: int =
             compare: str = "row", runtime: Runtime | None = None,
             cache_dir: str | Path | None = None, out: str | Path | None = None,
             progress: bool = True, log: Callable[[str], None] = _stderr,
-            allow_partial: bool = False, eval_windows: int | None = None) -> dict[str, Any]:
+            allow_partial: bool = False, eval_windows: int | None = None,
+            recipe: Recipe | None = None) -> dict[str, Any]:
     """Measure every metric on every task's report split over ``seeds`` calibration seeds, on
     all its windows or ``eval_windows`` of them spread evenly (the same for every cell).
+    ``recipe`` (allocation and update) applies to every metric but sparsegpt and recipe files,
+    which bring their own; a metric pruned under a recipe is labelled with it.
 
     Returns ``{"markdown", "rows" (one per metric, task, seed), "summary" (the CSV rows),
     "dense" (task -> ppl), "metrics", "tasks", "seeds", "files"}``; with ``out`` writes
@@ -68,7 +72,7 @@ def compare(metrics: str | Sequence[str], tasks: Sequence[Task], *, seeds: int =
     eval_windows = window_budget(eval_windows, "--eval-windows")
     if runtime is not None and not isinstance(runtime, Runtime):
         raise ConfigError(f"runtime must be a pruner_zero.runtime.Runtime, got {runtime!r}")
-    specs = resolve_metric_specs(metrics)
+    specs = _with_recipes(resolve_metric_specs(metrics), (recipe or PLAIN).checked())
     if isinstance(seeds, bool) or not isinstance(seeds, int) or not 1 <= seeds <= MAX_SEEDS:
         raise ConfigError(f"--seeds must be an integer from 1 to {MAX_SEEDS}, got {seeds!r}")
     task_list = _checked_tasks(tasks, compare)
@@ -76,13 +80,18 @@ def compare(metrics: str | Sequence[str], tasks: Sequence[Task], *, seeds: int =
 
     needed = statistics_read(set().union(*(leaves(s.metric) for s in specs
                                            if s.metric != SPARSEGPT)))
+    for s in specs:
+        if s.recipe.allocation.kind != "uniform" and any(t.shape(compare).is_nm
+                                                         for t in task_list):
+            raise ConfigError(f"{s.label}: --allocation {s.recipe.allocation.kind} spreads an "
+                              "unstructured sparsity; an N:M task fixes every block's")
     benches = TaskBenches(runtime or Runtime(), None if cache_dir is None else Path(cache_dir),
                           progress, log, needed=needed)
     benches.prepare(task_list, compare, "report_split", allow_partial=allow_partial)
     dense = _dense_ppls(benches, task_list, eval_windows)
     log(f"measuring {len(specs)} metrics x {len(task_list)} tasks x {seeds} calibration seeds "
         "on the report split")
-    rows = grid(benches, [(m.label, m.metric) for m in specs], task_list, seeds,
+    rows = grid(benches, [(m.label, m.metric, m.recipe) for m in specs], task_list, seeds,
                 lambda t: t.report_split, compare=compare, progress=progress, budget=eval_windows)
     formulas = {m.label: m.formula for m in specs}
     rows = [replace(r, formula=formulas[r.metric]) for r in rows]
@@ -95,6 +104,16 @@ def compare(metrics: str | Sequence[str], tasks: Sequence[Task], *, seeds: int =
     if out_dir is not None:
         result["files"] = write_leaderboard(summary, task_list, seeds, out_dir, log)
     return result
+
+
+def _with_recipes(specs: Sequence[MetricSpec], recipe: Recipe) -> list[MetricSpec]:
+    """Each metric with the recipe it is pruned under (labelled with it when not plain)."""
+    out = []
+    for m in specs:
+        own = PLAIN if m.metric == SPARSEGPT else m.recipe or recipe
+        label = m.label if own.plain else f"{m.label} [{own.describe()}]"
+        out.append(replace(m, label=label, recipe=own))
+    return out
 
 
 def _checked_tasks(tasks: Sequence[Task], compare: str) -> list[Task]:

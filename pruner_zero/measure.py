@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from tqdm.auto import tqdm
 
+from .allocation import linear_sparsities
 from .data import resolve_calib_data, resolve_data_dir
 from .engine import Engine, undo_kind, weights_kept_on_host
 from .errors import ConfigError, MetricError
@@ -18,7 +19,8 @@ from .files import user_path
 from .masks import check_fits
 from .measurement import Measurement
 from .metric.io import format_formula
-from .model import check_linear_share
+from .model import check_linear_share, layers_prefix
+from .recipe import PLAIN, Recipe
 from .runtime import Runtime
 from .sparsegpt import SPARSEGPT, sparsegpt_prune
 from .tasks import Task
@@ -88,10 +90,12 @@ class TaskBenches:
             bench.split_windows(getattr(t, split_role), 1)  # a missing or too short split fails here
             _ = self.statistics(bench) if with_stats else bench.calib
 
-    def statistics(self, bench: Any) -> dict:
+    def statistics(self, bench: Any, owl: bool = False) -> dict:
         """The statistics the metrics of this run read (``needed``), no more: a space without G
-        never runs a backward pass."""
-        return bench.stats if self.needed is None else bench.statistics(self.needed)
+        never runs a backward pass. OWL's allocation reads X."""
+        if self.needed is None:
+            return bench.stats
+        return bench.statistics(self.needed | {"X"} if owl else self.needed)
 
     def _find_model(self, model: str) -> Any:
         if model in self._models:
@@ -99,16 +103,29 @@ class TaskBenches:
         resolved = str(user_path(model).resolve()) if user_path(model).exists() else model
         return self._models.get(resolved)
 
-    def engine(self, task: Task, seed: int | None, compare: str = "row") -> Any:
+    def engine(self, task: Task, seed: int | None, compare: str = "row",
+               recipe: Recipe = PLAIN) -> Any:
+        """The engine of (task, seed) pruning under ``recipe`` (its allocation and update)."""
         bench = self.bench(task, seed)
         shape = task.shape(compare)
-        key = (id(bench), shape, task.calibration)
+        key = (id(bench), shape, task.calibration, recipe)
         if key not in self._engines:  # the undo is kept on the host, one copy per model
-            sequential = task.calibration == "sequential"
-            self._engines[key] = Engine(bench.model, bench.linears, self.statistics(bench), shape,
-                                        task.calibration, bench.calib if sequential else None,
-                                        keep=undo_kind(bench.linears),
-                                        dense=self._dense.setdefault(id(bench.model), {}))
+            walks = task.calibration == "sequential" or recipe.update is not None
+            stats = self.statistics(bench, owl=recipe.allocation.kind == "owl")
+            if recipe.allocation.kind != "uniform" and shape.is_nm:
+                raise ConfigError(f"task {task.name}: --allocation {recipe.allocation.kind} "
+                                  f"spreads an unstructured sparsity; {shape.describe()} fixes "
+                                  "every block's")
+            try:
+                sparsities = linear_sparsities(recipe.allocation, shape.sparsity, bench.linears,
+                                               stats, layers_prefix(bench.model))
+            except ConfigError as exc:
+                raise ConfigError(f"task {task.name}: {exc}") from None
+            self._engines[key] = Engine(
+                bench.model, bench.linears, stats, shape, task.calibration,
+                bench.calib if walks else None, sparsities=sparsities, update=recipe.update,
+                keep="copy" if recipe.update is not None else undo_kind(bench.linears),
+                dense=self._dense.setdefault(id(bench.model), {}))
         return self._engines[key]
 
     def windows(self, task: Task, seed: int | None, split: str, budget: int | None = None,
@@ -125,13 +142,13 @@ class TaskBenches:
                            compare)
 
     def ppl_on(self, task: Task, seed: int | None, metric: Any, windows: Any,
-               compare: str = "row") -> float:
-        """Perplexity on ``windows`` after pruning with ``metric`` (a tree, SPARSEGPT, or None:
-        the dense model); the dense weights are restored afterwards."""
+               compare: str = "row", recipe: Recipe = PLAIN) -> float:
+        """Perplexity on ``windows`` after pruning with ``metric`` (a tree under ``recipe``,
+        SPARSEGPT, or None: the dense model); the dense weights are restored afterwards."""
         import torch
 
         bench = self.bench(task, seed)
-        engine = self.engine(task, seed, compare)
+        engine = self.engine(task, seed, compare, PLAIN if metric == SPARSEGPT else recipe)
         if metric == SPARSEGPT:  # it updates the weights it keeps, too: a whole copy on the host
             with weights_kept_on_host(bench.linears):
                 sparsegpt_prune(bench.model, bench.calib, engine.structure, False)
@@ -179,28 +196,31 @@ def seeds_for(task: Task, count: int) -> list[int]:
     return [task.seed + k for k in range(count)]
 
 
-def grid(benches: TaskBenches, metrics: Iterable[tuple[str, Any]], tasks: Sequence[Task],
+def grid(benches: TaskBenches, metrics: Iterable[tuple], tasks: Sequence[Task],
          seeds: int, split_of: Callable[[Task], str], *, compare: str = "row",
          progress: bool = True, budget: int | None = None,
-         skip: int | None = None) -> list[Measurement]:
+         skip: int | None = None, recipe: Recipe = PLAIN) -> list[Measurement]:
     """One row per (metric, task, seed): perplexity on ``split_of(task)``, all its windows or
-    ``budget`` of them spread evenly (the row says how many), not the ``skip`` spread ones."""
-    metrics = list(metrics)
-    jobs = [(name, m, t, s) for t in tasks for s in seeds_for(t, seeds) for name, m in metrics]
+    ``budget`` of them spread evenly (the row says how many), not the ``skip`` spread ones.
+    ``metrics``: (name, metric) pruned under ``recipe``, or (name, metric, its own recipe)."""
+    metrics = [(m[0], m[1], m[2] if len(m) > 2 and m[2] is not None else recipe) for m in metrics]
+    jobs = [(name, m, r, t, s) for t in tasks for s in seeds_for(t, seeds)
+            for name, m, r in metrics]
     rows = []
-    for name, metric, task, seed in tqdm(jobs, desc=f"measuring {len(metrics)} metrics", unit="run",
+    for name, metric, own, task, seed in tqdm(jobs, desc=f"measuring {len(metrics)} metrics", unit="run",
                                          disable=not progress, leave=False, file=sys.stderr):
         windows = benches.windows(task, seed, split_of(task), budget, skip)
         where = dict(metric=name, task=task.name, seed=seed, split=split_of(task),
                      windows=int(windows.shape[0]))
         try:
-            row = Measurement(**where, ppl=benches.ppl_on(task, seed, metric, windows, compare))
+            row = Measurement(**where, ppl=benches.ppl_on(task, seed, metric, windows, compare,
+                                                          own))
         except (MetricError, RuntimeError, ValueError, ArithmeticError) as exc:
             # a metric valid under one calibration can be NaN/constant under another: that cell
             # is inf (it loses every comparison), the rest of the table is still measured
             row = Measurement(**where, ppl=math.inf, error=f"{type(exc).__name__}: {exc}")
             benches.log(f"warning: {name} on {task.name} (seed {seed}): {row.error}")
         rows.append(row)
-        if (task, seed) != (jobs[-1][2], jobs[-1][3]) and name == metrics[-1][0]:
+        if (task, seed) != (jobs[-1][3], jobs[-1][4]) and name == metrics[-1][0]:
             benches.release(task, seed)  # this (task, seed) is done: one seed's statistics at a time
     return rows

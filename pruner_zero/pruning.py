@@ -7,7 +7,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from .allocation import Allocation, block_index, block_sparsities, per_linear
+from .allocation import Allocation, block_index, linear_sparsities
 from .engine import Engine, measure_sparsity
 from .errors import ConfigError, MetricError, describe
 from .files import RunLock, atomic_write_json, check_writable_dir, check_writable_file, user_path
@@ -167,11 +167,8 @@ def _engine(bench: Workbench, tree, formula: str, shape: Structure,
 def allocated(bench: Workbench, allocation: Allocation, shape: Structure,
               stats: dict) -> dict[str, float] | None:
     """Each linear's sparsity under ``allocation`` (None: uniform, the structure's own)."""
-    if allocation.uniform:
-        return None
-    prefix = layers_prefix(bench.model)
-    blocks = block_sparsities(allocation, shape.sparsity, bench.linears, stats, prefix)
-    return per_linear(blocks, bench.linears, prefix)
+    return linear_sparsities(allocation, shape.sparsity, bench.linears, stats,
+                             layers_prefix(bench.model))
 
 
 def _allocation_record(allocation: Allocation, sparsities: dict[str, float], prefix: str,

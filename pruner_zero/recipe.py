@@ -74,6 +74,10 @@ class Recipe:
         return f"|{parts[a.kind]}|{self.update or 'none'}"
 
 
+PLAIN = Recipe()
+"""Uniform, no update: what a metric alone does."""
+
+
 def merged(found: Recipe | None, allocation: Allocation | None, update: str | None,
            where: str = "the metric") -> Recipe:
     """The recipe of a prune: a recipe file's, with flags that only repeat it; a flag that

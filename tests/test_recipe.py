@@ -106,3 +106,81 @@ def test_a_recipe_is_refused_where_a_metric_alone_is_meant(tmp_path):
     with pytest.raises(MetricError, match="is a recipe"):
         metric_tree(str(path))
     assert recipe_json(resolve_metric("wanda")[1], OWL_OBS)["update"] == "obs"
+
+
+def _recipe_search(tiny_dir, out, *extra):
+    from conftest import protocol
+
+    return ["search", *protocol(tiny_dir), "--space", "small", "--population", "6",
+            "--generations", "1", "--gp-seed", "5", "--fitness-windows", "0", "--hof-size", "3",
+            "--final-top", "2", "--polish", "0", "--confirm-seeds", "1", "--sparsity", "0.6",
+            "--allocation", "owl", "--owl-lambda", "0.05", "--update", "obs",
+            "--baselines", "wanda,sparsegpt", "--seed-metrics", "wanda", "--out", str(out),
+            *extra]
+
+
+def test_a_search_under_a_recipe_exports_it_and_prune_reproduces_its_number(tiny_dir, capsys):
+    from conftest import checkpoint, protocol
+
+    from pruner_zero.search.rundir import BASELINES, BEST_JSON, BEST_TXT, CONFIG
+
+    out = tiny_dir / "runs" / "recipe"
+    assert run_main(capsys, *_recipe_search(tiny_dir, out))[0] == 0
+    config = json.loads((out / CONFIG).read_text())
+    assert config["version"] == 5 and config["recipe"]["update"] == "obs"
+    assert config["recipe"]["allocation"]["kind"] == "owl"
+    best = json.loads((out / BEST_JSON).read_text())
+    assert best["update"] == "obs" and best["allocation"]["owl_lambda"] == 0.05
+    assert "recipe:    owl (M 5, λ 0.05) / update obs" in (out / BEST_TXT).read_text()
+    assert "sparsegpt" in (out / BASELINES).read_text()
+    final = checkpoint(out)["final"]
+    reported = [r for r in final["report_rows"] if r["metric"] == final["best"]]
+    assert len(reported) == 1
+    code, stdout, err = run_main(capsys, "prune", *protocol(tiny_dir), "--metric", str(out),
+                                 "--sparsity", "0.6", "--eval-windows",
+                                 str(reported[0]["windows"]))
+    assert code == 0, err
+    assert json.loads(stdout.splitlines()[0])["ppl"] == reported[0]["ppl"]
+    sparsegpt = [r for r in final["report_rows"] if r["metric"] == "sparsegpt"]
+    code, stdout, err = run_main(capsys, "prune", *protocol(tiny_dir), "--metric", "sparsegpt",
+                                 "--sparsity", "0.6", "--eval-windows",
+                                 str(sparsegpt[0]["windows"]))
+    assert code == 0 and json.loads(stdout.splitlines()[0])["ppl"] == sparsegpt[0]["ppl"]
+
+
+def test_caches_on_or_off_give_the_same_search_under_a_recipe(tiny_dir, capsys):
+    from conftest import checkpoint, hall_of_fame
+
+    from pruner_zero.search.rundir import EVALUATIONS
+
+    on, off = tiny_dir / "runs" / "on", tiny_dir / "runs" / "off"
+    assert run_main(capsys, *_recipe_search(tiny_dir, on))[0] == 0
+    assert run_main(capsys, *_recipe_search(tiny_dir, off, "--no-canonical-cache",
+                                            "--no-fingerprint-cache"))[0] == 0
+    assert hall_of_fame(on) == hall_of_fame(off)
+    assert checkpoint(on)["final"] == checkpoint(off)["final"]
+    records = [json.loads(line) for line in (on / EVALUATIONS).read_text().splitlines()]
+    assert any(r["cached"] for r in records)  # the caches were used, and changed nothing
+
+
+def test_compare_prunes_each_metric_under_its_recipe_and_labels_it(tiny_dir, capsys, tmp_path):
+    from conftest import protocol
+
+    recipe_file = tmp_path / "recipe.json"
+    save_recipe(resolve_metric("wanda")[1], Recipe(Allocation("owl", owl_lambda=0.05)),
+                recipe_file)
+    code, out, err = run_main(capsys, "compare", *protocol(tiny_dir), "--sparsity", "0.6",
+                              "--metrics", f"wanda,sparsegpt,{recipe_file}", "--update", "obs",
+                              "--seeds", "1", "--eval-windows", "4")
+    assert code == 0, err
+    assert "wanda [uniform / update obs]" in out and f"{recipe_file} [owl (M 5, λ 0.05)" in out
+    assert "| sparsegpt |" in out.replace("  ", " ")
+    ppl = {}
+    for metric, flags in (("wanda", ["--update", "obs"]), (str(recipe_file), []),
+                          ("sparsegpt", [])):
+        code, stdout, err = run_main(capsys, "prune", *protocol(tiny_dir), "--metric", metric,
+                                     "--sparsity", "0.6", "--eval-windows", "4", *flags)
+        assert code == 0, err
+        ppl[metric] = json.loads(stdout.splitlines()[0])["ppl"]
+    for metric, value in ppl.items():  # the leaderboard's numbers are the prunes'
+        assert f"{value:.4f}" in out, (metric, value, out)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 
 from ..errors import ConfigError
-from .common import (add_eval_windows_flag, add_task_args, cache_from, log, runtime_from,
-                     task_options)
+from .common import (add_allocation_args, add_eval_windows_flag, add_task_args, add_update_args,
+                     allocation_from, cache_from, log, runtime_from, task_options)
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -26,22 +26,29 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="calibration seeds per task: the task's seed and the next ones (default 3)")
     g.add_argument("--out", default=None, metavar="DIR",
                    help="also write leaderboard.csv and leaderboard.png here")
+    r = p.add_argument_group("recipe", "applied to every metric but sparsegpt and recipe files "
+                                       "(which bring their own)")
+    add_allocation_args(r)
+    add_update_args(r)
     p.set_defaults(func=run)
 
 
 def run(a: argparse.Namespace) -> int:
+    from ..allocation import Allocation
     from ..compare import compare, resolve_metric_specs
+    from ..recipe import Recipe
     from ..tasks import build_tasks
     from ..workbench import default_cache_dir
 
     resolve_metric_specs(a.metrics)  # a bad metric is the first error, before the tasks
+    recipe = Recipe(allocation_from(a) or Allocation(), a.update).checked()
     if not a.model and not a.tasks:
         raise ConfigError("compare needs --model (repeatable) or --tasks tasks.yaml")
     tasks = build_tasks(a.model, a.sparsity, a.tasks, **task_options(a))
     result = compare(a.metrics, tasks, seeds=a.seeds, compare=a.compare, runtime=runtime_from(a),
                      cache_dir=cache_from(a, default_cache_dir()), out=a.out,
                      progress=not a.quiet, log=log, allow_partial=a.allow_partial,
-                     eval_windows=a.eval_windows)
+                     eval_windows=a.eval_windows, recipe=recipe)
     print(result["markdown"], flush=True)
     for kind in ("csv", "png"):
         if kind in result["files"]:

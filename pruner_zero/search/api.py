@@ -22,7 +22,9 @@ from pruner_zero.metric.registry import statistics_read
 from pruner_zero.metric.tree import leaves
 from pruner_zero.runtime import Runtime
 from pruner_zero.search.checkpoint import Checkpoint, checked_formulas
-from pruner_zero.search.config import SearchConfig, metric_tree, seed_trees
+from pruner_zero.sparsegpt import SPARSEGPT
+from pruner_zero.search.config import (SearchConfig, baseline_formula, baseline_metric,
+                                       metric_tree, seed_trees)
 from pruner_zero.search.evaluators import run_evaluator
 from pruner_zero.search.layout import CHECKPOINT, CONFIG
 from pruner_zero.search.loop import run_gp
@@ -152,8 +154,11 @@ def _resolved_tasks(config: SearchConfig, preloaded: Any) -> SearchConfig:
 
 def _statistics_needed(config: SearchConfig, space: Any) -> set[str]:
     """What the space's terminals and the run's named metrics (reference, baselines, seeds) read."""
-    names = [config.reference, *config.baselines, *config.seed_metrics]
-    return statistics_read(set(space.terminals).union(*(leaves(metric_tree(n)) for n in names)))
+    names = [n for n in (config.reference, *config.baselines, *config.seed_metrics)
+             if n != SPARSEGPT]
+    owl = {"X"} if config.recipe().allocation.kind == "owl" else set()
+    return statistics_read(set(space.terminals).union(*(leaves(metric_tree(n)) for n in names))) \
+        | owl
 
 
 def _run(run: RunDir, config: SearchConfig, space: Any, settings: Any, benches: Any,
@@ -224,14 +229,16 @@ def _confirm(benches: Any, tasks: list[Any], config: SearchConfig, hof: list[Any
     k = tail.confirm_seeds
     top = [format_formula(ind) for ind in hof[:tail.final_top]]
     names = list(dict.fromkeys([config.reference, *config.baselines]))
-    base = [(n, metric_tree(n)) for n in names]
+    base = [(n, baseline_metric(n)) for n in names]
+    recipe = config.recipe()
     cand = [(f"#{i}", ind) for i, ind in enumerate(hof[:tail.final_top], start=1)]
     if cand:
         log(f"confirming the top {len(cand)} and {len(base)} baselines over {k} calibration "
             f"seeds on {windows_note('the selection split', tail.confirm_windows)}, "
             "none of them a fitness window")
     sel = grid(benches, cand + base, tasks, k, lambda t: t.fitness_split, compare=compare,
-               progress=progress, budget=tail.confirm_windows, skip=config.fitness_windows)
+               progress=progress, budget=tail.confirm_windows, skip=config.fitness_windows,
+               recipe=recipe)
     ppl = {(r.metric, r.task, r.seed): r.ppl for r in sel}
 
     def scores(metric: str) -> list[float]:
@@ -255,10 +262,11 @@ def _confirm(benches: Any, tasks: list[Any], config: SearchConfig, hof: list[Any
     log(f"reporting {'the best (' + format_formula(hof[best_i]) + ') and ' if hof else ''}"
         f"the baselines on {windows_note('the report split', tail.eval_windows)}")
     report_rows = grid(benches, best + base, tasks, k, lambda t: t.report_split,
-                       compare=compare, progress=progress, budget=tail.eval_windows)
+                       compare=compare, progress=progress, budget=tail.eval_windows,
+                       recipe=recipe)
     def named(r: Measurement, phase: str, labels: dict[str, str]) -> Measurement:
         """A row under the formula it measured (the ranks and 'best' only labelled the grid)."""
-        formula = labels.get(r.metric) or format_formula(metric_tree(r.metric))
+        formula = labels.get(r.metric) or baseline_formula(r.metric)
         return replace(r, phase=phase, metric=formula if r.metric in labels else r.metric,
                        formula=formula)
 

@@ -13,10 +13,12 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from pruner_zero.allocation import Allocation, allocation_option
 from pruner_zero.errors import ConfigError, MetricError
 from pruner_zero.methods import metric_tree as resolved_tree
 from pruner_zero.metric.io import format_formula, parse_formula, split_metric_list
 from pruner_zero.metric.space import SearchSpace, load_space
+from pruner_zero.recipe import Recipe
 from pruner_zero.runtime import Runtime
 from pruner_zero.search.options import SearchOptions
 from pruner_zero.search.settings import (ConfirmSettings, FitnessSettings, GPSettings,
@@ -25,7 +27,8 @@ from pruner_zero.sparsegpt import SPARSEGPT
 from pruner_zero.tasks import TASK_KEYS
 from pruner_zero.workbench import Workbench
 
-__all__ = ["SearchConfig", "config_key", "metric_tree", "require_ray", "seed_trees"]
+__all__ = ["SearchConfig", "baseline_formula", "baseline_metric", "config_key", "metric_tree",
+           "require_ray", "seed_trees"]
 
 
 @dataclass(frozen=True)
@@ -63,9 +66,15 @@ class SearchConfig(SearchOptions):
         if not isinstance(self.reference, str):
             raise ConfigError(f"{name('reference')} must be a metric, got {self.reference!r}.")
         bases = tuple(split_metric_list(self.baselines, "--baselines"))
-        for metric in [*bases, self.reference]:
-            metric_tree(metric)
+        metric_tree(self.reference)
+        for metric in bases:
+            baseline_metric(metric)
+        if SPARSEGPT in bases and self.compare != "row":
+            raise ConfigError(f"sparsegpt selects its own masks: it cannot be a baseline with "
+                              f"{name('compare')} {self.compare}")
+        recipe = self.recipe()
         return replace(self, seed_metrics=seeds, baselines=bases, **_fields_of(fitness),
+                       allocation=recipe.allocation, update=recipe.update or "none",
                        **_fields_of(confirm), **_fields_of(settings),
                        space_definition=_definition(space_obj))
 
@@ -114,6 +123,16 @@ class SearchConfig(SearchOptions):
                 isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)),
                 f"{config_key(key) if stored else key} must be metrics separated by commas or a list "
                 "of them", value)
+
+    def recipe(self) -> Recipe:
+        """The allocation and update every candidate is pruned with."""
+        a = self.allocation
+        if isinstance(a, str):
+            a = allocation_option(a, self.owl_m, self.owl_lambda)
+        elif not isinstance(a, Allocation):
+            raise ConfigError(f"allocation must be uniform, owl, a file of block sparsities or "
+                              f"an Allocation, got {a!r}")
+        return Recipe(a, self.update).checked()
 
     def gp_settings(self, space: Any = None) -> GPSettings:
         """The GP loop's settings (``run_gp``), checked against ``space`` when given."""
@@ -204,6 +223,15 @@ def metric_tree(spec: str) -> Any:
         raise ConfigError("sparsegpt is a pruning method, not a metric; it cannot be a search "
                           "baseline or reference (compare it with `pruner-zero compare`)")
     return resolved_tree(spec)
+
+
+def baseline_metric(spec: str) -> Any:
+    """A baseline: its tree, or SPARSEGPT (a method measured beside the metrics)."""
+    return SPARSEGPT if spec == SPARSEGPT else metric_tree(spec)
+
+
+def baseline_formula(spec: str) -> str:
+    return SPARSEGPT if spec == SPARSEGPT else format_formula(metric_tree(spec))
 
 
 def seed_trees(names: Sequence[str], space: Any) -> list[Any]:

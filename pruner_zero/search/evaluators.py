@@ -10,7 +10,8 @@ from ..errors import ConfigError
 from ..measure import TaskBenches
 from ..measurement import Measurement
 from ..tasks import Task
-from .config import SearchConfig, metric_tree
+from ..sparsegpt import SPARSEGPT
+from .config import SearchConfig, baseline_formula, baseline_metric
 from .fitness import FitnessEvaluator
 from .multitask import MultiTaskEvaluator
 
@@ -18,7 +19,7 @@ from .multitask import MultiTaskEvaluator
 def task_evaluators(benches: TaskBenches, tasks: list[Task], config: SearchConfig
                     ) -> list[FitnessEvaluator]:
     """One fitness evaluator per task: its fitness windows, structure and engine."""
-    fit = config.fitness_settings()
+    fit, recipe = config.fitness_settings(), config.recipe()
     evaluators = []
     for t in tasks:
         bench = benches.bench(t)
@@ -27,7 +28,7 @@ def task_evaluators(benches: TaskBenches, tasks: list[Task], config: SearchConfi
             bench, t.shape(config.compare), fitness_windows=fit.fitness_windows,
             race_factor=fit.race_factor, race_chunk=fit.race_chunk,
             canonical_cache=fit.canonical_cache, fingerprint_cache=fit.fingerprint_cache,
-            windows=windows, engine=benches.engine(t, t.seed, config.compare)))
+            windows=windows, engine=benches.engine(t, t.seed, config.compare, recipe)))
     return evaluators
 
 
@@ -42,9 +43,11 @@ def run_evaluator(benches: TaskBenches, tasks: list[Task], config: SearchConfig,
     names = list(dict.fromkeys([config.reference, *config.baselines]))
     for t, ev in zip(tasks, evaluators):
         for name in names:
-            tree = metric_tree(name)
-            ppl = ev.measure_ppl(tree)
-            rows.append(Measurement(phase="fitness", task=t.name, metric=name, formula=str(tree),
+            metric = baseline_metric(name)
+            ppl = benches.ppl_on(t, t.seed, SPARSEGPT, ev.windows, config.compare) \
+                if metric == SPARSEGPT else ev.measure_ppl(metric)
+            rows.append(Measurement(phase="fitness", task=t.name, metric=name,
+                                    formula=baseline_formula(name),
                                     seed=t.seed, split=t.fitness_split,
                                     windows=int(ev.windows.shape[0]), ppl=ppl))
             if name == config.reference:

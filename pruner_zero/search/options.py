@@ -117,6 +117,20 @@ class SearchOptions:
     fingerprint_cache: bool = field(default=True, metadata=_flag(
         "--no-fingerprint-cache", "re-measure metrics that induce masks already measured",
         action="store_false"))
+    # ---- the recipe every candidate (and every baseline but sparsegpt) is pruned with
+    allocation: Any = field(default="uniform", metadata=_flag(
+        "--allocation", "uniform: every block at --sparsity (default); owl: OWL's outlier-"
+                        "weighted block sparsities (mean --sparsity); or a JSON file of block "
+                        "sparsities (a list, or a prune report's allocation)"))
+    owl_m: float = field(default=5.0, metadata=_flag(
+        "--owl-m", "OWL's M (default 5)", type="finite_float"))
+    owl_lambda: float = field(default=0.08, metadata=_flag(
+        "--owl-lambda", "OWL's lambda: block sparsities span 2*lambda (default 0.08)",
+        type="finite_float"))
+    update: str | None = field(default="none", metadata=_flag(
+        "--update", "none (default) or obs: after each candidate's masks, the kept weights are "
+                    "reconstructed with SparseGPT's solver under them (a Hessian per layer: "
+                    "each candidate walks the blocks)", choices=["none", "obs"]))
     # ---- the named metrics and the final confirmation
     seed_metrics: str | Sequence[str] | None = field(default=None, metadata=_flag(
         "--seed-metrics", "comma-separated metrics put into the initial population, "
@@ -130,8 +144,9 @@ class SearchOptions:
                        "(default wanda)"))
     baselines: str | Sequence[str] | None = field(default=DEFAULT_BASELINES, metadata=_flag(
         "--baselines", "metrics measured on every task at the start and the end, beside the "
-                       "best (default magnitude,wanda,gblm,pruner-zero; '' for none but the "
-                       "--reference, which is always measured)",
+                       "best, under the same recipe (default magnitude,wanda,gblm,pruner-zero; "
+                       "'' for none but the --reference, which is always measured; sparsegpt "
+                       "may be one)",
         cli_default=",".join(DEFAULT_BASELINES)))
     confirm_seeds: int = field(default=DEFAULT_CONFIRM_SEEDS, metadata=_flag(
         "--confirm-seeds", "calibration seeds (the task's seed and the next ones) of the final "

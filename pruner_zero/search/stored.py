@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from pruner_zero.errors import ConfigError, MetricError
+from pruner_zero.recipe import PLAIN, Recipe
 from pruner_zero.runtime import Runtime
 from pruner_zero.search.config import SearchConfig, config_key
 from pruner_zero.search.layout import CONFIG
@@ -20,11 +21,12 @@ from pruner_zero.workbench import Workbench
 
 __all__ = ["CONFIG_VERSION", "check_resume", "config_dict", "migrated", "read_config"]
 
-CONFIG_VERSION = 4
+CONFIG_VERSION = 5
 """config.json's layout; ``read_config`` reads this version and migrates older ones it knows
 (2 -> 3: the runtime gained stats_device and stats_dtype; a version-2 run had them at their
 defaults, statistics beside the weights in float32. 3 -> 4: confirm_windows and eval_windows;
-a version-3 run confirmed and reported on whole splits, null)."""
+a version-3 run confirmed and reported on whole splits, null. 4 -> 5: the recipe; a version-4
+run pruned uniformly without an update)."""
 
 
 def migrated(d: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -36,6 +38,8 @@ def migrated(d: Mapping[str, Any]) -> Mapping[str, Any]:
              "runtime": {**d["runtime"], "stats_device": None, "stats_dtype": "float32"}}
     if d.get("version") == 3:
         d = {**d, "version": 4, "confirm_windows": None, "eval_windows": None}
+    if d.get("version") == 4:
+        d = {**d, "version": 5, "recipe": PLAIN.as_dict()}
     return d
 
 
@@ -57,6 +61,7 @@ def config_dict(config: SearchConfig) -> dict[str, Any]:
         "confirm_seeds": confirm.confirm_seeds, "confirm_windows": confirm.confirm_windows,
         "eval_windows": confirm.eval_windows, "seed_metrics": list(config.seed_metrics or ()),
         "final_top": confirm.final_top, "allow_partial": config.allow_partial,
+        "recipe": config.recipe().as_dict(),
     }
 
 
@@ -112,12 +117,15 @@ def _options(d: Mapping[str, Any]) -> dict[str, Any]:
     need(isinstance(d.get("baselines"), list), "'baselines' must be a list of metrics")
     need(isinstance(d.get("seed_metrics"), list), "'seed_metrics' must be a list of metrics")
     confirm = {f.name: d.get(f.name) for f in fields(ConfirmSettings)}
+    recipe = Recipe.from_dict(d.get("recipe"), "'recipe'")
     return {"task_list": tuple(Task.from_dict(t) for t in d["tasks"]), **asdict(runtime),
             "compare": d.get("compare"), "cache_dir": d.get("cache_dir"),
             "space": space.get("spec", DEFAULT_SPACE), "space_definition": space["definition"],
             **d["gp"], **asdict(FitnessSettings.from_dict(d["fitness"])), **confirm,
             "reference": d.get("reference"), "baselines": d["baselines"],
-            "seed_metrics": d["seed_metrics"], "allow_partial": d.get("allow_partial", False)}
+            "seed_metrics": d["seed_metrics"], "allow_partial": d.get("allow_partial", False),
+            "allocation": recipe.allocation, "owl_m": recipe.allocation.owl_m,
+            "owl_lambda": recipe.allocation.owl_lambda, "update": recipe.update or "none"}
 
 
 def check_resume(config: SearchConfig, baseline: SearchConfig | None = None,
