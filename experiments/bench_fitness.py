@@ -56,6 +56,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-search", action="store_true")
     p.add_argument("--search-only", action="store_true", help="only the fixed-search figures")
+    p.add_argument("--update", default="none", choices=["none", "obs"],
+                   help="obs: every candidate's kept weights rebuilt under its masks (the "
+                        "recipe's update; a Hessian per layer, the blocks walked)")
     p.add_argument("--out", default=None, help="write the figures as JSON here")
     p.add_argument("--keep", default=None,
                    help="keep the fixed searches' run directories under this folder")
@@ -130,7 +133,15 @@ def main() -> None:
         times.append(time.perf_counter() - t)
     figures["forward_s"] = statistics.median(times)
 
-    ev = FitnessEvaluator(bench, structure, fitness_windows=a.windows, canonical_cache=False, fingerprint_cache=False)
+    figures["update"] = a.update
+    engine = None
+    if a.update == "obs":
+        from pruner_zero.engine import Engine
+
+        engine = Engine(bench.model, bench.linears, bench.stats, structure, calib=bench.calib,
+                        keep="copy", update="obs")
+    ev = FitnessEvaluator(bench, structure, fitness_windows=a.windows, canonical_cache=False,
+                          fingerprint_cache=False, engine=engine)
     cand, invalid = [], 0
     for tree in random_metrics(a.candidates, a.seed):
         sync(a.device)
@@ -142,7 +153,7 @@ def main() -> None:
             invalid += 1
     # as the GP loop meets a candidate: fingerprinted first (novelty), then evaluated
     looped = FitnessEvaluator(bench, structure, fitness_windows=a.windows, canonical_cache=False,
-                              fingerprint_cache=False, windows=ev.windows)
+                              fingerprint_cache=False, windows=ev.windows, engine=engine)
     in_loop = []
     for tree in random_metrics(a.candidates, a.seed):
         sync(a.device)
@@ -165,8 +176,8 @@ def main() -> None:
     # layer (and fingerprint it), then restore the dense weights
     from pruner_zero.engine import Engine, undo_kind
 
-    engine = Engine(bench.model, bench.linears, bench.stats, structure,
-                    keep=undo_kind(bench.linears))
+    engine = ev.engine if a.update == "obs" else \
+        Engine(bench.model, bench.linears, bench.stats, structure, keep=undo_kind(bench.linears))
     prune_s, restore_s = [], []
     for tree in random_metrics(a.candidates, a.seed):
         try:

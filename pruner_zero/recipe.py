@@ -12,7 +12,7 @@ from typing import Any
 
 from .allocation import Allocation
 from .errors import ConfigError, MetricError
-from .files import atomic_write_json, read_json
+from .files import atomic_write_json, read_json, user_path
 from .metric.io import (MAX_NESTING, RECIPE_KEYS, format_formula, from_paper_json,
                         load_metric_file, parse_formula, to_paper_json)
 
@@ -111,6 +111,8 @@ def is_recipe_file(obj: Any) -> bool:
 
 def load_recipe(path: str | Path) -> tuple[Any, Recipe | None]:
     """(tree, recipe) of a recipe file, (tree, None) of a plain metric file."""
+    if not user_path(path).is_file():  # the metric file's own error
+        return load_metric_file(path), None
     obj = read_json(path, "metric file", MetricError, max_depth=MAX_NESTING + 4)
     if not is_recipe_file(obj):
         return load_metric_file(path), None

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Issue #20: a metric searched under a recipe (default: uniform allocation and the OBS update) at
+# 70% unstructured, beside wanda and gblm under the same recipe and SparseGPT, all measured in
+# the same run. Calibration `valid` 32 x 256 (seed 0); fitness and the choice of the best on
+# `valid` windows that share no token with a calibration window; report on spread `test`
+# windows over 3 calibration seeds.
+#   experiments/search_recipe.sh wiki|code|real [OUT] [GP_SEED]
+# Every candidate walks the blocks (a Hessian per layer and the OBS solve): a 5M model costs
+# seconds a candidate here, SmolLM2 minutes (see experiments/README.md).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED=${SHARED:-../shared}
+WHICH=${1:-wiki}
+OUT=${2:-runs/recipe-$WHICH}
+SEED=${3:-0}
+GENERATIONS=${GENERATIONS:-4}
+POPULATION=${POPULATION:-12}
+UPDATE=${UPDATE:-obs}
+ALLOCATION=${ALLOCATION:-uniform}
+case "$WHICH" in
+  wiki) DATA=(--model "$SHARED/models/wiki-llama-5m" --data-dir "$SHARED/data/wikitext-2")
+        WINDOWS=(--fitness-windows 64 --confirm-windows 64 --eval-windows 256) ;;
+  code) DATA=(--model "$SHARED/models/code-llama-5m" --data-dir "$SHARED/data/python-code")
+        WINDOWS=(--fitness-windows 64 --confirm-windows 64 --eval-windows 256) ;;
+  real) DATA=(--model models/SmolLM2-135M-Instruct.Q4_1.gguf --data-dir "$SHARED/data/wikitext-2")
+        WINDOWS=(--fitness-windows 8 --confirm-windows 16 --eval-windows 32) ;;
+  *) echo "usage: $0 wiki|code|real [OUT] [GP_SEED]" >&2; exit 2 ;;
+esac
+/usr/bin/time -f "search wall %e s, max RSS %M KB" .venv/bin/pruner-zero search "${DATA[@]}" \
+    --calib-split valid --fitness-split valid --report-split test --nsamples 32 --seqlen 256 \
+    --seed 0 --device cpu --sparsity 0.7 --space paper --seed-metrics wanda,gblm \
+    --allocation "$ALLOCATION" --update "$UPDATE" \
+    --generations "$GENERATIONS" --population "$POPULATION" --gp-seed "$SEED" "${WINDOWS[@]}" \
+    --final-top 3 --confirm-seeds 3 --baselines wanda,gblm,sparsegpt --quiet --out "$OUT"
+cat "$OUT/best_metric.txt"
