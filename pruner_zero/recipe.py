@@ -73,6 +73,32 @@ class Recipe:
                  "given": f"given:{','.join(repr(float(s)) for s in a.blocks or ())}"}
         return f"|{parts[a.kind]}|{self.update or 'none'}"
 
+    def tag(self) -> str:
+        """Short text of a searchable recipe: ``uniform/obs``, ``owl:5:0.04/none``."""
+        a = self.allocation
+        if a.kind == "given":
+            raise ConfigError("a given allocation has no tag: it is not a search gene")
+        alloc = "uniform" if a.uniform else f"owl:{a.owl_m:g}:{a.owl_lambda:g}"
+        return f"{alloc}/{self.update or 'none'}"
+
+
+def parse_tag(text: str) -> Recipe:
+    """The recipe a tag names (``Recipe.tag``'s inverse), checked."""
+    alloc, sep, update = str(text).strip().partition("/")
+    parts = alloc.split(":")
+    try:
+        if not sep or parts[0] not in ("uniform", "owl") or \
+                (parts[0] == "uniform" and len(parts) != 1) or \
+                (parts[0] == "owl" and len(parts) not in (1, 3)):
+            raise ValueError
+        allocation = Allocation("uniform") if parts[0] == "uniform" else \
+            Allocation("owl") if len(parts) == 1 else \
+            Allocation("owl", float(parts[1]), float(parts[2]))
+    except ValueError:
+        raise ConfigError(f"recipe {text!r}: write ALLOCATION/UPDATE, ALLOCATION uniform, owl or "
+                          "owl:M:LAMBDA and UPDATE none or obs, e.g. owl:5:0.04/obs") from None
+    return Recipe(allocation, update).checked()
+
 
 PLAIN = Recipe()
 """Uniform, no update: what a metric alone does."""

@@ -128,7 +128,7 @@ FLOORS = {
     2: ["model", "gguf", "data", "stats", "masks", "allocation", "recipe", "layerwise", "evaluate",
         "sparsegpt", "zeroshot"],
     3: ["engine", "workbench", "tasks", "methods", "measure", "pruning"],
-    4: ["search.config", "search.stored", "search.operators", "search.checkpoint", "search.rundir", "search.loop",
+    4: ["search.config", "search.stored", "search.operators", "search.candidate", "search.checkpoint", "search.rundir", "search.loop",
         "search.fitness", "search.multitask", "search.evaluators", "search.workers",
         "search.api"],
     5: ["report", "compare"],

@@ -184,3 +184,104 @@ def test_compare_prunes_each_metric_under_its_recipe_and_labels_it(tiny_dir, cap
         ppl[metric] = json.loads(stdout.splitlines()[0])["ppl"]
     for metric, value in ppl.items():  # the leaderboard's numbers are the prunes'
         assert f"{value:.4f}" in out, (metric, value, out)
+
+
+def _genome_search(tiny_dir, out, *extra):
+    from conftest import protocol
+
+    return ["search", *protocol(tiny_dir), "--space", "small", "--population", "8",
+            "--generations", "2", "--gp-seed", "4", "--fitness-windows", "0", "--hof-size", "4",
+            "--final-top", "2", "--polish", "1", "--confirm-seeds", "1", "--sparsity", "0.6",
+            "--recipe-space", "uniform/none, uniform/obs,owl:5:0.05/obs,uniform/obs",
+            "--baselines", "wanda,sparsegpt", "--seed-metrics", "wanda", "--out", str(out),
+            *extra]
+
+
+def test_a_recipe_genome_search_exports_the_best_recipe_that_prune_reproduces(tiny_dir, capsys):
+    from conftest import checkpoint, protocol
+
+    from pruner_zero.search.candidate import parse_candidate
+    from pruner_zero.search.rundir import BEST_JSON, CONFIG, EVALUATIONS
+
+    out = tiny_dir / "runs" / "genome"
+    code, _, err = run_main(capsys, *_genome_search(tiny_dir, out))
+    assert code == 0, err
+    config = json.loads((out / CONFIG).read_text())
+    assert config["gp"]["recipe_space"] == ["uniform/none", "uniform/obs", "owl:5:0.05/obs"]
+    records = [json.loads(line) for line in (out / EVALUATIONS).read_text().splitlines()]
+    tags = {r["formula"].partition(" @ ")[2] for r in records}
+    assert len(tags) >= 2 and tags <= {"uniform/none", "uniform/obs", "owl:5:0.05/obs"}
+    # an equal metric under two recipes is two candidates: its keys differ
+    keys = {r["key"] for r in records if r["key"]}
+    assert all(" @ " in k for k in keys)
+    final = checkpoint(out)["final"]
+    best = parse_candidate(final["best"])
+    exported = json.loads((out / BEST_JSON).read_text())
+    recipe = best.recipe
+    assert (exported.get("update", "none"), exported.get("allocation", {}).get("kind", "uniform")) \
+        == (recipe.update or "none", recipe.allocation.kind)
+    reported = [r for r in final["report_rows"] if r["metric"] == final["best"]]
+    code, stdout, err = run_main(capsys, "prune", *protocol(tiny_dir), "--metric", str(out),
+                                 "--sparsity", "0.6", "--eval-windows",
+                                 str(reported[0]["windows"]))
+    assert code == 0, err
+    assert json.loads(stdout.splitlines()[0])["ppl"] == reported[0]["ppl"]
+    # a finished run resumed rewrites the same outputs from its checkpoint
+    before = (out / BEST_JSON).read_text()
+    (out / BEST_JSON).unlink()
+    assert run_main(capsys, "search", "--resume", str(out), "--quiet")[0] == 0
+    assert (out / BEST_JSON).read_text() == before
+
+
+def test_caches_on_or_off_give_the_same_recipe_genome_search(tiny_dir, capsys):
+    from conftest import checkpoint, hall_of_fame
+
+    on, off = tiny_dir / "runs" / "g-on", tiny_dir / "runs" / "g-off"
+    assert run_main(capsys, *_genome_search(tiny_dir, on))[0] == 0
+    assert run_main(capsys, *_genome_search(tiny_dir, off, "--no-canonical-cache",
+                                            "--no-fingerprint-cache"))[0] == 0
+    assert hall_of_fame(on) == hall_of_fame(off)
+    assert checkpoint(on)["final"] == checkpoint(off)["final"]
+    assert checkpoint(on)["population"] == checkpoint(off)["population"]
+
+
+def test_recipe_genes_are_crossed_and_mutated_with_the_tree():
+    import random
+
+    from pruner_zero.metric.space import load_space
+    from pruner_zero.recipe import parse_tag
+    from pruner_zero.search.candidate import candidate_key, candidate_text, parse_candidate
+    from pruner_zero.search.operators import build_toolbox
+
+    space = load_space("small")
+    recipes = [parse_tag("uniform/none"), parse_tag("uniform/obs")]
+    tb = build_toolbox(space, 3, 6, 30, recipes)
+    a = parse_candidate("mul(W, X) @ uniform/none")
+    b = parse_candidate("abs(W) @ uniform/obs")
+    assert candidate_key(a) != candidate_key(parse_candidate("mul(W, X) @ uniform/obs"))
+    random.seed(0)
+    seen = set()
+    for _ in range(50):
+        (m,) = tb.mutate(tb.clone(a))
+        seen.add(m.recipe.tag())
+    assert seen == {"uniform/none", "uniform/obs"}  # a mutation may change the recipe gene
+    swapped = 0
+    for _ in range(40):
+        x, y = tb.mate(tb.clone(a), tb.clone(b))
+        swapped += x.recipe != a.recipe
+        assert {x.recipe, y.recipe} == {a.recipe, b.recipe}
+    assert 0 < swapped < 40
+    assert candidate_text(parse_candidate("mul(W, X)")) == "mul(W, X)"
+
+
+@pytest.mark.parametrize("space, message", [
+    ("uniform", "ALLOCATION/UPDATE"), ("owl:5/obs", "ALLOCATION/UPDATE"),
+    ("uniform/sgd", "--update must be none or obs"), (",", "must list recipes"),
+])
+def test_a_bad_recipe_space_is_one_error_before_any_work(tiny_dir, capsys, space, message):
+    code, _, err = run_main(capsys, *_genome_search(tiny_dir, tiny_dir / "runs" / "bad",
+                                                    "--recipe-space", space))
+    assert code == 2 and err.startswith("error:") and message in err, err
+    code, _, err = run_main(capsys, *_genome_search(tiny_dir, tiny_dir / "runs" / "bad2"),
+                            "--update", "obs")
+    assert code == 2 and "leave --allocation and --update out" in err, err

@@ -17,7 +17,7 @@ from pruner_zero.errors import ConfigError, MetricError
 from pruner_zero.files import user_path
 from pruner_zero.measure import TaskBenches, grid, seeds_for
 from pruner_zero.measurement import Measurement
-from pruner_zero.metric.io import format_formula, parse_formula
+from pruner_zero.search.candidate import candidate_text, parse_candidate, recipe_of
 from pruner_zero.metric.registry import statistics_read
 from pruner_zero.metric.tree import leaves
 from pruner_zero.runtime import Runtime
@@ -156,7 +156,8 @@ def _statistics_needed(config: SearchConfig, space: Any) -> set[str]:
     """What the space's terminals and the run's named metrics (reference, baselines, seeds) read."""
     names = [n for n in (config.reference, *config.baselines, *config.seed_metrics)
              if n != SPARSEGPT]
-    owl = {"X"} if config.recipe().allocation.kind == "owl" else set()
+    owl = {"X"} if config.recipe().allocation.kind == "owl" or any(
+        t.startswith("owl") for t in config.recipe_space or ()) else set()
     return statistics_read(set(space.terminals).union(*(leaves(metric_tree(n)) for n in names))) \
         | owl
 
@@ -227,11 +228,11 @@ def _confirm(benches: Any, tasks: list[Any], config: SearchConfig, hof: list[Any
     report split. Every number is a plain record, kept in the checkpoint."""
     tail, compare = config.confirm_settings(), config.compare
     k = tail.confirm_seeds
-    top = [format_formula(ind) for ind in hof[:tail.final_top]]
+    top = [candidate_text(ind) for ind in hof[:tail.final_top]]
     names = list(dict.fromkeys([config.reference, *config.baselines]))
     base = [(n, baseline_metric(n)) for n in names]
     recipe = config.recipe()
-    cand = [(f"#{i}", ind) for i, ind in enumerate(hof[:tail.final_top], start=1)]
+    cand = [(f"#{i}", ind, recipe_of(ind)) for i, ind in enumerate(hof[:tail.final_top], start=1)]
     if cand:
         log(f"confirming the top {len(cand)} and {len(base)} baselines over {k} calibration "
             f"seeds on {windows_note('the selection split', tail.confirm_windows)}, "
@@ -251,15 +252,15 @@ def _confirm(benches: Any, tasks: list[Any], config: SearchConfig, hof: list[Any
         return out
 
     selection = {}
-    for label, key in [(label, formula) for (label, _), formula in zip(cand, top)] + \
+    for label, key in [(c[0], formula) for c, formula in zip(cand, top)] + \
             [(name, name) for name in names]:
         per_seed = scores(label)
         m, s = mean_std(per_seed)
         selection[key] = Selection(m, s, per_seed)
     finite = [(selection[f].score, i) for i, f in enumerate(top) if math.isfinite(selection[f].score)]
     best_i = min(finite)[1] if finite else 0
-    best = [("best", hof[best_i])] if hof else []
-    log(f"reporting {'the best (' + format_formula(hof[best_i]) + ') and ' if hof else ''}"
+    best = [("best", hof[best_i], recipe_of(hof[best_i]))] if hof else []
+    log(f"reporting {'the best (' + candidate_text(hof[best_i]) + ') and ' if hof else ''}"
         f"the baselines on {windows_note('the report split', tail.eval_windows)}")
     report_rows = grid(benches, best + base, tasks, k, lambda t: t.report_split,
                        compare=compare, progress=progress, budget=tail.eval_windows,
@@ -271,11 +272,11 @@ def _confirm(benches: Any, tasks: list[Any], config: SearchConfig, hof: list[Any
                        formula=formula)
 
     ranks = {f"#{i}": formula for i, formula in enumerate(top, start=1)}
-    chosen = {"best": format_formula(hof[best_i])} if hof else {}
+    chosen = {"best": candidate_text(hof[best_i])} if hof else {}
     return FinalResults(selection_rows=[named(r, "selection", ranks) for r in sel],
                         report_rows=[named(r, "report", chosen) for r in report_rows],
                         selection=selection, best_rank=best_i + 1 if hof else None,
-                        best=format_formula(hof[best_i]) if hof else None, top=top,
+                        best=candidate_text(hof[best_i]) if hof else None, top=top,
                         baseline_names=names, seeds={t.name: seeds_for(t, k) for t in tasks})
 
 
@@ -285,7 +286,7 @@ def _entries(hof: list[dict[str, Any]], final: FinalResults | None, pset: Any) -
     top = final.top if final else []
     out = []
     for rank, rec in enumerate(hof, start=1):
-        tree = parse_formula(rec["formula"], pset)
+        tree = parse_candidate(rec["formula"], pset)
         measured = rank <= len(top)
         conf = selection.get(rec["formula"]) if measured else None
         out.append(HallOfFameEntry(

@@ -15,9 +15,8 @@ import torch
 from deap import gp, tools
 
 from pruner_zero.errors import ConfigError, MetricError
-from pruner_zero.metric.io import format_formula, parse_formula
 from pruner_zero.search.layout import CHECKPOINT, CHECKPOINT_VERSION, STOPPED
-from pruner_zero.search.operators import make_individual
+from pruner_zero.search.candidate import candidate_text, parse_candidate
 from pruner_zero.search.results import FinalResults
 
 
@@ -89,12 +88,12 @@ def same_metric(a: Any, b: Any) -> bool:
 
 
 def _ind_state(ind: Any) -> dict[str, Any]:
-    return {"formula": format_formula(ind), "fitness": ind.fitness.values[0] if ind.fitness.valid else None,
+    return {"formula": candidate_text(ind), "fitness": ind.fitness.values[0] if ind.fitness.valid else None,
             "status": ind.status, "key": ind.key, "fingerprint": ind.fingerprint}
 
 
 def _ind_from_state(d: dict[str, Any], pset: gp.PrimitiveSet) -> Any:
-    ind = make_individual(parse_formula(d["formula"], pset))
+    ind = parse_candidate(d["formula"], pset)
     if d.get("fitness") is not None:
         ind.fitness.values = (float(d["fitness"]),)
     ind.status, ind.key, ind.fingerprint = d.get("status"), d.get("key"), d.get("fingerprint")
@@ -165,7 +164,7 @@ def restore_generation(state: Checkpoint, pset: gp.PrimitiveSet, hof_size: int,
         population = [_ind_from_state(d, pset) for d in state.population]
         hof = _restore_hof(hof_size, [_ind_from_state(d, pset) for d in state.hall_of_fame])
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError,
-            MetricError) as exc:
+            MetricError, ConfigError) as exc:
         raise ConfigError(f"{path / CHECKPOINT} is damaged ({type(exc).__name__}: {exc}); "
                           "nothing was changed: restore the file, or start a new run with --out"
                           ) from exc
@@ -176,8 +175,8 @@ def checked_formulas(state: Checkpoint, pset: gp.PrimitiveSet, path: Any) -> Non
     """Every formula a checkpoint holds parses over the run's space, before any work is redone."""
     for d in state.population + state.hall_of_fame:
         try:
-            parse_formula(d["formula"], pset)
-        except MetricError as exc:
+            parse_candidate(d["formula"], pset)
+        except (MetricError, ConfigError) as exc:
             raise ConfigError(f"{path / CHECKPOINT} is damaged ({exc}); restore the file, or "
                               "start a new run with --out") from exc
 

@@ -18,7 +18,7 @@ from pruner_zero.errors import ConfigError, MetricError
 from pruner_zero.methods import metric_tree as resolved_tree
 from pruner_zero.metric.io import format_formula, parse_formula, split_metric_list
 from pruner_zero.metric.space import SearchSpace, load_space
-from pruner_zero.recipe import Recipe
+from pruner_zero.recipe import Recipe, parse_tag
 from pruner_zero.runtime import Runtime
 from pruner_zero.search.options import SearchOptions
 from pruner_zero.search.settings import (ConfirmSettings, FitnessSettings, GPSettings,
@@ -43,6 +43,12 @@ class SearchConfig(SearchOptions):
         of names, ``fitness_windows`` None for all, the space loaded (``space_definition``),
         ``max_height``/``polish`` resolved as ``GPSettings.checked`` does."""
         name = config_key if stored else _option
+        tags = recipe_tags(self.recipe_space)
+        if tags != self.recipe_space:
+            return replace(self, recipe_space=tags).checked(stored)
+        if tags is not None and not self.recipe().plain:
+            raise ConfigError(f"{name('recipe_space')} lists the recipes the search chooses "
+                              f"among; leave {name('allocation')} and {name('update')} out")
         self._check_types(stored)
         if stored:
             space_obj = SearchSpace(**self.space_definition)
@@ -223,6 +229,18 @@ def metric_tree(spec: str) -> Any:
         raise ConfigError("sparsegpt is a pruning method, not a metric; it cannot be a search "
                           "baseline or reference (compare it with `pruner-zero compare`)")
     return resolved_tree(spec)
+
+
+def recipe_tags(space: Any) -> tuple[str, ...] | None:
+    """A recipe space (text with commas, or a list) as checked, normalised tags, each once."""
+    if space is None:
+        return None
+    items = [t.strip() for t in space.split(",")] if isinstance(space, str) else space
+    if not isinstance(items, (list, tuple)) or not items or \
+            not all(isinstance(t, str) and t.strip() for t in items):
+        raise ConfigError(f"--recipe-space must list recipes such as uniform/none,uniform/obs, "
+                          f"got {space!r}")
+    return tuple(dict.fromkeys(parse_tag(t).tag() for t in items))
 
 
 def baseline_metric(spec: str) -> Any:

@@ -28,7 +28,9 @@ def task_evaluators(benches: TaskBenches, tasks: list[Task], config: SearchConfi
             bench, t.shape(config.compare), fitness_windows=fit.fitness_windows,
             race_factor=fit.race_factor, race_chunk=fit.race_chunk,
             canonical_cache=fit.canonical_cache, fingerprint_cache=fit.fingerprint_cache,
-            windows=windows, engine=benches.engine(t, t.seed, config.compare, recipe)))
+            windows=windows, engine=benches.engine(t, t.seed, config.compare, recipe),
+            engines=None if config.recipe_space is None else
+            (lambda r, t=t: benches.engine(t, t.seed, config.compare, r))))
     return evaluators
 
 

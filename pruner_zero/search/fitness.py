@@ -23,6 +23,7 @@ import math
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 import torch
 
@@ -30,8 +31,8 @@ from ..engine import Engine, PackedMasks, undo_kind
 from ..errors import MetricError
 from ..evaluate import perplexity
 from ..masks import Structure
-from ..metric.io import format_formula, parse_formula
-from ..metric.symbolic import canonical_key
+from ..recipe import Recipe
+from .candidate import candidate_key, candidate_text, masks_suffix, parse_candidate, recipe_of
 from .layout import INVALID, OK, STOPPED
 
 MASK_MEMO_BYTES = 1 << 30
@@ -66,12 +67,14 @@ class FitnessEvaluator:
                  race_factor: float | None = None, race_chunk: int = 16,
                  canonical_cache: bool = True, fingerprint_cache: bool = True,
                  spread_windows: bool = True, windows: torch.Tensor | None = None,
-                 engine: Engine | None = None):
+                 engine: Engine | None = None,
+                 engines: Callable[[Recipe], Engine] | None = None):
         if race_factor is not None and race_factor < 1.0:
             raise MetricError(f"--race-factor must be >= 1 (or off), got {race_factor}")
         self.bench = bench
         self.engine = engine or Engine(bench.model, bench.linears, bench.stats, structure,
                                        keep=undo_kind(bench.linears))
+        self.engines = engines  # a candidate's own recipe -> its engine (a recipe genome)
         # spread over the split: the fitness of a subset then ranks metrics like the full split
         self.windows = windows if windows is not None else \
             bench.eval_windows(fitness_windows, spread=spread_windows)
@@ -91,13 +94,14 @@ class FitnessEvaluator:
     # -- public --------------------------------------------------------------------------
     def evaluate(self, tree, race_bound: float | None = None, key: str | None = None) -> Evaluation:
         started = time.perf_counter()
-        formula = format_formula(tree)
-        key = canonical_key(tree) if key is None else key
+        formula = candidate_text(tree)
+        key = candidate_key(tree) if key is None else key
         fp, pruned = self._fingerprints.get(formula), False
+        engine = self.engine_for(tree)
         try:
             if fp is None:
                 try:  # scored, masked and pruned layer by layer; the fingerprint comes with it
-                    fp, pruned = self.engine.prune(tree, formula), True
+                    fp, pruned = engine.prune(tree, formula) + masks_suffix(tree), True
                 except (MetricError, RuntimeError, ValueError) as exc:
                     return self._record(Evaluation(formula, key, math.inf, INVALID, str(exc),
                                                    time.perf_counter() - started, None, None, 0))
@@ -108,9 +112,18 @@ class FitnessEvaluator:
                 self._prune(tree, formula)
             ppl, done, stopped, trace = self._measure(race_bound)
         finally:
-            self.engine.restore()
+            engine.restore()
         return self._outcome(formula, key, fp, ppl, done=done, stopped=stopped, trace=trace,
                              seconds=time.perf_counter() - started, race_bound=race_bound)
+
+    def engine_for(self, tree) -> Engine:
+        """The engine of a candidate: the run's, or its own recipe's (a recipe genome)."""
+        recipe = recipe_of(tree)
+        if recipe is None:
+            return self.engine
+        if self.engines is None:
+            raise MetricError(f"{candidate_text(tree)}: this evaluator prunes under one recipe")
+        return self.engines(recipe)
 
     def evaluate_many(self, trees: list, race_bound: float | None, keys: list[str],
                       measure) -> list[Evaluation]:
@@ -119,7 +132,7 @@ class FitnessEvaluator:
         everything else here. The caches are consulted and filled in the same order as
         ``evaluate`` would, and the racing bound is the same for the whole list, so the results
         are those of evaluating one tree after another: only who measures changes."""
-        formulas = [format_formula(t) for t in trees]
+        formulas = [candidate_text(t) for t in trees]
         fps = [key if isinstance(key, BaseException)  # its key failed: the caller records it
                else self._fingerprint_or_error(tree, formula)
                for tree, formula, key in zip(trees, formulas, keys)]
@@ -162,10 +175,10 @@ class FitnessEvaluator:
         fp = self._fingerprints.get(formula)
         if fp is None:
             try:
-                masks = self.engine.packed_masks(tree, formula)
+                masks = self.engine_for(tree).packed_masks(tree, formula)
             except (MetricError, RuntimeError, ValueError) as exc:
                 return exc
-            fp = self._fingerprints[formula] = masks.fingerprint
+            fp = self._fingerprints[formula] = masks.fingerprint + masks_suffix(tree)
             self._remember(formula, masks)
         return fp
 
@@ -183,10 +196,11 @@ class FitnessEvaluator:
         """Prune with the masks kept from the fingerprint (the same ones, not scored again), or
         by scoring when they were not kept."""
         masks = self._masks.pop(formula, None)
+        engine = self.engine_for(tree)
         if masks is None:
-            return self.engine.prune(tree, formula)
+            return engine.prune(tree, formula) + masks_suffix(tree)
         self._mask_bytes -= masks.nbytes
-        return self.engine.prune_with(masks)
+        return engine.prune_with(masks) + masks_suffix(tree)
 
     def _to_measure(self, key: str, fp: str, pending) -> bool:
         """Whether these masks need a measurement: not among ``pending``, not cached under an
@@ -230,28 +244,30 @@ class FitnessEvaluator:
     def measure_formula(self, formula: str, race_bound: float | None) -> tuple:
         """Prune with a formula, measure, restore: a worker's part of ``evaluate_many``."""
         started = time.perf_counter()
-        fp = self._prune(parse_formula(formula), formula)
+        tree = parse_candidate(formula)
+        fp = self._prune(tree, formula)
         try:
             ppl, done, stopped, trace = self._measure(race_bound)
         finally:
-            self.engine.restore()
+            self.engine_for(tree).restore()
         return ppl, done, stopped, trace, time.perf_counter() - started, fp
 
     def fingerprint(self, tree) -> str | None:
         """The mask fingerprint of a metric, or None when it yields no valid masks. The search
         uses it to tell rank-equivalent metrics apart from new ones before evaluating them; an
         `evaluate` of the same formula then finds a fingerprint-cache hit without scoring again."""
-        fp = self._fingerprint_or_error(tree, format_formula(tree))
+        fp = self._fingerprint_or_error(tree, candidate_text(tree))
         return None if isinstance(fp, BaseException) else fp
 
     def measure_ppl(self, tree) -> float:
         """Perplexity on the fitness windows, without racing or caches: what a baseline is
         compared with (same windows and batches as every candidate)."""
-        self.engine.prune(tree, format_formula(tree))
+        engine = self.engine_for(tree)
+        engine.prune(tree, candidate_text(tree))
         try:
             return self._measure(None)[0]
         finally:
-            self.engine.restore()
+            engine.restore()
 
     def state_dict(self) -> dict:
         return {"by_key": self.by_key, "by_fingerprint": self.by_fingerprint,

@@ -19,9 +19,9 @@ from typing import Any, Callable, Iterable, Protocol
 from deap import gp, tools
 
 from pruner_zero.errors import CANDIDATE_ERRORS, ConfigError
-from pruner_zero.metric.io import format_formula
 from pruner_zero.metric.space import SearchSpace
-from pruner_zero.metric.symbolic import canonical_key
+from pruner_zero.recipe import parse_tag
+from pruner_zero.search.candidate import candidate_key, candidate_text, recipe_of
 from pruner_zero.search.operators import build_toolbox, make_individual, shrink_neighbours
 from pruner_zero.search.checkpoint import (generation_record, new_hof, random_state_kept,
                                            restore_generation)
@@ -72,6 +72,11 @@ class GPResult:
 
 # ------------------------------------------------------------ individuals
 
+def _genes(ind: Any) -> tuple[str, Any]:
+    """What a variation may change: the tree and the recipe gene."""
+    return str(ind), recipe_of(ind)
+
+
 def _invalidate(ind: Any) -> None:
     """Forget fitness and what the evaluator said: the tree changed."""
     del ind.fitness.values
@@ -106,7 +111,7 @@ def evaluate_candidate(evaluator: Evaluator, ind: Any, race_bound: float | None)
 
 def _failed(ind: Any, exc: BaseException, seconds: float) -> dict[str, Any]:
     """The record of a candidate whose evaluation raised: invalid, nothing cached."""
-    return {"formula": format_formula(ind), "key": None, "fitness": math.inf, "status": INVALID,
+    return {"formula": candidate_text(ind), "key": None, "fitness": math.inf, "status": INVALID,
             "reason": f"evaluation failed: {type(exc).__name__}: {exc}", "seconds": seconds,
             "cached": None, "fingerprint": None, "windows": 0}
 
@@ -118,7 +123,7 @@ def _set_fitness(ind: Any, record: dict[str, Any]) -> dict[str, Any]:
         record.update(fitness=fitness, status=INVALID, reason=record.get("reason") or "fitness is NaN")
     ind.fitness.values = (fitness,)
     ind.status = record.get("status", INVALID)
-    ind.key = record.get("key") or format_formula(ind)
+    ind.key = record.get("key") or candidate_text(ind)
     ind.fingerprint = record.get("fingerprint")
     return record
 
@@ -158,7 +163,7 @@ def _identity(toolbox: Any, ind: Any, evaluator: Any = None) -> set[str]:
     """What makes two individuals the same metric: the canonical key of the simplified tree and,
     when the evaluator can tell, the masks it induces (rank-equivalent metrics share them)."""
     toolbox.simplify(ind)
-    ident = {"key:" + canonical_key(ind)}
+    ident = {"key:" + candidate_key(ind)}
     fingerprint = getattr(evaluator, "fingerprint", None)
     if fingerprint is not None:
         fp = fingerprint(ind)
@@ -196,16 +201,16 @@ def _vary(toolbox: Any, parents: list[Any], cx_prob: float, mut_prob: float,
     offspring = [toolbox.clone(p) for p in parents]
     for i in range(1, len(offspring), 2):
         if random.random() < cx_prob:
-            before = (str(offspring[i - 1]), str(offspring[i]))
+            before = (_genes(offspring[i - 1]), _genes(offspring[i]))
             offspring[i - 1], offspring[i] = toolbox.mate(offspring[i - 1], offspring[i])
             for j, old in zip((i - 1, i), before):
-                if str(offspring[j]) != old:
+                if _genes(offspring[j]) != old:
                     _invalidate(offspring[j])
     for i in range(len(offspring)):
         if random.random() < mut_prob:
-            old = str(offspring[i])
+            old = _genes(offspring[i])
             offspring[i], = toolbox.mutate(offspring[i])
-            if str(offspring[i]) != old:
+            if _genes(offspring[i]) != old:
                 _invalidate(offspring[i])
     seen = tried
     for i in range(len(offspring)):
@@ -213,9 +218,9 @@ def _vary(toolbox: Any, parents: list[Any], cx_prob: float, mut_prob: float,
         for _ in range(NOVELTY_TRIES):
             if not ident & seen:
                 break
-            old = str(offspring[i])
+            old = _genes(offspring[i])
             offspring[i], = toolbox.mutate(offspring[i])
-            if str(offspring[i]) != old:
+            if _genes(offspring[i]) != old:
                 _invalidate(offspring[i])
             ident = _identity(toolbox, offspring[i], evaluator)
         seen |= ident
@@ -231,6 +236,7 @@ def _polish_candidates(toolbox: Any, hof: tools.HallOfFame, top: int, tried: set
     for best in list(hof)[:top]:
         for tree in shrink_neighbours(best):
             ind = make_individual(tree)
+            ind.recipe = recipe_of(best)  # a simpler metric under the same recipe
             ident = _identity(toolbox, ind, evaluator)
             if ident & tried:
                 continue
@@ -293,7 +299,9 @@ def run_gp(space: SearchSpace, evaluator: Evaluator, settings: GPSettings, run: 
     if len(seeds) > settings.population:
         raise ConfigError(f"{len(seeds)} seed metrics do not fit into a population of {settings.population}.")
     assert settings.max_height is not None
-    toolbox = build_toolbox(space, settings.tournament, settings.max_height, space.max_size)
+    recipes = [parse_tag(t) for t in settings.recipe_space or ()]
+    toolbox = build_toolbox(space, settings.tournament, settings.max_height, space.max_size,
+                            recipes)
     pset = space.pset()
     session_start = time.perf_counter()
     session_times: list[float] = []
@@ -376,6 +384,8 @@ def _first_generation(settings: GPSettings, toolbox: Any, evaluator: Evaluator, 
     run.truncate_evaluations(0)
     random.seed(settings.seed)
     pop = [make_individual(t) for t in seeds] + toolbox.population(n=settings.population - len(seeds))
+    for ind in pop if settings.recipe_space else ():  # each candidate's recipe gene, at random
+        ind.recipe = parse_tag(random.choice(settings.recipe_space))
     tried = set().union(*(_identity(toolbox, i, evaluator) for i in pop))
     hof = new_hof(settings.hof_size)
     history: list[dict[str, Any]] = []

@@ -11,9 +11,8 @@ from typing import Any
 
 from ..errors import CANDIDATE_ERRORS
 from ..measurement import Measurement
-from ..metric.io import format_formula
-from ..metric.symbolic import canonical_key
 from ..tasks import geometric_fitness
+from .candidate import candidate_key, candidate_text
 from .fitness import Evaluation, FitnessEvaluator
 from .layout import INVALID, OK
 
@@ -43,7 +42,7 @@ class MultiTaskEvaluator:
 
     def evaluate(self, tree, race_bound: float | None = None) -> Evaluation:
         started = time.perf_counter()
-        tally = _Tally(format_formula(tree), canonical_key(tree), len(self.names))
+        tally = _Tally(candidate_text(tree), candidate_key(tree), len(self.names))
         for t, (name, ev, ref) in enumerate(zip(self.names, self.evaluators, self.references)):
             r = ev.evaluate(tree, self._task_bound(race_bound, t), key=tally.key)
             if not tally.add(name, r, ref):
@@ -68,10 +67,10 @@ class MultiTaskEvaluator:
         keys: list[Any] = []
         for t in trees:
             try:
-                keys.append(canonical_key(t))
+                keys.append(candidate_key(t))
             except CANDIDATE_ERRORS as exc:
                 keys.append(exc)
-        tallies = [_Tally(format_formula(t), k, len(self.names)) for t, k in zip(trees, keys)]
+        tallies = [_Tally(candidate_text(t), k, len(self.names)) for t, k in zip(trees, keys)]
         done: list[Any] = [None] * n  # an Evaluation, or the error the candidate raised
         for t, (name, ev, ref) in enumerate(zip(self.names, self.evaluators, self.references)):
             idx = [i for i in range(n) if done[i] is None]
@@ -97,10 +96,10 @@ class MultiTaskEvaluator:
         if self.pool is None:
             return
         try:
-            key = canonical_key(tree)
+            key = candidate_key(tree)
         except CANDIDATE_ERRORS:
             return
-        formula = format_formula(tree)
+        formula = candidate_text(tree)
         fp = self.evaluators[0].to_prefetch(tree, formula, key, self._prefetched_masks)
         job = (0, formula, self._task_bound(race_bound, 0))
         if fp is not None:

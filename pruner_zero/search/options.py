@@ -131,6 +131,12 @@ class SearchOptions:
         "--update", "none (default) or obs: after each candidate's masks, the kept weights are "
                     "reconstructed with SparseGPT's solver under them (a Hessian per layer: "
                     "each candidate walks the blocks)", choices=["none", "obs"]))
+    recipe_space: str | Sequence[str] | None = field(default=None, metadata=_flag(
+        "--recipe-space", "comma-separated recipes the GP chooses among, each ALLOCATION/UPDATE "
+                          "(uniform, owl or owl:M:LAMBDA; none or obs), e.g. uniform/none,"
+                          "uniform/obs,owl:5:0.04/obs: every candidate carries one, crossed and "
+                          "mutated with its metric, and best_metric.json holds the best's "
+                          "(default: every candidate under --allocation and --update)"))
     # ---- the named metrics and the final confirmation
     seed_metrics: str | Sequence[str] | None = field(default=None, metadata=_flag(
         "--seed-metrics", "comma-separated metrics put into the initial population, "

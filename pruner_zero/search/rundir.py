@@ -21,6 +21,7 @@ from pruner_zero.files import RunLock, atomic_write_bytes, atomic_write_text, ch
 from pruner_zero.measurement import Measurement
 from pruner_zero.recipe import PLAIN, recipe_json
 from pruner_zero.metric.symbolic import to_latex, to_sympy
+from pruner_zero.search.candidate import recipe_of
 from pruner_zero.search.checkpoint import Checkpoint
 from pruner_zero.search.layout import (BASELINE_FIELDS, BASELINES, BEST_JSON, BEST_TXT, CHECKPOINT,
                                        CONFIG, EVALUATIONS, HALL_OF_FAME,
@@ -203,7 +204,7 @@ class RunDir:
                 (self.path / name).unlink(missing_ok=True)
             return
         best = best_entry(entries)
-        recipe = PLAIN if config is None else config.recipe()
+        recipe = recipe_of(best.tree) or (PLAIN if config is None else config.recipe())
         atomic_write_text(self.path / BEST_JSON, dumps_json(recipe_json(best.tree, recipe),
                                                             indent=2) + "\n")
         atomic_write_text(self.path / BEST_TXT, best_metric_text(best, fitness_note, entries,
@@ -267,7 +268,7 @@ def best_metric_text(best: HallOfFameEntry, fitness_note: str, entries: list[Hal
         f"seeds of ppl / ppl({ref}) on " \
         f"{windows_note('the selection split', None if config is None else config.confirm_windows)}, geometric " \
         "mean over tasks)"
-    recipe = PLAIN if config is None else config.recipe()
+    recipe = recipe_of(best.tree) or (PLAIN if config is None else config.recipe())
     text = (f"formula:   {best.formula}\n"
             + ("" if recipe.plain else f"recipe:    {recipe.describe()} (best_metric.json holds "
                                        "it: prune --metric reuses it)\n")

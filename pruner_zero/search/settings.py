@@ -32,6 +32,7 @@ class GPSettings:
     max_height: int | None = None  # None: the search space's max_height
     seed: int = 0
     polish: int = 3  # hall-of-fame metrics whose shrink neighbours are tried at the end
+    recipe_space: tuple[str, ...] | None = None  # recipe genes (tags); None: the run's one recipe
 
     def checked(self, space: SearchSpace) -> "GPSettings":
         """A copy with max_height resolved; ConfigError for the first out-of-range value."""
@@ -58,14 +59,22 @@ class GPSettings:
              f"--elite must be between 0 and population - 1 ({self.population - 1}), got {self.elite}.")
         need(self.elite <= self.hof_size,
              f"--elite ({self.elite}) cannot exceed --hof-size ({self.hof_size}): elites come from it.")
+        need(self.recipe_space is None or (
+            isinstance(self.recipe_space, (list, tuple)) and len(self.recipe_space) >= 1
+            and all(isinstance(t, str) for t in self.recipe_space)),
+            f"--recipe-space must be a list of recipes, got {self.recipe_space!r}.")
         height = space.max_height if self.max_height is None else self.max_height
         need(isinstance(height, int) and height >= space.init_max_depth,
              f"--max-height must be an integer >= the space's init_max_depth "
              f"({space.init_max_depth}), got {height!r}.")
-        return replace(self, max_height=height, polish=min(self.polish, self.hof_size))
+        return replace(self, max_height=height, polish=min(self.polish, self.hof_size),
+                       recipe_space=None if self.recipe_space is None else tuple(self.recipe_space))
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["recipe_space"] is not None:
+            d["recipe_space"] = list(d["recipe_space"])
+        return d
 
 
 def whole_number(v: Any, low: int, high: int | None = None) -> bool:
