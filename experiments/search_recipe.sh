@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Issue #20: a metric searched under a recipe (default: uniform allocation and the OBS update) at
-# 70% unstructured, beside wanda and gblm under the same recipe and SparseGPT, all measured in
-# the same run. Calibration `valid` 32 x 256 (seed 0); fitness and the choice of the best on
+# Issue #20: a recipe searched at 70% unstructured: the metric with the recipe as part of the
+# genome (RECIPE_SPACE, default uniform/none,uniform/obs,owl:5:0.04/obs), or under one recipe
+# (RECIPE_SPACE= ALLOCATION=... UPDATE=...), beside wanda, gblm (under the run's one recipe:
+# plain with a genome) and SparseGPT, all measured in the same run. Calibration `valid` 32 x 256 (seed 0); fitness and the choice of the best on
 # `valid` windows that share no token with a calibration window; report on spread `test`
 # windows over 3 calibration seeds.
 #   experiments/search_recipe.sh wiki|code|real [OUT] [GP_SEED]
@@ -15,8 +16,12 @@ OUT=${2:-runs/recipe-$WHICH}
 SEED=${3:-0}
 GENERATIONS=${GENERATIONS:-4}
 POPULATION=${POPULATION:-12}
-UPDATE=${UPDATE:-obs}
-ALLOCATION=${ALLOCATION:-uniform}
+RECIPE_SPACE=${RECIPE_SPACE-uniform/none,uniform/obs,owl:5:0.04/obs}
+if [ -n "$RECIPE_SPACE" ]; then
+  RECIPE=(--recipe-space "$RECIPE_SPACE")
+else
+  RECIPE=(--allocation "${ALLOCATION:-uniform}" --update "${UPDATE:-obs}")
+fi
 case "$WHICH" in
   wiki) DATA=(--model "$SHARED/models/wiki-llama-5m" --data-dir "$SHARED/data/wikitext-2")
         WINDOWS=(--fitness-windows 64 --confirm-windows 64 --eval-windows 256) ;;
@@ -29,7 +34,7 @@ esac
 /usr/bin/time -f "search wall %e s, max RSS %M KB" .venv/bin/pruner-zero search "${DATA[@]}" \
     --calib-split valid --fitness-split valid --report-split test --nsamples 32 --seqlen 256 \
     --seed 0 --device cpu --sparsity 0.7 --space paper --seed-metrics wanda,gblm \
-    --allocation "$ALLOCATION" --update "$UPDATE" \
+    "${RECIPE[@]}" \
     --generations "$GENERATIONS" --population "$POPULATION" --gp-seed "$SEED" "${WINDOWS[@]}" \
     --final-top 3 --confirm-seeds 3 --baselines wanda,gblm,sparsegpt --quiet --out "$OUT"
 cat "$OUT/best_metric.txt"

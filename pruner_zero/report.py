@@ -247,8 +247,8 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def _baseline_summary(rows: list[dict[str, str]]) -> list[list[str]]:
     """metric x task x phase: mean ± std of ppl over seeds (the spread calibration seeds add)."""
-    groups = grouped(rows, lambda r: (r.get("metric", "?"), r.get("task", "?"),
-                                      r.get("phase", "?")), lambda r: _float(r.get("ppl")))
+    groups = grouped(rows, lambda r: (r.get("metric") or "?", r.get("task") or "?",
+                                      r.get("phase") or "?"), lambda r: _float(r.get("ppl")))
     out = []
     order = {"fitness": 0, "selection": 1, "report": 2}  # the order a run measures them in
     for (m, t, p), v in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1],
@@ -294,7 +294,7 @@ def write_report(run_dir: Path, out_dir: Path | None = None) -> Path:
     md += _section(lambda: _front(run), EVALUATIONS) if run.evals is not None else \
         ["_evaluations.jsonl missing: no front plot._", ""]
     md += ["## Baselines", ""]
-    md += _section(lambda: _baseline_tables(run), "baselines.csv or config.json") \
+    md += _section(lambda: _baseline_tables(run), BASELINES) \
         if run.baselines else ["_baselines.csv missing: no baseline lines or table._", ""]
     path = out_dir / "report.md"
     atomic_write_text(path, "\n".join(md))

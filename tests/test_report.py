@@ -202,3 +202,16 @@ def test_a_run_killed_before_its_first_generation_gets_a_report(tmp_path: Path) 
         (run / name).unlink()
     md = write_report(run).read_text()
     assert "history.csv missing" in md and "evaluations.jsonl missing" in md
+
+
+def test_a_baseline_row_without_its_label_is_shown_as_missing_and_blames_no_other_file(
+        tmp_path: Path) -> None:
+    """Issue #22: a short row of baselines.csv (no metric) skipped the baselines section and
+    blamed "baselines.csv or config.json"; it is shown with ? like any missing field."""
+    pytest.importorskip("matplotlib")
+    run = make_run(tmp_path)
+    with open(run / "baselines.csv", "a") as fh:
+        fh.write("report,wiki\n")
+    md = write_report(run).read_text()
+    assert "damaged" not in md and "config.json" not in md
+    assert "| ? | wiki | report |" in md
