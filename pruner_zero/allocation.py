@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
@@ -38,7 +38,7 @@ class Allocation:
     owl_m: float = OWL_M
     owl_lambda: float = OWL_LAMBDA
     blocks: tuple[float, ...] | None = None
-    source: str | None = None
+    source: str | None = field(default=None, compare=False)  # where it was read: not what it is
 
     def checked(self) -> "Allocation":
         if self.kind not in ALLOCATIONS:
@@ -46,6 +46,10 @@ class Allocation:
                               f"got {self.kind!r}")
         if self.kind == "given":
             _check_blocks(self.blocks, self.source or "the given allocation")
+        if self.kind != "owl" and (self.owl_m, self.owl_lambda) != (OWL_M, OWL_LAMBDA):
+            # OWL's parameters mean nothing here: kept at their defaults, so equal
+            # allocations compare (and are cached, and written) as equal
+            return replace(self, owl_m=OWL_M, owl_lambda=OWL_LAMBDA).checked()
         for flag, value in (("--owl-m", self.owl_m), ("--owl-lambda", self.owl_lambda)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) \
                     or not math.isfinite(value) or value <= 0:

@@ -64,22 +64,19 @@ class Recipe:
             raise ConfigError(f"{where}: {exc}") from None
         return cls(allocation, update)
 
-    def key(self) -> str:
-        """What a cache key adds for this recipe ('' when plain: a plain search's keys stay)."""
-        if self.plain:
-            return ""
-        a = self.allocation
-        parts = {"uniform": "uniform", "owl": f"owl:{a.owl_m!r}:{a.owl_lambda!r}",
-                 "given": f"given:{','.join(repr(float(s)) for s in a.blocks or ())}"}
-        return f"|{parts[a.kind]}|{self.update or 'none'}"
-
     def tag(self) -> str:
         """Short text of a searchable recipe: ``uniform/obs``, ``owl:5:0.04/none``."""
         a = self.allocation
         if a.kind == "given":
             raise ConfigError("a given allocation has no tag: it is not a search gene")
-        alloc = "uniform" if a.uniform else f"owl:{a.owl_m:g}:{a.owl_lambda:g}"
+        alloc = "uniform" if a.uniform else f"owl:{_exact(a.owl_m)}:{_exact(a.owl_lambda)}"
         return f"{alloc}/{self.update or 'none'}"
+
+
+def _exact(x: float) -> str:
+    """A number as short as it reads back exactly (5, 0.04, 0.04000001)."""
+    text = repr(float(x))
+    return text[:-2] if text.endswith(".0") else text
 
 
 def parse_tag(text: str) -> Recipe:

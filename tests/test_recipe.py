@@ -28,7 +28,10 @@ def test_a_recipe_round_trips_through_its_file(tmp_path, recipe):
     else:  # never read as a metric alone: its allocation and update would be lost silently
         with pytest.raises(MetricError, match="is a recipe file"):
             load_metric_file(path)
-    assert Recipe().key() == "" and len({r.key() for r in (Recipe(), OWL_OBS, GIVEN)}) == 3
+    assert len({r.tag() for r in (Recipe(), OWL_OBS)}) == 2
+    # a uniform allocation has no OWL parameters: equal whatever was typed for them
+    assert Allocation("uniform", owl_m=3.0).checked() == Allocation()
+    assert Recipe(Allocation("uniform", owl_lambda=0.02)).checked().plain
 
 
 def test_flags_may_repeat_a_recipe_file_but_not_contradict_it():
@@ -285,3 +288,62 @@ def test_a_bad_recipe_space_is_one_error_before_any_work(tiny_dir, capsys, space
     code, _, err = run_main(capsys, *_genome_search(tiny_dir, tiny_dir / "runs" / "bad2"),
                             "--update", "obs")
     assert code == 2 and "leave --allocation and --update out" in err, err
+
+
+def test_a_tag_reads_back_exactly():
+    from pruner_zero.recipe import parse_tag
+
+    for tag in ("uniform/none", "uniform/obs", "owl:5:0.04/obs", "owl:3.5:0.04000001/none"):
+        assert parse_tag(tag).tag() == tag
+    assert parse_tag("owl/obs").tag() == "owl:5:0.08/obs"
+
+
+def test_the_same_masks_with_and_without_the_update_are_two_results(tiny_dir):
+    """A fingerprint carries the update: identical masks under none and obs never share a
+    cache entry, and each gives what its own prune gives."""
+    from pruner_zero.masks import Structure
+    from pruner_zero.measure import TaskBenches
+    from pruner_zero.recipe import parse_tag
+    from pruner_zero.runtime import Runtime
+    from pruner_zero.search.candidate import parse_candidate
+    from pruner_zero.search.fitness import FitnessEvaluator
+    from pruner_zero.tasks import Task
+
+    task = Task(model=str(tiny_dir / "tiny-llama"), sparsity=0.6, data_dir=str(tiny_dir / "data"),
+                calib_split="train", nsamples=2, seqlen=16, name="t")
+    benches = TaskBenches(Runtime(device="cpu"), None, False, lambda m: None)
+    bench = benches.bench(task)
+    ev = FitnessEvaluator(bench, Structure(0.6), fitness_windows=4,
+                          engine=benches.engine(task, task.seed),
+                          engines=lambda r: benches.engine(task, task.seed, "row", r))
+    plain = ev.evaluate(parse_candidate("mul(W, sqrt(X)) @ uniform/none"))
+    updated = ev.evaluate(parse_candidate("mul(W, sqrt(X)) @ uniform/obs"))
+    assert updated.cached is None and plain.fingerprint != updated.fingerprint
+    assert plain.fingerprint.startswith(updated.fingerprint.split(" @ ")[0])  # the same masks
+    assert plain.fitness != updated.fitness
+    for recipe, result in (("uniform/none", plain), ("uniform/obs", updated)):
+        ppl = benches.ppl_on(task, task.seed, parse_candidate("mul(W, sqrt(X))"), ev.windows,
+                             recipe=parse_tag(recipe))
+        assert ppl == result.fitness
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--structure", "2:4", "--sparsity", "0.5", "--recipe-space", "uniform/none,owl/obs"],
+     "fixes every block's"),
+    (["--recipe-space", "uniform/none,owl:5:0.4/obs"], "outside (0, 1)"),
+    (["--recipe-space", "uniform/none,owl/obs", "--owl-m", "3"], "owl:M:LAMBDA"),
+    (["--allocation", "uniform", "--owl-lambda", "0.1"], "give --allocation owl"),
+])
+def test_an_impossible_recipe_is_refused_before_the_search_starts(tiny_dir, capsys, extra,
+                                                                    message):
+    from pruner_zero.search.rundir import EVALUATIONS
+
+    out = tiny_dir / "runs" / "impossible"
+    args = _genome_search(tiny_dir, out, *extra)
+    if "--allocation" in extra:  # no recipe space: the run's one recipe
+        i = args.index("--recipe-space")
+        del args[i:i + 2]
+    code, _, err = run_main(capsys, *args)
+    last = err.strip().splitlines()[-1]  # after the statistics' line, when the model loaded
+    assert code == 2 and last.startswith("error:") and message in last, err
+    assert not (out / EVALUATIONS).is_file() or not (out / EVALUATIONS).read_text()

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from pruner_zero.allocation import Allocation, allocation_option
+from pruner_zero.allocation import OWL_LAMBDA, OWL_M, Allocation, allocation_option
 from pruner_zero.errors import ConfigError, MetricError
 from pruner_zero.methods import metric_tree as resolved_tree
 from pruner_zero.metric.io import format_formula, parse_formula, split_metric_list
@@ -49,6 +49,12 @@ class SearchConfig(SearchOptions):
         if tags is not None and not self.recipe().plain:
             raise ConfigError(f"{name('recipe_space')} lists the recipes the search chooses "
                               f"among; leave {name('allocation')} and {name('update')} out")
+        owl_given = (self.owl_m, self.owl_lambda) != (OWL_M, OWL_LAMBDA)
+        if owl_given and (tags is not None or not (self.allocation == "owl" or (
+                isinstance(self.allocation, Allocation) and self.allocation.kind == "owl"))):
+            raise ConfigError(f"{name('owl_m')} and {name('owl_lambda')} are OWL's: give "
+                              f"{name('allocation')} owl" + (
+                                  " (or, in a recipe space, owl:M:LAMBDA)" if tags else ""))
         self._check_types(stored)
         if stored:
             space_obj = SearchSpace(**self.space_definition)

@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 from ..errors import ConfigError
 from ..measure import TaskBenches
+from ..recipe import parse_tag
 from ..measurement import Measurement
 from ..tasks import Task
 from ..sparsegpt import SPARSEGPT
@@ -20,9 +21,15 @@ def task_evaluators(benches: TaskBenches, tasks: list[Task], config: SearchConfi
                     ) -> list[FitnessEvaluator]:
     """One fitness evaluator per task: its fitness windows, structure and engine."""
     fit, recipe = config.fitness_settings(), config.recipe()
+    genes = [parse_tag(tag) for tag in config.recipe_space or ()]
     evaluators = []
     for t in tasks:
         bench = benches.bench(t)
+        for gene in genes:  # an impossible recipe gene is an error now, not generations later
+            try:
+                benches.engine(t, t.seed, config.compare, gene)
+            except ConfigError as exc:
+                raise ConfigError(f"--recipe-space {gene.tag()}: {exc}") from None
         windows = bench.split_windows(t.fitness_split, fit.fitness_windows, spread=True)
         evaluators.append(FitnessEvaluator(
             bench, t.shape(config.compare), fitness_windows=fit.fitness_windows,
