@@ -151,21 +151,6 @@ def test_a_search_under_a_recipe_exports_it_and_prune_reproduces_its_number(tiny
     assert code == 0 and json.loads(stdout.splitlines()[0])["ppl"] == sparsegpt[0]["ppl"]
 
 
-def test_caches_on_or_off_give_the_same_search_under_a_recipe(tiny_dir, capsys):
-    from conftest import checkpoint, hall_of_fame
-
-    from pruner_zero.search.rundir import EVALUATIONS
-
-    on, off = tiny_dir / "runs" / "on", tiny_dir / "runs" / "off"
-    assert run_main(capsys, *_recipe_search(tiny_dir, on))[0] == 0
-    assert run_main(capsys, *_recipe_search(tiny_dir, off, "--no-canonical-cache",
-                                            "--no-fingerprint-cache"))[0] == 0
-    assert hall_of_fame(on) == hall_of_fame(off)
-    assert checkpoint(on)["final"] == checkpoint(off)["final"]
-    records = [json.loads(line) for line in (on / EVALUATIONS).read_text().splitlines()]
-    assert any(r["cached"] for r in records)  # the caches were used, and changed nothing
-
-
 def test_compare_prunes_each_metric_under_its_recipe_and_labels_it(tiny_dir, capsys, tmp_path):
     from conftest import protocol
 
