@@ -6,6 +6,8 @@
 # `valid` windows that share no token with a calibration window; report on spread `test`
 # windows over 3 calibration seeds.
 #   experiments/search_recipe.sh wiki|code|real [OUT] [GP_SEED]
+# SPACE (default paper) and SEED_METRICS (default wanda,gblm) change the GP's space and seeds;
+# the sweep: RECIPE_SPACE=uniform/sweep SPACE=obs SEED_METRICS='mul(sqr(W), H),wanda,gblm'.
 # Every candidate walks the blocks (a Hessian per layer and the OBS solve): a 5M model costs
 # seconds a candidate here, SmolLM2 minutes (see experiments/README.md).
 set -euo pipefail
@@ -17,6 +19,8 @@ SEED=${3:-0}
 GENERATIONS=${GENERATIONS:-4}
 POPULATION=${POPULATION:-12}
 RECIPE_SPACE=${RECIPE_SPACE-uniform/none,uniform/obs,owl:5:0.04/obs}
+SPACE=${SPACE:-paper}
+SEED_METRICS=${SEED_METRICS:-wanda,gblm}
 if [ -n "$RECIPE_SPACE" ]; then
   RECIPE=(--recipe-space "$RECIPE_SPACE")
 else
@@ -33,7 +37,7 @@ case "$WHICH" in
 esac
 /usr/bin/time -f "search wall %e s, max RSS %M KB" .venv/bin/pruner-zero search "${DATA[@]}" \
     --calib-split valid --fitness-split valid --report-split test --nsamples 32 --seqlen 256 \
-    --seed 0 --device cpu --sparsity 0.7 --space paper --seed-metrics wanda,gblm \
+    --seed 0 --device cpu --sparsity 0.7 --space "$SPACE" --seed-metrics "$SEED_METRICS" \
     "${RECIPE[@]}" \
     --generations "$GENERATIONS" --population "$POPULATION" --gp-seed "$SEED" "${WINDOWS[@]}" \
     --final-top 3 --confirm-seeds 3 --baselines wanda,gblm,sparsegpt --quiet --out "$OUT"

@@ -12,7 +12,6 @@ of one model).
 """
 from __future__ import annotations
 
-import hashlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator
@@ -22,11 +21,12 @@ from torch import nn
 
 from .errors import ConfigError
 from .layerwise import accumulate_inputs, block_linears, walk
-from .masks import Structure, make_mask, packbits, unpackbits
+from .masks import (Fingerprint, PackedMasks, Structure, block_mask, make_mask,
+                    packbits, unpackbits)
 from .metric.tree import check_scores, score_metric
 from .model import layers_prefix
 from .recipe import UPDATES
-from .sparsegpt import HessianAccumulator, sparsegpt_weight
+from .sparsegpt import HessianAccumulator, obs_curvature, obs_sweep, sparsegpt_weight
 from .stats import LayerStats, SquaredInputMean
 
 
@@ -70,54 +70,6 @@ def check_calibration(mode: str) -> str:
     return mode
 
 
-class Fingerprint:
-    """Hash of a model's masks, fed one layer at a time in any order: equal fingerprints mean the
-    same pruned model. Each layer is hashed alone (its bits packed on the mask's device first, so
-    a GPU sends 1/8 of the bytes to the host), and the digests are combined in name order."""
-
-    def __init__(self, keep_packed: bool = False) -> None:
-        self._layers: dict[str, bytes] = {}
-        self.packed: dict[str, tuple[torch.Tensor, torch.Size]] | None = {} if keep_packed else None
-
-    def add(self, name: str, mask: torch.Tensor) -> None:
-        self.add_packed(name, packbits(mask), mask.shape)
-
-    def add_packed(self, name: str, packed: torch.Tensor, shape: torch.Size) -> None:
-        """A layer's mask already packed by ``packbits`` (a prune keeps the packed bits too)."""
-        packed = packed.cpu()
-        h = hashlib.sha256(name.encode())
-        h.update(packed.numpy().tobytes())
-        self._layers[name] = h.digest()
-        if self.packed is not None:
-            self.packed[name] = (packed, shape)
-
-    def hexdigest(self) -> str:
-        h = hashlib.sha256()
-        for name in sorted(self._layers):
-            h.update(self._layers[name])
-        return h.hexdigest()
-
-
-def mask_fingerprint(masks: dict[str, torch.Tensor]) -> str:
-    """The fingerprint of a dict of masks (what ``Engine.prune`` returns for the same masks)."""
-    fp = Fingerprint()
-    for name, mask in masks.items():
-        fp.add(name, mask)
-    return fp.hexdigest()
-
-
-@dataclass(frozen=True)
-class PackedMasks:
-    """A model's masks at 1 bit per weight on the host, with their fingerprint: what a search
-    fingerprints a candidate with, kept to prune with later instead of scoring it again."""
-    fingerprint: str
-    layers: dict[str, tuple[torch.Tensor, torch.Size]]
-
-    @property
-    def nbytes(self) -> int:
-        return sum(p.numel() for p, _ in self.layers.values())
-
-
 @dataclass
 class _Undo:
     """What one layer's prune changed: the 1-bit mask and the values it zeroed, on the host."""
@@ -141,7 +93,9 @@ class Engine:
     ``update="obs"``: each layer is pruned with the metric's mask and its kept weights are
     reconstructed by SparseGPT's solver under that mask, block after block on the calibration
     windows (each layer sees the pruned and updated blocks before it); X comes from that walk
-    with ``"sequential"``, from the dense model with ``"dense"``."""
+    with ``"sequential"``, from the dense model with ``"dense"``. ``update="sweep"``: the same
+    walk and solver, but the metric chooses each block's mask inside the solver, scored on the
+    block's columns as updated so far (``masks.block_mask``), H from the walk's own Hessian."""
 
     model: nn.Module
     linears: dict[str, nn.Linear]
@@ -240,9 +194,9 @@ class Engine:
 
     # -- internals -----------------------------------------------------------------------
     def _masks_into(self, tree, formula: str, fp: Fingerprint) -> None:
-        """Every layer's mask into ``fp``, the model left as it was. An update changes no
-        mask: with dense statistics the masks are scored without the walk."""
-        if self.calibration == "sequential":  # X depends on the blocks pruned before
+        """Every layer's mask into ``fp``, the model left as it was. An "obs" update changes
+        no mask: with dense statistics the masks are scored without the walk."""
+        if self.calibration == "sequential" or self.update == "sweep":  # masks made by the walk
             try:
                 self._prune_into(tree, formula, fp)
             finally:
@@ -254,16 +208,18 @@ class Engine:
     def _layer_mask(self, name: str, tree, formula: str, stats: LayerStats) -> torch.Tensor:
         scores = metric_scores(tree, self.linears[name].weight, stats)
         check_scores(scores, formula)
-        structure = self.structure if self.sparsities is None else \
+        return make_mask(scores, self._structure_of(name))
+
+    def _structure_of(self, name: str) -> Structure:
+        return self.structure if self.sparsities is None else \
             replace(self.structure, sparsity=self.sparsities[name])
-        return make_mask(scores, structure)
 
     def _prune_into(self, tree, formula: str, fp: Fingerprint) -> None:
         self.restore()
         try:
             if self.calibration == "sequential" or self.update is not None:
                 self._sequential(lambda name, stats: self._layer_mask(name, tree, formula, stats),
-                                 fp)
+                                 fp, tree, formula)
             else:
                 for name, lin in self.linears.items():
                     self._prune_layer(name, lin, self._layer_mask(name, tree, formula,
@@ -288,9 +244,11 @@ class Engine:
         lin.weight.masked_fill_(mask, 0)
 
     def _sequential(self, mask_of: Callable[[str, LayerStats], torch.Tensor],
-                    fp: Fingerprint) -> None:
+                    fp: Fingerprint, tree=None, formula: str = "metric") -> None:
         """Walk the blocks: each linear is masked by ``mask_of(name, its statistics)`` (X
-        measured on this walk with sequential calibration) and pruned, or pruned and updated."""
+        measured on this walk with sequential calibration) and pruned, or pruned and updated;
+        under the sweep, the metric ``tree`` chooses its masks inside the solver instead (without
+        a tree, as when ``prune_with`` brings the sweep's masks, the solver runs under them)."""
         prefix = layers_prefix(self.model)
         sequential = self.calibration == "sequential"
 
@@ -301,6 +259,9 @@ class Engine:
             for name, lin in linears.items():
                 stats = self.stats[name] if not sequential else \
                     {**self.stats[name], "X": inputs[name].x.value()}
+                if self.update == "sweep" and tree is not None:
+                    self._sweep_layer(name, lin, tree, formula, stats, inputs[name].hessian.H, fp)
+                    continue
                 mask = mask_of(name, stats).to(lin.weight.device)
                 if self.update is None:
                     self._prune_layer(name, lin, mask, fp)
@@ -315,12 +276,38 @@ class Engine:
         """The layer pruned with ``mask`` and its kept weights reconstructed (OBS, SparseGPT's
         solver under the fixed mask)."""
         fp.add(name, mask)
+        self._keep(name)
+        lin.weight.copy_(sparsegpt_weight(lin.weight, H, self.structure, mask=mask)
+                         .to(lin.weight.dtype))
+
+
+    def _sweep_layer(self, name: str, lin: nn.Linear, tree, formula: str, stats: LayerStats,
+                     H: torch.Tensor, fp: Fingerprint) -> None:
+        """The layer pruned and updated by SparseGPT's sweep, each block's mask chosen by the
+        metric on the block's columns: their weights as updated so far, their statistics, and
+        H from this walk's Hessian (the one the solver uses)."""
+        if "H" in stats:
+            stats = {**stats, "H": obs_curvature(H)}
+        structure = self._structure_of(name)
+        width = lin.in_features
+
+        def choose(W_cols: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+            part = {k: v[..., start:stop] for k, v in stats.items()}
+            scores = metric_scores(tree, W_cols, part)
+            check_scores(scores, formula, constant_ok=True)  # the layer's were checked
+            return block_mask(scores, structure, start, stop, width)
+
+        weight, mask = obs_sweep(lin.weight, H, structure, choose)
+        self._keep(name)
+        fp.add(name, mask)
+        lin.weight.copy_(weight.to(lin.weight.dtype))
+
+    def _keep(self, name: str) -> None:
+        """Before an update changes a layer: the dense copy made (once), the layer noted."""
         if self.keep == "copy":
             if not self.dense:
                 self.dense.update(dense_copy(self.linears))
             self._pruned.append(name)
-        lin.weight.copy_(sparsegpt_weight(lin.weight, H, self.structure, mask=mask)
-                         .to(lin.weight.dtype))
 
 
 KEEPS = ("host", "copy", None)

@@ -1,6 +1,8 @@
-"""Scores -> boolean prune masks (True = zero this weight). Pure tensor functions."""
+"""Scores -> boolean prune masks (True = zero this weight), and the fingerprint of a model's masks.
+Pure tensor functions."""
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -75,8 +77,12 @@ def unstructured_mask(scores: torch.Tensor, sparsity: float, compare: str = "row
     if compare == "row":
         k = int(scores.shape[1] * sparsity)
         return lowest_per_row(scores, k) if k > 0 else torch.zeros_like(scores, dtype=torch.bool)
+    return lowest_of_layer(scores, int(scores.numel() * sparsity))
+
+
+def lowest_of_layer(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The k lowest scores of the whole tensor, ties broken by position (stable sort)."""
     mask = torch.zeros_like(scores, dtype=torch.bool)
-    k = int(scores.numel() * sparsity)
     mask.view(-1)[torch.sort(scores.flatten(), stable=True).indices[:k]] = True
     return mask
 
@@ -153,6 +159,23 @@ def make_mask(scores: torch.Tensor, structure: Structure) -> torch.Tensor:
     return unstructured_mask(scores, structure.sparsity, structure.compare)
 
 
+def block_mask(scores: torch.Tensor, structure: Structure, start: int, stop: int,
+               width: int) -> torch.Tensor:
+    """The mask of columns [start, stop) of a layer ``width`` wide, chosen on their scores
+    alone (a sweep chooses block after block): N:M groups as ``nm_mask``; unstructured, each
+    block prunes its share of what ``make_mask`` prunes on the whole layer (per row, or over
+    the layer), shares rounded so that the blocks add up to that count exactly."""
+    if structure.is_nm:
+        return nm_mask(scores, structure.n, structure.m)
+    rows = scores.shape[0]
+    if structure.compare == "row":
+        total = int(width * structure.sparsity)
+        k = total * stop // width - total * start // width
+        return lowest_per_row(scores, k) if k > 0 else torch.zeros_like(scores, dtype=torch.bool)
+    total = int(rows * width * structure.sparsity)
+    return lowest_of_layer(scores, total * stop // width - total * start // width)
+
+
 _SHIFTS: dict[torch.device, torch.Tensor] = {}
 
 
@@ -182,3 +205,51 @@ def unpackbits(packed: torch.Tensor, shape: torch.Size) -> torch.Tensor:
                                 .view(np.bool_)).view(shape)
     bits = (packed.unsqueeze(1) >> _shifts(packed.device)) & 1
     return bits.flatten()[:math.prod(shape)].view(shape).bool()
+
+
+class Fingerprint:
+    """Hash of a model's masks, fed one layer at a time in any order: equal fingerprints mean the
+    same pruned model. Each layer is hashed alone (its bits packed on the mask's device first, so
+    a GPU sends 1/8 of the bytes to the host), and the digests are combined in name order."""
+
+    def __init__(self, keep_packed: bool = False) -> None:
+        self._layers: dict[str, bytes] = {}
+        self.packed: dict[str, tuple[torch.Tensor, torch.Size]] | None = {} if keep_packed else None
+
+    def add(self, name: str, mask: torch.Tensor) -> None:
+        self.add_packed(name, packbits(mask), mask.shape)
+
+    def add_packed(self, name: str, packed: torch.Tensor, shape: torch.Size) -> None:
+        """A layer's mask already packed by ``packbits`` (a prune keeps the packed bits too)."""
+        packed = packed.cpu()
+        h = hashlib.sha256(name.encode())
+        h.update(packed.numpy().tobytes())
+        self._layers[name] = h.digest()
+        if self.packed is not None:
+            self.packed[name] = (packed, shape)
+
+    def hexdigest(self) -> str:
+        h = hashlib.sha256()
+        for name in sorted(self._layers):
+            h.update(self._layers[name])
+        return h.hexdigest()
+
+
+def mask_fingerprint(masks: dict[str, torch.Tensor]) -> str:
+    """The fingerprint of a dict of masks (what ``Engine.prune`` returns for the same masks)."""
+    fp = Fingerprint()
+    for name, mask in masks.items():
+        fp.add(name, mask)
+    return fp.hexdigest()
+
+
+@dataclass(frozen=True)
+class PackedMasks:
+    """A model's masks at 1 bit per weight on the host, with their fingerprint: what a search
+    fingerprints a candidate with, kept to prune with later instead of scoring it again."""
+    fingerprint: str
+    layers: dict[str, tuple[torch.Tensor, torch.Size]]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.numel() for p, _ in self.layers.values())

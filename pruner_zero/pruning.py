@@ -44,8 +44,8 @@ def planned(metric: str, shape: Structure, allocation: Allocation | None = None,
                           f"{shape.compare} does not apply to it")
     recipe = merged(spec.recipe, allocation, update, where=f"the metric {metric}")
     if recipe.update is not None and sparsegpt:
-        raise ConfigError("--update obs follows a metric's masks with SparseGPT's update; "
-                          "sparsegpt updates its own (leave --update out)")
+        raise ConfigError(f"--update {recipe.update} runs SparseGPT's solver with a metric's "
+                          "masks; sparsegpt updates its own (leave --update out)")
     kind = recipe.allocation.kind
     if kind != "uniform" and shape.is_nm:
         raise ConfigError(f"--allocation {kind} spreads an unstructured sparsity over the "
@@ -67,7 +67,8 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
     report: dense and pruned perplexity, achieved sparsity, formula, seconds and protocol; with
     `tasks` (lm-eval task names), zero-shot accuracy of the dense (unless not `dense`) and the
     pruned model, scored in memory. ``allocation`` spreads the sparsity over the blocks (None:
-    uniform); ``update="obs"`` reconstructs the kept weights under the metric's masks.
+    uniform); ``update="obs"`` reconstructs the kept weights under the metric's masks,
+    ``"sweep"`` lets the metric choose each block's mask inside that reconstruction.
     ``save`` is claimed before the model loads: a second prune to the same directory
     is refused at once, not after all its work."""
     started = time.time()

@@ -16,16 +16,18 @@ from .files import atomic_write_json, read_json, user_path
 from .metric.io import (MAX_NESTING, RECIPE_KEYS, format_formula, from_paper_json,
                         load_metric_file, parse_formula, to_paper_json)
 
-UPDATES = (None, "obs")
+UPDATES = (None, "obs", "sweep")
 """None: the kept weights stay; "obs": reconstructed under the metric's masks by SparseGPT's
-solver, block after block on the calibration windows."""
+solver, block after block on the calibration windows; "sweep": the same solver, but the metric
+chooses each block's mask inside it, on the weights as updated so far (SparseGPT's own way of
+choosing: with ``mul(sqr(W), H)`` it is SparseGPT)."""
 
 
 def checked_update(update: Any) -> str | None:
-    """None or "obs" ("none" is None)."""
+    """None, "obs" or "sweep" ("none" is None)."""
     update = None if update in (None, "none") else update
     if update not in UPDATES:
-        raise ConfigError(f"--update must be none or obs, got {update!r}")
+        raise ConfigError(f"--update must be none, obs or sweep, got {update!r}")
     return update
 
 
@@ -93,7 +95,7 @@ def parse_tag(text: str) -> Recipe:
             Allocation("owl", float(parts[1]), float(parts[2]))
     except ValueError:
         raise ConfigError(f"recipe {text!r}: write ALLOCATION/UPDATE, ALLOCATION uniform, owl or "
-                          "owl:M:LAMBDA and UPDATE none or obs, e.g. owl:5:0.04/obs") from None
+                          "owl:M:LAMBDA and UPDATE none, obs or sweep, e.g. owl:5:0.04/obs") from None
     return Recipe(allocation, update).checked()
 
 

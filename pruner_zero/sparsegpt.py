@@ -3,6 +3,8 @@ updates the remaining weights (OBS reconstruction), layer after layer, each bloc
 the outputs of the already pruned blocks before it."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -32,44 +34,79 @@ class HessianAccumulator:
         self.H += x @ x.t()
 
 
-def sparsegpt_weight(W: torch.Tensor, H: torch.Tensor, structure: Structure,
-                     blocksize: int = BLOCKSIZE, percdamp: float = 0.01,
-                     mask: torch.Tensor | None = None) -> torch.Tensor:
-    """The pruned-and-updated weight (float32) for one layer; pure function of W and H. With
-    ``mask`` (True = zero), the OBS update runs under that fixed mask instead of choosing one:
-    any metric's masks, followed by SparseGPT's reconstruction of the weights it keeps."""
-    W = W.detach().clone().float()
+Chooser = Callable[[torch.Tensor, int, int], torch.Tensor]
+"""``choose(W_cols, start, stop)``: the mask (True = zero) of input columns [start, stop), given
+their weights as the sweep has updated them so far. Called once per block of ``BLOCKSIZE``
+columns (unstructured) or once per group of M columns (N:M), before those columns are pruned."""
+
+
+def inverse_hessian_factor(H: torch.Tensor, percdamp: float = 0.01
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """SparseGPT's upper Cholesky factor of the damped inverse Hessian, and the dead input
+    columns (never active: their weights are zeroed, as SparseGPT does)."""
     H = H.clone()
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    H += percdamp * torch.mean(torch.diag(H)) * torch.eye(H.shape[0], device=H.device)
+    return torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)),
+                                 upper=True), dead
+
+
+def obs_curvature(H: torch.Tensor, percdamp: float = 0.01) -> torch.Tensor:
+    """The terminal H: 1 / [chol(H⁻¹)]_jj² per input column, the curvature in SparseGPT's
+    saliency w² / [chol(H⁻¹)]_jj² (so ``mul(sqr(W), H)`` ranks as SparseGPT does). It is X's
+    diagonal of the Hessian conditioned on the columns after j (what OBS can still repair)."""
+    factor, _ = inverse_hessian_factor(H, percdamp)
+    return 1 / torch.diag(factor) ** 2
+
+
+def sparsegpt_choice(structure: Structure, d: torch.Tensor) -> Chooser:
+    """SparseGPT's own selection, given the factor's diagonal ``d``: the lowest w²/d² of a
+    block (all rows together), or of each row's group of M."""
+    def choose(W1: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        tmp = W1 ** 2 / d[start:stop].reshape(1, -1) ** 2
+        if structure.is_nm:
+            mask = torch.zeros_like(W1, dtype=torch.bool)
+            prune_k = structure.m - structure.n  # how many of each group of m are zeroed
+            return mask.scatter_(1, torch.topk(tmp, prune_k, dim=1, largest=False)[1], True)
+        thresh = torch.sort(tmp.flatten())[0][int(tmp.numel() * structure.sparsity)]
+        return tmp <= thresh
+    return choose
+
+
+def obs_sweep(W: torch.Tensor, H: torch.Tensor, structure: Structure,
+              choose: Chooser | None = None, blocksize: int = BLOCKSIZE,
+              percdamp: float = 0.01, mask: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """SparseGPT's sweep over the input columns, block by block: each block's mask is chosen
+    (``choose``, on the weights as updated so far; None: SparseGPT's own choice) or given
+    (``mask``, True = zero), then its columns are pruned one by one, the error of each spread
+    over the columns after it (OBS). Returns the new weight (float32) and the mask used; a pure
+    function of W and H."""
+    W = W.detach().clone().float()
     cols = W.shape[1]
     if structure.is_nm:  # whole N:M groups per block (2:4 and 4:8 keep 128), never cut at its edge
         blocksize = max(structure.m, blocksize - blocksize % structure.m)
-    dead = torch.diag(H) == 0
-    H[dead, dead] = 1
+    Hinv, dead = inverse_hessian_factor(H, percdamp)
     W[:, dead] = 0
-    H += percdamp * torch.mean(torch.diag(H)) * torch.eye(cols, device=H.device)
-    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
-    prune_m = structure.m
-    prune_k = structure.m - structure.n  # how many of each group of m are zeroed
+    if mask is None and choose is None:
+        choose = sparsegpt_choice(structure, torch.diag(Hinv))
+    used = torch.zeros_like(W, dtype=torch.bool)
+    step = structure.m if structure.is_nm else blocksize  # columns chosen together
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
         W1 = W[:, i1:i2].clone()
         Q1 = torch.zeros_like(W1)
         Err1 = torch.zeros_like(W1)
         Hinv1 = Hinv[i1:i2, i1:i2]
-        d1 = torch.diag(Hinv1)
+        mask1 = used[:, i1:i2]
         if mask is not None:
-            mask1 = mask[:, i1:i2].to(W1.device)
-        elif not structure.is_nm:
-            tmp = W1 ** 2 / d1.reshape(1, -1) ** 2
-            thresh = torch.sort(tmp.flatten())[0][int(tmp.numel() * structure.sparsity)]
-            mask1 = tmp <= thresh
-        else:
-            mask1 = torch.zeros_like(W1, dtype=torch.bool)
+            mask1.copy_(mask[:, i1:i2].to(W1.device))
         for i in range(i2 - i1):
+            if mask is None and i % step == 0:
+                stop = min(i + step, i2 - i1)
+                mask1[:, i:stop] = choose(W1[:, i:stop], i1 + i, i1 + stop)
             w = W1[:, i]
-            if mask is None and structure.is_nm and i % prune_m == 0:
-                tmp = W1[:, i:i + prune_m] ** 2 / d1[i:i + prune_m].reshape(1, -1) ** 2
-                mask1.scatter_(1, i + torch.topk(tmp, prune_k, dim=1, largest=False)[1], True)
             q = w.clone()
             q[mask1[:, i]] = 0
             Q1[:, i] = q
@@ -78,7 +115,16 @@ def sparsegpt_weight(W: torch.Tensor, H: torch.Tensor, structure: Structure,
             Err1[:, i] = err
         W[:, i1:i2] = Q1
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
-    return W
+    return W, used
+
+
+def sparsegpt_weight(W: torch.Tensor, H: torch.Tensor, structure: Structure,
+                     blocksize: int = BLOCKSIZE, percdamp: float = 0.01,
+                     mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The pruned-and-updated weight (float32) for one layer; pure function of W and H. With
+    ``mask`` (True = zero), the OBS update runs under that fixed mask instead of choosing one:
+    any metric's masks, followed by SparseGPT's reconstruction of the weights it keeps."""
+    return obs_sweep(W, H, structure, blocksize=blocksize, percdamp=percdamp, mask=mask)[0]
 
 
 @torch.no_grad()

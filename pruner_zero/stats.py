@@ -1,9 +1,12 @@
-"""The terminals of every metric, per prunable linear: W (from the model), X and G (computed here).
+"""The terminals of every metric, per prunable linear: W (from the model), X, G and H (computed
+here).
 
 - X[j]: mean over calibration tokens of the squared input activation of column j (Wanda's
   `scaler_row`, but a true mean over tokens rather than a sum divided by sequences).
 - G[i, j]: l2 norm over calibration samples of dLoss_s/dW[i, j], one backward per sample
   (GBLM-Pruner / Pruner-Zero; unscaled: GBLM's factor 100 is in its metric's alpha instead).
+- H[j]: 1 / [chol(H⁻¹)]_jj², the curvature of SparseGPT's saliency, from the Hessian 2/n·Σ x xᵀ
+  of the layer's inputs (``sparsegpt.obs_curvature``); measured only where a metric reads it.
 
 The pure accumulators below know nothing of models; `compute_stats` feeds them from hooks.
 """
@@ -21,13 +24,16 @@ from tqdm.auto import tqdm
 from .errors import ConfigError, describe
 from .files import atomic_write_with, user_path
 from .model import input_device
+from .sparsegpt import HessianAccumulator, obs_curvature
 
 
 LayerStats = dict[str, torch.Tensor]
 """One layer's statistics by terminal name: X [in] and G [out, in], float32 (more where a
 registered terminal reads another statistic)."""
-COMPUTED = ("X", "G")
+COMPUTED = ("X", "G", "H")
 """The statistics ``compute_stats`` measures and the cache holds."""
+CLASSIC = ("X", "G")
+"""What ``compute_stats`` measures unless told, and what the cache's oldest key stands for."""
 
 
 class SquaredInputMean:
@@ -90,7 +96,7 @@ def placed(stats: dict[str, LayerStats], device: str | None = None,
 
 
 def compute_stats(model: nn.Module, linears: dict[str, nn.Linear], calib: torch.Tensor,
-                  progress: bool = True, which: Iterable[str] = COMPUTED,
+                  progress: bool = True, which: Iterable[str] = CLASSIC,
                   device: str | None = None) -> dict[str, LayerStats]:
     """One pass per calibration window over the dense model, measuring only `which`: a
     backward pass only for G, input hooks only for X (a wanda prune of a 7B model then costs
@@ -109,20 +115,13 @@ def compute_stats(model: nn.Module, linears: dict[str, nn.Linear], calib: torch.
           for n, m in linears.items()} if "X" in which else {}
     gs = {n: GradientNorm(m.weight.shape, device or m.weight.device)
           for n, m in linears.items()} if "G" in which else {}
+    hs = {n: HessianAccumulator(m.in_features, device or m.weight.device)
+          for n, m in linears.items()} if "H" in which else {}
     wanted = {id(m.weight) for m in linears.values()} if gs else set()
     saved_flags = {p: p.requires_grad for p in model.parameters()}
     for p in model.parameters():  # gradients only where a metric reads them
         p.requires_grad_(id(p) in wanted)
-    hooks = [m.register_forward_hook(lambda mod, args, out, n=n: xs[n].add(args[0]))
-             for n, m in linears.items() if n in xs]
-    def take_gradient(name: str):
-        def hook(weight: torch.Tensor) -> None:
-            gs[name].add(weight.grad)
-            weight.grad = None
-        return hook
-
-    hooks += [m.weight.register_post_accumulate_grad_hook(take_gradient(n))
-              for n, m in linears.items() if n in gs]
+    hooks = _hooks(linears, xs, gs, hs)
     dev = input_device(model)
     desc = f"statistics {'/'.join(k for k in COMPUTED if k in which)}"
     try:
@@ -142,8 +141,27 @@ def compute_stats(model: nn.Module, linears: dict[str, nn.Linear], calib: torch.
         for p, flag in saved_flags.items():
             p.requires_grad_(flag)
         release_host_memory()
-    return {n: {**({"X": xs[n].value()} if xs else {}), **({"G": gs[n].value()} if gs else {})}
-            for n in linears}
+    out = {n: {**({"X": xs[n].value()} if xs else {}), **({"G": gs[n].value()} if gs else {})}
+           for n in linears}
+    for n in list(hs):  # one Hessian at a time becomes its curvature and is dropped
+        out[n]["H"] = obs_curvature(hs.pop(n).H)
+    return out
+
+
+def _hooks(linears: dict[str, nn.Linear], xs: dict, gs: dict, hs: dict) -> list:
+    """The hooks that feed the accumulators: inputs to X and H, each gradient to G."""
+    def take_gradient(name: str):
+        def hook(weight: torch.Tensor) -> None:
+            gs[name].add(weight.grad)
+            weight.grad = None
+        return hook
+
+    hooks = [m.register_forward_hook(lambda mod, args, out, n=n: xs[n].add(args[0]))
+             for n, m in linears.items() if n in xs]
+    hooks += [m.register_forward_hook(lambda mod, args, out, n=n: hs[n].add(
+        args[0].to(hs[n].H.device))) for n, m in linears.items() if n in hs]
+    return hooks + [m.weight.register_post_accumulate_grad_hook(take_gradient(n))
+                    for n, m in linears.items() if n in gs]
 
 
 def release_host_memory() -> None:
@@ -207,7 +225,7 @@ def stats_key_of(path: Path) -> str | None:
         return (fh.metadata() or {}).get("key")
 
 
-def load_stats(path: Path, linears: dict[str, nn.Linear], which: Iterable[str] = COMPUTED,
+def load_stats(path: Path, linears: dict[str, nn.Linear], which: Iterable[str] = CLASSIC,
                device: str | None = None, dtype: str = "float32") -> dict[str, LayerStats] | None:
     """The cached statistics `which` (on ``device``, None: beside each weight), or None when the
     file does not hold them for these layers. Read one tensor at a time: the file is never
@@ -233,10 +251,11 @@ def load_stats(path: Path, linears: dict[str, nn.Linear], which: Iterable[str] =
 def get_stats(model: nn.Module, linears: dict[str, nn.Linear], calib: torch.Tensor,
               model_id: str, cache_dir: Path | None, *, progress: bool = True,
               log=print, revision: str | None = None,
-              which: Iterable[str] = COMPUTED, device: str | None = None,
+              which: Iterable[str] = CLASSIC, device: str | None = None,
               dtype: str = "float32") -> dict[str, LayerStats]:
     """Statistics `which` from the on-disk cache when present, else computed and cached. A file
-    of all statistics serves any part of them; a part is cached under its own key. The cache
+    of X and G (the
+    cache's oldest key) serves either; any other set is cached under its own key. The cache
     holds float32 (one file serves every ``dtype``); ``device``/``dtype`` say where the returned
     statistics live and what G is stored in (see ``placed``)."""
     which = tuple(k for k in COMPUTED if k in set(which))
@@ -246,9 +265,9 @@ def get_stats(model: nn.Module, linears: dict[str, nn.Linear], calib: torch.Tens
     mdtype = str(next(model.parameters()).dtype)
     identity = model_identity(model_id, revision)
     full_key = cache_key(identity, calib, {"dtype": mdtype})  # the key caches have always had
-    key = full_key if which == COMPUTED else \
+    key = full_key if which == CLASSIC else \
         cache_key(identity, calib, {"dtype": mdtype, "statistics": list(which)})
-    for k in dict.fromkeys((full_key, key)):
+    for k in dict.fromkeys((full_key, key) if set(which) <= set(CLASSIC) else (key,)):
         cached = _cached(Path(cache_dir) / f"stats-{k}.safetensors", k, linears, which, log,
                          device, dtype)
         if cached is not None:  # placed as it was read (G cast on the host)

@@ -21,7 +21,7 @@ from .gguf import checkpoint_for, find_gguf
 from .model import input_device, load_model, max_positions, prunable_linears
 from .runtime import Runtime
 from .sampling import Sampling
-from .stats import COMPUTED, LayerStats, cache_key, check_placement, get_stats, model_identity
+from .stats import CLASSIC, LayerStats, cache_key, check_placement, get_stats, model_identity
 from .windows import window_budget, windows_note
 
 ENV_CACHE = "PRUNER_ZERO_CACHE"
@@ -216,16 +216,17 @@ class Workbench:
 
     @cached_property
     def stats(self) -> dict[str, LayerStats]:
-        """Every statistic (X and G) of every layer."""
-        return self.statistics(COMPUTED)
+        """The classic statistics (X and G) of every layer."""
+        return self.statistics(CLASSIC)
 
     def statistics(self, names: Iterable[str]) -> dict[str, LayerStats]:
         """The statistics `names` (e.g. {"X"} for wanda: no backward pass), from what this bench
         already holds when it can, else measured (or read from the cache) once."""
         want = frozenset(names)
         held = [s for k, s in self._statistics.items() if want <= k]
-        if "stats" in self.__dict__:
-            held.insert(0, self.__dict__["stats"])
+        classic = self.__dict__.get("stats")  # X and G, and what a caller added to them
+        if classic is not None and all(want <= set(s) for s in classic.values()):
+            held.insert(0, classic)
         if held:
             return {n: {k: v for k, v in s.items() if k in want} for n, s in held[0].items()}
         self._statistics[want] = get_stats(

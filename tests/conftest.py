@@ -76,12 +76,12 @@ def random_wgx(seed: int, dtype=torch.float64):
             torch.rand(9, 8, generator=g, dtype=dtype), torch.rand(8, generator=g, dtype=dtype) + 0.01)
 
 
-def scores_of(tree, W, G=None, X=None, dtype=torch.float32):
-    """score_metric with the three base terminals given by position (None: absent)."""
+def scores_of(tree, W, G=None, X=None, dtype=torch.float32, H=None):
+    """score_metric with the base terminals given by position (None: absent)."""
     from pruner_zero.metric.tree import score_metric
 
-    return score_metric(tree, {k: v for k, v in (("W", W), ("G", G), ("X", X)) if v is not None},
-                        dtype)
+    return score_metric(tree, {k: v for k, v in (("W", W), ("G", G), ("X", X), ("H", H))
+                               if v is not None}, dtype)
 
 
 def masks_of(engine, tree) -> dict[str, torch.Tensor]:

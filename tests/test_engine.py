@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from pruner_zero.engine import Engine, mask_fingerprint, measure_sparsity
+from pruner_zero.engine import Engine, measure_sparsity
+from pruner_zero.masks import mask_fingerprint
 from pruner_zero.masks import Structure
 from pruner_zero.metric.io import parse_formula, resolve_metric
 from pruner_zero.model import prunable_linears

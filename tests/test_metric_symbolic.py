@@ -96,7 +96,8 @@ def test_equal_canonical_keys_give_equal_masks():
     for group in shared:
         for seed in (rng.randrange(100), rng.randrange(100)):
             W, G, X = random_wgx(seed)
-            scores = [scores_of(t, W, G, X, torch.float64) for t in group]
+            H = random_wgx(seed + 1000)[2]  # the curvature: one positive value per column
+            scores = [scores_of(t, W, G, X, torch.float64, H) for t in group]
             if not all(bool(torch.isfinite(s).all()) and s.max() > s.min() for s in scores):
                 continue  # a metric pruning cannot use (NaN, constant) has no masks
             masks = [make_mask(s, shape) for s in scores]

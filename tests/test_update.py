@@ -71,8 +71,10 @@ def test_prune_update_obs_is_recorded_and_refused_with_sparsegpt(tiny_dir, capsy
     assert code == 2 and "sparsegpt updates its own" in err
 
 
+@pytest.mark.parametrize("update", ["obs", "sweep"])
 @pytest.mark.parametrize("calibration", ["dense", "sequential"])
-def test_masks_scored_first_then_pruned_with_give_the_same_updated_model(tiny_model, calibration):
+def test_masks_scored_first_then_pruned_with_give_the_same_updated_model(tiny_model, calibration,
+                                                                         update):
     """A search fingerprints a candidate's masks on the dense statistics, then prunes with them:
     under an update that must be the model a prune of the metric gives, bit for bit."""
     from pruner_zero.engine import Engine
@@ -85,7 +87,7 @@ def test_masks_scored_first_then_pruned_with_give_the_same_updated_model(tiny_mo
     stats = compute_stats(tiny_model, linears, calib, progress=False)
     tree = resolve_metric("wanda")[1]
     engine = Engine(tiny_model, linears, stats, Structure(0.6), calibration, calib=calib,
-                    keep="copy", update="obs")
+                    keep="copy", update=update)
     fp = engine.prune(tree)
     pruned = {n: m.weight.detach().clone() for n, m in linears.items()}
     engine.restore()

@@ -187,11 +187,13 @@ def allocation_from(a: argparse.Namespace):
 
 def add_update_args(p: argparse.ArgumentParser) -> None:
     """What the kept weights become."""
-    p.add_argument("--update", default=None, choices=["none", "obs"],
+    p.add_argument("--update", default=None, choices=["none", "obs", "sweep"],
                    help="none: the kept weights stay (default); obs: after the metric's masks, "
                         "each layer's kept weights are reconstructed with SparseGPT's solver "
-                        "under those masks, block by block on the calibration windows (a "
-                        "recipe file given as the metric brings its own)")
+                        "under those masks, block by block on the calibration windows; sweep: "
+                        "the metric chooses each block's mask inside the solver, on the weights "
+                        "as updated so far (--metric 'mul(sqr(W), H)' is SparseGPT's choice). A "
+                        "recipe file given as the metric brings its own")
 
 
 def add_allow_partial(p: argparse.ArgumentParser) -> None:

@@ -165,10 +165,11 @@ def score_metric(tree: gp.PrimitiveTree, inputs: Mapping[str, torch.Tensor],
     return result
 
 
-def check_scores(scores: torch.Tensor, formula: MetricLike) -> None:
-    """Raise MetricError when scores cannot rank weights (NaN/inf, or all equal)."""
+def check_scores(scores: torch.Tensor, formula: MetricLike, constant_ok: bool = False) -> None:
+    """Raise MetricError when scores cannot rank weights (NaN/inf, or all equal unless
+    ``constant_ok``: a part of a layer may tie where the whole does not)."""
     lo, hi = torch.aminmax(scores)  # one pass: a NaN anywhere makes both NaN
     if not (bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))):
         raise MetricError(f"metric {formula} yields NaN/inf scores.")
-    if scores.numel() > 1 and bool(lo == hi):
+    if not constant_ok and scores.numel() > 1 and bool(lo == hi):
         raise MetricError(f"metric {formula} yields constant scores (all weights score the same).")

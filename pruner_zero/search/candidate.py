@@ -33,9 +33,12 @@ def candidate_key(ind: Any) -> str:
 
 
 def masks_suffix(ind: Any) -> str:
-    """What a fingerprint adds to the masks: the update (an allocation shows in the masks)."""
+    """What a fingerprint adds to the masks: the update (an allocation shows in the masks).
+    The sweep's masks rebuilt by "obs" are the sweep's model, bit for bit: one suffix."""
     recipe = recipe_of(ind)
-    return "" if recipe is None else f"{SEPARATOR}{recipe.update or 'none'}"
+    if recipe is None:
+        return ""
+    return f"{SEPARATOR}{'obs' if recipe.update == 'sweep' else recipe.update or 'none'}"
 
 
 def parse_candidate(text: str, pset: Any = None) -> Any:

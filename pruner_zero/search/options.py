@@ -128,12 +128,13 @@ class SearchOptions:
         "--owl-lambda", "OWL's lambda: block sparsities span 2*lambda (default 0.08)",
         type="finite_float"))
     update: str | None = field(default="none", metadata=_flag(
-        "--update", "none (default) or obs: after each candidate's masks, the kept weights are "
+        "--update", "none (default), obs: after each candidate's masks, the kept weights are "
                     "reconstructed with SparseGPT's solver under them (a Hessian per layer: "
-                    "each candidate walks the blocks)", choices=["none", "obs"]))
+                    "each candidate walks the blocks); sweep: the candidate's metric chooses "
+                    "each 128-column block's mask inside that solver, on the updated weights", choices=["none", "obs", "sweep"]))
     recipe_space: str | Sequence[str] | None = field(default=None, metadata=_flag(
         "--recipe-space", "comma-separated recipes the GP chooses among, each ALLOCATION/UPDATE "
-                          "(uniform, owl or owl:M:LAMBDA; none or obs), e.g. uniform/none,"
+                          "(uniform, owl or owl:M:LAMBDA; none, obs or sweep), e.g. uniform/none,"
                           "uniform/obs,owl:5:0.04/obs: every candidate carries one, crossed and "
                           "mutated with its metric, and best_metric.json holds the best's "
                           "(default: every candidate under --allocation and --update)"))
