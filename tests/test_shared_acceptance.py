@@ -21,7 +21,8 @@ def bench(tmp_path_factory):
                      log=lambda m: None)
 
 
-def pruned_ppl(bench, metric: str, sparsity: float) -> float:
+def pruned_ppl(bench, metric: str, sparsity: float, windows: int | None = None) -> float:
+    """Perplexity after pruning: on the whole split, or ``windows`` spread evenly over it."""
     from pruner_zero.engine import Engine
     from pruner_zero.masks import Structure
     from pruner_zero.metric.io import resolve_metric
@@ -30,7 +31,7 @@ def pruned_ppl(bench, metric: str, sparsity: float) -> float:
     engine.prune(resolve_metric(metric)[1])
     try:
         assert engine.sparsity().overall == pytest.approx(sparsity, abs=1e-3)
-        return bench.perplexity()
+        return bench.perplexity(None if windows is None else bench.eval_windows(windows, True))
     finally:
         engine.restore()
 
@@ -50,4 +51,6 @@ def test_activation_and_gradient_metrics_at_50(bench, metric):
 
 
 def test_magnitude_worse_than_wanda_at_70(bench):
-    assert pruned_ppl(bench, "magnitude", 0.7) > pruned_ppl(bench, "wanda", 0.7)
+    # an order, not a level: 128 spread windows keep the whole split's verdict on this model
+    # (experiments/README.md, "Why 64 and 128 windows"), at a tenth of its cost
+    assert pruned_ppl(bench, "magnitude", 0.7, 128) > pruned_ppl(bench, "wanda", 0.7, 128)
