@@ -14,12 +14,15 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import torch
 
 from .errors import ConfigError
 from .files import read_json, user_path
+
+if TYPE_CHECKING:
+    from .masks import Structure
 
 ALLOCATIONS = ("uniform", "owl", "given")
 MEAN_TOLERANCE = 1e-6
@@ -62,6 +65,12 @@ class Allocation:
     @property
     def uniform(self) -> bool:
         return self.kind == "uniform"
+
+    def check_fits(self, shape: Structure) -> None:
+        """An allocation spreads an unstructured sparsity: N:M fixes every block's."""
+        if not self.uniform and shape.is_nm:
+            raise ConfigError(f"--allocation {self.kind} spreads an unstructured sparsity over "
+                              f"the blocks; {shape.describe()} fixes every block's")
 
     def describe(self) -> str:
         if self.uniform:

@@ -81,10 +81,11 @@ def compare(metrics: str | Sequence[str], tasks: Sequence[Task], *, seeds: int =
     needed = statistics_read(set().union(*(leaves(s.metric) for s in specs
                                            if s.metric != SPARSEGPT)))
     for s in specs:
-        if s.recipe.allocation.kind != "uniform" and any(t.shape(compare).is_nm
-                                                         for t in task_list):
-            raise ConfigError(f"{s.label}: --allocation {s.recipe.allocation.kind} spreads an "
-                              "unstructured sparsity; an N:M task fixes every block's")
+        for t in task_list:
+            try:
+                s.recipe.allocation.check_fits(t.shape(compare))
+            except ConfigError as exc:
+                raise ConfigError(f"{s.label}: {exc}") from None
     benches = TaskBenches(runtime or Runtime(), None if cache_dir is None else Path(cache_dir),
                           progress, log, needed=needed)
     benches.prepare(task_list, compare, "report_split", allow_partial=allow_partial)

@@ -112,11 +112,8 @@ class TaskBenches:
         if key not in self._engines:  # the undo is kept on the host, one copy per model
             walks = task.calibration == "sequential" or recipe.update is not None
             stats = self.statistics(bench, owl=recipe.allocation.kind == "owl")
-            if recipe.allocation.kind != "uniform" and shape.is_nm:
-                raise ConfigError(f"task {task.name}: --allocation {recipe.allocation.kind} "
-                                  f"spreads an unstructured sparsity; {shape.describe()} fixes "
-                                  "every block's")
             try:
+                recipe.allocation.check_fits(shape)
                 sparsities = linear_sparsities(recipe.allocation, shape.sparsity, bench.linears,
                                                stats, layers_prefix(bench.model))
             except ConfigError as exc:

@@ -47,9 +47,7 @@ def planned(metric: str, shape: Structure, allocation: Allocation | None = None,
         raise ConfigError(f"--update {recipe.update} runs SparseGPT's solver with a metric's "
                           "masks; sparsegpt updates its own (leave --update out)")
     kind = recipe.allocation.kind
-    if kind != "uniform" and shape.is_nm:
-        raise ConfigError(f"--allocation {kind} spreads an unstructured sparsity over the "
-                          f"blocks; {shape.describe()} fixes every block's")
+    recipe.allocation.check_fits(shape)
     if kind != "uniform" and sparsegpt:
         raise ConfigError(f"--allocation {kind} applies to a metric's masks; sparsegpt "
                           "chooses its own (uniform)")
@@ -154,7 +152,8 @@ def _engine(bench: Workbench, tree, formula: str, shape: Structure,
     allocation, update = recipe.allocation, recipe.update
     needed = statistics_read(leaves(tree)) | ({"X"} if allocation.kind == "owl" else set())
     stats = bench.statistics(needed)  # only what the metric and the allocation read
-    sparsities = allocated(bench, allocation, shape, stats)
+    sparsities = linear_sparsities(allocation, shape.sparsity, bench.linears, stats,
+                                   layers_prefix(bench.model))
     # a prune that stays: each layer is scored, masked and pruned in place, nothing is kept
     # to restore (no copy of the model); the dense perplexity is measured before it
     walks = bench.protocol.calibration == "sequential" or update is not None
@@ -163,13 +162,6 @@ def _engine(bench: Workbench, tree, formula: str, shape: Structure,
                     sparsities=sparsities, update=update)
     engine.check(tree, formula)
     return engine
-
-
-def allocated(bench: Workbench, allocation: Allocation, shape: Structure,
-              stats: dict) -> dict[str, float] | None:
-    """Each linear's sparsity under ``allocation`` (None: uniform, the structure's own)."""
-    return linear_sparsities(allocation, shape.sparsity, bench.linears, stats,
-                             layers_prefix(bench.model))
 
 
 def _allocation_record(allocation: Allocation, sparsities: dict[str, float], prefix: str,

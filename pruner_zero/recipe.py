@@ -14,7 +14,7 @@ from .allocation import Allocation
 from .errors import ConfigError, MetricError
 from .files import atomic_write_json, read_json, user_path
 from .metric.io import (MAX_NESTING, RECIPE_KEYS, format_formula, from_paper_json,
-                        load_metric_file, parse_formula, to_paper_json)
+                        is_recipe_file, load_metric_file, parse_formula, to_paper_json)
 
 UPDATES = (None, "obs", "sweep")
 """None: the kept weights stay; "obs": reconstructed under the metric's masks by SparseGPT's
@@ -128,10 +128,6 @@ def recipe_json(tree: Any, recipe: Recipe) -> dict[str, Any]:
 
 def save_recipe(tree: Any, recipe: Recipe, path: str | Path) -> None:
     atomic_write_json(path, recipe_json(tree, recipe))
-
-
-def is_recipe_file(obj: Any) -> bool:
-    return isinstance(obj, dict) and any(k in obj for k in RECIPE_KEYS)
 
 
 def load_recipe(path: str | Path) -> tuple[Any, Recipe | None]:

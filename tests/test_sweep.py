@@ -131,8 +131,9 @@ def test_prune_sweep_with_sparsegpts_saliency_is_recorded(tiny_dir, capsys, tmp_
 
 def test_a_sweep_genome_search_is_exact_with_caches_on_or_off_and_prune_reproduces_it(
         tiny_dir, capsys):
-    """The sweep as a gene beside obs, over a space with H: equal searches with caches on and
-    off, and the exported recipe pruned again gives the search's report number."""
+    """The sweep as a gene beside obs, over a space with H, blocks ranked over all their rows
+    (SparseGPT's way): equal searches with caches on and off, and the exported recipe pruned
+    again with the --compare best_metric.txt names gives the search's report number."""
     from conftest import checkpoint, hall_of_fame, protocol
 
     space = tiny_dir / "space-h.yaml"
@@ -145,7 +146,8 @@ def test_a_sweep_genome_search_is_exact_with_caches_on_or_off_and_prune_reproduc
                         "--population", "6", "--generations", "1", "--gp-seed", "2",
                         "--fitness-windows", "0", "--hof-size", "3", "--final-top", "1",
                         "--polish", "0", "--confirm-seeds", "1", "--sparsity", "0.6",
-                        "--recipe-space", "uniform/sweep,uniform/obs", "--baselines", "sparsegpt",
+                        "--recipe-space", "uniform/sweep,uniform/obs", "--baselines", "wanda",
+                        "--compare", "layer",
                         "--seed-metrics", "mul(sqr(W), H)", "--out", str(out), *extra)
 
     on, off = tiny_dir / "runs" / "s-on", tiny_dir / "runs" / "s-off"
@@ -158,8 +160,9 @@ def test_a_sweep_genome_search_is_exact_with_caches_on_or_off_and_prune_reproduc
     records = [json.loads(line) for line in (on / "evaluations.jsonl").read_text().splitlines()]
     assert any(r["formula"].endswith(" @ uniform/sweep") for r in records)
     reported = [r for r in final["report_rows"] if r["metric"] == final["best"]]
+    assert "give prune --compare layer too" in (on / "best_metric.txt").read_text()
     code, stdout, err = run_main(capsys, "prune", *protocol(tiny_dir), "--metric", str(on),
-                                 "--sparsity", "0.6", "--eval-windows",
+                                 "--sparsity", "0.6", "--compare", "layer", "--eval-windows",
                                  str(reported[0]["windows"]))
     assert code == 0, err
     assert json.loads(stdout.splitlines()[0])["ppl"] == reported[0]["ppl"]

@@ -35,6 +35,11 @@ RECIPE_KEYS = ("allocation", "update")
 """The keys that make a metric file a recipe file (``pruner_zero.recipe`` reads those)."""
 
 
+def is_recipe_file(obj: Any) -> bool:
+    """A metric file's JSON with a recipe beside its metric."""
+    return isinstance(obj, dict) and any(k in obj for k in RECIPE_KEYS)
+
+
 def _shown(text: str) -> str:
     """The formula as an error message quotes it: whole when short, its start when long."""
     return repr(text) if len(text) <= 80 else repr(text[:60]) + f"... ({len(text)} characters)"
@@ -253,7 +258,7 @@ def load_metric_file(path: str | Path) -> gp.PrimitiveTree:
     if not _is_file(str(path)):
         raise MetricError(f"metric file not found: {str(path)[:200]}")
     obj = read_json(path, "metric file", MetricError, max_depth=MAX_NESTING + 4)
-    if isinstance(obj, dict) and any(k in obj for k in RECIPE_KEYS):
+    if is_recipe_file(obj):
         raise MetricError(f"{path} is a recipe file (a metric with its allocation and update): "
                           "give it where a whole recipe is used (prune --metric, compare "
                           "--metrics), not as a metric alone")

@@ -272,6 +272,9 @@ def best_metric_text(best: HallOfFameEntry, fitness_note: str, entries: list[Hal
     text = (f"formula:   {best.formula}\n"
             + ("" if recipe.plain else f"recipe:    {recipe.describe()} (best_metric.json holds "
                                        "it: prune --metric reuses it)\n")
+            + ("" if config is None or config.compare == "row" else
+               f"masks:     ranked per {config.compare} (give prune --compare {config.compare} "
+               "too: a metric file does not hold it)\n")
             + f"sympy:     {sym}\n"
             f"latex:     {latex}\n"
             f"rank:      {best.rank} of {len(entries)} in hall_of_fame.csv ({why})\n"
