@@ -8,6 +8,8 @@
 #   experiments/search_recipe.sh wiki|code|real [OUT] [GP_SEED]
 # SPACE (default paper) and SEED_METRICS (default wanda,gblm) change the GP's space and seeds;
 # the sweep: RECIPE_SPACE=uniform/sweep SPACE=obs SEED_METRICS='mul(sqr(W), H),wanda,gblm'.
+# COMPARE=layer ranks each block over all its rows, as SparseGPT does (a search refuses the
+# sparsegpt baseline then: BASELINES=wanda,gblm, and sparsegpt measured by recipe_carry.sh).
 # Every candidate walks the blocks (a Hessian per layer and the OBS solve): a 5M model costs
 # seconds a candidate here, SmolLM2 minutes (see experiments/README.md).
 set -euo pipefail
@@ -20,6 +22,8 @@ GENERATIONS=${GENERATIONS:-4}
 POPULATION=${POPULATION:-12}
 RECIPE_SPACE=${RECIPE_SPACE-uniform/none,uniform/obs,owl:5:0.04/obs}
 SPACE=${SPACE:-paper}
+COMPARE=${COMPARE:-row}
+BASELINES=${BASELINES:-wanda,gblm,sparsegpt}
 SEED_METRICS=${SEED_METRICS:-wanda,gblm}
 if [ -n "$RECIPE_SPACE" ]; then
   RECIPE=(--recipe-space "$RECIPE_SPACE")
@@ -40,5 +44,5 @@ esac
     --seed 0 --device cpu --sparsity 0.7 --space "$SPACE" --seed-metrics "$SEED_METRICS" \
     "${RECIPE[@]}" \
     --generations "$GENERATIONS" --population "$POPULATION" --gp-seed "$SEED" "${WINDOWS[@]}" \
-    --final-top 3 --confirm-seeds 3 --baselines wanda,gblm,sparsegpt --quiet --out "$OUT"
+    --compare "$COMPARE" --final-top 3 --confirm-seeds 3 --baselines "$BASELINES" --quiet --out "$OUT"
 cat "$OUT/best_metric.txt"
