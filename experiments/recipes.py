@@ -3,7 +3,7 @@ OBS), and SparseGPT, per model and calibration seed.
 
 One Workbench per (model, seed): the statistics are computed once, then every recipe is
 pruned, measured on the same spread windows of the report split, and restored. Allocation and
-update are the ones `prune --allocation owl --update obs` uses (`pruning.allocated`, the
+update are the ones `prune --allocation owl --update obs` uses (`allocation.linear_sparsities`, the
 engine's update).
 
     python experiments/recipes.py --model ../shared/models/wiki-llama-5m \\
@@ -40,12 +40,12 @@ def main() -> int:
     p.add_argument("--out", required=True)
     a = p.parse_args()
     sys.path.insert(0, str(REPO))
-    from pruner_zero.allocation import Allocation
+    from pruner_zero.allocation import Allocation, linear_sparsities
     from pruner_zero.engine import Engine
     from pruner_zero.masks import parse_structure
     from pruner_zero.metric.io import resolve_metric
     from pruner_zero.engine import weights_kept_on_host
-    from pruner_zero.pruning import allocated
+    from pruner_zero.model import layers_prefix
     from pruner_zero.sparsegpt import sparsegpt_prune
     from pruner_zero.spread import mean_std
     from pruner_zero.workbench import Protocol, Workbench
@@ -69,7 +69,8 @@ def main() -> int:
         windows = bench.report_windows()
         stats = bench.statistics({"X", "G"})
         for kind in a.allocations.split(","):
-            sparsities = allocated(bench, Allocation(kind), shape, stats)
+            sparsities = linear_sparsities(Allocation(kind), shape.sparsity, bench.linears, stats,
+                                           layers_prefix(bench.model))
             for update in a.updates.split(","):
                 engine = Engine(bench.model, bench.linears, stats, shape, calib=bench.calib,
                                 keep="copy", sparsities=sparsities,

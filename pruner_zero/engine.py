@@ -288,13 +288,16 @@ class Engine:
         H from this walk's Hessian (the one the solver uses)."""
         if "H" in stats:
             stats = {**stats, "H": obs_curvature(H)}
+        # the whole layer first, as the other updates do: a metric that cannot rank it
+        # (constant, NaN) is refused, not given masks by position block after block
+        check_scores(metric_scores(tree, lin.weight, stats), formula)
         structure = self._structure_of(name)
         width = lin.in_features
 
         def choose(W_cols: torch.Tensor, start: int, stop: int) -> torch.Tensor:
             part = {k: v[..., start:stop] for k, v in stats.items()}
             scores = metric_scores(tree, W_cols, part)
-            check_scores(scores, formula, constant_ok=True)  # the layer's were checked
+            check_scores(scores, formula, constant_ok=True)  # a block may tie; its layer does not
             return block_mask(scores, structure, start, stop, width)
 
         weight, mask = obs_sweep(lin.weight, H, structure, choose)

@@ -20,7 +20,8 @@ UPDATES = (None, "obs", "sweep")
 """None: the kept weights stay; "obs": reconstructed under the metric's masks by SparseGPT's
 solver, block after block on the calibration windows; "sweep": the same solver, but the metric
 chooses each block's mask inside it, on the weights as updated so far (SparseGPT's own way of
-choosing: with ``mul(sqr(W), H)`` it is SparseGPT)."""
+choosing: with ``mul(sqr(W), H)`` and blocks ranked over all their rows, or N:M, it is
+SparseGPT up to SparseGPT's rounding of one weight per block)."""
 
 
 def checked_update(update: Any) -> str | None:

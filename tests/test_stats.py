@@ -124,7 +124,7 @@ def test_only_the_statistics_a_metric_reads_are_measured(tiny_dir, capsys, monke
                         lambda self, *a, **k: backward_calls.append(1) or original_backward(self, *a, **k))
     original_compute = stats_mod.compute_stats
 
-    def counting(model, linears, calib, progress=True, which=stats_mod.COMPUTED, device=None):
+    def counting(model, linears, calib, progress=True, which=stats_mod.CLASSIC, device=None):
         forward_windows.append((tuple(sorted(which)), calib.shape[0]))
         return original_compute(model, linears, calib, progress, which, device)
 

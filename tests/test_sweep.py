@@ -166,3 +166,42 @@ def test_a_sweep_genome_search_is_exact_with_caches_on_or_off_and_prune_reproduc
                                  str(reported[0]["windows"]))
     assert code == 0, err
     assert json.loads(stdout.splitlines()[0])["ppl"] == reported[0]["ppl"]
+
+
+def test_sparsegpts_saliency_ranked_over_the_block_is_sparsegpts_choice_up_to_its_rounding():
+    """Unstructured, blocks ranked over all their rows: SparseGPT's threshold prunes one weight
+    more per block than its share (and its ties); otherwise the same masks."""
+    from pruner_zero.metric.io import parse_formula
+    from pruner_zero.metric.tree import score_metric
+
+    W, H = _layer(5, rows=32, cols=384)
+    tree = parse_formula("mul(sqr(W), H)")
+    structure = Structure(0.5, compare="layer")
+    curvature = obs_curvature(H)
+
+    def choose(cols, a, b):
+        return block_mask(score_metric(tree, {"W": cols.abs(), "H": curvature[a:b]}), structure,
+                          a, b, W.shape[1])
+
+    _, mask = obs_sweep(W, H, structure, choose)
+    own = sparsegpt_weight(W, H, structure) == 0
+    assert int(mask.sum()) == W.numel() // 2
+    assert int((mask != own).sum()) <= 0.01 * W.numel()
+
+
+def test_a_metric_constant_over_a_layer_is_refused_under_the_sweep_too(tiny_model):
+    from pruner_zero.engine import Engine
+    from pruner_zero.errors import MetricError
+    from pruner_zero.metric.io import parse_formula
+    from pruner_zero.model import prunable_linears
+    from pruner_zero.stats import compute_stats
+
+    linears = prunable_linears(tiny_model)
+    calib = torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(0))
+    stats = compute_stats(tiny_model, linears, calib, progress=False, which={"X"})
+    dense = {n: m.weight.detach().clone() for n, m in linears.items()}
+    engine = Engine(tiny_model, linears, stats, Structure(0.5), calib=calib, keep="copy",
+                    update="sweep")
+    with pytest.raises(MetricError, match="constant"):
+        engine.prune(parse_formula("coln(X)"))
+    assert all(torch.equal(m.weight, dense[n]) for n, m in linears.items())

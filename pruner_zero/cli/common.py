@@ -192,7 +192,9 @@ def add_update_args(p: argparse.ArgumentParser) -> None:
                         "each layer's kept weights are reconstructed with SparseGPT's solver "
                         "under those masks, block by block on the calibration windows; sweep: "
                         "the metric chooses each block's mask inside the solver, on the weights "
-                        "as updated so far (--metric 'mul(sqr(W), H)' is SparseGPT's choice). A "
+                        "as updated so far (--metric 'mul(sqr(W), H)' with --compare layer, or "
+                        "N:M, is SparseGPT's choice, up to its rounding of one weight per "
+                        "block). A "
                         "recipe file given as the metric brings its own")
 
 

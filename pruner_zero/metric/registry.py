@@ -203,8 +203,8 @@ for _t in (
     Terminal("X", COLUMN, statistic="X", doc="mean squared input activation per column"),
     # beyond the paper's set: SparseGPT's curvature, so that mul(sqr(W), H) is its saliency
     Terminal("H", COLUMN, statistic="H", doc="1 / [chol(H⁻¹)]_jj² per input column, H the "
-             "damped Hessian 2/n·Σxxᵀ: the OBS saliency's curvature (under --update sweep, of "
-             "the walk's inputs)"),
+             "damped Hessian 2/n·Σxxᵀ: the OBS saliency's curvature; the dense model's, as G, "
+             "except under --update sweep (the walk's inputs)"),
 ):
     register_terminal(_t)
 del _op, _t

@@ -131,7 +131,8 @@ class SearchOptions:
         "--update", "none (default), obs: after each candidate's masks, the kept weights are "
                     "reconstructed with SparseGPT's solver under them (a Hessian per layer: "
                     "each candidate walks the blocks); sweep: the candidate's metric chooses "
-                    "each 128-column block's mask inside that solver, on the updated weights", choices=["none", "obs", "sweep"]))
+                    "each 128-column block's mask (each group of M with N:M) inside that solver, on "
+                    "the updated weights", choices=["none", "obs", "sweep"]))
     recipe_space: str | Sequence[str] | None = field(default=None, metadata=_flag(
         "--recipe-space", "comma-separated recipes the GP chooses among, each ALLOCATION/UPDATE "
                           "(uniform, owl or owl:M:LAMBDA; none, obs or sweep), e.g. uniform/none,"
