@@ -26,7 +26,8 @@ from .masks import (Fingerprint, PackedMasks, Structure, block_mask, make_mask,
 from .metric.tree import check_scores, score_metric
 from .model import layers_prefix
 from .recipe import UPDATES
-from .sparsegpt import HessianAccumulator, obs_curvature, obs_sweep, sparsegpt_weight
+from .sparsegpt import (HessianAccumulator, inverse_hessian_factor, obs_curvature, obs_sweep,
+                        sparsegpt_weight)
 from .stats import LayerStats, SquaredInputMean
 
 
@@ -144,8 +145,9 @@ class Engine:
         """The masks ``prune`` would apply, packed, and their fingerprint; the model is left as
         it was. ``prune_with`` applies them without scoring again (1/32 of a float32 model)."""
         fp = Fingerprint(keep_packed=True)
-        self._masks_into(tree, formula, fp)
-        return PackedMasks(fp.hexdigest(), fp.packed)
+        kept: dict[str, torch.Tensor] = {}
+        self._masks_into(tree, formula, fp, kept)
+        return PackedMasks(fp.hexdigest(), fp.packed, kept or None)
 
     @torch.no_grad()
     def prune(self, tree, formula: str = "metric") -> str:
@@ -164,13 +166,16 @@ class Engine:
         self.restore()
         fp = Fingerprint()
         try:
-            if self.update is not None:
+            if self.update is not None and masks.kept is not None:
+                self._put_back(masks, fp)
+            elif self.update is not None:
                 self._sequential(lambda name, stats: unpackbits(*masks.layers[name]), fp)
                 return fp.hexdigest()
-            for name, lin in self.linears.items():
-                packed, shape = masks.layers[name]
-                mask = unpackbits(packed, shape).to(lin.weight.device)
-                self._apply(name, lin, mask, packed, fp)
+            else:
+                for name, lin in self.linears.items():
+                    packed, shape = masks.layers[name]
+                    mask = unpackbits(packed, shape).to(lin.weight.device)
+                    self._apply(name, lin, mask, packed, fp)
         except BaseException:
             self.restore()
             raise
@@ -193,12 +198,19 @@ class Engine:
         return measure_sparsity(self.linears)
 
     # -- internals -----------------------------------------------------------------------
-    def _masks_into(self, tree, formula: str, fp: Fingerprint) -> None:
+    def _masks_into(self, tree, formula: str, fp: Fingerprint,
+                    kept: dict[str, torch.Tensor] | None = None) -> None:
         """Every layer's mask into ``fp``, the model left as it was. An "obs" update changes
-        no mask: with dense statistics the masks are scored without the walk."""
+        no mask: with dense statistics the masks are scored without the walk. When the walk
+        updated the weights, ``kept`` (if given) receives each layer's weights outside its mask,
+        on the host: what ``prune_with`` puts back instead of walking again."""
         if self.calibration == "sequential" or self.update == "sweep":  # masks made by the walk
             try:
                 self._prune_into(tree, formula, fp)
+                if kept is not None and self.update is not None:
+                    for name, lin in self.linears.items():
+                        mask = unpackbits(*fp.packed[name]).to(lin.weight.device)
+                        kept[name] = lin.weight[~mask].cpu()
             finally:
                 self.restore()
             return
@@ -227,6 +239,16 @@ class Engine:
         except BaseException:
             self.restore()
             raise
+
+    def _put_back(self, masks: PackedMasks, fp: Fingerprint) -> None:
+        """The model an update's walk left (its masks and the weights it kept), copied back."""
+        for name, lin in self.linears.items():
+            packed, shape = masks.layers[name]
+            mask = unpackbits(packed, shape).to(lin.weight.device)
+            fp.add_packed(name, packed, shape)
+            self._keep(name)
+            lin.weight.zero_()
+            lin.weight.masked_scatter_(~mask, masks.kept[name].to(lin.weight.device))
 
     def _prune_layer(self, name: str, lin: nn.Linear, mask: torch.Tensor, fp: Fingerprint) -> None:
         # packed and sent once: for the fingerprint and the undo
@@ -286,8 +308,9 @@ class Engine:
         """The layer pruned and updated by SparseGPT's sweep, each block's mask chosen by the
         metric on the block's columns: their weights as updated so far, their statistics, and
         H from this walk's Hessian (the one the solver uses)."""
+        factor = inverse_hessian_factor(H)  # once: for the terminal H and for the solver
         if "H" in stats:
-            stats = {**stats, "H": obs_curvature(H)}
+            stats = {**stats, "H": obs_curvature(H, factor=factor)}
         # the whole layer first, as the other updates do: a metric that cannot rank it
         # (constant, NaN) is refused, not given masks by position block after block
         check_scores(metric_scores(tree, lin.weight, stats), formula)
@@ -300,7 +323,7 @@ class Engine:
             check_scores(scores, formula, constant_ok=True)  # a block may tie; its layer does not
             return block_mask(scores, structure, start, stop, width)
 
-        weight, mask = obs_sweep(lin.weight, H, structure, choose)
+        weight, mask = obs_sweep(lin.weight, H, structure, choose, factor=factor)
         self._keep(name)
         fp.add(name, mask)
         lin.weight.copy_(weight.to(lin.weight.dtype))

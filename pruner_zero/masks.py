@@ -246,10 +246,21 @@ def mask_fingerprint(masks: dict[str, torch.Tensor]) -> str:
 @dataclass(frozen=True)
 class PackedMasks:
     """A model's masks at 1 bit per weight on the host, with their fingerprint: what a search
-    fingerprints a candidate with, kept to prune with later instead of scoring it again."""
+    fingerprints a candidate with, kept to prune with later instead of scoring it again. When an
+    update walked the blocks to make them (the sweep, sequential calibration), ``kept`` may hold
+    the weights the walk left outside the masks, so the model is put back without walking again."""
     fingerprint: str
     layers: dict[str, tuple[torch.Tensor, torch.Size]]
+    kept: dict[str, torch.Tensor] | None = None  # per layer: weight[~mask] after the update
 
     @property
     def nbytes(self) -> int:
         return sum(p.numel() for p, _ in self.layers.values())
+
+    @property
+    def kept_nbytes(self) -> int:
+        return 0 if self.kept is None else \
+            sum(v.numel() * v.element_size() for v in self.kept.values())
+
+    def without_kept(self) -> PackedMasks:
+        return PackedMasks(self.fingerprint, self.layers)

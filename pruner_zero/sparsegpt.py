@@ -52,12 +52,14 @@ def inverse_hessian_factor(H: torch.Tensor, percdamp: float = 0.01
                                  upper=True), dead
 
 
-def obs_curvature(H: torch.Tensor, percdamp: float = 0.01) -> torch.Tensor:
+def obs_curvature(H: torch.Tensor, percdamp: float = 0.01,
+                  factor: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """The terminal H: 1 / [chol(H⁻¹)]_jj² per input column, the curvature in SparseGPT's
     saliency w² / [chol(H⁻¹)]_jj² (so ``mul(sqr(W), H)`` ranks as SparseGPT does). It is X's
-    diagonal of the Hessian conditioned on the columns after j (what OBS can still repair)."""
-    factor, _ = inverse_hessian_factor(H, percdamp)
-    return 1 / torch.diag(factor) ** 2
+    diagonal of the Hessian conditioned on the columns after j (what OBS can still repair).
+    ``factor``: ``inverse_hessian_factor(H, percdamp)`` if the caller has it already."""
+    upper, _ = inverse_hessian_factor(H, percdamp) if factor is None else factor
+    return 1 / torch.diag(upper) ** 2
 
 
 def sparsegpt_choice(structure: Structure, d: torch.Tensor) -> Chooser:
@@ -76,18 +78,20 @@ def sparsegpt_choice(structure: Structure, d: torch.Tensor) -> Chooser:
 
 def obs_sweep(W: torch.Tensor, H: torch.Tensor, structure: Structure,
               choose: Chooser | None = None, blocksize: int = BLOCKSIZE,
-              percdamp: float = 0.01, mask: torch.Tensor | None = None
+              percdamp: float = 0.01, mask: torch.Tensor | None = None,
+              factor: tuple[torch.Tensor, torch.Tensor] | None = None
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """SparseGPT's sweep over the input columns, block by block: each block's mask is chosen
     (``choose``, on the weights as updated so far; None: SparseGPT's own choice) or given
     (``mask``, True = zero), then its columns are pruned one by one, the error of each spread
     over the columns after it (OBS). Returns the new weight (float32) and the mask used; a pure
-    function of W and H."""
+    function of W and H. ``factor``: ``inverse_hessian_factor(H, percdamp)`` if the caller has
+    it already (it is the costly part of a small layer)."""
     W = W.detach().clone().float()
     cols = W.shape[1]
     if structure.is_nm:  # whole N:M groups per block (2:4 and 4:8 keep 128), never cut at its edge
         blocksize = max(structure.m, blocksize - blocksize % structure.m)
-    Hinv, dead = inverse_hessian_factor(H, percdamp)
+    Hinv, dead = inverse_hessian_factor(H, percdamp) if factor is None else factor
     W[:, dead] = 0
     if mask is None and choose is None:
         choose = sparsegpt_choice(structure, torch.diag(Hinv))

@@ -205,3 +205,38 @@ def test_a_metric_constant_over_a_layer_is_refused_under_the_sweep_too(tiny_mode
     with pytest.raises(MetricError, match="constant"):
         engine.prune(parse_formula("coln(X)"))
     assert all(torch.equal(m.weight, dense[n]) for n, m in linears.items())
+
+
+def test_a_sweep_candidate_walks_once_from_its_fingerprint_to_its_fitness(tiny_dir, monkeypatch):
+    """A search fingerprints each offspring before measuring it: under the sweep the fingerprint
+    is a walk, and what it kept is put back for the measurement (one walk, not two); with no
+    room to keep the weights, a walk under the masks rebuilds them: the same fitness."""
+    from pruner_zero import engine as engine_mod
+    from pruner_zero.engine import Engine
+    from pruner_zero.metric.io import parse_formula
+    from pruner_zero.search import fitness
+    from pruner_zero.search.fitness import FitnessEvaluator
+    from pruner_zero.workbench import Protocol, Workbench
+
+    bench = Workbench(Protocol(model=str(tiny_dir / "tiny-llama"), data_dir=str(tiny_dir / "data"),
+                               nsamples=2, seqlen=16, device="cpu", batch_size=2),
+                      progress=False, log=lambda m: None)
+    walks = []
+    original = engine_mod.walk
+    monkeypatch.setattr(engine_mod, "walk", lambda *a, **k: walks.append(1) or original(*a, **k))
+    tree = parse_formula("mul(W, sqrt(X))")
+
+    def evaluator():
+        engine = Engine(bench.model, bench.linears, bench.stats, Structure(0.5), calib=bench.calib,
+                        keep="copy", update="sweep")
+        return FitnessEvaluator(bench, Structure(0.5), fitness_windows=4, engine=engine)
+
+    fresh = evaluator().evaluate(tree)
+    for room, expected in ((fitness.KEPT_MEMO_BYTES, 1), (0, 2)):
+        monkeypatch.setattr(fitness, "KEPT_MEMO_BYTES", room)
+        walks.clear()
+        ev = evaluator()
+        ev.fingerprint(tree)
+        result = ev.evaluate(tree)
+        assert len(walks) == expected and result.fitness == fresh.fitness
+        assert ev._kept_bytes == 0 and not ev._masks

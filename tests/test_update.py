@@ -74,9 +74,10 @@ def test_prune_update_obs_is_recorded_and_refused_with_sparsegpt(tiny_dir, capsy
 @pytest.mark.parametrize("update", ["obs", "sweep"])
 @pytest.mark.parametrize("calibration", ["dense", "sequential"])
 def test_masks_scored_first_then_pruned_with_give_the_same_updated_model(tiny_model, calibration,
-                                                                         update):
+                                                                         update, monkeypatch):
     """A search fingerprints a candidate's masks on the dense statistics, then prunes with them:
     under an update that must be the model a prune of the metric gives, bit for bit."""
+    from pruner_zero import engine as engine_mod
     from pruner_zero.engine import Engine
     from pruner_zero.metric.io import resolve_metric
     from pruner_zero.model import prunable_linears
@@ -88,11 +89,21 @@ def test_masks_scored_first_then_pruned_with_give_the_same_updated_model(tiny_mo
     tree = resolve_metric("wanda")[1]
     engine = Engine(tiny_model, linears, stats, Structure(0.6), calibration, calib=calib,
                     keep="copy", update=update)
+    dense = {n: m.weight.detach().clone() for n, m in linears.items()}
     fp = engine.prune(tree)
     pruned = {n: m.weight.detach().clone() for n, m in linears.items()}
     engine.restore()
     masks = engine.packed_masks(tree)
     assert masks.fingerprint == fp
-    assert engine.prune_with(masks) == fp
-    assert all(torch.equal(m.weight, pruned[n]) for n, m in linears.items())
-    engine.restore()
+    walked = calibration == "sequential" or update == "sweep"
+    assert (masks.kept is not None) == walked  # what the walk kept, so it need not walk again
+    walks = []
+    original = engine_mod.walk
+    monkeypatch.setattr(engine_mod, "walk", lambda *a, **k: walks.append(1) or original(*a, **k))
+    for given in (masks, masks.without_kept()):  # put back, or rebuilt by a walk under the masks
+        walks.clear()
+        assert engine.prune_with(given) == fp
+        assert all(torch.equal(m.weight, pruned[n]) for n, m in linears.items())
+        assert len(walks) == (0 if given.kept is not None else 1)
+        engine.restore()
+        assert all(torch.equal(m.weight, dense[n]) for n, m in linears.items())

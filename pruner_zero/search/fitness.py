@@ -38,6 +38,11 @@ from .layout import INVALID, OK, STOPPED
 MASK_MEMO_BYTES = 1 << 30
 """Packed masks (1 bit per weight) kept between a candidate's fingerprint and its evaluation:
 about 75 candidates of a 135M model, one of a 7B model."""
+KEPT_MEMO_BYTES = 4 << 30
+"""Weights an update's walk kept (``PackedMasks.kept``), held beside those masks so a candidate
+under the sweep walks the blocks once, not once for its fingerprint and again to be measured:
+about 20 candidates of a 135M model at 50%. Beyond it the oldest give their weights up (their
+masks stay) and are rebuilt by a walk under their masks, the same model bit for bit."""
 
 
 @dataclass
@@ -90,6 +95,7 @@ class FitnessEvaluator:
         # formula -> its packed masks, from fingerprint(), until evaluate prunes with them
         self._masks: OrderedDict[str, PackedMasks] = OrderedDict()
         self._mask_bytes = 0
+        self._kept_bytes = 0
 
     # -- public --------------------------------------------------------------------------
     def evaluate(self, tree, race_bound: float | None = None, key: str | None = None) -> Evaluation:
@@ -187,10 +193,23 @@ class FitnessEvaluator:
         offspring of a generation first): the most recent ones within ``MASK_MEMO_BYTES``."""
         if masks.nbytes > MASK_MEMO_BYTES:
             return
+        if masks.kept_nbytes > KEPT_MEMO_BYTES:
+            masks = masks.without_kept()
         self._masks[formula] = masks
         self._mask_bytes += masks.nbytes
+        self._kept_bytes += masks.kept_nbytes
         while self._mask_bytes > MASK_MEMO_BYTES:
-            self._mask_bytes -= self._masks.popitem(last=False)[1].nbytes
+            self._forget(self._masks.popitem(last=False)[1])
+        for older, kept in list(self._masks.items()):  # oldest first
+            if self._kept_bytes <= KEPT_MEMO_BYTES:
+                break
+            if kept.kept is not None:
+                self._kept_bytes -= kept.kept_nbytes
+                self._masks[older] = kept.without_kept()
+
+    def _forget(self, masks: PackedMasks) -> None:
+        self._mask_bytes -= masks.nbytes
+        self._kept_bytes -= masks.kept_nbytes
 
     def _prune(self, tree, formula: str) -> str:
         """Prune with the masks kept from the fingerprint (the same ones, not scored again), or
@@ -199,7 +218,7 @@ class FitnessEvaluator:
         engine = self.engine_for(tree)
         if masks is None:
             return engine.prune(tree, formula) + masks_suffix(tree)
-        self._mask_bytes -= masks.nbytes
+        self._forget(masks)
         return engine.prune_with(masks) + masks_suffix(tree)
 
     def _to_measure(self, key: str, fp: str, pending) -> bool:
