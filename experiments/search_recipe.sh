@@ -10,6 +10,8 @@
 # the sweep: RECIPE_SPACE=uniform/sweep SPACE=obs SEED_METRICS='mul(sqr(W), H),wanda,gblm'.
 # COMPARE=layer ranks each block over all its rows, as SparseGPT does (a search refuses the
 # sparsegpt baseline then: BASELINES=wanda,gblm, and sparsegpt measured by recipe_carry.sh).
+# NSAMPLES (default 32) and POLISH (default 3): a cheaper calibration for a search on SmolLM2,
+# whose recipe is then measured with the 32-sample protocol (sweep_carry.sh).
 # Every candidate walks the blocks (a Hessian per layer and the OBS solve): a 5M model costs
 # seconds a candidate here, SmolLM2 minutes (see experiments/README.md).
 set -euo pipefail
@@ -25,6 +27,8 @@ SPACE=${SPACE:-paper}
 COMPARE=${COMPARE:-row}
 BASELINES=${BASELINES:-wanda,gblm,sparsegpt}
 SEED_METRICS=${SEED_METRICS:-wanda,gblm}
+NSAMPLES=${NSAMPLES:-32}
+POLISH=${POLISH:-3}
 if [ -n "$RECIPE_SPACE" ]; then
   RECIPE=(--recipe-space "$RECIPE_SPACE")
 else
@@ -40,9 +44,9 @@ case "$WHICH" in
   *) echo "usage: $0 wiki|code|real [OUT] [GP_SEED]" >&2; exit 2 ;;
 esac
 /usr/bin/time -f "search wall %e s, max RSS %M KB" .venv/bin/pruner-zero search "${DATA[@]}" \
-    --calib-split valid --fitness-split valid --report-split test --nsamples 32 --seqlen 256 \
+    --calib-split valid --fitness-split valid --report-split test --nsamples "$NSAMPLES" --seqlen 256 \
     --seed 0 --device cpu --sparsity 0.7 --space "$SPACE" --seed-metrics "$SEED_METRICS" \
     "${RECIPE[@]}" \
-    --generations "$GENERATIONS" --population "$POPULATION" --gp-seed "$SEED" "${WINDOWS[@]}" \
+    --generations "$GENERATIONS" --population "$POPULATION" --gp-seed "$SEED" --polish "$POLISH" "${WINDOWS[@]}" \
     --compare "$COMPARE" --final-top 3 --confirm-seeds 3 --baselines "$BASELINES" --quiet --out "$OUT"
 cat "$OUT/best_metric.txt"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import base_args, run_main
+from conftest import run_main
 
 from pruner_zero.masks import Structure, block_mask, make_mask
 from pruner_zero.sparsegpt import HessianAccumulator, obs_curvature, obs_sweep, sparsegpt_weight
@@ -114,19 +114,6 @@ def test_the_engine_sweep_keeps_its_counts_and_restores_exactly(tiny_model, stru
         assert int((m.weight == 0).sum()) == counts[n]  # the layer's count, block by block
     engine.restore()
     assert all(torch.equal(m.weight, dense[n]) for n, m in linears.items())
-
-
-def test_prune_sweep_with_sparsegpts_saliency_is_recorded(tiny_dir, capsys, tmp_path):
-    report = tmp_path / "r.json"
-    code, _, err = run_main(capsys, "prune", *base_args(tiny_dir, "--metric", "mul(sqr(W), H)",
-                                                        "--update", "sweep", "--sparsity", "0.5",
-                                                        "--report", str(report)))
-    assert code == 0, err
-    r = json.loads(report.read_text())
-    assert r["update"] == "sweep" and r["sparsity"] == pytest.approx(0.5, abs=0.02)
-    code, _, err = run_main(capsys, "prune", *base_args(tiny_dir, "--metric", "sparsegpt",
-                                                        "--update", "sweep"))
-    assert code == 2 and "sparsegpt updates its own" in err
 
 
 def test_a_sweep_genome_search_is_exact_with_caches_on_or_off_and_prune_reproduces_it(

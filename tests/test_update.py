@@ -58,16 +58,18 @@ def test_the_engine_keeps_the_metrics_masks_updates_the_rest_and_restores_exactl
         Engine(tiny_model, linears, stats, Structure(0.5), calib=calib, keep="host", update="obs")
 
 
-def test_prune_update_obs_is_recorded_and_refused_with_sparsegpt(tiny_dir, capsys, tmp_path):
+@pytest.mark.parametrize("update,metric", [("obs", "wanda"), ("sweep", "mul(sqr(W), H)")])
+def test_prune_with_an_update_is_recorded_and_refused_with_sparsegpt(tiny_dir, capsys, tmp_path,
+                                                                     update, metric):
     report = tmp_path / "r.json"
-    code, _, err = run_main(capsys, "prune", *base_args(tiny_dir, "--metric", "wanda",
-                                                        "--update", "obs", "--sparsity", "0.5",
+    code, _, err = run_main(capsys, "prune", *base_args(tiny_dir, "--metric", metric,
+                                                        "--update", update, "--sparsity", "0.5",
                                                         "--report", str(report)))
     assert code == 0, err
     r = json.loads(report.read_text())
-    assert r["update"] == "obs" and r["sparsity"] == pytest.approx(0.5, abs=0.02)
+    assert r["update"] == update and r["sparsity"] == pytest.approx(0.5, abs=0.02)
     code, _, err = run_main(capsys, "prune", *base_args(tiny_dir, "--metric", "sparsegpt",
-                                                        "--update", "obs"))
+                                                        "--update", update))
     assert code == 2 and "sparsegpt updates its own" in err
 
 
