@@ -218,6 +218,26 @@ def test_prefetched_measurements_are_those_evaluate_many_uses(tiny_dir):
     assert {b for _, _, b in handed_over} == {1.2 * 100.0} and not pool.results
 
 
+def test_with_workers_no_masks_are_kept_for_an_evaluation_here(tiny_dir):
+    """The workers prune for themselves: a fingerprint keeps no masks (nor the weights an update
+    kept) in the driver; without a pool it keeps them for the evaluation to come."""
+    from pruner_zero.search.fitness import FitnessEvaluator
+    from pruner_zero.search.multitask import MultiTaskEvaluator
+    from pruner_zero.workbench import Protocol, Workbench
+
+    bench = Workbench(Protocol(model=str(tiny_dir / "tiny-llama"), data_dir=str(tiny_dir / "data"),
+                               nsamples=2, seqlen=16, device="cpu", batch_size=2),
+                      progress=False, log=lambda m: None)
+    multi = MultiTaskEvaluator(["a"], [FitnessEvaluator(bench, Structure(0.5), fitness_windows=8)],
+                               [100.0], [1.0])
+    task = multi.evaluators[0]
+    task.fingerprint(parse_formula("mul(W, X)"))
+    assert len(task._masks) == 1
+    multi.pool = InProcessPool(multi)
+    task.fingerprint(parse_formula("mul(W, G)"))
+    assert len(task._masks) == 1
+
+
 def test_a_wrong_prefetch_is_dropped_and_changes_nothing(tiny_dir):
     from pruner_zero.search.fitness import FitnessEvaluator
     from pruner_zero.search.multitask import MultiTaskEvaluator

@@ -96,6 +96,7 @@ class FitnessEvaluator:
         self._masks: OrderedDict[str, PackedMasks] = OrderedDict()
         self._mask_bytes = 0
         self._kept_bytes = 0
+        self.keep_masks = True  # off when workers measure: nothing here would prune with them
 
     # -- public --------------------------------------------------------------------------
     def evaluate(self, tree, race_bound: float | None = None, key: str | None = None) -> Evaluation:
@@ -191,7 +192,7 @@ class FitnessEvaluator:
     def _remember(self, formula: str, masks: PackedMasks) -> None:
         """Keep a candidate's masks for its coming evaluation (a search fingerprints every
         offspring of a generation first): the most recent ones within ``MASK_MEMO_BYTES``."""
-        if masks.nbytes > MASK_MEMO_BYTES:
+        if not self.keep_masks or masks.nbytes > MASK_MEMO_BYTES:
             return
         if masks.kept_nbytes > KEPT_MEMO_BYTES:
             masks = masks.without_kept()

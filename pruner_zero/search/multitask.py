@@ -40,6 +40,16 @@ class MultiTaskEvaluator:
         self._prefetched: dict[tuple[int, str, float | None], int] = {}  # job -> pool ticket
         self._prefetched_masks: set[str] = set()
 
+    @property
+    def pool(self) -> Any:
+        return self._pool
+
+    @pool.setter
+    def pool(self, pool: Any) -> None:
+        self._pool = pool
+        for ev in self.evaluators:  # the workers prune for themselves: masks kept here for that
+            ev.keep_masks = pool is None  # would only hold memory
+
     def evaluate(self, tree, race_bound: float | None = None) -> Evaluation:
         started = time.perf_counter()
         tally = _Tally(candidate_text(tree), candidate_key(tree), len(self.names))
