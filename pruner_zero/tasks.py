@@ -332,6 +332,19 @@ def geometric_fitness(ratios: Iterable[float], weights: Iterable[float]) -> floa
     return math.exp(num / den) if den > 0 else math.inf
 
 
+def task_fitness(ratios: Iterable[float], weights: Iterable[float], combine: str = "mean"
+                 ) -> float:
+    """One fitness from the tasks' ppl / reference ppl: their weighted geometric mean, or the
+    worst task's ratio (``combine`` "worst": weights do not apply); inf when any ratio is not
+    finite (a task failed)."""
+    if combine == "mean":
+        return geometric_fitness(ratios, weights)
+    ratios = list(ratios)
+    if not ratios or not all(r > 0 and math.isfinite(r) for r in ratios):
+        return math.inf
+    return max(ratios)
+
+
 def build_tasks(model: Any = None, sparsity: Any = None, tasks: Any = None, *,
                 structure: str = "unstructured", **protocol: Any) -> list[Any]:
     """The tasks of a search from ``--tasks`` (a YAML path or a list of mappings/Tasks) or from

@@ -251,3 +251,42 @@ def test_the_tail_measures_its_window_budgets_and_says_so(tiny_dir):
                            16, 3, spread=True)
     wanda = [float(r["ppl"]) for r in rows if r["phase"] == "report" and r["metric"] == "wanda"]
     assert wanda == [pytest.approx(bench.perplexity(windows), rel=1e-6)]
+
+
+def test_a_search_by_the_worst_task_ranks_and_chooses_by_the_largest_ratio(tiny_dir, capsys):
+    """--task-combine worst: every fitness is the worst task's ppl / reference ppl, the best is
+    chosen by the worst task's ratio per seed, the run says so, a resume may not change it."""
+    out = tiny_dir / "runs" / "worst"
+    code, _, err = run_main(capsys, "search", *protocol(tiny_dir), "--space", "small",
+                            "--population", "4", "--generations", "1", "--gp-seed", "3",
+                            "--fitness-windows", "4", "--hof-size", "3", "--final-top", "2",
+                            "--polish", "0", "--confirm-seeds", "2", "--baselines", "gblm",
+                            "--sparsity", "0.5,0.6", "--task-combine", "worst", "--out", str(out))
+    assert code == 0, err
+    assert json.loads((out / CONFIG).read_text())["fitness"]["task_combine"] == "worst"
+    rows = list(csv.DictReader(open(out / "baselines.csv", newline="")))
+    refs = {r["task"]: float(r["ppl"]) for r in rows if r["phase"] == "fitness" and r["metric"] == "wanda"}
+    evals = [json.loads(l) for l in (out / EVALUATIONS).read_text().splitlines()]
+    ok = [e for e in evals if e["status"] == "ok"]
+    assert ok and all(e["fitness"] == max(t["ppl"] / refs[n] for n, t in e["tasks"].items())
+                      for e in ok)
+    sel = {(r["task"], r["metric"], r["seed"]): float(r["ppl"]) for r in rows
+           if r["phase"] == "selection"}
+    final = checkpoint(out)["final"]
+    gblm = [max(sel[(t, "gblm", s)] / sel[(t, "wanda", s)] for t in refs) for s in ("0", "1")]
+    assert final["selection"]["gblm"]["scores"] == pytest.approx(gblm, rel=1e-12)
+    assert "the worst task's ppl / ppl(wanda)" in (out / BEST_TXT).read_text()
+    from pruner_zero.search.config import SearchConfig
+    from pruner_zero.search.stored import check_resume
+    with pytest.raises(ConfigError, match="task_combine"):  # a resume may not change it
+        check_resume(SearchConfig(out=out, resume=True, task_combine="worst"))
+
+
+def test_task_weights_do_not_apply_to_the_worst_task(tiny_dir, tmp_path, capsys):
+    tasks = write_tasks_yaml(tmp_path, f"- model: {tiny_dir / 'tiny-llama'}\n  sparsity: 0.5\n"
+                                       f"- model: {tiny_dir / 'tiny-llama'}\n  sparsity: 0.6\n"
+                                       "  weight: 3\n")
+    code, _, err = run_main(capsys, "search", *protocol(tiny_dir), "--tasks", str(tasks),
+                            "--task-combine", "worst", "--out", str(tmp_path / "w"))
+    assert code == 2 and "task weights do not apply" in err
+    assert not (tmp_path / "w").exists()

@@ -58,15 +58,17 @@ def test_a_version_2_config_is_migrated_to_the_current_version():
     assert config.runtime().device == "cpu" and config.cache_dir == "/root/.cache/pruner_zero"
     assert config.workers == 0 and config.ray_address is None
     migrated = copy.deepcopy(old)  # version 3 adds the statistics' placement, at version 2's values
-    migrated["version"] = 5  # and version 4 the tail's window budgets: an old run used whole splits
+    migrated["version"] = 6  # and version 4 the tail's window budgets: an old run used whole splits
     migrated["runtime"].update(stats_device=None, stats_dtype="float32")
     migrated.update(confirm_windows=None, eval_windows=None)
     migrated.update(recipe=PLAIN_RECIPE)  # version 5: a recipe; an old run's was plain
     migrated["gp"]["recipe_space"] = None
+    migrated["fitness"]["task_combine"] = "mean"  # version 6: an old run's tasks by the mean
+    assert config.task_combine == "mean"
     assert config.confirm_windows is None and config.eval_windows is None
     assert config_dict(config) == migrated
     assert config_dict(read_config(config_dict(config), out="runs/x")) == migrated
-    assert CONFIG_VERSION == 5
+    assert CONFIG_VERSION == 6
 
 
 def test_a_version_3_config_keeps_its_whole_split_tail():
@@ -76,9 +78,10 @@ def test_a_version_3_config_keeps_its_whole_split_tail():
     old["runtime"].update(stats_device=None, stats_dtype="float32")
     config = read_config(copy.deepcopy(old), out="runs/x")
     assert (config.confirm_windows, config.eval_windows) == (None, None)
-    assert config_dict(config) == {**old, "version": 5, "confirm_windows": None,
+    assert config_dict(config) == {**old, "version": 6, "confirm_windows": None,
                                    "eval_windows": None, "recipe": PLAIN_RECIPE,
-                                   "gp": {**old["gp"], "recipe_space": None}}
+                                   "gp": {**old["gp"], "recipe_space": None},
+                                   "fitness": {**old["fitness"], "task_combine": "mean"}}
 
 
 def test_a_new_search_has_bounded_window_budgets_and_zero_means_the_whole_split(tmp_path):
@@ -123,6 +126,7 @@ def test_another_config_version_is_refused():
     ("fitness.race_factor", 0.5, "'fitness.race_factor' must be at least 1"),
     ("gp.elite", 99, "--elite"),
     ("compare", "column", "'compare' must be row or layer"),
+    ("fitness.task_combine", "median", "'fitness.task_combine' must be one of mean, worst"),
     ("reference", "sparsegpt", "sparsegpt is a pruning method"),
 ])
 def test_a_stored_value_is_checked_as_an_option_is(key, value, named):
@@ -147,6 +151,7 @@ def test_a_stored_value_is_checked_as_an_option_is(key, value, named):
     ({"workers": -1}, "workers must be a non-negative integer"),
     ({"workers": 1.5}, "workers must be a non-negative integer"),
     ({"ray_address": 5}, "ray_address must be"),
+    ({"task_combine": "best"}, "--task-combine must be one of mean, worst"),
     ({"cache_dir": 5}, "cache_dir must be a path"),
     ({"seed_metrics": "wanda,wanda,wanda", "population": 2, "tournament": 2, "elite": 1},
      "3 seed metrics do not fit"),

@@ -9,7 +9,8 @@ import pytest
 
 from conftest import write_tasks_yaml
 from pruner_zero.errors import ConfigError
-from pruner_zero.tasks import Task, check_tasks, geometric_fitness, load_tasks_file, name_tasks
+from pruner_zero.tasks import (Task, check_tasks, geometric_fitness, load_tasks_file, name_tasks,
+                               task_fitness)
 
 
 def test_geometric_fitness_is_the_weighted_geometric_mean_of_ratios():
@@ -19,6 +20,14 @@ def test_geometric_fitness_is_the_weighted_geometric_mean_of_ratios():
     assert geometric_fitness([0.9, math.inf], [1, 1]) == math.inf
     # the reference itself scores exactly 1 whatever the weights
     assert geometric_fitness([1.0, 1.0, 1.0], [0.2, 5, 1]) == pytest.approx(1.0)
+
+
+def test_the_worst_task_combination_is_the_largest_ratio_and_the_mean_is_geometric():
+    assert task_fitness([0.9, 1.1], [1, 1]) == geometric_fitness([0.9, 1.1], [1, 1])
+    assert task_fitness([0.9, 1.1], [1, 1], "worst") == 1.1  # better on average, worse on one
+    assert task_fitness([0.9, 0.95], [1, 1], "worst") == 0.95
+    assert task_fitness([0.9, math.inf], [1, 1], "worst") == math.inf
+    assert task_fitness([0.9, 0.0], [1, 1], "worst") == math.inf
 
 
 @pytest.mark.parametrize("text,message", [

@@ -34,7 +34,7 @@ from pruner_zero.search.rundir import HallOfFameEntry, RunDir, best_entry
 from pruner_zero.search.stored import check_resume, config_dict, read_config
 from pruner_zero.search.workers import WorkerPool, require_ray
 from pruner_zero.spread import mean_std
-from pruner_zero.tasks import Task, build_tasks, check_tasks, geometric_fitness
+from pruner_zero.tasks import Task, build_tasks, check_tasks, task_fitness
 from pruner_zero.windows import windows_note
 from pruner_zero.workbench import Workbench
 
@@ -147,6 +147,9 @@ def _resolved_tasks(config: SearchConfig, preloaded: Any) -> SearchConfig:
     task_list = build_tasks(model, config.sparsity, config.tasks, structure=config.structure,
                             **protocol)
     check_tasks(task_list, config.compare)
+    if config.task_combine == "worst" and len({t.weight for t in task_list}) > 1:
+        raise ConfigError("--task-combine worst takes the worst task's ratio, so task weights do "
+                          "not apply: leave them out, or combine by the mean")
     task_list = [t.located() for t in task_list]
     cache = None if config.cache_dir is None else str(user_path(config.cache_dir).resolve())
     return replace(config, task_list=tuple(task_list), cache_dir=cache)
@@ -243,12 +246,12 @@ def _confirm(benches: Any, tasks: list[Any], config: SearchConfig, hof: list[Any
     ppl = {(r.metric, r.task, r.seed): r.ppl for r in sel}
 
     def scores(metric: str) -> list[float]:
-        """Per seed: the weighted geometric mean over tasks of ppl / reference ppl."""
+        """Per seed: the tasks' ppl / reference ppl combined as the fitness combines them."""
         out = []
         for j in range(k):
             ratios = [ppl[(metric, t.name, seeds_for(t, k)[j])] /
                       ppl[(config.reference, t.name, seeds_for(t, k)[j])] for t in tasks]
-            out.append(geometric_fitness(ratios, [t.weight for t in tasks]))
+            out.append(task_fitness(ratios, [t.weight for t in tasks], config.task_combine))
         return out
 
     selection = {}

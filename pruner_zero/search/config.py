@@ -199,7 +199,7 @@ def require_ray(workers: int, address: str | None) -> None:
 
 _KEYS = {"fitness_windows": "fitness.fitness_windows", "race_factor": "fitness.race_factor",
          "race_chunk": "fitness.race_chunk", "canonical_cache": "fitness.canonical_cache",
-         "fingerprint_cache": "fitness.fingerprint_cache"}
+         "fingerprint_cache": "fitness.fingerprint_cache", "task_combine": "fitness.task_combine"}
 
 
 def config_key(name: str) -> str:

@@ -68,5 +68,6 @@ def run_evaluator(benches: TaskBenches, tasks: list[Task], config: SearchConfig,
         raise ConfigError(f"the reference {config.reference} has no finite perplexity on "
                           f"{', '.join(bad)}; choose another --reference")
     evaluator = MultiTaskEvaluator([t.name for t in tasks], evaluators, refs,
-                                   [t.weight for t in tasks], start_rows=rows, pool=pool)
+                                   [t.weight for t in tasks], start_rows=rows, pool=pool,
+                                   combine=config.task_combine)
     return evaluator, rows

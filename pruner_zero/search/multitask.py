@@ -1,6 +1,7 @@
 """Fitness over several tasks: one ``FitnessEvaluator`` per task (its caches stay exact: a
 task's result depends only on its masks), combined into the weighted geometric mean of
-ppl / reference ppl, measured here or by a pool of workers given at construction."""
+ppl / reference ppl (or the worst task's ratio), measured here or by a pool of workers given at
+construction."""
 from __future__ import annotations
 
 import hashlib
@@ -11,14 +12,15 @@ from typing import Any
 
 from ..errors import CANDIDATE_ERRORS
 from ..measurement import Measurement
-from ..tasks import geometric_fitness
+from ..tasks import task_fitness
 from .candidate import candidate_key, candidate_text
 from .fitness import Evaluation, FitnessEvaluator
 from .layout import INVALID, OK
 
 
 class MultiTaskEvaluator:
-    """Fitness over several tasks: the weighted geometric mean of ppl / reference ppl.
+    """Fitness over several tasks: the weighted geometric mean of ppl / reference ppl, or with
+    ``combine="worst"`` the largest ratio (a candidate is as good as its worst task).
 
     One ``FitnessEvaluator`` per task keeps that task's caches (so every cache stays exact:
     a task's result depends only on its masks) and races it against its own bound: the loop's
@@ -29,11 +31,12 @@ class MultiTaskEvaluator:
 
     def __init__(self, names: list[str], evaluators: list[FitnessEvaluator],
                  references: list[float], weights: list[float], start_rows: list[Measurement] | None = None,
-                 pool: Any = None):
+                 pool: Any = None, combine: str = "mean"):
         if not (len(names) == len(evaluators) == len(references) == len(weights)) or not names:
             raise ValueError("one name, evaluator, reference and weight per task")
         self.names, self.evaluators = list(names), list(evaluators)
         self.references, self.weights = list(references), list(weights)
+        self.combine = combine  # tasks.task_fitness: "mean" or "worst"
         self.race_factor = evaluators[0].race_factor
         self.start_rows = list(start_rows or [])  # baselines on the fitness windows, for a resume
         self.pool = pool  # a WorkerPool: evaluate_many's measurements are made there (None: here)
@@ -57,7 +60,8 @@ class MultiTaskEvaluator:
             r = ev.evaluate(tree, self._task_bound(race_bound, t), key=tally.key)
             if not tally.add(name, r, ref):
                 return tally.ended(name, r, time.perf_counter() - started)
-        return tally.finished(self.names, self.weights, time.perf_counter() - started)
+        return tally.finished(self.names, self.weights, time.perf_counter() - started,
+                              self.combine)
 
     def evaluate_many(self, trees: list, race_bound: float | None = None) -> list[Evaluation]:
         """``evaluate`` of each tree, task by task (a task's candidates go to ``pool`` together);
@@ -95,7 +99,8 @@ class MultiTaskEvaluator:
                     done[i] = r
                 elif not tallies[i].add(name, r, ref):
                     done[i] = tallies[i].ended(name, r, tallies[i].seconds)
-        return [d if d is not None else tally.finished(self.names, self.weights, tally.seconds)
+        return [d if d is not None else tally.finished(self.names, self.weights, tally.seconds,
+                                                          self.combine)
                 for d, tally in zip(done, tallies)]
 
     def prefetch(self, tree, race_bound: float | None) -> None:
@@ -159,7 +164,7 @@ class MultiTaskEvaluator:
 @dataclass
 class _Tally:
     """One candidate's results task by task, and the Evaluation they make: ended by the first
-    task that fails or is stopped, else the weighted geometric mean of the ratios."""
+    task that fails or is stopped, else the ratios combined (``tasks.task_fitness``)."""
     formula: str
     key: Any
     tasks: int
@@ -188,8 +193,9 @@ class _Tally:
                           seconds, None, _combine(self.fingerprints, self.tasks), self.windows,
                           r.partial, tasks=self.per)
 
-    def finished(self, names: list[str], weights: list[float], seconds: float) -> Evaluation:
-        fitness = geometric_fitness([self.per[n]["ratio"] for n in names], weights)
+    def finished(self, names: list[str], weights: list[float], seconds: float,
+                 combine: str = "mean") -> Evaluation:
+        fitness = task_fitness([self.per[n]["ratio"] for n in names], weights, combine)
         cached = None if any(k is None for k in self.kinds) else \
             ("canonical" if all(k == "canonical" for k in self.kinds) else "fingerprint")
         status, reason = (OK, None) if math.isfinite(fitness) else (INVALID, "fitness is not finite")

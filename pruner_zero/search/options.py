@@ -21,6 +21,9 @@ DEFAULT_REFERENCE = "wanda"
 DEFAULT_CONFIRM_SEEDS = 3
 DEFAULT_CONFIRM_WINDOWS = 64
 DEFAULT_REPORT_WINDOWS = 128
+TASK_COMBINES = ("mean", "worst")
+"""How a search folds its tasks' ratios into one fitness: their weighted geometric mean, or the
+worst task's (a metric that must beat the reference on every task, not on average)."""
 """The tail's window budgets (spread evenly over the split): see experiments/README.md, "the
 tail of a search", for the windows-vs-seed-spread trade-off they rest on."""
 MAX_SEEDS = 100  # calibration seeds of a confirmation or a comparison: each is a full measurement
@@ -111,6 +114,11 @@ class SearchOptions:
                          "hall-of-fame fitness (default off)", type="finite_float"))
     race_chunk: int = field(default=16, metadata=_flag(
         "--race-chunk", "windows between racing checks (default 16)", type=int))
+    task_combine: str = field(default="mean", metadata=_flag(
+        "--task-combine", "several tasks: the fitness is the weighted geometric mean of their "
+                          "ppl / reference ppl (mean, default) or the worst task's ratio (worst: "
+                          "to beat the reference on every task; task weights do not apply)",
+        choices=list(TASK_COMBINES)))
     canonical_cache: bool = field(default=True, metadata=_flag(
         "--no-canonical-cache", "re-measure metrics equal to one already measured",
         action="store_false"))

@@ -137,7 +137,8 @@ def fitness_note(config: SearchConfig) -> str:
     n, tasks = config.fitness_windows, config.task_list or ()
     splits = sorted({t.fitness_split for t in tasks})
     windows = "all windows of" if n is None else f"{n} windows spread evenly over"
-    many = "weighted geometric mean over tasks of " if len(tasks) > 1 else ""
+    many = "" if len(tasks) < 2 else ("the worst task's " if config.task_combine == "worst"
+                                      else "weighted geometric mean over tasks of ")
     return (f"{many}ppl / ppl({config.reference}), on {windows} the selection split "
             f"({', '.join(splits)})")
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from pruner_zero.errors import ConfigError
 from pruner_zero.search.options import (DEFAULT_CONFIRM_SEEDS, DEFAULT_CONFIRM_WINDOWS,
                                         DEFAULT_FINAL_TOP, DEFAULT_FITNESS_WINDOWS,
-                                        DEFAULT_REPORT_WINDOWS, MAX_SEEDS)
+                                        DEFAULT_REPORT_WINDOWS, MAX_SEEDS, TASK_COMBINES)
 from pruner_zero.windows import window_budget
 
 if TYPE_CHECKING:
@@ -97,6 +97,7 @@ class FitnessSettings:
     race_chunk: int = 16
     canonical_cache: bool = True
     fingerprint_cache: bool = True
+    task_combine: str = "mean"  # TASK_COMBINES
 
     def checked(self, name: Callable[[str], str] = flag_name) -> "FitnessSettings":
         """A copy with the window budget normalised (0: None); ConfigError for the first bad
@@ -112,6 +113,9 @@ class FitnessSettings:
         for key in ("canonical_cache", "fingerprint_cache"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"{name(key)} must be true or false, got {getattr(self, key)!r}.")
+        if self.task_combine not in TASK_COMBINES:
+            raise ConfigError(f"{name('task_combine')} must be one of {', '.join(TASK_COMBINES)}, "
+                              f"got {self.task_combine!r}.")
         return replace(self, fitness_windows=budget)
 
     def as_dict(self) -> dict[str, Any]:
@@ -119,7 +123,7 @@ class FitnessSettings:
         return {"fitness_windows": self.fitness_windows, "windows_spread": True,
                 "race_factor": self.race_factor, "race_chunk": self.race_chunk,
                 "canonical_cache": self.canonical_cache,
-                "fingerprint_cache": self.fingerprint_cache}
+                "fingerprint_cache": self.fingerprint_cache, "task_combine": self.task_combine}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "FitnessSettings":

@@ -21,12 +21,13 @@ from pruner_zero.workbench import Workbench
 
 __all__ = ["CONFIG_VERSION", "check_resume", "config_dict", "migrated", "read_config"]
 
-CONFIG_VERSION = 5
+CONFIG_VERSION = 6
 """config.json's layout; ``read_config`` reads this version and migrates older ones it knows
 (2 -> 3: the runtime gained stats_device and stats_dtype; a version-2 run had them at their
 defaults, statistics beside the weights in float32. 3 -> 4: confirm_windows and eval_windows;
 a version-3 run confirmed and reported on whole splits, null. 4 -> 5: the recipe; a version-4
-run pruned uniformly without an update)."""
+run pruned uniformly without an update. 5 -> 6: fitness.task_combine; a version-5 run combined
+its tasks by the weighted geometric mean)."""
 
 
 def migrated(d: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -40,6 +41,8 @@ def migrated(d: Mapping[str, Any]) -> Mapping[str, Any]:
         d = {**d, "version": 4, "confirm_windows": None, "eval_windows": None}
     if d.get("version") == 4:
         d = {**d, "version": 5, "recipe": PLAIN.as_dict()}
+    if d.get("version") == 5 and isinstance(d.get("fitness"), dict):
+        d = {**d, "version": 6, "fitness": {"task_combine": "mean", **d["fitness"]}}
     return d
 
 
