@@ -135,19 +135,23 @@ class Engine:
         for name in self.linears:
             self._layer_mask(name, tree, formula, self.stats[name])
 
+    @torch.no_grad()
     def fingerprint(self, tree, formula: str = "metric") -> str:
         """The fingerprint of the masks ``prune`` would apply; the model is left as it was."""
         fp = Fingerprint()
         self._masks_into(tree, formula, fp)
         return fp.hexdigest()
 
-    def packed_masks(self, tree, formula: str = "metric") -> PackedMasks:
-        """The masks ``prune`` would apply, packed, and their fingerprint; the model is left as
-        it was. ``prune_with`` applies them without scoring again (1/32 of a float32 model)."""
+    @torch.no_grad()
+    def packed_masks(self, tree, formula: str = "metric", walked: bool = True) -> PackedMasks:
+        """The masks ``prune`` would apply, packed (1 bit per weight), and their fingerprint; the
+        model is left as it was. ``prune_with`` applies them without scoring again. When an
+        update's walk made them, and ``walked``, the weights it left outside the masks come too
+        (on the host): ``prune_with`` puts them back instead of walking again."""
         fp = Fingerprint(keep_packed=True)
-        kept: dict[str, torch.Tensor] = {}
-        self._masks_into(tree, formula, fp, kept)
-        return PackedMasks(fp.hexdigest(), fp.packed, kept or None)
+        weights: dict[str, torch.Tensor] | None = {} if walked else None
+        self._masks_into(tree, formula, fp, weights)
+        return PackedMasks(fp.hexdigest(), fp.packed, weights or None)
 
     @torch.no_grad()
     def prune(self, tree, formula: str = "metric") -> str:
@@ -161,12 +165,13 @@ class Engine:
 
     @torch.no_grad()
     def prune_with(self, masks: PackedMasks) -> str:
-        """Prune with masks ``packed_masks`` made: the model ``prune`` of that metric gives
-        (with an update, the walk rebuilds the kept weights under these masks)."""
+        """Prune with masks ``packed_masks`` made: the model ``prune`` of that metric gives (with
+        an update, the weights its walk left are put back, or without them a walk under these
+        masks rebuilds them)."""
         self.restore()
         fp = Fingerprint()
         try:
-            if self.update is not None and masks.kept is not None:
+            if self.update is not None and masks.walked is not None:
                 self._put_back(masks, fp)
             elif self.update is not None:
                 self._sequential(lambda name, stats: unpackbits(*masks.layers[name]), fp)
@@ -199,18 +204,18 @@ class Engine:
 
     # -- internals -----------------------------------------------------------------------
     def _masks_into(self, tree, formula: str, fp: Fingerprint,
-                    kept: dict[str, torch.Tensor] | None = None) -> None:
+                    walked: dict[str, torch.Tensor] | None = None) -> None:
         """Every layer's mask into ``fp``, the model left as it was. An "obs" update changes
         no mask: with dense statistics the masks are scored without the walk. When the walk
-        updated the weights, ``kept`` (if given) receives each layer's weights outside its mask,
-        on the host: what ``prune_with`` puts back instead of walking again."""
+        updated the weights, ``walked`` (if given) receives each layer's weights outside its
+        mask, on the host: what ``prune_with`` puts back instead of walking again."""
         if self.calibration == "sequential" or self.update == "sweep":  # masks made by the walk
             try:
                 self._prune_into(tree, formula, fp)
-                if kept is not None and self.update is not None:
+                if walked is not None and self.update is not None:
                     for name, lin in self.linears.items():
                         mask = unpackbits(*fp.packed[name]).to(lin.weight.device)
-                        kept[name] = lin.weight[~mask].cpu()
+                        walked[name] = lin.weight.detach()[~mask].cpu()
             finally:
                 self.restore()
             return
@@ -248,7 +253,7 @@ class Engine:
             fp.add_packed(name, packed, shape)
             self._keep(name)
             lin.weight.zero_()
-            lin.weight.masked_scatter_(~mask, masks.kept[name].to(lin.weight.device))
+            lin.weight.masked_scatter_(~mask, masks.walked[name].to(lin.weight.device))
 
     def _prune_layer(self, name: str, lin: nn.Linear, mask: torch.Tensor, fp: Fingerprint) -> None:
         # packed and sent once: for the fingerprint and the undo

@@ -247,20 +247,20 @@ def mask_fingerprint(masks: dict[str, torch.Tensor]) -> str:
 class PackedMasks:
     """A model's masks at 1 bit per weight on the host, with their fingerprint: what a search
     fingerprints a candidate with, kept to prune with later instead of scoring it again. When an
-    update walked the blocks to make them (the sweep, sequential calibration), ``kept`` may hold
+    update's walk made them (the sweep; obs with sequential calibration), ``walked`` may hold
     the weights the walk left outside the masks, so the model is put back without walking again."""
     fingerprint: str
     layers: dict[str, tuple[torch.Tensor, torch.Size]]
-    kept: dict[str, torch.Tensor] | None = None  # per layer: weight[~mask] after the update
+    walked: dict[str, torch.Tensor] | None = None  # per layer: weight[~mask] after the update
 
     @property
-    def nbytes(self) -> int:
+    def mask_nbytes(self) -> int:
         return sum(p.numel() for p, _ in self.layers.values())
 
     @property
-    def kept_nbytes(self) -> int:
-        return 0 if self.kept is None else \
-            sum(v.numel() * v.element_size() for v in self.kept.values())
+    def walked_nbytes(self) -> int:
+        return 0 if self.walked is None else \
+            sum(v.numel() * v.element_size() for v in self.walked.values())
 
-    def without_kept(self) -> PackedMasks:
+    def without_walked(self) -> PackedMasks:
         return PackedMasks(self.fingerprint, self.layers)

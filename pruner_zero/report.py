@@ -3,7 +3,8 @@
 Everything is read from the run directory's files, so a report can be made of a run on another
 machine, of an old run, or of one still in progress; any file that is missing only drops the part
 of the report that needs it (report.md says which). Fitness is lower-is-better: the weighted
-geometric mean over tasks of ppl(candidate) / ppl(reference metric).
+geometric mean over tasks of ppl(candidate) / ppl(reference metric), or the worst task's ratio
+(a run with ``--task-combine worst``).
 """
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ from .files import atomic_write_text, atomic_write_with, check_writable_dir
 from .search.layout import (BASELINES, BEST_TXT, CONFIG, EVALUATIONS, HALL_OF_FAME, HISTORY)
 from .spread import grouped
 
-FITNESS_MEANING = "fitness = weighted geo-mean over tasks of ppl / ppl({ref})  (lower is better)"
+FITNESS_MEANING = {"mean": "fitness = weighted geo-mean over tasks of ppl / ppl({ref})  "
+                           "(lower is better)",
+                   "worst": "fitness = the worst task's ppl / ppl({ref})  (lower is better)"}
 _TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?")
 
 
@@ -84,12 +87,13 @@ def _task_weights(config: dict[str, Any]) -> dict[str, float]:
 # ----------------------------------------------------------------------------- computing
 def baseline_fitness(rows: Iterable[dict[str, Any]], reference: str,
                      weights: dict[str, float] | None = None,
-                     phase: str = "fitness") -> dict[str, float]:
+                     phase: str = "fitness", combine: str = "mean") -> dict[str, float]:
     """Fitness of each baseline metric, comparable with the search's fitness values.
 
     Uses the `phase` rows of baselines.csv (ppl averaged over repeated rows of a metric and task),
     over the tasks the reference was measured on; a task without weight counts 1. A metric missing
-    one of those tasks is left out, since its value would not be comparable.
+    one of those tasks is left out, since its value would not be comparable. ``combine`` as the
+    run's fitness (config.json's fitness.task_combine): "mean" or "worst" (the largest ratio).
     """
     ppl: dict[tuple[str, str], list[float]] = {}
     for r in rows:
@@ -104,12 +108,15 @@ def baseline_fitness(rows: Iterable[dict[str, Any]], reference: str,
     for metric in sorted({m for m, _ in mean}):
         if any((metric, t) not in mean for t in tasks):
             continue
-        total = sum(weights.get(t, 1.0) for t in tasks)
-        log_sum = 0.0
-        for t in tasks:
-            ratio = mean[(metric, t)] / mean[(reference, t)]
-            log_sum += weights.get(t, 1.0) * (math.log(ratio) if ratio > 0 else -math.inf)
-        out[metric] = 1.0 if metric == reference else math.exp(log_sum / total)
+        ratios = {t: mean[(metric, t)] / mean[(reference, t)] for t in tasks}
+        if metric == reference:
+            out[metric] = 1.0
+        elif combine == "worst":
+            out[metric] = max(ratios.values())
+        else:
+            total = sum(weights.get(t, 1.0) for t in tasks)
+            out[metric] = math.exp(sum(weights.get(t, 1.0) * (math.log(r) if r > 0 else -math.inf)
+                                       for t, r in ratios.items()) / total)
     return out
 
 
@@ -180,7 +187,7 @@ def save_png(fig: Any, path: Path, **savefig: Any) -> None:
 
 
 def plot_fitness(history: list[dict[str, str]], base: dict[str, float], reference: str,
-                 path: Path) -> None:
+                 path: Path, combine: str = "mean") -> None:
     """Best and median fitness per generation, the polish step as its own marker, baselines."""
     from matplotlib.figure import Figure
 
@@ -204,13 +211,13 @@ def plot_fitness(history: list[dict[str, str]], base: dict[str, float], referenc
     _draw_baselines(ax, base, cutoff)
     ax.set_xlabel("generation")
     ax.set_ylabel("fitness")
-    ax.set_title(FITNESS_MEANING.format(ref=reference), fontsize=10)
+    ax.set_title(FITNESS_MEANING[combine].format(ref=reference), fontsize=10)
     _finish(ax, fig)
     save_png(fig, path)
 
 
 def plot_front(points: list[tuple[int, float]], base: dict[str, float], reference: str,
-               path: Path) -> None:
+               path: Path, combine: str = "mean") -> None:
     """Every valid evaluated metric by size and fitness, with the Pareto front as a step line."""
     from matplotlib.figure import Figure
 
@@ -230,7 +237,7 @@ def plot_front(points: list[tuple[int, float]], base: dict[str, float], referenc
     _draw_baselines(ax, base, cutoff)
     ax.set_xlabel("size (tree nodes)")
     ax.set_ylabel("fitness")
-    ax.set_title("size vs " + FITNESS_MEANING.format(ref=reference), fontsize=10)
+    ax.set_title("size vs " + FITNESS_MEANING[combine].format(ref=reference), fontsize=10)
     _finish(ax, fig)
     save_png(fig, path)
 
@@ -314,6 +321,7 @@ class _Run:
     baselines: list[dict[str, str]] | None
     base: dict[str, float]
     hof: list[dict[str, str]] | None
+    combine: str = "mean"  # config.json's fitness.task_combine
 
 
 def _read_run(run_dir: Path, out_dir: Path) -> _Run:
@@ -323,20 +331,24 @@ def _read_run(run_dir: Path, out_dir: Path) -> _Run:
     except (OSError, ValueError, RecursionError):
         config = {}
     reference = str(config.get("reference") or "wanda")
+    fitness = config.get("fitness")
+    combine = fitness.get("task_combine") if isinstance(fitness, dict) else None
+    combine = combine if combine in FITNESS_MEANING else "mean"
     baselines = _read_csv(run_dir / BASELINES)
     base: dict[str, float] = {}
     try:
-        base = baseline_fitness(baselines or [], reference, _task_weights(config))
+        base = baseline_fitness(baselines or [], reference, _task_weights(config),
+                                combine=combine)
     except DAMAGE:
         pass  # the baselines section says what is wrong
     return _Run(run_dir, out_dir, config, reference, _read_csv(run_dir / HISTORY),
                 read_evaluations(run_dir / EVALUATIONS), baselines, base,
-                _read_csv(run_dir / HALL_OF_FAME))
+                _read_csv(run_dir / HALL_OF_FAME), combine)
 
 
 def _head(run: _Run) -> list[str]:
     md = ["# Search run report", "", f"Run directory: `{run.path.resolve()}`", "",
-          FITNESS_MEANING.format(ref=run.reference) + ".", ""]
+          FITNESS_MEANING[run.combine].format(ref=run.reference) + ".", ""]
     if not run.config:
         md += ["_config.json missing or unreadable: reference assumed to be wanda, "
                "task weights 1._", ""]
@@ -357,7 +369,8 @@ def _hall_of_fame(run: _Run) -> list[str]:
 
 
 def _fitness(run: _Run) -> list[str]:
-    plot_fitness(run.history or [], run.base, run.reference, run.out_dir / "fitness.png")
+    plot_fitness(run.history or [], run.base, run.reference, run.out_dir / "fitness.png",
+                 run.combine)
     return ["![fitness per generation](fitness.png)", ""] + _table(
         ["generation", "best", "median", "valid/evaluated", "cache hits", "seconds"], [
             [r["generation"] + (" (polish)" if r.get("polish", "0").strip() == "1" else ""),
@@ -381,7 +394,7 @@ def _front(run: _Run) -> list[str]:
              + (f"; {bad} unreadable lines skipped" if bad else "") + ".", ""]
     if not points:
         return lines + ["_no valid evaluation: no front plot._", ""]
-    plot_front(points, run.base, run.reference, run.out_dir / "front.png")
+    plot_front(points, run.base, run.reference, run.out_dir / "front.png", run.combine)
     return lines + ["![size vs fitness](front.png)", ""]
 
 

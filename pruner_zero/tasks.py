@@ -339,6 +339,8 @@ def task_fitness(ratios: Iterable[float], weights: Iterable[float], combine: str
     finite (a task failed)."""
     if combine == "mean":
         return geometric_fitness(ratios, weights)
+    if combine != "worst":
+        raise ValueError(f"tasks combine by mean or worst, not {combine!r}")
     ratios = list(ratios)
     if not ratios or not all(r > 0 and math.isfinite(r) for r in ratios):
         return math.inf

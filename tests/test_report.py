@@ -88,6 +88,9 @@ def test_baseline_fitness_is_the_weighted_geometric_mean() -> None:
     assert baseline_fitness(_baseline_rows(), "wanda", {})["gblm"] == pytest.approx(
         math.sqrt(19 / 20 * 31.5 / 30))
     assert baseline_fitness(_baseline_rows(), "sparsegpt", WEIGHTS) == {}
+    # a run combining its tasks by the worst one: the largest ratio, weights aside
+    assert baseline_fitness(_baseline_rows(), "wanda", WEIGHTS, combine="worst")["gblm"] == \
+        pytest.approx(max(19 / 20, 31.5 / 30))
 
 
 def test_pareto_front_keeps_only_points_no_smaller_metric_beats() -> None:
@@ -129,6 +132,16 @@ def test_report_writes_images_and_markdown(tmp_path: Path) -> None:
     assert f"{_expected('gblm'):.4f}" in md
     assert "selection" in md and "±" in md
     assert not list(run.glob("*.tmp*"))
+
+
+def test_a_run_by_the_worst_task_reports_its_baselines_so(tmp_path: Path) -> None:
+    run = make_run(tmp_path)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "fitness": {"task_combine": "worst"}}))
+    pytest.importorskip("matplotlib")
+    md = write_report(run).read_text()
+    assert "the worst task's ppl / ppl(wanda)" in md
+    assert f"{max(19 / 20, 31.5 / 30):.4f}" in md and f"{_expected('gblm'):.4f}" not in md
 
 
 def test_report_skips_missing_parts_and_writes_elsewhere(tmp_path: Path) -> None:

@@ -102,6 +102,15 @@ def test_a_new_search_has_bounded_window_budgets_and_zero_means_the_whole_split(
         read_config(stored, out="runs/x")
 
 
+def test_a_stored_worst_task_run_with_unequal_weights_is_refused():
+    d = version_2_config()
+    d["tasks"].append({**d["tasks"][0], "sparsity": 0.7, "weight": 2.0, "name": "wiki@0.7"})
+    assert read_config(copy.deepcopy(d), out="runs/x").task_combine == "mean"
+    d["fitness"]["task_combine"] = "worst"
+    with pytest.raises(ConfigError, match="task weights do not apply"):
+        read_config(d, Path("runs/x") / CONFIG)
+
+
 def test_round_trip_and_free_options_are_not_stored():
     config = read_config(version_2_config(), out="runs/x")
     other = read_config(config_dict(config), out="runs/y", workers=4,

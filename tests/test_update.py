@@ -98,14 +98,16 @@ def test_masks_scored_first_then_pruned_with_give_the_same_updated_model(tiny_mo
     masks = engine.packed_masks(tree)
     assert masks.fingerprint == fp
     walked = calibration == "sequential" or update == "sweep"
-    assert (masks.kept is not None) == walked  # what the walk kept, so it need not walk again
+    assert (masks.walked is not None) == walked  # what the walk left, so it need not walk again
+    # host tensors, with no autograd record holding a full-size mask on the weights' device
+    assert not any(v.requires_grad or v.grad_fn is not None for v in (masks.walked or {}).values())
     walks = []
     original = engine_mod.walk
     monkeypatch.setattr(engine_mod, "walk", lambda *a, **k: walks.append(1) or original(*a, **k))
-    for given in (masks, masks.without_kept()):  # put back, or rebuilt by a walk under the masks
+    for given in (masks, masks.without_walked()):  # put back, or rebuilt by a walk under the masks
         walks.clear()
         assert engine.prune_with(given) == fp
         assert all(torch.equal(m.weight, pruned[n]) for n, m in linears.items())
-        assert len(walks) == (0 if given.kept is not None else 1)
+        assert len(walks) == (0 if given.walked is not None else 1)
         engine.restore()
         assert all(torch.equal(m.weight, dense[n]) for n, m in linears.items())

@@ -24,11 +24,12 @@ from pruner_zero.runtime import Runtime
 from pruner_zero.search.checkpoint import Checkpoint, checked_formulas
 from pruner_zero.sparsegpt import SPARSEGPT
 from pruner_zero.search.config import (SearchConfig, baseline_formula, baseline_metric,
-                                       metric_tree, seed_trees)
+                                       check_task_combine, metric_tree, seed_trees)
 from pruner_zero.search.evaluators import run_evaluator
 from pruner_zero.search.layout import CHECKPOINT, CONFIG
 from pruner_zero.search.loop import run_gp
 from pruner_zero.search.options import FREE_ON_RESUME
+from pruner_zero.search.settings import flag_name
 from pruner_zero.search.results import FinalResults, Selection, fitness_note, report_lines
 from pruner_zero.search.rundir import HallOfFameEntry, RunDir, best_entry
 from pruner_zero.search.stored import check_resume, config_dict, read_config
@@ -147,9 +148,7 @@ def _resolved_tasks(config: SearchConfig, preloaded: Any) -> SearchConfig:
     task_list = build_tasks(model, config.sparsity, config.tasks, structure=config.structure,
                             **protocol)
     check_tasks(task_list, config.compare)
-    if config.task_combine == "worst" and len({t.weight for t in task_list}) > 1:
-        raise ConfigError("--task-combine worst takes the worst task's ratio, so task weights do "
-                          "not apply: leave them out, or combine by the mean")
+    check_task_combine(task_list, config.task_combine, flag_name)
     task_list = [t.located() for t in task_list]
     cache = None if config.cache_dir is None else str(user_path(config.cache_dir).resolve())
     return replace(config, task_list=tuple(task_list), cache_dir=cache)

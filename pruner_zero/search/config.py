@@ -84,6 +84,8 @@ class SearchConfig(SearchOptions):
         if SPARSEGPT in bases and self.compare != "row":
             raise ConfigError(f"sparsegpt selects its own masks: it cannot be a baseline with "
                               f"{name('compare')} {self.compare}")
+        if self.task_list is not None:
+            check_task_combine(self.task_list, fitness.task_combine, name)
         recipe = self.recipe()
         return replace(self, seed_metrics=seeds, baselines=bases, **_fields_of(fitness),
                        allocation=recipe.allocation, update=recipe.update or "none",
@@ -200,6 +202,14 @@ def require_ray(workers: int, address: str | None) -> None:
 _KEYS = {"fitness_windows": "fitness.fitness_windows", "race_factor": "fitness.race_factor",
          "race_chunk": "fitness.race_chunk", "canonical_cache": "fitness.canonical_cache",
          "fingerprint_cache": "fitness.fingerprint_cache", "task_combine": "fitness.task_combine"}
+
+
+def check_task_combine(tasks: Any, combine: str, name: Callable[[str], str]) -> None:
+    """The worst task's ratio has no use for task weights: unequal ones are refused, not
+    ignored."""
+    if combine == "worst" and len({t.weight for t in tasks}) > 1:
+        raise ConfigError(f"{name('task_combine')} worst takes the worst task's ratio, so task "
+                          "weights do not apply: leave them out, or combine by the mean")
 
 
 def config_key(name: str) -> str:

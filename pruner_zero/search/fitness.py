@@ -38,11 +38,11 @@ from .layout import INVALID, OK, STOPPED
 MASK_MEMO_BYTES = 1 << 30
 """Packed masks (1 bit per weight) kept between a candidate's fingerprint and its evaluation:
 about 75 candidates of a 135M model, one of a 7B model."""
-KEPT_MEMO_BYTES = 4 << 30
-"""Weights an update's walk kept (``PackedMasks.kept``), held beside those masks so a candidate
+WALKED_MEMO_BYTES = 4 << 30
+"""Weights an update's walk left (``PackedMasks.walked``), held beside those masks so a candidate
 under the sweep walks the blocks once, not once for its fingerprint and again to be measured:
-about 20 candidates of a 135M model at 50%. Beyond it the oldest give their weights up (their
-masks stay) and are rebuilt by a walk under their masks, the same model bit for bit."""
+about 20 candidates of a 135M model at 50%, per task. Beyond it the oldest give their weights up
+(their masks stay) and are rebuilt by a walk under their masks, the same model bit for bit."""
 
 
 @dataclass
@@ -95,8 +95,9 @@ class FitnessEvaluator:
         # formula -> its packed masks, from fingerprint(), until evaluate prunes with them
         self._masks: OrderedDict[str, PackedMasks] = OrderedDict()
         self._mask_bytes = 0
-        self._kept_bytes = 0
-        self.keep_masks = True  # off when workers measure: nothing here would prune with them
+        self._walked_bytes = 0
+        # off when workers measure (MultiTaskEvaluator.pool): nothing here would prune with them
+        self.memoize_masks = True
 
     # -- public --------------------------------------------------------------------------
     def evaluate(self, tree, race_bound: float | None = None, key: str | None = None) -> Evaluation:
@@ -182,7 +183,8 @@ class FitnessEvaluator:
         fp = self._fingerprints.get(formula)
         if fp is None:
             try:
-                masks = self.engine_for(tree).packed_masks(tree, formula)
+                masks = self.engine_for(tree).packed_masks(tree, formula,
+                                                           walked=self.memoize_masks)
             except (MetricError, RuntimeError, ValueError) as exc:
                 return exc
             fp = self._fingerprints[formula] = masks.fingerprint + masks_suffix(tree)
@@ -192,25 +194,36 @@ class FitnessEvaluator:
     def _remember(self, formula: str, masks: PackedMasks) -> None:
         """Keep a candidate's masks for its coming evaluation (a search fingerprints every
         offspring of a generation first): the most recent ones within ``MASK_MEMO_BYTES``."""
-        if not self.keep_masks or masks.nbytes > MASK_MEMO_BYTES:
+        if not self.memoize_masks or masks.mask_nbytes > MASK_MEMO_BYTES:
             return
-        if masks.kept_nbytes > KEPT_MEMO_BYTES:
-            masks = masks.without_kept()
+        if masks.walked_nbytes > WALKED_MEMO_BYTES:
+            masks = masks.without_walked()
         self._masks[formula] = masks
-        self._mask_bytes += masks.nbytes
-        self._kept_bytes += masks.kept_nbytes
+        self._mask_bytes += masks.mask_nbytes
+        self._walked_bytes += masks.walked_nbytes
         while self._mask_bytes > MASK_MEMO_BYTES:
             self._forget(self._masks.popitem(last=False)[1])
-        for older, kept in list(self._masks.items()):  # oldest first
-            if self._kept_bytes <= KEPT_MEMO_BYTES:
+        for older, held in list(self._masks.items()):  # oldest first
+            if self._walked_bytes <= WALKED_MEMO_BYTES:
                 break
-            if kept.kept is not None:
-                self._kept_bytes -= kept.kept_nbytes
-                self._masks[older] = kept.without_kept()
+            if held.walked is not None:
+                self._walked_bytes -= held.walked_nbytes
+                self._masks[older] = held.without_walked()
 
     def _forget(self, masks: PackedMasks) -> None:
-        self._mask_bytes -= masks.nbytes
-        self._kept_bytes -= masks.kept_nbytes
+        self._mask_bytes -= masks.mask_nbytes
+        self._walked_bytes -= masks.walked_nbytes
+
+    def _drop(self, formula: str) -> None:
+        """A candidate's kept masks, no longer wanted (a cache served it)."""
+        masks = self._masks.pop(formula, None)
+        if masks is not None:
+            self._forget(masks)
+
+    def drop_memo(self) -> None:
+        """Every kept mask and walked weight let go."""
+        self._masks.clear()
+        self._mask_bytes = self._walked_bytes = 0
 
     def _prune(self, tree, formula: str) -> str:
         """Prune with the masks kept from the fingerprint (the same ones, not scored again), or
@@ -303,12 +316,16 @@ class FitnessEvaluator:
                    race_bound: float | None) -> Evaluation | None:
         """The stored result of an equal metric with the same masks (checked, since float
         rounding can break ties differently), else of identical masks, else None: either is
-        exactly what measuring would give."""
+        exactly what measuring would give. A hit lets the candidate's kept masks go."""
         stored = self.by_key.get(key) if self.use_canonical else None
         if stored is not None and stored["fingerprint"] == fp:
             self.counts["canonical"] += 1
+            self._drop(formula)
             return self._reuse(stored, formula, key, "canonical", started, race_bound)
-        return self._fingerprint_hit(fp, formula, key, started, race_bound)
+        hit = self._fingerprint_hit(fp, formula, key, started, race_bound)
+        if hit is not None:
+            self._drop(formula)
+        return hit
 
     def _fingerprint_hit(self, fp: str | None, formula: str, key: str, started: float,
                          race_bound: float | None) -> Evaluation | None:

@@ -16,6 +16,7 @@ from ..tasks import task_fitness
 from .candidate import candidate_key, candidate_text
 from .fitness import Evaluation, FitnessEvaluator
 from .layout import INVALID, OK
+from .options import TASK_COMBINES
 
 
 class MultiTaskEvaluator:
@@ -36,7 +37,9 @@ class MultiTaskEvaluator:
             raise ValueError("one name, evaluator, reference and weight per task")
         self.names, self.evaluators = list(names), list(evaluators)
         self.references, self.weights = list(references), list(weights)
-        self.combine = combine  # tasks.task_fitness: "mean" or "worst"
+        if combine not in TASK_COMBINES:
+            raise ValueError(f"tasks combine by mean or worst, not {combine!r}")
+        self.combine = combine  # tasks.task_fitness
         self.race_factor = evaluators[0].race_factor
         self.start_rows = list(start_rows or [])  # baselines on the fitness windows, for a resume
         self.pool = pool  # a WorkerPool: evaluate_many's measurements are made there (None: here)
@@ -51,7 +54,9 @@ class MultiTaskEvaluator:
     def pool(self, pool: Any) -> None:
         self._pool = pool
         for ev in self.evaluators:  # the workers prune for themselves: masks kept here for that
-            ev.keep_masks = pool is None  # would only hold memory
+            ev.memoize_masks = pool is None  # would only hold memory
+            if pool is not None:
+                ev.drop_memo()
 
     def evaluate(self, tree, race_bound: float | None = None) -> Evaluation:
         started = time.perf_counter()

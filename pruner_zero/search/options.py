@@ -21,11 +21,11 @@ DEFAULT_REFERENCE = "wanda"
 DEFAULT_CONFIRM_SEEDS = 3
 DEFAULT_CONFIRM_WINDOWS = 64
 DEFAULT_REPORT_WINDOWS = 128
+"""The tail's window budgets (spread evenly over the split): see experiments/README.md, "the
+tail of a search", for the windows-vs-seed-spread trade-off they rest on."""
 TASK_COMBINES = ("mean", "worst")
 """How a search folds its tasks' ratios into one fitness: their weighted geometric mean, or the
 worst task's (a metric that must beat the reference on every task, not on average)."""
-"""The tail's window budgets (spread evenly over the split): see experiments/README.md, "the
-tail of a search", for the windows-vs-seed-spread trade-off they rest on."""
 MAX_SEEDS = 100  # calibration seeds of a confirmation or a comparison: each is a full measurement
 
 FREE_ON_RESUME = ("out", "resume", "progress", "log", "workers", "ray_address", "worker_cpus",
@@ -156,8 +156,8 @@ class SearchOptions:
                        "over --confirm-seeds calibration seeds; the lowest mean is the best "
                        "metric (default 5)", type=int))
     reference: str = field(default=DEFAULT_REFERENCE, metadata=_flag(
-        "--reference", "fitness = weighted geometric mean over tasks of ppl / ppl(reference) "
-                       "(default wanda)"))
+        "--reference", "fitness = weighted geometric mean over tasks of ppl / ppl(reference), "
+                       "or the worst task's with --task-combine worst (default wanda)"))
     baselines: str | Sequence[str] | None = field(default=DEFAULT_BASELINES, metadata=_flag(
         "--baselines", "metrics measured on every task at the start and the end, beside the "
                        "best, under the same recipe (default magnitude,wanda,gblm,pruner-zero; "

@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Selection:
-    """A metric's selection score: per calibration seed, the weighted geometric mean over tasks
-    of ppl / ppl(reference) on the selection split; its mean and sample std."""
+    """A metric's selection score: per calibration seed, the tasks' ppl / ppl(reference) on the
+    selection split combined as the fitness combines them; its mean and sample std."""
 
     score: float
     std: float
