@@ -6,12 +6,20 @@
 # under the sweep with blocks ranked over all their rows (--compare layer); then sparsegpt and
 # wanda (SparseGPT chooses its own masks, so `compare` refuses --compare layer with it).
 #   experiments/sweep_carry.sh wiki|code|real [RECIPE.json]
+# SHAPE=0.5 or SHAPE=2:4 measures another sparsity or an N:M structure (default 0.7); under N:M the
+# groups are the blocks, so the sweep rows drop --compare layer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared}
 WHICH=${1:-wiki}
 RECIPE=${2:-experiments/results/sweep/search-wiki/best_metric.json}
+SHAPE=${SHAPE:-0.7}
 OUT=experiments/results/sweep/carry-$WHICH
+if [ "$SHAPE" != 0.7 ]; then OUT="$OUT-${SHAPE/:/of}"; fi
+case "$SHAPE" in
+  *:*) SHAPED=(--structure "$SHAPE"); RANK=(); SWEPT=sweep ;;
+  *) SHAPED=(--sparsity "$SHAPE"); RANK=(--compare layer); SWEPT=sweep-layer ;;
+esac
 METRICS=${METRICS:-$RECIPE;mul(sqr(W), H);gblm}
 case "$WHICH" in
   wiki) MODEL=(--model "$SHARED/models/wiki-llama-5m" --data-dir "$SHARED/data/wikitext-2"
@@ -22,12 +30,12 @@ case "$WHICH" in
                --data-dir "$SHARED/data/wikitext-2" --eval-windows 32) ;;
   *) echo "usage: $0 wiki|code|real [RECIPE.json]" >&2; exit 2 ;;
 esac
-COMMON=(--calib-split valid --nsamples 32 --seqlen 256 --seed 0 --device cpu --sparsity 0.7
+COMMON=(--calib-split valid --nsamples 32 --seqlen 256 --seed 0 --device cpu "${SHAPED[@]}"
         --seeds 3 --quiet)
 IFS=';' read -r -a LIST <<< "$METRICS"
 JOINED=$(printf '%s,' "${LIST[@]}")
-.venv/bin/pruner-zero compare "${MODEL[@]}" "${COMMON[@]}" --out "$OUT/sweep-layer" \
-    --metrics "${JOINED%,}" --update sweep --compare layer
+.venv/bin/pruner-zero compare "${MODEL[@]}" "${COMMON[@]}" --out "$OUT/$SWEPT" \
+    --metrics "${JOINED%,}" --update sweep "${RANK[@]}"
 if [ -z "${SKIP_SPARSEGPT:-}" ]; then
   .venv/bin/pruner-zero compare "${MODEL[@]}" "${COMMON[@]}" --out "$OUT/sparsegpt" \
       --metrics sparsegpt,wanda
