@@ -56,7 +56,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-search", action="store_true")
     p.add_argument("--search-only", action="store_true", help="only the fixed-search figures")
-    p.add_argument("--update", default="none", choices=["none", "obs"],
+    p.add_argument("--update", default="none", choices=["none", "obs", "sweep"],
                    help="obs: every candidate's kept weights rebuilt under its masks (the "
                         "recipe's update; a Hessian per layer, the blocks walked)")
     p.add_argument("--out", default=None, help="write the figures as JSON here")
@@ -135,11 +135,11 @@ def main() -> None:
 
     figures["update"] = a.update
     engine = None
-    if a.update == "obs":
+    if a.update != "none":
         from pruner_zero.engine import Engine
 
         engine = Engine(bench.model, bench.linears, bench.stats, structure, calib=bench.calib,
-                        keep="copy", update="obs")
+                        keep="copy", update=a.update)
     ev = FitnessEvaluator(bench, structure, fitness_windows=a.windows, canonical_cache=False,
                           fingerprint_cache=False, engine=engine)
     cand, invalid = [], 0
@@ -163,6 +163,24 @@ def main() -> None:
         sync(a.device)
         if r.status == "ok":
             in_loop.append(time.perf_counter() - t)
+    if a.update == "sweep":  # the same, walking again to measure (before the walked weights
+        from pruner_zero.search import fitness  # were kept from the fingerprint's walk)
+
+        kept, fitness.WALKED_MEMO_BYTES = fitness.WALKED_MEMO_BYTES, 0
+        rewalk = FitnessEvaluator(bench, structure, fitness_windows=a.windows,
+                                  canonical_cache=False, fingerprint_cache=False,
+                                  windows=ev.windows, engine=engine)
+        walked_twice = []
+        for tree in random_metrics(a.candidates, a.seed):
+            sync(a.device)
+            t = time.perf_counter()
+            rewalk.fingerprint(tree)
+            r = rewalk.evaluate(tree)
+            sync(a.device)
+            if r.status == "ok":
+                walked_twice.append(time.perf_counter() - t)
+        fitness.WALKED_MEMO_BYTES = kept
+        figures["loop_walked_twice_s"] = statistics.median(walked_twice)
     figures["candidate_s"] = statistics.median(cand)
     figures["loop_candidate_s"] = statistics.median(in_loop)
     figures["candidates_timed"] = len(cand)
@@ -176,7 +194,7 @@ def main() -> None:
     # layer (and fingerprint it), then restore the dense weights
     from pruner_zero.engine import Engine, undo_kind
 
-    engine = ev.engine if a.update == "obs" else \
+    engine = ev.engine if a.update != "none" else \
         Engine(bench.model, bench.linears, bench.stats, structure, keep=undo_kind(bench.linears))
     prune_s, restore_s = [], []
     for tree in random_metrics(a.candidates, a.seed):

@@ -10,7 +10,7 @@
 # the sweep: RECIPE_SPACE=uniform/sweep SPACE=obs SEED_METRICS='mul(sqr(W), H),wanda,gblm'.
 # COMPARE=layer ranks each block over all its rows, as SparseGPT does (a search refuses the
 # sparsegpt baseline then: BASELINES=wanda,gblm, and sparsegpt measured by recipe_carry.sh).
-# NSAMPLES (default 32) and POLISH (default 3): a cheaper calibration for a search on SmolLM2,
+# NSAMPLES (default 32), POLISH (default 3), FINAL_TOP (default 3): a cheaper search on SmolLM2,
 # whose recipe is then measured with the 32-sample protocol (sweep_carry.sh).
 # Every candidate walks the blocks (a Hessian per layer and the OBS solve): a 5M model costs
 # seconds a candidate here, SmolLM2 minutes (see experiments/README.md).
@@ -48,5 +48,5 @@ esac
     --seed 0 --device cpu --sparsity 0.7 --space "$SPACE" --seed-metrics "$SEED_METRICS" \
     "${RECIPE[@]}" \
     --generations "$GENERATIONS" --population "$POPULATION" --gp-seed "$SEED" --polish "$POLISH" "${WINDOWS[@]}" \
-    --compare "$COMPARE" --final-top 3 --confirm-seeds 3 --baselines "$BASELINES" --quiet --out "$OUT"
+    --compare "$COMPARE" --final-top "${FINAL_TOP:-3}" --confirm-seeds 3 --baselines "$BASELINES" --quiet --out "$OUT"
 cat "$OUT/best_metric.txt"
