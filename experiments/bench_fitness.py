@@ -164,9 +164,9 @@ def main() -> None:
         if r.status == "ok":
             in_loop.append(time.perf_counter() - t)
     if a.update == "sweep":  # the same, walking again to measure (before the walked weights
-        from pruner_zero.search import fitness  # were kept from the fingerprint's walk)
+        from pruner_zero.search import memo  # were kept from the fingerprint's walk)
 
-        kept, fitness.WALKED_MEMO_BYTES = fitness.WALKED_MEMO_BYTES, 0
+        kept, memo.WALKED_MEMO_BYTES = memo.WALKED_MEMO_BYTES, 0
         rewalk = FitnessEvaluator(bench, structure, fitness_windows=a.windows,
                                   canonical_cache=False, fingerprint_cache=False,
                                   windows=ev.windows, engine=engine)
@@ -179,7 +179,7 @@ def main() -> None:
             sync(a.device)
             if r.status == "ok":
                 walked_twice.append(time.perf_counter() - t)
-        fitness.WALKED_MEMO_BYTES = kept
+        memo.WALKED_MEMO_BYTES = kept
         figures["loop_walked_twice_s"] = statistics.median(walked_twice)
     figures["candidate_s"] = statistics.median(cand)
     figures["loop_candidate_s"] = statistics.median(in_loop)

@@ -23,9 +23,9 @@ from .files import atomic_write_text, atomic_write_with, check_writable_dir
 from .search.layout import (BASELINES, BEST_TXT, CONFIG, EVALUATIONS, HALL_OF_FAME, HISTORY)
 from .spread import grouped
 
-FITNESS_MEANING = {"mean": "fitness = weighted geo-mean over tasks of ppl / ppl({ref})  "
-                           "(lower is better)",
-                   "worst": "fitness = the worst task's ppl / ppl({ref})  (lower is better)"}
+FITNESS_MEANING = {
+    "mean": "fitness = weighted geo-mean over tasks of ppl / ppl({ref})  (lower is better)",
+    "worst": "fitness = the worst task's ppl / ppl({ref})  (lower is better)"}
 _TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?")
 
 
@@ -79,11 +79,6 @@ def formula_size(formula: str) -> int:
     return len(_TOKEN.findall(formula))
 
 
-def _task_weights(config: dict[str, Any]) -> dict[str, float]:
-    return {t["name"]: _float(t.get("weight", 1.0)) for t in config.get("tasks") or []
-            if isinstance(t, dict) and "name" in t}
-
-
 # ----------------------------------------------------------------------------- computing
 def baseline_fitness(rows: Iterable[dict[str, Any]], reference: str,
                      weights: dict[str, float] | None = None,
@@ -92,9 +87,8 @@ def baseline_fitness(rows: Iterable[dict[str, Any]], reference: str,
 
     Uses the `phase` rows of baselines.csv (ppl averaged over repeated rows of a metric and task),
     over the tasks the reference was measured on; a task without weight counts 1. A metric missing
-    one of those tasks is left out, since its value would not be comparable. ``combine`` as the
-    run's fitness (config.json's fitness.task_combine): "mean" or "worst" (the largest ratio).
-    """
+    one of those tasks is left out, since its value would not be comparable. ``combine``: as the
+    run's fitness.task_combine, "mean" or "worst" (the largest ratio)."""
     ppl: dict[tuple[str, str], list[float]] = {}
     for r in rows:
         if r.get("phase", phase) == phase:
@@ -108,15 +102,11 @@ def baseline_fitness(rows: Iterable[dict[str, Any]], reference: str,
     for metric in sorted({m for m, _ in mean}):
         if any((metric, t) not in mean for t in tasks):
             continue
-        ratios = {t: mean[(metric, t)] / mean[(reference, t)] for t in tasks}
-        if metric == reference:
-            out[metric] = 1.0
-        elif combine == "worst":
-            out[metric] = max(ratios.values())
-        else:
-            total = sum(weights.get(t, 1.0) for t in tasks)
-            out[metric] = math.exp(sum(weights.get(t, 1.0) * (math.log(r) if r > 0 else -math.inf)
-                                       for t, r in ratios.items()) / total)
+        ratios = [mean[(metric, t)] / mean[(reference, t)] for t in tasks]
+        logs = [weights.get(t, 1.0) * (math.log(r) if r > 0 else -math.inf)
+                for t, r in zip(tasks, ratios)]
+        out[metric] = 1.0 if metric == reference else max(ratios) if combine == "worst" else \
+            math.exp(sum(logs) / sum(weights.get(t, 1.0) for t in tasks))
     return out
 
 
@@ -331,14 +321,15 @@ def _read_run(run_dir: Path, out_dir: Path) -> _Run:
     except (OSError, ValueError, RecursionError):
         config = {}
     reference = str(config.get("reference") or "wanda")
-    fitness = config.get("fitness")
-    combine = fitness.get("task_combine") if isinstance(fitness, dict) else None
+    fitness = config.get("fitness") if isinstance(config.get("fitness"), dict) else {}
+    combine = fitness.get("task_combine")
     combine = combine if combine in FITNESS_MEANING else "mean"
     baselines = _read_csv(run_dir / BASELINES)
     base: dict[str, float] = {}
     try:
-        base = baseline_fitness(baselines or [], reference, _task_weights(config),
-                                combine=combine)
+        weights = {t["name"]: _float(t.get("weight", 1.0)) for t in config.get("tasks") or []
+                   if isinstance(t, dict) and "name" in t}
+        base = baseline_fitness(baselines or [], reference, weights, combine=combine)
     except DAMAGE:
         pass  # the baselines section says what is wrong
     return _Run(run_dir, out_dir, config, reference, _read_csv(run_dir / HISTORY),

@@ -129,7 +129,7 @@ FLOORS = {
         "sparsegpt", "zeroshot"],
     3: ["engine", "workbench", "tasks", "methods", "measure", "pruning"],
     4: ["search.config", "search.stored", "search.operators", "search.candidate", "search.checkpoint", "search.rundir", "search.loop",
-        "search.fitness", "search.multitask", "search.evaluators", "search.workers",
+        "search.memo", "search.fitness", "search.multitask", "search.evaluators", "search.workers",
         "search.api"],
     5: ["report", "compare"],
     6: ["", "__main__", "cli", "cli.common", "cli.prune", "cli.search", "cli.compare",

@@ -84,11 +84,11 @@ def test_fingerprint_before_evaluate_resolves_rank_equivalents_without_scoring(t
     assert ev.fingerprint(parse_formula("W")) == ev.fingerprint(parse_formula("sqrt(W)"))
     assert ev.fingerprint(parse_formula("sub(W, W)")) is None  # constant: no valid masks
     first = ev.evaluate(parse_formula("W"))
-    assert list(ev._masks) == ["sqrt(W)"]  # kept for its evaluation
+    assert list(ev.memo.held) == ["sqrt(W)"]  # kept for its evaluation
     second = ev.evaluate(parse_formula("sqrt(W)"))
     assert first.cached is None and second.cached == "fingerprint"
     assert second.fitness == first.fitness
-    assert not ev._masks and ev._mask_bytes == 0  # served by the cache: its masks let go
+    assert not ev.memo.held and ev.memo.mask_bytes == 0  # served by the cache: its masks let go
 
 
 def test_a_fingerprinted_candidate_is_evaluated_without_scoring_again(tiny_dir, monkeypatch):
@@ -96,7 +96,7 @@ def test_a_fingerprinted_candidate_is_evaluated_without_scoring_again(tiny_dir, 
     the masks kept from the fingerprint (the metric is scored once), gives what a fresh
     evaluator gives, and with no room to keep them scores again, with the same result."""
     from pruner_zero import engine as engine_mod
-    from pruner_zero.search import fitness
+    from pruner_zero.search import memo
     from pruner_zero.search.fitness import FitnessEvaluator
     from pruner_zero.workbench import Protocol, Workbench
 
@@ -115,12 +115,12 @@ def test_a_fingerprinted_candidate_is_evaluated_without_scoring_again(tiny_dir, 
     ev = FitnessEvaluator(bench, Structure(0.5), fitness_windows=4)
     ev.fingerprint(tree)
     result = ev.evaluate(tree)
-    assert len(scored) == layers and result.fitness == fresh.fitness and not ev._masks
-    monkeypatch.setattr(fitness, "MASK_MEMO_BYTES", 1)  # no room: scored again
+    assert len(scored) == layers and result.fitness == fresh.fitness and not ev.memo.held
+    monkeypatch.setattr(memo, "MASK_MEMO_BYTES", 1)  # no room: scored again
     scored.clear()
     tight = FitnessEvaluator(bench, Structure(0.5), fitness_windows=4)
     tight.fingerprint(tree)
-    assert not tight._masks
+    assert not tight.memo.held
     assert tight.evaluate(tree).fitness == fresh.fitness and len(scored) == 2 * layers
 
 
@@ -234,55 +234,53 @@ def test_with_workers_no_masks_are_kept_for_an_evaluation_here(tiny_dir):
                                [100.0], [1.0])
     task = multi.evaluators[0]
     task.fingerprint(parse_formula("mul(W, X)"))
-    assert len(task._masks) == 1
+    assert len(task.memo.held) == 1
     multi.pool = InProcessPool(multi)  # those kept before are let go too
     task.fingerprint(parse_formula("mul(W, G)"))
-    assert not task._masks and task._mask_bytes == 0
+    assert not task.memo.held and task.memo.mask_bytes == 0
     multi.pool = None
     task.fingerprint(parse_formula("mul(W, sqrt(X))"))
-    assert list(task._masks) == ["mul(W, sqrt(X))"]
+    assert list(task.memo.held) == ["mul(W, sqrt(X))"]
 
 
-def test_walked_weights_are_given_up_oldest_first_and_the_byte_counts_stay_exact(tiny_dir,
-                                                                                 monkeypatch):
+def test_walked_weights_are_given_up_oldest_first_and_the_byte_counts_stay_exact(monkeypatch):
     """Within WALKED_MEMO_BYTES the oldest candidates give up their walked weights first (their
     masks stay); a candidate popped for its masks' budget, pruned, or served by a cache leaves
     both byte counts exact."""
     import torch
 
     from pruner_zero.masks import PackedMasks
-    from pruner_zero.search import fitness
-    from pruner_zero.search.fitness import FitnessEvaluator
-    from pruner_zero.workbench import Protocol, Workbench
+    from pruner_zero.search import memo
+    from pruner_zero.search.memo import MaskMemo
 
-    bench = Workbench(Protocol(model=str(tiny_dir / "tiny-llama"), data_dir=str(tiny_dir / "data"),
-                               nsamples=2, seqlen=16, device="cpu", batch_size=2),
-                      progress=False, log=lambda m: None)
-    ev = FitnessEvaluator(bench, Structure(0.5), fitness_windows=8)
+    held = MaskMemo()
 
     def masks(i):  # 10 bytes of masks, 40 bytes of walked weights
         return PackedMasks(f"fp{i}", {"l": (torch.zeros(10, dtype=torch.uint8), torch.Size([80]))},
                            {"l": torch.zeros(10)})
 
     def check():
-        assert ev._mask_bytes == sum(m.mask_nbytes for m in ev._masks.values())
-        assert ev._walked_bytes == sum(m.walked_nbytes for m in ev._masks.values())
+        assert held.mask_bytes == sum(m.mask_nbytes for m in held.held.values())
+        assert held.walked_bytes == sum(m.walked_nbytes for m in held.held.values())
 
-    monkeypatch.setattr(fitness, "WALKED_MEMO_BYTES", 100)
-    monkeypatch.setattr(fitness, "MASK_MEMO_BYTES", 40)
+    monkeypatch.setattr(memo, "WALKED_MEMO_BYTES", 100)
+    monkeypatch.setattr(memo, "MASK_MEMO_BYTES", 40)
     for i in range(4):
-        ev._remember(f"f{i}", masks(i))
+        held.remember(f"f{i}", masks(i))
         check()
     # 4 x 10 mask bytes fit; 4 x 40 walked bytes do not: the two oldest gave theirs up
-    assert [m.walked is not None for m in ev._masks.values()] == [False, False, True, True]
-    ev._remember("f4", masks(4))  # over the masks' budget: the oldest goes
+    assert [m.walked is not None for m in held.held.values()] == [False, False, True, True]
+    held.remember("f4", masks(4))  # over the masks' budget: the oldest goes
     check()
-    assert list(ev._masks) == ["f1", "f2", "f3", "f4"]
-    assert [m.walked is not None for m in ev._masks.values()] == [False, False, True, True]
-    ev._drop("f3")
+    assert list(held.held) == ["f1", "f2", "f3", "f4"]
+    assert [m.walked is not None for m in held.held.values()] == [False, False, True, True]
+    assert held.pop("f3").walked is not None and held.pop("f3") is None
     check()
-    ev.drop_memo()
-    assert not ev._masks and ev._mask_bytes == ev._walked_bytes == 0
+    held.clear()
+    assert not held.held and held.mask_bytes == held.walked_bytes == 0
+    held.on = False
+    held.remember("f5", masks(5))
+    assert not held.held
 
 
 def test_a_wrong_prefetch_is_dropped_and_changes_nothing(tiny_dir):

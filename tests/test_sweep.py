@@ -201,7 +201,7 @@ def test_a_sweep_candidate_walks_once_from_its_fingerprint_to_its_fitness(tiny_d
     from pruner_zero import engine as engine_mod
     from pruner_zero.engine import Engine
     from pruner_zero.metric.io import parse_formula
-    from pruner_zero.search import fitness
+    from pruner_zero.search import memo
     from pruner_zero.search.fitness import FitnessEvaluator
     from pruner_zero.workbench import Protocol, Workbench
 
@@ -219,11 +219,11 @@ def test_a_sweep_candidate_walks_once_from_its_fingerprint_to_its_fitness(tiny_d
         return FitnessEvaluator(bench, Structure(0.5), fitness_windows=4, engine=engine)
 
     fresh = evaluator().evaluate(tree)
-    for room, expected in ((fitness.WALKED_MEMO_BYTES, 1), (0, 2)):
-        monkeypatch.setattr(fitness, "WALKED_MEMO_BYTES", room)
+    for room, expected in ((memo.WALKED_MEMO_BYTES, 1), (0, 2)):
+        monkeypatch.setattr(memo, "WALKED_MEMO_BYTES", room)
         walks.clear()
         ev = evaluator()
         ev.fingerprint(tree)
         result = ev.evaluate(tree)
         assert len(walks) == expected and result.fitness == fresh.fitness
-        assert ev._walked_bytes == 0 and not ev._masks
+        assert ev.memo.walked_bytes == 0 and not ev.memo.held

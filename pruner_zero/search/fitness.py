@@ -21,29 +21,19 @@ from __future__ import annotations
 
 import math
 import time
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import torch
 
-from ..engine import Engine, PackedMasks, undo_kind
+from ..engine import Engine, undo_kind
 from ..errors import MetricError
 from ..evaluate import perplexity
 from ..masks import Structure
 from ..recipe import Recipe
 from .candidate import candidate_key, candidate_text, masks_suffix, parse_candidate, recipe_of
 from .layout import INVALID, OK, STOPPED
-
-MASK_MEMO_BYTES = 1 << 30
-"""Packed masks (1 bit per weight) kept between a candidate's fingerprint and its evaluation:
-about 75 candidates of a 135M model, one of a 7B model."""
-WALKED_MEMO_BYTES = 4 << 30
-"""Weights an update's walk left (``PackedMasks.walked``), held beside those masks so a candidate
-under the sweep walks the blocks once, not once for its fingerprint and again to be measured:
-about 20 candidates of a 135M model at 50%, per task. Beyond it the oldest give their weights up
-(their masks stay) and are rebuilt by a walk under their masks, the same model bit for bit."""
-
+from .memo import MaskMemo
 
 @dataclass
 class Evaluation:
@@ -92,12 +82,7 @@ class FitnessEvaluator:
         self.counts = {"evaluated": 0, "canonical": 0, "fingerprint": 0, STOPPED: 0, INVALID: 0}
         self.remeasured = 0  # worker measurements of other masks, measured again here
         self._fingerprints: dict[str, str] = {}  # formula -> fingerprint, from fingerprint()
-        # formula -> its packed masks, from fingerprint(), until evaluate prunes with them
-        self._masks: OrderedDict[str, PackedMasks] = OrderedDict()
-        self._mask_bytes = 0
-        self._walked_bytes = 0
-        # off when workers measure (MultiTaskEvaluator.pool): nothing here would prune with them
-        self.memoize_masks = True
+        self.memo = MaskMemo()  # masks from fingerprint(), until evaluate prunes with them
 
     # -- public --------------------------------------------------------------------------
     def evaluate(self, tree, race_bound: float | None = None, key: str | None = None) -> Evaluation:
@@ -183,56 +168,20 @@ class FitnessEvaluator:
         fp = self._fingerprints.get(formula)
         if fp is None:
             try:
-                masks = self.engine_for(tree).packed_masks(tree, formula,
-                                                           walked=self.memoize_masks)
+                masks = self.engine_for(tree).packed_masks(tree, formula, walked=self.memo.on)
             except (MetricError, RuntimeError, ValueError) as exc:
                 return exc
             fp = self._fingerprints[formula] = masks.fingerprint + masks_suffix(tree)
-            self._remember(formula, masks)
+            self.memo.remember(formula, masks)
         return fp
-
-    def _remember(self, formula: str, masks: PackedMasks) -> None:
-        """Keep a candidate's masks for its coming evaluation (a search fingerprints every
-        offspring of a generation first): the most recent ones within ``MASK_MEMO_BYTES``."""
-        if not self.memoize_masks or masks.mask_nbytes > MASK_MEMO_BYTES:
-            return
-        if masks.walked_nbytes > WALKED_MEMO_BYTES:
-            masks = masks.without_walked()
-        self._masks[formula] = masks
-        self._mask_bytes += masks.mask_nbytes
-        self._walked_bytes += masks.walked_nbytes
-        while self._mask_bytes > MASK_MEMO_BYTES:
-            self._forget(self._masks.popitem(last=False)[1])
-        for older, held in list(self._masks.items()):  # oldest first
-            if self._walked_bytes <= WALKED_MEMO_BYTES:
-                break
-            if held.walked is not None:
-                self._walked_bytes -= held.walked_nbytes
-                self._masks[older] = held.without_walked()
-
-    def _forget(self, masks: PackedMasks) -> None:
-        self._mask_bytes -= masks.mask_nbytes
-        self._walked_bytes -= masks.walked_nbytes
-
-    def _drop(self, formula: str) -> None:
-        """A candidate's kept masks, no longer wanted (a cache served it)."""
-        masks = self._masks.pop(formula, None)
-        if masks is not None:
-            self._forget(masks)
-
-    def drop_memo(self) -> None:
-        """Every kept mask and walked weight let go."""
-        self._masks.clear()
-        self._mask_bytes = self._walked_bytes = 0
 
     def _prune(self, tree, formula: str) -> str:
         """Prune with the masks kept from the fingerprint (the same ones, not scored again), or
         by scoring when they were not kept."""
-        masks = self._masks.pop(formula, None)
+        masks = self.memo.pop(formula)
         engine = self.engine_for(tree)
         if masks is None:
             return engine.prune(tree, formula) + masks_suffix(tree)
-        self._forget(masks)
         return engine.prune_with(masks) + masks_suffix(tree)
 
     def _to_measure(self, key: str, fp: str, pending) -> bool:
@@ -320,11 +269,11 @@ class FitnessEvaluator:
         stored = self.by_key.get(key) if self.use_canonical else None
         if stored is not None and stored["fingerprint"] == fp:
             self.counts["canonical"] += 1
-            self._drop(formula)
+            self.memo.pop(formula)
             return self._reuse(stored, formula, key, "canonical", started, race_bound)
         hit = self._fingerprint_hit(fp, formula, key, started, race_bound)
         if hit is not None:
-            self._drop(formula)
+            self.memo.pop(formula)
         return hit
 
     def _fingerprint_hit(self, fp: str | None, formula: str, key: str, started: float,

@@ -54,9 +54,9 @@ class MultiTaskEvaluator:
     def pool(self, pool: Any) -> None:
         self._pool = pool
         for ev in self.evaluators:  # the workers prune for themselves: masks kept here for that
-            ev.memoize_masks = pool is None  # would only hold memory
+            ev.memo.on = pool is None  # would only hold memory
             if pool is not None:
-                ev.drop_memo()
+                ev.memo.clear()
 
     def evaluate(self, tree, race_bound: float | None = None) -> Evaluation:
         started = time.perf_counter()
