@@ -126,11 +126,12 @@ def test_a_search_under_a_recipe_exports_it_and_prune_reproduces_its_number(tiny
     from conftest import checkpoint, protocol
 
     from pruner_zero.search.rundir import BASELINES, BEST_JSON, BEST_TXT, CONFIG
+    from pruner_zero.search.stored import CONFIG_VERSION
 
     out = tiny_dir / "runs" / "recipe"
     assert run_main(capsys, *_recipe_search(tiny_dir, out))[0] == 0
     config = json.loads((out / CONFIG).read_text())
-    assert config["version"] == 5 and config["recipe"]["update"] == "obs"
+    assert config["version"] == CONFIG_VERSION and config["recipe"]["update"] == "obs"
     assert config["recipe"]["allocation"]["kind"] == "owl"
     best = json.loads((out / BEST_JSON).read_text())
     assert best["update"] == "obs" and best["allocation"]["owl_lambda"] == 0.05
