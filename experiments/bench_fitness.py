@@ -151,36 +151,29 @@ def main() -> None:
             cand.append(r.seconds)
         else:
             invalid += 1
-    # as the GP loop meets a candidate: fingerprinted first (novelty), then evaluated
-    looped = FitnessEvaluator(bench, structure, fitness_windows=a.windows, canonical_cache=False,
-                              fingerprint_cache=False, windows=ev.windows, engine=engine)
-    in_loop = []
-    for tree in random_metrics(a.candidates, a.seed):
-        sync(a.device)
-        t = time.perf_counter()
-        looped.fingerprint(tree)
-        r = looped.evaluate(tree)
-        sync(a.device)
-        if r.status == "ok":
-            in_loop.append(time.perf_counter() - t)
+    def loop_seconds() -> list[float]:
+        """As the GP loop meets a candidate: fingerprinted first (novelty), then evaluated."""
+        looped = FitnessEvaluator(bench, structure, fitness_windows=a.windows,
+                                  canonical_cache=False, fingerprint_cache=False,
+                                  windows=ev.windows, engine=engine)
+        out = []
+        for tree in random_metrics(a.candidates, a.seed):
+            sync(a.device)
+            t = time.perf_counter()
+            looped.fingerprint(tree)
+            r = looped.evaluate(tree)
+            sync(a.device)
+            if r.status == "ok":
+                out.append(time.perf_counter() - t)
+        return out
+
+    in_loop = loop_seconds()
     if a.update == "sweep":  # the same, walking again to measure (before the walked weights
         from pruner_zero.search import memo  # were kept from the fingerprint's walk)
 
         kept, memo.WALKED_MEMO_BYTES = memo.WALKED_MEMO_BYTES, 0
-        rewalk = FitnessEvaluator(bench, structure, fitness_windows=a.windows,
-                                  canonical_cache=False, fingerprint_cache=False,
-                                  windows=ev.windows, engine=engine)
-        walked_twice = []
-        for tree in random_metrics(a.candidates, a.seed):
-            sync(a.device)
-            t = time.perf_counter()
-            rewalk.fingerprint(tree)
-            r = rewalk.evaluate(tree)
-            sync(a.device)
-            if r.status == "ok":
-                walked_twice.append(time.perf_counter() - t)
+        figures["loop_walked_twice_s"] = statistics.median(loop_seconds())
         memo.WALKED_MEMO_BYTES = kept
-        figures["loop_walked_twice_s"] = statistics.median(walked_twice)
     figures["candidate_s"] = statistics.median(cand)
     figures["loop_candidate_s"] = statistics.median(in_loop)
     figures["candidates_timed"] = len(cand)
