@@ -151,7 +151,7 @@ def main() -> None:
             cand.append(r.seconds)
         else:
             invalid += 1
-    def loop_seconds() -> list[float]:
+    def loop_seconds(engine) -> list[float]:
         """As the GP loop meets a candidate: fingerprinted first (novelty), then evaluated."""
         looped = FitnessEvaluator(bench, structure, fitness_windows=a.windows,
                                   canonical_cache=False, fingerprint_cache=False,
@@ -167,12 +167,12 @@ def main() -> None:
                 out.append(time.perf_counter() - t)
         return out
 
-    in_loop = loop_seconds()
+    in_loop = loop_seconds(engine)
     if a.update == "sweep":  # the same, walking again to measure (before the walked weights
         from pruner_zero.search import memo  # were kept from the fingerprint's walk)
 
         kept, memo.WALKED_MEMO_BYTES = memo.WALKED_MEMO_BYTES, 0
-        figures["loop_walked_twice_s"] = statistics.median(loop_seconds())
+        figures["loop_walked_twice_s"] = statistics.median(loop_seconds(engine))
         memo.WALKED_MEMO_BYTES = kept
     figures["candidate_s"] = statistics.median(cand)
     figures["loop_candidate_s"] = statistics.median(in_loop)
