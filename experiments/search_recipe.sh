@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue #20: a recipe searched at 70% unstructured: the metric with the recipe as part of the
+# Issue #20: a recipe searched at 70% unstructured (or SHAPE): the metric with the recipe as part of the
 # genome (RECIPE_SPACE, default uniform/none,uniform/obs,owl:5:0.04/obs), or under one recipe
 # (RECIPE_SPACE= ALLOCATION=... UPDATE=...), beside wanda, gblm (under the run's one recipe:
 # plain with a genome) and SparseGPT, all measured in the same run. Calibration `valid` 32 x 256 (seed 0); fitness and the choice of the best on
@@ -12,6 +12,8 @@
 # sparsegpt baseline then: BASELINES=wanda,gblm, and sparsegpt measured by recipe_carry.sh).
 # NSAMPLES (default 32), POLISH (default 3), FINAL_TOP (default 3): a cheaper search on SmolLM2,
 # whose recipe is then measured with the 32-sample protocol (sweep_carry.sh).
+# SHAPE (default 0.7) searches at another sparsity or an N:M structure (SHAPE=2:4; the groups
+# are then the blocks, so leave COMPARE at row).
 # Every candidate walks the blocks (a Hessian per layer and the OBS solve): a 5M model costs
 # seconds a candidate here, SmolLM2 minutes (see experiments/README.md).
 set -euo pipefail
@@ -29,6 +31,11 @@ BASELINES=${BASELINES:-wanda,gblm,sparsegpt}
 SEED_METRICS=${SEED_METRICS:-wanda,gblm}
 NSAMPLES=${NSAMPLES:-32}
 POLISH=${POLISH:-3}
+SHAPE=${SHAPE:-0.7}
+case "$SHAPE" in
+  *:*) SHAPED=(--structure "$SHAPE") ;;
+  *) SHAPED=(--sparsity "$SHAPE") ;;
+esac
 if [ -n "$RECIPE_SPACE" ]; then
   RECIPE=(--recipe-space "$RECIPE_SPACE")
 else
@@ -45,7 +52,7 @@ case "$WHICH" in
 esac
 /usr/bin/time -f "search wall %e s, max RSS %M KB" .venv/bin/pruner-zero search "${DATA[@]}" \
     --calib-split valid --fitness-split valid --report-split test --nsamples "$NSAMPLES" --seqlen 256 \
-    --seed 0 --device cpu --sparsity 0.7 --space "$SPACE" --seed-metrics "$SEED_METRICS" \
+    --seed 0 --device cpu "${SHAPED[@]}" --space "$SPACE" --seed-metrics "$SEED_METRICS" \
     "${RECIPE[@]}" \
     --generations "$GENERATIONS" --population "$POPULATION" --gp-seed "$SEED" --polish "$POLISH" "${WINDOWS[@]}" \
     --compare "$COMPARE" --final-top "${FINAL_TOP:-3}" --confirm-seeds 3 --baselines "$BASELINES" --quiet --out "$OUT"
