@@ -206,7 +206,11 @@ def test_cli_flags_map_to_fields_and_the_resume_rule_names_flags(tmp_path, capsy
     assert config.checked().fitness_windows is None
     for extra, named in ((["--no-cache"], "--no-cache"), (["--seed", "4"], "--seed"),
                          (["--no-canonical-cache", "--elite", "1"], "--elite, --no-canonical-cache"),
-                         (["--out", str(tmp_path)], "--out")):
+                         (["--out", str(tmp_path)], "--out"),
+                         # given at its default value: still given, the run's value would win
+                         (["--task-combine", "mean"], "--task-combine"),
+                         (["--population", str(args._search_parser.get_default("population"))],
+                          "--population"), (["--seed", "0", "--device", "cpu"], "--device, --seed")):
         code = main(["search", "--resume", str(tmp_path / "none"), "--quiet", *extra])
         err = capsys.readouterr().err
         assert code == 2 and f"--resume continues the run with the options in its config.json; " \

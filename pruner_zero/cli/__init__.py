@@ -47,7 +47,9 @@ def _terminate_like_interrupt():
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args._argv = argv[argv.index(args.command) + 1:]  # the command's own flags, as typed
     if sys.stdout is None:  # started with standard output closed: the result line would be lost
         _say("error: standard output is closed; the result line would be lost (redirect it to a "
              "file or /dev/null instead)")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ConfigError
-from ..search.options import SearchOptions, resume_refusal
+from ..search.options import FREE_ON_RESUME, SearchOptions, resume_refusal
 from .common import add_task_args, cache_from, finite_float, log, runtime_from, window_count
 
 
@@ -86,6 +86,31 @@ def cli_names(a: argparse.Namespace, parser: argparse.ArgumentParser) -> Callabl
     return names
 
 
+FIELD_OF_FLAG = {"quiet": "progress", "gp_seed": "seed", "seed": "calib_seed", "no_cache": "cache_dir"}
+"""The ``SearchConfig`` field a flag's destination sets, where the two names differ."""
+
+
+def given_flags(parser: argparse.ArgumentParser, argv: list[str]) -> dict[str, str]:
+    """The flags ``argv`` gives (destination -> flag), a value equal to its default included:
+    comparing the parsed values with the defaults cannot tell ``--task-combine mean`` from
+    nothing, and a resume would silently keep the run's ``worst``."""
+    unset = object()
+    seen = argparse.Namespace(**{act.dest: unset for act in parser._actions
+                                 if act.dest != argparse.SUPPRESS})
+    parser.parse_known_args(argv, seen)  # argparse fills no default into a name already there
+    flags = {act.dest: act.option_strings[-1] for act in parser._actions if act.option_strings}
+    return {dest: flag for dest, flag in flags.items() if getattr(seen, dest, unset) is not unset}
+
+
+def _refuse_fixed_flags(a: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """A resume takes every option but where and how to run from the run's config.json."""
+    given = given_flags(parser, getattr(a, "_argv", None) or [])
+    fixed = sorted(flag for dest, flag in given.items()
+                   if dest != "resume" and FIELD_OF_FLAG.get(dest, dest) not in FREE_ON_RESUME)
+    if fixed:
+        raise resume_refusal("--resume", fixed)
+
+
 def run(a: argparse.Namespace) -> int:
     from ..files import dumps_json
     from ..search.api import run_search
@@ -93,6 +118,8 @@ def run(a: argparse.Namespace) -> int:
     parser = a._search_parser
     if a.resume is not None and a.out is not None:  # the run's directory is named twice
         raise resume_refusal("--resume", ["--out"])
+    if a.resume is not None:
+        _refuse_fixed_flags(a, parser)
     if a.resume is None:
         if not a.model and not a.tasks:
             raise ConfigError("search needs --model or --tasks (or --resume DIR to continue a run).")
