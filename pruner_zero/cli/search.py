@@ -8,7 +8,7 @@ import argparse
 import math
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import ConfigError
 from ..search.options import FREE_ON_RESUME, SearchOptions, resume_refusal
@@ -69,23 +69,6 @@ def config_from_args(a: argparse.Namespace):
         **searched)
 
 
-def cli_names(a: argparse.Namespace, parser: argparse.ArgumentParser) -> Callable[[list[str]], list[str]]:
-    """Options named as the command line's flags: of the flags that set a field, those given."""
-    feeds = {f.name: [f.metadata["flag"]] for f in fields(SearchOptions) if "flag" in f.metadata}
-    feeds.update(seed=["--seed", "--gp-seed"], calib_seed=["--seed"],
-                 cache_dir=["--cache-dir", "--no-cache"], progress=["--quiet"])
-
-    def names(changed: list[str]) -> list[str]:
-        out: list[str] = []
-        for name in changed:
-            flags = feeds.get(name, [f"--{name.replace('_', '-')}"])
-            given = [fl for fl in flags if getattr(a, fl[2:].replace("-", "_"))
-                     != parser.get_default(fl[2:].replace("-", "_"))]
-            out += [fl for fl in given or flags[:1] if fl not in out]
-        return sorted(out)
-    return names
-
-
 FIELD_OF_FLAG = {"quiet": "progress", "gp_seed": "seed", "seed": "calib_seed", "no_cache": "cache_dir"}
 """The ``SearchConfig`` field a flag's destination sets, where the two names differ."""
 
@@ -104,7 +87,7 @@ def given_flags(parser: argparse.ArgumentParser, argv: list[str]) -> dict[str, s
 
 def _refuse_fixed_flags(a: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """A resume takes every option but where and how to run from the run's config.json."""
-    given = given_flags(parser, getattr(a, "_argv", None) or [])
+    given = given_flags(parser, a._argv)
     fixed = sorted(flag for dest, flag in given.items()
                    if dest != "resume" and FIELD_OF_FLAG.get(dest, dest) not in FREE_ON_RESUME)
     if fixed:
@@ -120,14 +103,13 @@ def run(a: argparse.Namespace) -> int:
         raise resume_refusal("--resume", ["--out"])
     if a.resume is not None:
         _refuse_fixed_flags(a, parser)
-    if a.resume is None:
+    else:
         if not a.model and not a.tasks:
             raise ConfigError("search needs --model or --tasks (or --resume DIR to continue a run).")
         if not a.out:
             raise ConfigError("search needs --out DIR for its results (e.g. --out runs/NAME).")
     config = config_from_args(a)
-    entries = run_search(config, config_from_args(parser.parse_args([])), "--resume",
-                         cli_names(a, parser))
+    entries = run_search(config)
     print(dumps_json(search_summary(Path(config.out), entries)))
     return 0
 

@@ -51,8 +51,8 @@ def search(model: Any = None, out: str | Path | None = None, **options: Any) -> 
     ``fitness_split``, ``report_split``, ``nsamples``, ``seqlen``, ``device``, ...) are the
     defaults of every task. ``seed`` seeds the GP and, unless ``calib_seed`` is given, the
     calibration sampling. ``resume=True`` continues the run in ``out`` from its config.json and
-    checkpoint.json; any other option given a value other than its default is refused, as on
-    the command line (``stored.check_resume``).
+    checkpoint.json; any other option given a value other than its default is refused
+    (``stored.check_resume``; the command line refuses any flag given, even at its default).
     """
     if isinstance(model, SearchConfig):
         if out is not None or options:
@@ -60,21 +60,20 @@ def search(model: Any = None, out: str | Path | None = None, **options: Any) -> 
         config = model
     else:
         config = SearchConfig.from_options(model=model, out=out, **options)
+    if config.resume:
+        check_resume(config)
     return run_search(config)
 
 
-def run_search(config: SearchConfig, baseline: SearchConfig | None = None,
-               how: str = "resume=True", names: Callable[[list[str]], list[str]] = list
-               ) -> list[HallOfFameEntry]:
-    """``search`` of one config; a resume is checked against ``baseline`` (the front end's
-    value of every option left out) and names what it refuses with ``names``."""
+def run_search(config: SearchConfig) -> list[HallOfFameEntry]:
+    """``search`` of one config, its resume rule already applied by the front end (Python:
+    ``check_resume``; the command line refuses the flags it was given)."""
     if config.out is None:
         raise ConfigError("search needs an output directory (--out).")
     if not isinstance(config.out, (str, Path)):
         raise ConfigError(f"out must be a directory path, got {config.out!r}")
     preloaded = config.model if isinstance(config.model, Workbench) else None
     if config.resume:
-        check_resume(config, baseline, how, names)
         require_ray(config.workers, config.ray_address)
     else:
         config = config.checked()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from pruner_zero.errors import ConfigError, MetricError
 from pruner_zero.recipe import PLAIN, Recipe
@@ -131,15 +131,14 @@ def _options(d: Mapping[str, Any]) -> dict[str, Any]:
             "owl_lambda": recipe.allocation.owl_lambda, "update": recipe.update or "none"}
 
 
-def check_resume(config: SearchConfig, baseline: SearchConfig | None = None,
-                 how: str = "resume=True", names: Callable[[list[str]], list[str]] = list) -> None:
+def check_resume(config: SearchConfig) -> None:
     """A resume continues with the options in the run's config.json: an option of ``config``
-    given another value than ``baseline``'s (the front end's value for an option left out; the
-    defaults for Python) would be silently ignored, so it is refused, named by ``names``."""
-    baseline = SearchConfig() if baseline is None else baseline
+    given another value than its default would be silently ignored, so it is refused (the
+    command line refuses every flag it was given instead, a default value included)."""
+    baseline = SearchConfig()
     changed = [f.name for f in fields(config)
                if f.name not in FREE_ON_RESUME and f.compare
                and not (f.name == "model" and isinstance(config.model, Workbench))
                and getattr(config, f.name) != getattr(baseline, f.name)]
     if changed:
-        raise resume_refusal(how, names(sorted(changed)))
+        raise resume_refusal("resume=True", sorted(changed))
