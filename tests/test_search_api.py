@@ -275,7 +275,11 @@ def test_a_search_by_the_worst_task_ranks_and_chooses_by_the_largest_ratio(tiny_
     final = checkpoint(out)["final"]
     gblm = [max(sel[(t, "gblm", s)] / sel[(t, "wanda", s)] for t in refs) for s in ("0", "1")]
     assert final["selection"]["gblm"]["scores"] == pytest.approx(gblm, rel=1e-12)
-    assert "the worst task's ppl / ppl(wanda)" in (out / BEST_TXT).read_text()
+    text = (out / BEST_TXT).read_text()
+    assert "the worst task's ppl / ppl(wanda)" in text
+    selection_line = next(line for line in text.splitlines() if line.startswith("selection:"))
+    assert "the worst task's ppl / ppl(wanda)" in selection_line  # as the score was combined
+    assert "geometric" not in selection_line
     from pruner_zero.search.config import SearchConfig
     from pruner_zero.search.stored import check_resume
     with pytest.raises(ConfigError, match="task_combine"):  # a resume may not change it

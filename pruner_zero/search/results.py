@@ -132,15 +132,22 @@ def _number_or_null(v: Any) -> bool:
     return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
+def tasks_combined(config: SearchConfig) -> str:
+    """How the fitness and the selection score combine several tasks' ratios, as a prefix
+    ("" for one task)."""
+    if len(config.task_list or ()) < 2:
+        return ""
+    return "the worst task's " if config.task_combine == "worst" else \
+        "weighted geometric mean over tasks of "
+
+
 def fitness_note(config: SearchConfig) -> str:
     """What the fitness column measures, for best_metric.txt."""
     n, tasks = config.fitness_windows, config.task_list or ()
     splits = sorted({t.fitness_split for t in tasks})
     windows = "all windows of" if n is None else f"{n} windows spread evenly over"
-    many = "" if len(tasks) < 2 else ("the worst task's " if config.task_combine == "worst"
-                                      else "weighted geometric mean over tasks of ")
-    return (f"{many}ppl / ppl({config.reference}), on {windows} the selection split "
-            f"({', '.join(splits)})")
+    return (f"{tasks_combined(config)}ppl / ppl({config.reference}), on {windows} the selection "
+            f"split ({', '.join(splits)})")
 
 
 def report_lines(final: FinalResults, config: SearchConfig) -> list[str]:

@@ -26,7 +26,7 @@ from pruner_zero.search.checkpoint import Checkpoint
 from pruner_zero.search.layout import (BASELINE_FIELDS, BASELINES, BEST_JSON, BEST_TXT, CHECKPOINT,
                                        CONFIG, EVALUATIONS, HALL_OF_FAME,
                                        HISTORY, HISTORY_FIELDS, INVALID, OK, STOPPED)
-from pruner_zero.search.results import FinalResults, report_lines
+from pruner_zero.search.results import FinalResults, report_lines, tasks_combined
 from pruner_zero.spread import by_task_metric, mean_std
 from pruner_zero.windows import windows_note
 
@@ -263,11 +263,11 @@ def best_metric_text(best: HallOfFameEntry, fitness_note: str, entries: list[Hal
     ref = "the reference" if config is None else config.reference
     why = (f"lowest mean selection score of the {measured} re-measured" if measured
            else "best fitness; none re-measured on the selection split")
+    combined = "" if config is None else tasks_combined(config)
     score = "not measured" if best.score is None else \
         f"{_num(best.score)} ± {_num(best.score_std or 0.0)} (mean ± std over {seeds} calibration " \
-        f"seeds of ppl / ppl({ref}) on " \
-        f"{windows_note('the selection split', None if config is None else config.confirm_windows)}, geometric " \
-        "mean over tasks)"
+        f"seeds of {combined}ppl / ppl({ref}) on " \
+        f"{windows_note('the selection split', None if config is None else config.confirm_windows)})"
     recipe = recipe_of(best.tree) or (PLAIN if config is None else config.recipe())
     text = (f"formula:   {best.formula}\n"
             + ("" if recipe.plain else f"recipe:    {recipe.describe()} (best_metric.json holds "
