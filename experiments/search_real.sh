@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue #19: a search on a real pretrained LLaMA, SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized),
-# at 50% and 70% unstructured in one fitness (experiments/tasks_real.yaml: two tasks, weighted
-# geometric mean of ppl / ppl(wanda), weight 3 on 50%).
+# at 50% and 70% unstructured in one fitness (two tasks: experiments/tasks_real_worst.yaml under
+# TASK_COMBINE=worst, experiments/tasks_real.yaml, weight 3 on 50%, under TASK_COMBINE=mean).
 # Calibration WikiText-2 `valid` 32 x 256 (seed 0); fitness and the choice of the best on `valid`
 # windows that share no token with a calibration window; report on `test` (3 calibration seeds).
 # Space "extended": the paper's ops plus rown/coln (RIA's relative importance). The fitness is
