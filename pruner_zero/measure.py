@@ -3,8 +3,10 @@
 and statistics (cached on disk like any other); a metric is applied and undone in place."""
 from __future__ import annotations
 
+import hashlib
 import math
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -19,10 +21,12 @@ from .files import user_path
 from .masks import check_fits
 from .measurement import Measurement
 from .metric.io import format_formula
-from .model import check_linear_share, layers_prefix
+from .model import check_linear_share, input_device, layers_prefix
+from .ppl_cache import FORMAT, read_ppl, write_ppl
 from .recipe import PLAIN, Recipe
 from .runtime import Runtime
 from .sparsegpt import SPARSEGPT, sparsegpt_prune
+from .stats import cache_key, model_identity
 from .tasks import Task
 from .workbench import Protocol, Workbench
 
@@ -39,6 +43,7 @@ class TaskBenches:
         self._engines: dict[tuple, Any] = {}
         self._dense: dict[int, dict] = {}  # model -> its dense weights, for every engine's undo
         self.needed = needed  # the statistics the metrics read (None: all)
+        self.reused = 0  # perplexities served by the cache directory
         if preloaded is not None:
             self._models[preloaded.protocol.model] = preloaded
 
@@ -141,11 +146,33 @@ class TaskBenches:
     def ppl_on(self, task: Task, seed: int | None, metric: Any, windows: Any,
                compare: str = "row", recipe: Recipe = PLAIN) -> float:
         """Perplexity on ``windows`` after pruning with ``metric`` (a tree under ``recipe``,
-        SPARSEGPT, or None: the dense model); the dense weights are restored afterwards."""
+        SPARSEGPT, or None: the dense model); the dense weights are restored afterwards. With a
+        cache directory, a perplexity measured before with the same inputs is read back."""
+        bench = self.bench(task, seed)
+        own = PLAIN if metric == SPARSEGPT else recipe
+        key = None
+        if self.cache_dir is not None:
+            key = _ppl_key(bench, task, metric, windows, compare, own)
+            cached = read_ppl(self.cache_dir, key, "perplexity", self.log)
+            if cached is not None:
+                self.reused += 1
+                return cached
+        ppl = self._measure(bench, task, seed, metric, windows, compare, own)
+        if key is not None:
+            label = "dense" if metric is None else metric if metric == SPARSEGPT else \
+                format_formula(metric)
+            write_ppl(self.cache_dir, key, {"model": bench.protocol.model, "metric": label,
+                                            "recipe": own.describe(),
+                                            "structure": task.shape(compare).describe(),
+                                            "windows": int(windows.shape[0]), "ppl": ppl},
+                      "perplexity", self.log)
+        return ppl
+
+    def _measure(self, bench: Any, task: Task, seed: int | None, metric: Any, windows: Any,
+                 compare: str, recipe: Recipe) -> float:
         import torch
 
-        bench = self.bench(task, seed)
-        engine = self.engine(task, seed, compare, PLAIN if metric == SPARSEGPT else recipe)
+        engine = self.engine(task, seed, compare, recipe)
         if metric == SPARSEGPT:  # it updates the weights it keeps, too: a whole copy on the host
             with weights_kept_on_host(bench.linears):
                 sparsegpt_prune(bench.model, bench.calib, engine.structure, False)
@@ -172,6 +199,30 @@ class TaskBenches:
 
     def dense_ppl(self, task: Task, split: str, budget: int | None = None) -> float:
         return self.ppl(task, None, None, split, budget=budget)
+
+
+def _ppl_key(bench: Any, task: Task, metric: Any, windows: Any, compare: str,
+             recipe: Recipe) -> str:
+    """All a perplexity depends on: the model's files, dtype, device and batch size and the
+    windows' tokens; pruned, also the metric, its recipe, the structure, the calibration (mode
+    and tokens) and the statistics' dtype and device."""
+    import torch
+
+    p = bench.protocol
+    extra: dict[str, Any] = {
+        "measure": "perplexity", "format": FORMAT, "batch_size": p.batch_size,
+        "dtype": str(next(bench.model.parameters()).dtype),
+        "device": input_device(bench.model).type}
+    if metric is not None:
+        own = recipe.as_dict()
+        own["allocation"].pop("source", None)  # where a given allocation was read: not what it is
+        calib = bench.calib.to("cpu", dtype=torch.int64).contiguous().numpy()
+        extra.update(metric=metric if metric == SPARSEGPT else format_formula(metric),
+                     recipe=own, structure=asdict(task.shape(compare)),
+                     calibration=task.calibration,
+                     statistics=[p.stats_dtype, p.stats_device],
+                     calib=hashlib.sha256(calib.tobytes()).hexdigest())
+    return cache_key(model_identity(p.model, p.revision), windows, extra)
 
 
 def _bench_key(task: Task, seqlen: int | None, seed: int) -> tuple:
@@ -203,7 +254,7 @@ def grid(benches: TaskBenches, metrics: Iterable[tuple], tasks: Sequence[Task],
     metrics = [(m[0], m[1], m[2] if len(m) > 2 and m[2] is not None else recipe) for m in metrics]
     jobs = [(name, m, r, t, s) for t in tasks for s in seeds_for(t, seeds)
             for name, m, r in metrics]
-    rows = []
+    rows, reused = [], benches.reused
     for name, metric, own, task, seed in tqdm(jobs, desc=f"measuring {len(metrics)} metrics", unit="run",
                                          disable=not progress, leave=False, file=sys.stderr):
         windows = benches.windows(task, seed, split_of(task), budget, skip)
@@ -220,4 +271,8 @@ def grid(benches: TaskBenches, metrics: Iterable[tuple], tasks: Sequence[Task],
         rows.append(row)
         if (task, seed) != (jobs[-1][3], jobs[-1][4]) and name == metrics[-1][0]:
             benches.release(task, seed)  # this (task, seed) is done: one seed's statistics at a time
+    if benches.reused > reused:
+        benches.log(f"{benches.reused - reused} of {len(jobs)} perplexities read from the cache "
+                    f"{benches.cache_dir} (measured before with the same model, tokens, metric "
+                    "and recipe; --no-cache measures them again)")
     return rows

@@ -19,6 +19,7 @@ from .evaluate import perplexity
 from .files import atomic_write_json, check_writable_dir, read_json, user_path
 from .gguf import checkpoint_for, find_gguf
 from .model import input_device, load_model, max_positions, prunable_linears
+from .ppl_cache import FORMAT, ppl_path, read_ppl, write_ppl
 from .runtime import Runtime
 from .sampling import Sampling
 from .stats import CLASSIC, LayerStats, cache_key, check_placement, get_stats, model_identity
@@ -244,27 +245,16 @@ class Workbench:
             return self.perplexity(windows)
         p = self.protocol
         key = cache_key(model_identity(p.model, p.revision), windows,
-                        {"measure": "dense perplexity", "dtype": str(next(self.model.parameters()).dtype),
+                        {"measure": "dense perplexity", "format": FORMAT,
+                         "dtype": str(next(self.model.parameters()).dtype),
                          "device": input_device(self.model).type, "batch_size": p.batch_size})
-        path = Path(self.cache_dir) / f"ppl-{key}.json"
-        if path.is_file():
-            try:
-                cached = read_json(path, "dense perplexity cache")
-            except ConfigError as exc:
-                self.log(f"warning: {exc}; measuring again")
-            else:
-                if isinstance(cached, dict) and cached.get("key") == key and \
-                        isinstance(cached.get("ppl"), float):
-                    self.log(f"dense perplexity: from cache {path}")
-                    return cached["ppl"]
-                self.log(f"warning: {path} is not the dense perplexity of this model; measuring again")
+        cached = read_ppl(self.cache_dir, key, "dense perplexity", self.log)
+        if cached is not None:
+            self.log(f"dense perplexity: from cache {ppl_path(self.cache_dir, key)}")
+            return cached
         ppl = self.perplexity(windows)
-        try:  # the cache is optional: a full disk never costs the measurement
-            atomic_write_json(path, {"key": key, "model": p.model, "split": p.eval_split,
-                                     "ppl": ppl})
-        except OSError as exc:
-            self.log(f"warning: dense perplexity not cached in {self.cache_dir} "
-                     f"({exc.strerror or exc}); going on without the cache")
+        write_ppl(self.cache_dir, key, {"model": p.model, "split": p.eval_split, "ppl": ppl},
+                  "dense perplexity", self.log)
         return ppl
 
     def perplexity(self, windows: torch.Tensor | None = None, stop=None,
