@@ -25,9 +25,9 @@ from .masks import (Fingerprint, PackedMasks, Structure, block_mask, make_mask,
                     packbits, unpackbits)
 from .metric.tree import check_scores, score_metric
 from .model import layers_prefix
-from .recipe import UPDATES
-from .sparsegpt import (HessianAccumulator, inverse_hessian_factor, obs_curvature, obs_sweep,
-                        sparsegpt_weight)
+from .recipe import LSQS, SWEEPS, UPDATES
+from .sparsegpt import (HessianAccumulator, inverse_hessian_factor, lsq_weight, obs_curvature,
+                        obs_sweep, sparsegpt_weight)
 from .stats import LayerStats, SquaredInputMean
 
 
@@ -96,7 +96,9 @@ class Engine:
     windows (each layer sees the pruned and updated blocks before it); X comes from that walk
     with ``"sequential"``, from the dense model with ``"dense"``. ``update="sweep"``: the same
     walk and solver, but the metric chooses each block's mask inside the solver, scored on the
-    block's columns as updated so far (``masks.block_mask``), H from the walk's own Hessian."""
+    block's columns as updated so far (``masks.block_mask``), H from the walk's own Hessian.
+    ``"lsq"``, ``"sweep-lsq"``: the masks of "obs", "sweep", the kept weights then solved
+    exactly (``sparsegpt.lsq_weight``) under the same H."""
 
     model: nn.Module
     linears: dict[str, nn.Linear]
@@ -209,7 +211,7 @@ class Engine:
         no mask: with dense statistics the masks are scored without the walk. When the walk
         updated the weights, ``walked`` (if given) receives each layer's weights outside its
         mask, on the host: what ``prune_with`` puts back instead of walking again."""
-        if self.calibration == "sequential" or self.update == "sweep":  # masks made by the walk
+        if self.calibration == "sequential" or self.update in SWEEPS:  # masks made by the walk
             try:
                 self._prune_into(tree, formula, fp)
                 if walked is not None and self.update is not None:
@@ -286,7 +288,7 @@ class Engine:
             for name, lin in linears.items():
                 stats = self.stats[name] if not sequential else \
                     {**self.stats[name], "X": inputs[name].x.value()}
-                if self.update == "sweep" and tree is not None:
+                if self.update in SWEEPS and tree is not None:
                     self._sweep_layer(name, lin, tree, formula, stats, inputs[name].hessian.H, fp)
                     continue
                 mask = mask_of(name, stats).to(lin.weight.device)
@@ -301,11 +303,12 @@ class Engine:
     def _update_layer(self, name: str, lin: nn.Linear, mask: torch.Tensor, H: torch.Tensor,
                       fp: Fingerprint) -> None:
         """The layer pruned with ``mask`` and its kept weights reconstructed (OBS, SparseGPT's
-        solver under the fixed mask)."""
+        solver under the fixed mask; with "lsq", solved exactly)."""
         fp.add(name, mask)
         self._keep(name)
-        lin.weight.copy_(sparsegpt_weight(lin.weight, H, self.structure, mask=mask)
-                         .to(lin.weight.dtype))
+        weight = lsq_weight(lin.weight, H, mask) if self.update in LSQS else \
+            sparsegpt_weight(lin.weight, H, self.structure, mask=mask)
+        lin.weight.copy_(weight.to(lin.weight.dtype))
 
 
     def _sweep_layer(self, name: str, lin: nn.Linear, tree, formula: str, stats: LayerStats,
@@ -329,6 +332,8 @@ class Engine:
             return block_mask(scores, structure, start, stop, width)
 
         weight, mask = obs_sweep(lin.weight, H, structure, choose, factor=factor)
+        if self.update == "sweep-lsq":
+            weight = lsq_weight(lin.weight, H, mask)
         self._keep(name)
         fp.add(name, mask)
         lin.weight.copy_(weight.to(lin.weight.dtype))

@@ -16,19 +16,27 @@ from .files import atomic_write_json, read_json, user_path
 from .metric.io import (MAX_NESTING, RECIPE_KEYS, format_formula, from_paper_json,
                         is_recipe_file, load_metric_file, parse_formula, to_paper_json)
 
-UPDATES = (None, "obs", "sweep")
+UPDATES = (None, "obs", "sweep", "lsq", "sweep-lsq")
 """None: the kept weights stay; "obs": reconstructed under the metric's masks by SparseGPT's
 solver, block after block on the calibration windows; "sweep": the same solver, but the metric
 chooses each block's mask inside it, on the weights as updated so far (SparseGPT's own way of
 choosing: with ``mul(sqr(W), H)`` and blocks ranked over all their rows, or N:M, it is
-SparseGPT up to SparseGPT's rounding of one weight per block)."""
+SparseGPT up to SparseGPT's rounding of one weight per block); "lsq" and "sweep-lsq": the masks
+of "obs" and "sweep", the kept weights then solved exactly by least squares (each row's best
+reconstruction of the layer's outputs under its mask, ``sparsegpt.lsq_weight``) instead of by
+the solver's one sweep over the columns."""
+SWEEPS = ("sweep", "sweep-lsq")
+"""The updates whose masks the metric chooses inside SparseGPT's sweep."""
+LSQS = ("lsq", "sweep-lsq")
+"""The updates that solve the kept weights exactly (``sparsegpt.lsq_weight``)."""
+UPDATE_NAMES = "none, obs, sweep, lsq or sweep-lsq"
 
 
 def checked_update(update: Any) -> str | None:
-    """None, "obs" or "sweep" ("none" is None)."""
+    """None or one of UPDATES ("none" is None)."""
     update = None if update in (None, "none") else update
     if update not in UPDATES:
-        raise ConfigError(f"--update must be none, obs or sweep, got {update!r}")
+        raise ConfigError(f"--update must be {UPDATE_NAMES}, got {update!r}")
     return update
 
 
@@ -96,7 +104,7 @@ def parse_tag(text: str) -> Recipe:
             Allocation("owl", float(parts[1]), float(parts[2]))
     except ValueError:
         raise ConfigError(f"recipe {text!r}: write ALLOCATION/UPDATE, ALLOCATION uniform, owl or "
-                          "owl:M:LAMBDA and UPDATE none, obs or sweep, e.g. owl:5:0.04/obs") from None
+                          f"owl:M:LAMBDA and UPDATE {UPDATE_NAMES}, e.g. owl:5:0.04/obs") from None
     return Recipe(allocation, update).checked()
 
 

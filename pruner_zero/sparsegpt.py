@@ -144,3 +144,44 @@ def sparsegpt_prune(model: nn.Module, calib: torch.Tensor, structure: Structure,
             m.weight.copy_(sparsegpt_weight(m.weight, acc[n].H, structure).to(m.weight.dtype))
 
     walk(model, calib, visit, progress, desc="sparsegpt")
+
+
+LSQ_CHUNK_ELEMENTS = 1 << 25
+"""Entries of the rows' kept-column Hessians factored at once (128 MB in float32)."""
+
+
+def lsq_weight(W: torch.Tensor, H: torch.Tensor, mask: torch.Tensor,
+               percdamp: float = 0.01) -> torch.Tensor:
+    """The weight that reconstructs the layer's outputs best under a fixed ``mask`` (True =
+    zero): for each row, min (w - w0)ᵀ(H + λI)(w - w0) with w = 0 on the mask, solved exactly
+    (w_K = w0_K + H_KK⁻¹ H_KP w0_P over its kept columns K and pruned ones P), with SparseGPT's
+    damping λ and dead columns. SparseGPT's sweep spreads each pruned weight's error over the
+    columns to its right only; this solves all kept columns together. Float32, a pure function."""
+    W0 = W.detach().clone().float()
+    Hd = H.detach().clone().float()
+    dead = torch.diag(Hd) == 0
+    Hd[dead, dead] = 1
+    Hd += percdamp * torch.mean(torch.diag(Hd)) * torch.eye(Hd.shape[0], device=Hd.device)
+    W0[:, dead] = 0
+    mask = mask.to(W0.device)
+    keep = ~mask
+    rhs = (W0 * mask) @ Hd  # row r: H_{:,P} w0_P, read on K below
+    counts = keep.sum(1)
+    width = int(counts.max()) if counts.numel() else 0
+    out = W0 * keep
+    if width == 0:
+        return out
+    # each row's kept columns first (in order), padded to the widest row
+    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True)[1][:, :width]
+    valid = torch.arange(width, device=W0.device)[None, :] < counts[:, None]
+    step = max(1, LSQ_CHUNK_ELEMENTS // (width * width))
+    eye = torch.eye(width, device=W0.device, dtype=W0.dtype)
+    for s in range(0, W0.shape[0], step):
+        idx, ok = order[s:s + step], valid[s:s + step]
+        pair = ok[:, :, None] & ok[:, None, :]
+        A = torch.where(pair, Hd[idx[:, :, None], idx[:, None, :]], eye)
+        b = torch.where(ok, rhs[s:s + step].gather(1, idx), 0)
+        delta = torch.cholesky_solve(b[..., None], torch.linalg.cholesky(A))[..., 0]
+        rows = torch.arange(s, s + idx.shape[0], device=W0.device)[:, None].expand_as(idx)
+        out[rows[ok], idx[ok]] += delta[ok]
+    return out

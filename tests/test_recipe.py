@@ -265,7 +265,7 @@ def test_recipe_genes_are_crossed_and_mutated_with_the_tree():
 
 @pytest.mark.parametrize("space, message", [
     ("uniform", "ALLOCATION/UPDATE"), ("owl:5/obs", "ALLOCATION/UPDATE"),
-    ("uniform/sgd", "--update must be none, obs or sweep"), (",", "must list recipes"),
+    ("uniform/sgd", "--update must be none, obs, sweep, lsq or sweep-lsq"), (",", "must list recipes"),
 ])
 def test_a_bad_recipe_space_is_one_error_before_any_work(tiny_dir, capsys, space, message):
     code, _, err = run_main(capsys, *_genome_search(tiny_dir, tiny_dir / "runs" / "bad",

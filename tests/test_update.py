@@ -8,7 +8,7 @@ import torch
 from conftest import base_args, masks_of, run_main
 
 from pruner_zero.masks import Structure
-from pruner_zero.sparsegpt import sparsegpt_weight
+from pruner_zero.sparsegpt import lsq_weight, sparsegpt_weight
 
 
 def _layer(seed: int, rows: int = 16, cols: int = 256):
@@ -58,7 +58,8 @@ def test_the_engine_keeps_the_metrics_masks_updates_the_rest_and_restores_exactl
         Engine(tiny_model, linears, stats, Structure(0.5), calib=calib, keep="host", update="obs")
 
 
-@pytest.mark.parametrize("update,metric", [("obs", "wanda"), ("sweep", "mul(sqr(W), H)")])
+@pytest.mark.parametrize("update,metric", [("obs", "wanda"), ("sweep", "mul(sqr(W), H)"),
+                                           ("lsq", "wanda"), ("sweep-lsq", "mul(sqr(W), H)")])
 def test_prune_with_an_update_is_recorded_and_refused_with_sparsegpt(tiny_dir, capsys, tmp_path,
                                                                      update, metric):
     report = tmp_path / "r.json"
@@ -73,7 +74,7 @@ def test_prune_with_an_update_is_recorded_and_refused_with_sparsegpt(tiny_dir, c
     assert code == 2 and "sparsegpt updates its own" in err
 
 
-@pytest.mark.parametrize("update", ["obs", "sweep"])
+@pytest.mark.parametrize("update", ["obs", "sweep", "lsq", "sweep-lsq"])
 @pytest.mark.parametrize("calibration", ["dense", "sequential"])
 def test_masks_scored_first_then_pruned_with_give_the_same_updated_model(tiny_model, calibration,
                                                                          update, monkeypatch):
@@ -97,7 +98,7 @@ def test_masks_scored_first_then_pruned_with_give_the_same_updated_model(tiny_mo
     engine.restore()
     masks = engine.packed_masks(tree)
     assert masks.fingerprint == fp
-    walked = calibration == "sequential" or update == "sweep"
+    walked = calibration == "sequential" or update.startswith("sweep")
     assert (masks.walked is not None) == walked  # what the walk left, so it need not walk again
     # host tensors, with no autograd record holding a full-size mask on the weights' device
     assert not any(v.requires_grad or v.grad_fn is not None for v in (masks.walked or {}).values())
@@ -111,3 +112,63 @@ def test_masks_scored_first_then_pruned_with_give_the_same_updated_model(tiny_mo
         assert len(walks) == (0 if given.walked is not None else 1)
         engine.restore()
         assert all(torch.equal(m.weight, dense[n]) for n, m in linears.items())
+
+
+# ----------------------------------------------------------------------------- lsq
+def _error(W, W0, H, percdamp=0.01):
+    """The objective lsq_weight minimizes: (W - W0)(H + λI)(W - W0)ᵀ, summed over rows."""
+    Hd = H.double() + percdamp * H.diag().double().mean() * torch.eye(H.shape[0], dtype=torch.float64)
+    D = W.double() - W0.double()
+    return float(((D @ Hd) * D).sum())
+
+
+def _masks(W, H):
+    """A 2:4 mask, a per-row 50% mask and a layer-wide 70% mask (rows keep unequal counts)."""
+    score = W.abs() * H.diag().sqrt()
+    groups = score.reshape(W.shape[0], -1, 4)
+    nm = torch.zeros_like(groups, dtype=torch.bool).scatter_(
+        -1, groups.topk(2, dim=-1, largest=False)[1], True).reshape(W.shape)
+    row = score <= score.kthvalue(W.shape[1] // 2, dim=1, keepdim=True)[0]
+    layer = score <= score.flatten().kthvalue(int(0.7 * score.numel()))[0]
+    return {"2:4": nm, "row 50%": row, "layer 70%": layer}
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_lsq_is_each_rows_exact_least_squares_under_its_mask(seed):
+    W, H = _layer(seed, rows=12, cols=64)
+    Hd = H.double() + 0.01 * H.diag().double().mean() * torch.eye(64, dtype=torch.float64)
+    for name, mask in _masks(W, H).items():
+        got = lsq_weight(W, H, mask)
+        assert torch.equal(got[mask], torch.zeros(int(mask.sum()))), name  # the mask, exactly
+        want = torch.zeros(W.shape, dtype=torch.float64)
+        for r in range(W.shape[0]):  # w_K = w0_K + H_KK⁻¹ H_KP w0_P, row by row in float64
+            K, P = ~mask[r], mask[r]
+            w0 = W[r].double()
+            want[r, K] = w0[K] + torch.linalg.solve(Hd[K][:, K], Hd[K][:, P] @ w0[P])
+        assert torch.allclose(got.double(), want, rtol=1e-4, atol=1e-4), name
+        assert (mask.sum(1) != mask.sum(1)[0]).any() or name != "layer 70%"  # uneven rows tried
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_lsq_reconstructs_no_worse_than_sparsegpts_sweep_under_the_same_mask(seed):
+    W, H = _layer(seed)
+    for name, mask in _masks(W, H).items():
+        structure = Structure(0.5, n=2, m=4) if name == "2:4" else Structure(0.5)
+        obs = sparsegpt_weight(W, H, structure, mask=mask)
+        assert _error(lsq_weight(W, H, mask), W, H) <= _error(obs, W, H) * (1 + 1e-6), name
+
+
+def test_lsq_with_nothing_pruned_or_everything_pruned():
+    W, H = _layer(3)
+    assert torch.equal(lsq_weight(W, H, torch.zeros_like(W, dtype=torch.bool)), W)
+    assert torch.equal(lsq_weight(W, H, torch.ones_like(W, dtype=torch.bool)), torch.zeros_like(W))
+
+
+def test_lsq_zeroes_dead_columns_as_sparsegpt_does():
+    W, H = _layer(4, rows=8, cols=32)
+    H[:, 5] = 0
+    H[5, :] = 0  # input 5 never active
+    mask = torch.zeros_like(W, dtype=torch.bool)
+    mask[:, ::4] = True
+    got = lsq_weight(W, H, mask)
+    assert torch.equal(got[:, 5], torch.zeros(8)) and torch.isfinite(got).all()

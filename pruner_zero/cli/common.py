@@ -187,14 +187,16 @@ def allocation_from(a: argparse.Namespace):
 
 def add_update_args(p: argparse.ArgumentParser) -> None:
     """What the kept weights become."""
-    p.add_argument("--update", default=None, choices=["none", "obs", "sweep"],
+    p.add_argument("--update", default=None, choices=["none", "obs", "sweep", "lsq", "sweep-lsq"],
                    help="none: the kept weights stay (default); obs: after the metric's masks, "
                         "each layer's kept weights are reconstructed with SparseGPT's solver "
                         "under those masks, block by block on the calibration windows; sweep: "
                         "the metric chooses each block's mask inside the solver, on the weights "
                         "as updated so far (--metric 'mul(sqr(W), H)' with --compare layer, or "
                         "N:M, is SparseGPT's choice, up to its rounding of one weight per "
-                        "block). A "
+                        "block); lsq, sweep-lsq: the masks of obs, sweep, the kept weights "
+                        "then solved exactly by least squares (each row's best reconstruction "
+                        "of the layer's outputs under its mask). A "
                         "recipe file given as the metric brings its own")
 
 

@@ -34,11 +34,13 @@ def candidate_key(ind: Any) -> str:
 
 def masks_suffix(ind: Any) -> str:
     """What a fingerprint adds to the masks: the update (an allocation shows in the masks).
-    The sweep's masks rebuilt by "obs" are the sweep's model, bit for bit: one suffix."""
+    The sweep's masks rebuilt by "obs" ("lsq") are the model of "sweep" ("sweep-lsq"), bit for
+    bit: one suffix."""
     recipe = recipe_of(ind)
     if recipe is None:
         return ""
-    return f"{SEPARATOR}{'obs' if recipe.update == 'sweep' else recipe.update or 'none'}"
+    update = {"sweep": "obs", "sweep-lsq": "lsq"}.get(recipe.update, recipe.update)
+    return f"{SEPARATOR}{update or 'none'}"
 
 
 def parse_candidate(text: str, pset: Any = None) -> Any:

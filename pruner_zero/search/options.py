@@ -140,10 +140,12 @@ class SearchOptions:
                     "reconstructed with SparseGPT's solver under them (a Hessian per layer: "
                     "each candidate walks the blocks); sweep: the candidate's metric chooses "
                     "each 128-column block's mask (each group of M with N:M) inside that solver, on "
-                    "the updated weights", choices=["none", "obs", "sweep"]))
+                    "the updated weights; lsq, sweep-lsq: the masks of obs, sweep, the kept "
+                    "weights then solved exactly by least squares",
+        choices=["none", "obs", "sweep", "lsq", "sweep-lsq"]))
     recipe_space: str | Sequence[str] | None = field(default=None, metadata=_flag(
         "--recipe-space", "comma-separated recipes the GP chooses among, each ALLOCATION/UPDATE "
-                          "(uniform, owl or owl:M:LAMBDA; none, obs or sweep), e.g. uniform/none,"
+                          "(uniform, owl or owl:M:LAMBDA; none, obs, sweep, lsq or sweep-lsq), e.g. uniform/none,"
                           "uniform/obs,owl:5:0.04/obs: every candidate carries one, crossed and "
                           "mutated with its metric, and best_metric.json holds the best's "
                           "(default: every candidate under --allocation and --update)"))
