@@ -7,15 +7,18 @@
 # wanda (SparseGPT chooses its own masks, so `compare` refuses --compare layer with it).
 #   experiments/sweep_carry.sh wiki|code|real [RECIPE.json]
 # SHAPE=0.5 or SHAPE=2:4 measures another sparsity or an N:M structure (default 0.7); under N:M the
-# groups are the blocks, so the sweep rows drop --compare layer.
+# groups are the blocks, so the sweep rows drop --compare layer. UPDATE=sweep-lsq measures the
+# sweep's masks with the kept weights solved exactly (default sweep); its files go in OUT-lsq.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared}
 WHICH=${1:-wiki}
 RECIPE=${2:-experiments/results/sweep/search-wiki/best_metric.json}
 SHAPE=${SHAPE:-0.7}
+UPDATE=${UPDATE:-sweep}
 OUT=experiments/results/sweep/carry-$WHICH
 if [ "$SHAPE" != 0.7 ]; then OUT="$OUT-${SHAPE/:/of}"; fi
+if [ "$UPDATE" != sweep ]; then OUT="$OUT-${UPDATE#sweep-}"; fi
 case "$SHAPE" in
   *:*) SHAPED=(--structure "$SHAPE"); RANK=(); SWEPT=sweep ;;
   *) SHAPED=(--sparsity "$SHAPE"); RANK=(--compare layer); SWEPT=sweep-layer ;;
@@ -35,7 +38,7 @@ COMMON=(--calib-split valid --nsamples 32 --seqlen 256 --seed 0 --device cpu "${
 IFS=';' read -r -a LIST <<< "$METRICS"
 JOINED=$(printf '%s,' "${LIST[@]}")
 .venv/bin/pruner-zero compare "${MODEL[@]}" "${COMMON[@]}" --out "$OUT/$SWEPT" \
-    --metrics "${JOINED%,}" --update sweep "${RANK[@]}"
+    --metrics "${JOINED%,}" --update "$UPDATE" "${RANK[@]}"
 if [ -z "${SKIP_SPARSEGPT:-}" ]; then
   .venv/bin/pruner-zero compare "${MODEL[@]}" "${COMMON[@]}" --out "$OUT/sparsegpt" \
       --metrics sparsegpt,wanda

@@ -159,13 +159,12 @@ class TaskBenches:
                 return cached
         ppl = self._measure(bench, task, seed, metric, windows, compare, own)
         if key is not None:
-            label = "dense" if metric is None else metric if metric == SPARSEGPT else \
-                format_formula(metric)
-            write_ppl(self.cache_dir, key, {"model": bench.protocol.model, "metric": label,
-                                            "recipe": own.describe(),
-                                            "structure": task.shape(compare).describe(),
-                                            "windows": int(windows.shape[0]), "ppl": ppl},
-                      "perplexity", self.log)
+            record: dict[str, Any] = {"model": bench.protocol.model, "metric": "dense"}
+            if metric is not None:  # what was pruned, how (the dense model: none of it)
+                record.update(metric=metric if metric == SPARSEGPT else format_formula(metric),
+                              recipe=own.describe(), structure=task.shape(compare).describe())
+            write_ppl(self.cache_dir, key, {**record, "windows": int(windows.shape[0]),
+                                            "ppl": ppl}, "perplexity", self.log)
         return ppl
 
     def _measure(self, bench: Any, task: Task, seed: int | None, metric: Any, windows: Any,

@@ -2,6 +2,7 @@
 keyed by all the number depends on; a damaged or unwritable cache costs nothing but itself."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -51,7 +52,12 @@ def test_a_comparison_run_again_reads_every_perplexity_back(assets, tmp_path, mo
     calls = _counting(monkeypatch)
     first, _ = _run(assets, cache)
     assert len(calls) == 1 + 3 * 2  # dense, then 3 metrics x 2 seeds
-    assert len(list(cache.glob("ppl-*.json"))) == 7
+    records = [json.loads(f.read_text()) for f in cache.glob("ppl-*.json")]
+    assert len(records) == 7
+    dense = [r for r in records if r["metric"] == "dense"]
+    assert len(dense) == 1 and "recipe" not in dense[0] and "structure" not in dense[0]
+    assert sorted(r["metric"] for r in records if r["metric"] != "dense") == sorted(
+        ["mul(W, X)"] * 2 + [first["metrics"][0]["formula"]] * 2 + [first["metrics"][1]["formula"]] * 2)
     again, logged = _run(assets, cache)
     assert len(calls) == 7  # nothing measured the second time
     assert again["rows"] == first["rows"] and again["dense"] == first["dense"]
