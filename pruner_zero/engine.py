@@ -110,7 +110,7 @@ class Engine:
     keep: str | None = "host"
     dense: dict[str, torch.Tensor] | None = field(default=None, repr=False)  # may start empty
     sparsities: dict[str, float] | None = None  # per linear (an allocation); None: structure's
-    update: str | None = None  # "obs": the kept weights reconstructed under the metric's masks
+    update: str | None = None  # one of recipe.UPDATES (None: the kept weights stay)
     _undo: dict[str, _Undo] = field(default_factory=dict, init=False, repr=False)
     _pruned: list[str] = field(default_factory=list, init=False, repr=False)
 

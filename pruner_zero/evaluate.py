@@ -29,6 +29,8 @@ def plain_head(model: nn.Module) -> nn.Linear | None:
     if any(getattr(config, k, None) not in (None, 1, 1.0) for k in
            ("final_logit_softcapping", "logit_scale", "logits_scaling")):
         return None
+    if not type(model).__module__.startswith("transformers.models."):
+        return None  # remote code may name a known type and bring its own head
     return head if getattr(model, "base_model", model) is not model else None
 
 
@@ -36,11 +38,13 @@ def _head_nll(head: nn.Linear, hidden: torch.Tensor, target: torch.Tensor) -> to
     """Summed NLL of ``target`` (tokens) under ``head`` over ``hidden`` (tokens x dim), a slice
     of tokens at a time; logits in float32 as the whole forward's, the sum in float64."""
     chunk = max(1, HEAD_CHUNK_ELEMENTS // head.out_features)
-    total = torch.zeros((), dtype=torch.float64, device=hidden.device)
+    total = torch.zeros((), dtype=torch.float64)
     for s in range(0, hidden.shape[0], chunk):
-        logits = F.linear(hidden[s:s + chunk], head.weight, head.bias).float()
-        picked = logits.gather(1, target[s:s + chunk, None])[:, 0]
-        total += (torch.logsumexp(logits, -1) - picked).sum(dtype=torch.float64)
+        # the module, not its weight: a model spread over devices (or offloaded) moves its
+        # inputs and loads its weight in the head's hooks
+        logits = head(hidden[s:s + chunk]).float()
+        picked = logits.gather(1, target[s:s + chunk, None].to(logits.device))[:, 0]
+        total += (torch.logsumexp(logits, -1) - picked).sum(dtype=torch.float64).cpu()
     return total
 
 

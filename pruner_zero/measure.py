@@ -210,6 +210,7 @@ def _ppl_key(bench: Any, task: Task, metric: Any, windows: Any, compare: str,
     p = bench.protocol
     extra: dict[str, Any] = {
         "measure": "perplexity", "format": FORMAT, "batch_size": p.batch_size,
+        "windows": list(windows.shape),  # the tokens' bytes alone do not tell 4 x 1024 from 2 x 2048
         "dtype": str(next(bench.model.parameters()).dtype),
         "device": input_device(bench.model).type}
     if metric is not None:

@@ -66,7 +66,8 @@ def prune(model: str | Workbench, metric: str, sparsity: float | None = 0.5,
     `tasks` (lm-eval task names), zero-shot accuracy of the dense (unless not `dense`) and the
     pruned model, scored in memory. ``allocation`` spreads the sparsity over the blocks (None:
     uniform); ``update="obs"`` reconstructs the kept weights under the metric's masks,
-    ``"sweep"`` lets the metric choose each block's mask inside that reconstruction.
+    ``"sweep"`` lets the metric choose each block's mask inside that reconstruction; ``"lsq"``,
+    ``"sweep-lsq"`` solve the kept weights exactly under those masks (``recipe.UPDATES``).
     ``save`` is claimed before the model loads: a second prune to the same directory
     is refused at once, not after all its work."""
     started = time.time()

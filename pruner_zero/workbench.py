@@ -246,6 +246,7 @@ class Workbench:
         p = self.protocol
         key = cache_key(model_identity(p.model, p.revision), windows,
                         {"measure": "dense perplexity", "format": FORMAT,
+                         "windows": list(windows.shape),
                          "dtype": str(next(self.model.parameters()).dtype),
                          "device": input_device(self.model).type, "batch_size": p.batch_size})
         cached = read_ppl(self.cache_dir, key, "dense perplexity", self.log)

@@ -65,3 +65,22 @@ def test_other_heads_take_the_whole_forward(change):
 
 def test_a_bare_module_takes_the_whole_forward():
     assert evaluate.plain_head(torch.nn.Linear(3, 3)) is None
+
+
+def test_head_path_calls_the_head_module_so_its_hooks_run():
+    """A model spread over devices or offloaded moves inputs and loads weights in the head's
+    hooks: the head is called as a module, not read as a weight."""
+    model = tiny_llama(seed=6)
+    seen: list[torch.Size] = []
+    model.lm_head.register_forward_pre_hook(lambda mod, args: seen.append(args[0].shape))
+    windows = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(3))
+    total = sum(v for v, _ in evaluate.window_nll(model, windows))
+    assert seen and sum(s[0] for s in seen) == 2 * 11
+    assert total == pytest.approx(_reference_nll(model, windows), rel=1e-6)
+
+
+def test_remote_code_of_a_known_type_takes_the_whole_forward():
+    model = tiny_llama(seed=7)
+    remote = type("LlamaForCausalLM", (type(model),), {"__module__": "transformers_modules.x"})
+    model.__class__ = remote
+    assert evaluate.plain_head(model) is None

@@ -89,7 +89,7 @@ def test_a_stopped_comparison_measures_only_what_it_had_not(assets, tmp_path, mo
 
 
 @pytest.mark.parametrize("change", ["sparsity", "structure", "metric", "update", "calibration",
-                                    "seed", "windows", "batch_size"])
+                                    "seed", "windows", "batch_size", "seqlen"])
 def test_anything_a_number_depends_on_is_measured_anew(assets, tmp_path, monkeypatch, change):
     cache = tmp_path / "cache"
     _run(assets, cache, metrics=["wanda"], seeds=1)
@@ -110,6 +110,8 @@ def test_anything_a_number_depends_on_is_measured_anew(assets, tmp_path, monkeyp
         task = dict(seed=1)
     elif change == "windows":
         kw = dict(eval_windows=2)
+    elif change == "seqlen":
+        task = dict(seqlen=8)
     else:
         kw = dict(runtime=Runtime(device="cpu", batch_size=3))
     logged: list[str] = []
@@ -117,7 +119,7 @@ def test_anything_a_number_depends_on_is_measured_anew(assets, tmp_path, monkeyp
             **{"runtime": Runtime(device="cpu"), **kw}, progress=False, log=logged.append)
     pruned = [c for c in calls if c[2] is not None]
     assert len(pruned) == 1, change
-    dense_again = change in ("windows", "batch_size")  # the dense model: its windows, batches
+    dense_again = change in ("windows", "batch_size", "seqlen")  # the dense model: its windows, batches
     assert len(calls) == 1 + dense_again, change
 
 

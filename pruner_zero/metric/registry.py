@@ -204,7 +204,7 @@ for _t in (
     # beyond the paper's set: SparseGPT's curvature, so that mul(sqr(W), H) is its saliency
     Terminal("H", COLUMN, statistic="H", doc="1 / [chol(H⁻¹)]_jj² per input column, H the "
              "damped Hessian 2/n·Σxxᵀ: the OBS saliency's curvature; the dense model's, as G, "
-             "except under --update sweep (the walk's inputs)"),
+             "except under --update sweep or sweep-lsq (the walk's inputs)"),
 ):
     register_terminal(_t)
 del _op, _t
