@@ -3,6 +3,7 @@ updates the remaining weights (OBS reconstruction), layer after layer, each bloc
 the outputs of the already pruned blocks before it."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import torch
@@ -150,6 +151,24 @@ LSQ_CHUNK_ELEMENTS = 1 << 25
 """Entries of the rows' kept-column Hessians factored at once (128 MB in float32)."""
 
 
+def _factor_solve(A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """A⁻¹b for a batch of positive definite A. On a CPU the batch is split over the threads,
+    each factoring with one BLAS thread: oneMKL threads each small Cholesky on its own and
+    spends most of it waiting (measured here: 1120 matrices of 173², 8.4 s at 2 threads against
+    0.45 s split over 2)."""
+    threads = torch.get_num_threads()
+    if A.device.type != "cpu" or threads < 2 or A.shape[0] < 2:
+        return torch.cholesky_solve(b, torch.linalg.cholesky(A))
+    parts = list(zip(A.chunk(threads), b.chunk(threads)))
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(len(parts)) as pool:
+            return torch.cat(list(pool.map(
+                lambda ab: torch.cholesky_solve(ab[1], torch.linalg.cholesky(ab[0])), parts)))
+    finally:
+        torch.set_num_threads(threads)
+
+
 def lsq_weight(W: torch.Tensor, H: torch.Tensor, mask: torch.Tensor,
                percdamp: float = 0.01) -> torch.Tensor:
     """The weight that reconstructs the layer's outputs best under a fixed ``mask`` (True =
@@ -167,21 +186,26 @@ def lsq_weight(W: torch.Tensor, H: torch.Tensor, mask: torch.Tensor,
     keep = ~mask
     rhs = (W0 * mask) @ Hd  # row r: H_{:,P} w0_P, read on K below
     counts = keep.sum(1)
-    width = int(counts.max()) if counts.numel() else 0
     out = W0 * keep
-    if width == 0:
+    if not counts.numel() or int(counts.max()) == 0:
         return out
-    # each row's kept columns first (in order), padded to the widest row
-    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True)[1][:, :width]
-    valid = torch.arange(width, device=W0.device)[None, :] < counts[:, None]
-    step = max(1, LSQ_CHUNK_ELEMENTS // (width * width))
-    eye = torch.eye(width, device=W0.device, dtype=W0.dtype)
-    for s in range(0, W0.shape[0], step):
-        idx, ok = order[s:s + step], valid[s:s + step]
-        pair = ok[:, :, None] & ok[:, None, :]
-        A = torch.where(pair, Hd[idx[:, :, None], idx[:, None, :]], eye)
-        b = torch.where(ok, rhs[s:s + step].gather(1, idx), 0)
-        delta = torch.cholesky_solve(b[..., None], torch.linalg.cholesky(A))[..., 0]
-        rows = torch.arange(s, s + idx.shape[0], device=W0.device)[:, None].expand_as(idx)
-        out[rows[ok], idx[ok]] += delta[ok]
+    # each row's kept columns first (in order); rows widest first, so a chunk pads its rows
+    # only to its own widest (rows ranked over a layer keep very unequal counts)
+    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True)[1]
+    by_count = torch.argsort(counts, descending=True, stable=True)
+    s = 0
+    while s < by_count.numel() and int(counts[by_count[s]]) > 0:
+        width = int(counts[by_count[s]])
+        rows = by_count[s:s + max(1, LSQ_CHUNK_ELEMENTS // (width * width))]
+        s += rows.numel()
+        idx = order[rows, :width]
+        ok = torch.arange(width, device=W0.device)[None, :] < counts[rows, None]
+        A = Hd[idx[:, :, None], idx[:, None, :]]
+        b = rhs[rows].gather(1, idx)
+        if not bool(ok.all()):  # a narrower row's padding: an identity block, no coupling
+            A.masked_fill_(~(ok[:, :, None] & ok[:, None, :]), 0)
+            A.diagonal(dim1=-2, dim2=-1).masked_fill_(~ok, 1)
+            b.masked_fill_(~ok, 0)
+        delta = _factor_solve(A, b[..., None])[..., 0]
+        out[rows[:, None].expand_as(idx)[ok], idx[ok]] += delta[ok]
     return out

@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import base_args, masks_of, run_main
 
+from pruner_zero import sparsegpt
 from pruner_zero.masks import Structure
 from pruner_zero.sparsegpt import lsq_weight, sparsegpt_weight
 
@@ -147,6 +148,34 @@ def test_lsq_is_each_rows_exact_least_squares_under_its_mask(seed):
             want[r, K] = w0[K] + torch.linalg.solve(Hd[K][:, K], Hd[K][:, P] @ w0[P])
         assert torch.allclose(got.double(), want, rtol=1e-4, atol=1e-4), name
         assert (mask.sum(1) != mask.sum(1)[0]).any() or name != "layer 70%"  # uneven rows tried
+
+
+def test_lsq_in_small_chunks_of_unequal_widths_equals_one_chunk(monkeypatch):
+    """Rows go widest first, each chunk padded to its own widest row: chunking changes nothing."""
+    W, H = _layer(5, rows=12, cols=64)
+    mask = _masks(W, H)["layer 70%"]
+    mask[3] = True  # a row with nothing kept
+    mask[7, :60] = False  # and a row far wider than the rest
+    whole = lsq_weight(W, H, mask)
+    monkeypatch.setattr(sparsegpt, "LSQ_CHUNK_ELEMENTS", 3 * 20 * 20)
+    chunked = lsq_weight(W, H, mask)
+    assert torch.equal(chunked[mask], torch.zeros(int(mask.sum())))
+    assert torch.allclose(chunked, whole, rtol=1e-5, atol=1e-6)
+
+
+def test_batched_solve_split_over_threads_equals_one_call_and_restores_the_threads():
+    g = torch.Generator().manual_seed(6)
+    X = torch.randn(7, 40, 24, generator=g)
+    A = X.mT @ X + torch.eye(24)
+    b = torch.randn(7, 24, 1, generator=g)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        got = sparsegpt._factor_solve(A, b)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+    assert torch.allclose(got, torch.linalg.solve(A, b), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("seed", range(3))
