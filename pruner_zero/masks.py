@@ -116,7 +116,7 @@ def _kth_per_row(scores: torch.Tensor, k: int) -> torch.Tensor:
     if len(spans) == 1:
         select(*spans[0])
     else:
-        list(_select_pool().map(lambda span: select(*span), spans))
+        list(cpu_pool().map(lambda span: select(*span), spans))
     return torch.from_numpy(out)
 
 
@@ -136,9 +136,11 @@ def _row_spans(rows: int, threads: int) -> list[tuple[int, int]]:
 
 
 @lru_cache(maxsize=None)
-def _select_pool() -> ThreadPoolExecutor:
+def cpu_pool() -> ThreadPoolExecutor:
+    """One pool, a worker per torch thread, for CPU work split by hand (row selection here,
+    the lsq solves in sparsegpt): made once, not per call."""
     return ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads()),
-                              thread_name_prefix="pruner-zero-select")
+                              thread_name_prefix="pruner-zero-cpu")
 
 
 def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:

@@ -3,14 +3,13 @@ updates the remaining weights (OBS reconstruction), layer after layer, each bloc
 the outputs of the already pruned blocks before it."""
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import torch
 from torch import nn
 
 from .layerwise import accumulate_inputs, block_linears, walk
-from .masks import Structure
+from .masks import Structure, cpu_pool
 
 
 SPARSEGPT = "sparsegpt"
@@ -156,15 +155,16 @@ def _factor_solve(A: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     each factoring with one BLAS thread: oneMKL threads each small Cholesky on its own and
     spends most of it waiting (measured here: 1120 matrices of 173², 8.4 s at 2 threads against
     0.45 s split over 2)."""
+    def solve(part: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        return torch.cholesky_solve(part[1], torch.linalg.cholesky(part[0]))
+
     threads = torch.get_num_threads()
     if A.device.type != "cpu" or threads < 2 or A.shape[0] < 2:
-        return torch.cholesky_solve(b, torch.linalg.cholesky(A))
-    parts = list(zip(A.chunk(threads), b.chunk(threads)))
+        return solve((A, b))
+    pool = cpu_pool()  # first, so that a pool made here gets a worker per thread
     torch.set_num_threads(1)
     try:
-        with ThreadPoolExecutor(len(parts)) as pool:
-            return torch.cat(list(pool.map(
-                lambda ab: torch.cholesky_solve(ab[1], torch.linalg.cholesky(ab[0])), parts)))
+        return torch.cat(list(pool.map(solve, zip(A.chunk(threads), b.chunk(threads)))))
     finally:
         torch.set_num_threads(threads)
 
@@ -192,10 +192,11 @@ def lsq_weight(W: torch.Tensor, H: torch.Tensor, mask: torch.Tensor,
     # each row's kept columns first (in order); rows widest first, so a chunk pads its rows
     # only to its own widest (rows ranked over a layer keep very unequal counts)
     order = torch.sort((~keep).to(torch.int8), dim=1, stable=True)[1]
-    by_count = torch.argsort(counts, descending=True, stable=True)
+    sorted_counts, by_count = torch.sort(counts, descending=True, stable=True)
+    widths = sorted_counts.tolist()
     s = 0
-    while s < by_count.numel() and int(counts[by_count[s]]) > 0:
-        width = int(counts[by_count[s]])
+    while s < len(widths) and widths[s] > 0:
+        width = widths[s]
         rows = by_count[s:s + max(1, LSQ_CHUNK_ELEMENTS // (width * width))]
         s += rows.numel()
         idx = order[rows, :width]
