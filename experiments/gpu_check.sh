@@ -11,22 +11,23 @@ PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
 OUT=${OUT_DIR:-experiments/results/gpu}
 SHARED=${SHARED:-../shared}
+DEVICE=${DEVICE:-cuda}  # DEVICE=cpu TINY=1: a dry run of this script on a machine without a GPU
 mkdir -p "$OUT"
-"$PY" - "$SHARED" "$OUT" <<'PYEOF'
+"$PY" - "$SHARED" "$OUT" "$DEVICE" "${TINY:-}" <<'PYEOF'
 import json, sys, time
 from pathlib import Path
 import torch
-assert torch.cuda.is_available(), "no CUDA device"
-shared, out = Path(sys.argv[1]), Path(sys.argv[2])
+shared, out, device, tiny = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], bool(sys.argv[4])
+assert device == "cpu" or torch.cuda.is_available(), "no CUDA device"
 sys.path.insert(0, ".")
-from pruner_zero.api import prune
+from pruner_zero.pruning import prune
 from pruner_zero.workbench import Protocol, Workbench
 CPU = {"dense": 95.36580086873755, "wanda": 120.16263876890216, "gblm": 118.9200950475287}
 rows = []
 for metric in ("wanda", "gblm"):
     bench = Workbench(Protocol(model=str(shared / "models/wiki-llama-5m"),
                                data_dir=str(shared / "data/wikitext-2"), calib_split="valid",
-                               nsamples=32, seqlen=256, seed=0, device="cuda", dtype="float32"),
+                               nsamples=32, seqlen=256, seed=0, device=device, dtype="float32"),
                       progress=False)
     r = prune(bench, metric, sparsity=0.7, log=lambda m: None)
     for name, ppl in (("dense", r["ppl_dense"]), (metric, r["ppl"])):
@@ -43,20 +44,26 @@ from pruner_zero.masks import Structure
 from pruner_zero.metric.io import resolve_metric
 from pruner_zero.model import prunable_linears
 from pruner_zero.stats import compute_stats, placed
-cfg = LlamaConfig(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                  num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=2048)
+shape = (dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
+         if tiny else dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+                           num_attention_heads=32))
+cfg = LlamaConfig(vocab_size=32000, num_key_value_heads=shape["num_attention_heads"],
+                  max_position_embeddings=2048, **shape)
 torch.manual_seed(0)
-with torch.device("cuda"):
+with torch.device(device):
     model = LlamaForCausalLM(cfg).to(torch.bfloat16).eval()
 model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
 linears = prunable_linears(model)
-calib = torch.randint(0, 32000, (8, 2048))
-torch.cuda.reset_peak_memory_stats()
+seqlen = 64 if tiny else 2048
+calib = torch.randint(0, 32000, (8, seqlen))
+cuda = device != "cpu"
+if cuda:
+    torch.cuda.reset_peak_memory_stats()
 t = time.time()
 stats = placed(compute_stats(model, linears, calib, False, {"X", "G"}, "cpu"), "cpu", "bfloat16")
 stats_s = time.time() - t
 engine = Engine(model, linears, stats, Structure(0.5))
-windows = torch.randint(0, 32000, (16, 2048))
+windows = torch.randint(0, 32000, (16, seqlen))
 names = ["wanda", "gblm", "pruner-zero", "magnitude", "mul(W, G)", "mul(W, sqrt(G))",
          "mul(sqr(W), X)", "add(W, G)", "mul(W, mul(G, X))", "sqrt(mul(W, X))"]
 times = []
@@ -64,18 +71,19 @@ for n in names:
     t = time.time()
     engine.prune(resolve_metric(n)[1], n)
     with torch.no_grad():
-        perplexity(model, windows.cuda(), 1)
+        perplexity(model, windows.to(device), 1)
     engine.restore()
-    torch.cuda.synchronize()
+    if cuda:
+        torch.cuda.synchronize()
     times.append(time.time() - t)
 res = {"model_bytes": model_bytes, "statistics_s": stats_s, "stats_device": "cpu",
-       "stats_dtype": "bfloat16", "candidate_s": times, "windows": 16, "seqlen": 2048,
-       "peak_gpu_bytes": torch.cuda.max_memory_allocated(),
-       "peak_over_model": torch.cuda.max_memory_allocated() / model_bytes}
+       "stats_dtype": "bfloat16", "candidate_s": times, "windows": 16, "seqlen": seqlen, "shape": shape,
+       "peak_gpu_bytes": torch.cuda.max_memory_allocated() if cuda else None,
+       "peak_over_model": torch.cuda.max_memory_allocated() / model_bytes if cuda else None}
 print(json.dumps(res), flush=True)
 (out / "llama7b_shaped.json").write_text(json.dumps(res, indent=2) + "\n")
 PYEOF
-"$PY" experiments/bench_memory.py --device cuda --out "$OUT/bench_memory_cuda.json"
-"$PY" experiments/bench_memory.py --device cuda --dtype bfloat16 --stats-dtype bfloat16 \
-    --out "$OUT/bench_memory_cuda_bf16.json"
+"$PY" experiments/bench_memory.py --device "$DEVICE" --out "$OUT/bench_memory_$DEVICE.json"
+"$PY" experiments/bench_memory.py --device "$DEVICE" --dtype bfloat16 --stats-dtype bfloat16 \
+    --out "$OUT/bench_memory_${DEVICE}_bf16.json"
 echo "results in $OUT"
