@@ -5,8 +5,16 @@
 #   real: SmolLM2-135M on CUDA: a probe prune against its CPU figure (dense and gblm / sweep-lsq,
 #         seed 0, 32 spread test windows), #19's baseline table (256 spread test windows, 3 seeds),
 #         then a recipe search at 70% (#20), sized from the probe's time, cut at the deadline.
-# Every step has a time cap; each writes its log under $R, and the last step packs $R.
-#   OUT_DIR=DIR SHARED=../shared DEADLINE=480 bash experiments/gpu_real.sh toy|real
+# Every step has a time cap; each writes its log under $R (pack it: only 8 files come back).
+#   OUT_DIR=DIR SHARED=.gpu/shared DEADLINE=480 bash experiments/gpu_real.sh toy|real
+# The model does not fit one call (64 MiB a call, the xz of the GGUF is 90 MB), and a call removes
+# the ignored folders it does not carry, so: a call carrying .gpu (toy assets, wheels, the first
+# piece) runs `toy` (or `stage`), which copies .gpu to /tmp/gpu (kept while the machine is warm,
+# 30 s after a call); the next call carries .gpu2 (the other pieces) and runs `real`.
+# `prepare`, on this machine after `make real-model`, builds .gpu and .gpu2 (list both in
+# .git/info/exclude): the wheels the GPU image lacks (deap 1.4.3, whose hypervolume is built in:
+# 1.4.4 needs moocore and cffi, absent there; gguf), the toy assets, the tokenizer as converted
+# here (the slow part of a conversion) and the GGUF's xz in pieces.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:?usage: $0 toy|real}
@@ -36,6 +44,24 @@ PZ=("$PY" -m pruner_zero)
 DEV=${DEVICE:-cuda}
 CAL=(--calib-split valid --nsamples 32 --seqlen 256 --device "$DEV" --quiet)
 
+if [ "$MODE" = prepare ]; then
+  rm -rf .gpu .gpu2 && mkdir -p .gpu/whl .gpu/shared/models .gpu/shared/data .gpu2 || exit 1
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .gpu/whl deap==1.4.3 gguf==0.19.0 || exit 1
+  cp -r "$SHARED/models/wiki-llama-5m" .gpu/shared/models/ && cp -r "$SHARED/data/wikitext-2" .gpu/shared/data/
+  chmod -R u+w .gpu
+  ckpt=$(ls -d "${PRUNER_ZERO_CACHE:-$HOME/.cache/pruner_zero}"/gguf/SmolLM2-135M-Instruct.Q4_1-b179c9523d0e6a0f)
+  tar -C "$ckpt" -cJf .gpu/tok.tar.xz chat_template.jinja config.json generation_config.json \
+    gguf_source.json tokenizer.json tokenizer_config.json || exit 1
+  xz -T2 -6 -c "$MODEL" | split -b 38000000 -d - /tmp/gguf.xz.
+  mv /tmp/gguf.xz.00 .gpu/gguf.xz.a && mv /tmp/gguf.xz.01 .gpu2/gguf.xz.b && mv /tmp/gguf.xz.02 .gpu2/gguf.xz.c
+  du -sb .gpu .gpu2
+  exit 0
+fi
+if [ "$MODE" = toy ] || [ "$MODE" = stage ]; then
+  rm -rf /tmp/gpu && cp -r .gpu /tmp/gpu
+fi
+[ "$MODE" = stage ] && exit 0
 if [ "$MODE" = toy ]; then
   WIKI=(--model "$SHARED/models/wiki-llama-5m" --data-dir "$SHARED/data/wikitext-2")
   # CPU: 105.5682 (seed 0, 256 spread test windows; dense 96.396)
@@ -55,9 +81,11 @@ fi
 # real: the model arrives as pieces of its xz (.gpu/gguf.xz.a, .gpu2/gguf.xz.b, .gpu2/gguf.xz.c)
 # and the tokenizer converted on the CPU machine (.gpu/tok.tar.xz: the slow part of a conversion)
 export PRUNER_ZERO_CACHE=${PRUNER_ZERO_CACHE:-/tmp/pz-cache}
+[ -d .gpu ] || cp -r /tmp/gpu .gpu || exit 1
 if [ ! -f "$MODEL" ]; then
   mkdir -p "$(dirname "$MODEL")"
-  cat .gpu/gguf.xz.a .gpu2/gguf.xz.b .gpu2/gguf.xz.c | xz -dc -T0 > "$MODEL" || exit 1
+  cat .gpu/gguf.xz.a .gpu2/gguf.xz.b .gpu2/gguf.xz.c | xz -dc -T0 > "$MODEL.part" || exit 1
+  mv "$MODEL.part" "$MODEL"
 fi
 echo "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53  $MODEL" | sha256sum -c || exit 1
 step convert 120 "$PY" - "$MODEL" "$PRUNER_ZERO_CACHE" .gpu/tok.tar.xz <<'PYEOF' || exit 1
