@@ -17,7 +17,7 @@
 # here (the slow part of a conversion) and the GGUF's xz in pieces.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-MODE=${1:?usage: $0 toy|real}
+MODE=${1:?usage: $0 prepare|stage|toy|real}
 PY=${PYTHON:-python3}
 R=${OUT_DIR:-experiments/results/gpu-$MODE}
 SHARED=${SHARED:-../shared}
@@ -48,13 +48,16 @@ if [ "$MODE" = prepare ]; then
   rm -rf .gpu .gpu2 && mkdir -p .gpu/whl .gpu/shared/models .gpu/shared/data .gpu2 || exit 1
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .gpu/whl deap==1.4.3 gguf==0.19.0 || exit 1
-  cp -r "$SHARED/models/wiki-llama-5m" .gpu/shared/models/ && cp -r "$SHARED/data/wikitext-2" .gpu/shared/data/
-  chmod -R u+w .gpu
+  cp -r "$SHARED/models/wiki-llama-5m" .gpu/shared/models/ && cp -r "$SHARED/data/wikitext-2" \
+    .gpu/shared/data/ && chmod -R u+w .gpu || exit 1
   ckpt=$(ls -d "${PRUNER_ZERO_CACHE:-$HOME/.cache/pruner_zero}"/gguf/SmolLM2-135M-Instruct.Q4_1-b179c9523d0e6a0f)
   tar -C "$ckpt" -cJf .gpu/tok.tar.xz chat_template.jinja config.json generation_config.json \
     gguf_source.json tokenizer.json tokenizer_config.json || exit 1
-  xz -T2 -6 -c "$MODEL" | split -b 38000000 -d - /tmp/gguf.xz.
-  mv /tmp/gguf.xz.00 .gpu/gguf.xz.a && mv /tmp/gguf.xz.01 .gpu2/gguf.xz.b && mv /tmp/gguf.xz.02 .gpu2/gguf.xz.c
+  rm -f /tmp/gguf.xz.*
+  xz -T2 -6 -c "$MODEL" | split -b 38000000 -d - /tmp/gguf.xz. || exit 1
+  [ "$(ls /tmp/gguf.xz.* | wc -l)" = 3 ] || { echo "expected 3 pieces of the xz" >&2; exit 1; }
+  mv /tmp/gguf.xz.00 .gpu/gguf.xz.a && mv /tmp/gguf.xz.01 .gpu2/gguf.xz.b \
+    && mv /tmp/gguf.xz.02 .gpu2/gguf.xz.c || exit 1
   du -sb .gpu .gpu2
   exit 0
 fi
